@@ -1,0 +1,34 @@
+# `make demo` and `make test` set up .venv themselves. On a CPU-only machine torch==2.13.0
+# resolves to the CPU build where one is on pip's path (this project's CI machines keep it in
+# pip's find-links); elsewhere choose the build, e.g.
+#   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+#   make test TORCH=torch            # the newest CUDA build, on a GPU machine
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+demo: setup
+	$(BIN)/gdm-engine info
+	$(BIN)/gdm-engine validate
+	$(BIN)/gdm-engine bench --quick
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+bench: setup
+	$(BIN)/python -m pytest bench --benchmark-json bench-results.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,152 @@
+"""The op catalog: one OpSpec per op. Tests, `gdm-engine validate`, `gdm-engine bench` and the
+suites in bench/ all iterate CATALOG, so a new op is validated and benchmarked once listed here."""
+
+import dataclasses
+from typing import Callable
+
+import torch
+
+from gdm_engine import ops, reference
+from gdm_engine.backend import use_backend
+
+SIZES = ("tiny", "medium", "bench")
+# ‖out − ref‖ / ‖ref‖ in float64, per input dtype.
+DEFAULT_TOLERANCE = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+
+
+@dataclasses.dataclass
+class Case:
+    """One call of an op: its label (for tables), positional tensors and keyword arguments."""
+
+    label: str
+    args: tuple
+    kwargs: dict
+
+    def tensors(self):
+        return [a for a in self.args if isinstance(a, torch.Tensor)]
+
+
+@dataclasses.dataclass
+class OpSpec:
+    """An op with everything needed to check and time it.
+
+    make_inputs(size, dtype, device, generator) returns a list of Case: "tiny" shapes run through
+    Triton's interpreter in the tests, "medium" ones are random shapes for validation on a GPU (and
+    CPU timings), "bench" ones fill a GPU. bytes_moved and flops give the least memory traffic
+    and arithmetic of a case (the cost model behind GB/s, TFLOP/s and % of roofline).
+    """
+
+    name: str
+    family: str
+    op: Callable
+    library_op: Callable  # the torch.library registration of `op`, for opcheck
+    reference: Callable
+    make_inputs: Callable
+    bytes_moved: Callable
+    flops: Callable
+    tolerance: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
+    peers: dict = dataclasses.field(default_factory=dict)  # name -> (case -> callable or None)
+
+    def kernel(self, *args, **kwargs):
+        """The op with its Triton kernel, whatever the global backend."""
+        with use_backend("triton"):
+            return self.op(*args, **kwargs)
+
+
+def _randint(generator, low, high):
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+def _bytes_of(*tensors):
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+# --------------------------------------------------------------------------------------------------
+# causal_conv1d
+# --------------------------------------------------------------------------------------------------
+
+
+def _conv_case(n, c_in, c_out, length, k, dilation, groups, activation, dtype, device, generator,
+               bias=True):
+    x = torch.randn(n, c_in, length, dtype=dtype, device="cpu", generator=generator)
+    fan_in = c_in // groups * k
+    w = torch.randn(c_out, c_in // groups, k, generator=generator) / max(fan_in, 1) ** 0.5
+    b = torch.randn(c_out, generator=generator) if bias else None
+    tensors = [t.to(device=device, dtype=dtype) if t is not None else None for t in (x, w, b)]
+    kind = "depthwise" if groups == c_in else ("dense" if groups == 1 else f"groups={groups}")
+    label = (f"{kind} N={n} C={c_in}->{c_out} L={length} K={k} d={dilation}"
+             f"{'' if activation is None else ' ' + activation}{'' if bias else ' no-bias'}")
+    return Case(label, tuple(tensors), {"dilation": dilation, "groups": groups,
+                                        "activation": activation})
+
+
+def _causal_conv1d_inputs(size, dtype, device, generator):
+    def case(*shape, **kw):
+        return _conv_case(*shape, dtype=dtype, device=device, generator=generator, **kw)
+
+    if size == "bench":  # the shapes of the performance targets
+        return [case(8, 1024, 1024, 8192, 4, 1, 1024, None),
+                case(8, 256, 256, 16384, 2, 64, 1, None),
+                case(8, 256, 512, 16384, 2, 64, 1, "gated")]
+    scale = 1 if size == "tiny" else 16
+    r = lambda low, high: _randint(generator, low, high)  # noqa: E731
+    c = r(2, 5) * scale
+    return [
+        # direct form: few channels, every activation, sequence shorter than the receptive field
+        case(r(1, 3), 3, 5, r(1, 4) * scale, 3, 2, 1, None, bias=False),
+        case(r(1, 3), c, 2 * c, r(5, 13) * scale, r(2, 4), r(1, 3), 1, "gated"),
+        case(2, 6, 12, 7 * scale, 4, 3, 6, "tanh"),            # depthwise, multiplier 2
+        case(r(1, 3), c, 2 * c, r(5, 31) * scale, 4, r(1, 5), c, "gated"),  # depthwise gated
+        case(1, 1, 1, 1, 1, 1, 1, "relu"),                     # K=1, L=1
+        # dot form: >= 16 channels per group
+        case(2, 32, 32, r(7, 29) * scale, 3, 2, 1, "gated"),
+        case(r(1, 2), 32, 48, 11 * scale, 2, 5, 2, "relu"),
+        case(2, 48, 48, 13 * scale, 3, 1, 3, "gated"),          # odd groups, gated: direct form
+    ]
+
+
+def _causal_conv1d_bytes(case):
+    x, w, b = case.args
+    c_out = w.shape[0] // (2 if case.kwargs["activation"] == "gated" else 1)
+    y_bytes = x.shape[0] * c_out * x.shape[2] * x.element_size()
+    return _bytes_of(x, w, b) + y_bytes
+
+
+def _causal_conv1d_flops(case):
+    x, w, _ = case.args
+    return 2 * x.shape[0] * x.shape[2] * w.numel()
+
+
+def _dao_causal_conv1d(case):
+    """The CUDA kernel of the `causal-conv1d` package (depthwise, K <= 4), where installed."""
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except ImportError:
+        return None
+    x, w, b = case.args
+    kw = case.kwargs
+    depthwise = kw["groups"] == x.shape[1] == w.shape[0]
+    if not depthwise or kw["dilation"] != 1 or w.shape[2] > 4 or kw["activation"] is not None:
+        return None
+    return lambda: causal_conv1d_fn(x, w[:, 0], b)
+
+
+CAUSAL_CONV1D = OpSpec(
+    name="causal_conv1d",
+    family="causal_conv1d",
+    op=ops.causal_conv1d,
+    library_op=ops.causal_conv1d_library_op,
+    reference=reference.causal_conv1d,
+    make_inputs=_causal_conv1d_inputs,
+    bytes_moved=_causal_conv1d_bytes,
+    flops=_causal_conv1d_flops,
+    peers={"causal-conv1d": _dao_causal_conv1d},
+)
+
+CATALOG = {spec.name: spec for spec in [CAUSAL_CONV1D]}
+
+
+def get(name):
+    if name not in CATALOG:
+        raise ValueError(f"unknown op {name!r}; the catalog has {', '.join(CATALOG)}")
+    return CATALOG[name]

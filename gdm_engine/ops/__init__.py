@@ -1,0 +1,6 @@
+"""The public functional ops: validate inputs, choose kernel or reference, support autograd."""
+
+from .causal_conv1d import causal_conv1d
+from .causal_conv1d import library_op as causal_conv1d_library_op
+
+__all__ = ["causal_conv1d", "causal_conv1d_library_op"]

@@ -1,0 +1,114 @@
+"""Kernels against their references: the harness of tests/ and of `gdm-engine validate`.
+
+Every check draws fresh random inputs, poisons each kernel output buffer with NaN, runs the
+kernel in the case's dtype and the reference in float64 on the same (upcast) inputs, and compares
+‖out − ref‖ / ‖ref‖ with the catalog's tolerance. NaN or inf never passes.
+"""
+
+import dataclasses
+import inspect
+import math
+
+import torch
+
+from gdm_engine.catalog import Case
+
+
+@dataclasses.dataclass
+class Check:
+    op: str
+    dtype: str
+    case: str
+    quantity: str  # "forward" or "grad <argument>"
+    error: float
+    tolerance: float
+
+    @property
+    def passed(self):
+        return self.error <= self.tolerance  # False for NaN
+
+    def row(self):
+        verdict = "ok" if self.passed else "FAIL"
+        return {**dataclasses.asdict(self), "verdict": verdict}
+
+
+def relative_error(out, ref):
+    """‖out − ref‖ / ‖ref‖ in float64 (the plain norm of out − ref when ref is zero)."""
+    if out.shape != ref.shape:
+        return math.inf
+    out, ref = out.detach().double(), ref.detach().double()
+    if not torch.isfinite(out).all():
+        return math.inf
+    diff, scale = (out - ref).norm().item(), ref.norm().item()
+    return diff / scale if scale > 0 else diff
+
+
+def noncontiguous(t):
+    """The same values in a strided (non-contiguous) view: every other element of a wider buffer."""
+    if t.ndim == 0:
+        return t
+    wide = torch.empty((*t.shape[:-1], 2 * t.shape[-1]), dtype=t.dtype, device=t.device)
+    view = wide[..., ::2]
+    view.copy_(t)
+    return view
+
+
+def with_tensors(case, fn, label_suffix=""):
+    """A copy of `case` whose tensor arguments are fn(tensor)."""
+    args = tuple(fn(a) if isinstance(a, torch.Tensor) else a for a in case.args)
+    return Case(case.label + label_suffix, args, dict(case.kwargs))
+
+
+def _tensor_names(spec, case):
+    names = list(inspect.signature(spec.reference).parameters)
+    return [(names[i], a) for i, a in enumerate(case.args) if isinstance(a, torch.Tensor)]
+
+
+def check_case(spec, case, grads=True, generator=None):
+    """Checks of one case: the forward output, then the gradient of every floating input."""
+    from gdm_engine.kernels import poisoned_outputs
+
+    dtype = case.tensors()[0].dtype
+    tolerance = spec.tolerance[dtype]
+    named = _tensor_names(spec, case)
+    ours = with_tensors(case, lambda t: t.detach().requires_grad_(grads))
+    ref_case = with_tensors(case, lambda t: t.detach().double().requires_grad_(grads))
+    with poisoned_outputs():
+        out = spec.kernel(*ours.args, **ours.kwargs)
+    ref = spec.reference(*ref_case.args, **ref_case.kwargs)
+
+    def check(quantity, a, b):
+        return Check(spec.name, str(dtype).replace("torch.", ""), case.label, quantity,
+                     relative_error(a, b), tolerance)
+
+    checks = [check("forward", out, ref)]
+    if grads and out.numel():
+        grad_out = torch.randn(out.shape, generator=generator).to(out.device, dtype)
+        with poisoned_outputs():
+            got = torch.autograd.grad(out, ours.tensors(), grad_out)
+        want = torch.autograd.grad(ref, ref_case.tensors(), grad_out.double())
+        checks += [check(f"grad {name}", g, w) for (name, _), g, w in zip(named, got, want)]
+    return checks
+
+
+def supported_dtypes(device):
+    """The kernel dtypes this device runs: bf16 needs compute capability 8.0 on a GPU."""
+    dtypes = [torch.float32, torch.float16, torch.bfloat16]
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
+        dtypes.remove(torch.bfloat16)
+    return dtypes
+
+
+def validate(specs, sizes, device, seed, grads=True, progress=None):
+    """All checks of `specs` at `sizes` in every supported dtype, contiguous and strided."""
+    generator = torch.Generator().manual_seed(seed)
+    checks = []
+    for spec in specs:
+        for dtype in supported_dtypes(device):
+            for size in sizes:
+                for case in spec.make_inputs(size, dtype, device, generator):
+                    for variant in (case, with_tensors(case, noncontiguous, " strided")):
+                        checks += check_case(spec, variant, grads, generator)
+                        if progress is not None:
+                            progress.update(1)
+    return checks

@@ -1,0 +1,23 @@
+from setuptools import setup
+
+setup(
+    name="gdm-engine",
+    version="0.1.0",
+    description="Triton kernels for deep generative models behind a thin PyTorch engine",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["gdm_engine", "gdm_engine.reference", "gdm_engine.ops", "gdm_engine.nn",
+              "gdm_engine.kernels"],
+    # The kernels live in the top-level kernels/ folder but install under the engine's name, so
+    # they cannot clash with any other top-level "kernels" package.
+    package_dir={"gdm_engine.kernels": "kernels"},
+    install_requires=[
+        "torch>=2.6",
+        "triton>=3.2; platform_system == 'Linux'",
+        "numpy",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis"]},
+    entry_points={"console_scripts": ["gdm-engine = gdm_engine.cli:main"]},
+)

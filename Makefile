@@ -25,7 +25,7 @@ demo: setup
 	$(BIN)/gdm-engine bench --quick
 
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests bench --benchmark-disable
 
 bench: setup
 	$(BIN)/python -m pytest bench --benchmark-json bench-results.json

@@ -66,8 +66,9 @@ def _bytes_of(*tensors):
 # --------------------------------------------------------------------------------------------------
 
 
-def _conv_case(n, c_in, c_out, length, k, dilation, groups, activation, dtype, device, generator,
-               bias=True):
+def causal_conv1d_case(n, c_in, c_out, length, k, dilation, groups, activation, dtype, device,
+                       generator, bias=True):
+    """A random causal_conv1d call: x (n, c_in, length), weight (c_out, c_in/groups, k)."""
     x = torch.randn(n, c_in, length, dtype=dtype, device="cpu", generator=generator)
     fan_in = c_in // groups * k
     w = torch.randn(c_out, c_in // groups, k, generator=generator) / max(fan_in, 1) ** 0.5
@@ -82,7 +83,7 @@ def _conv_case(n, c_in, c_out, length, k, dilation, groups, activation, dtype, d
 
 def _causal_conv1d_inputs(size, dtype, device, generator):
     def case(*shape, **kw):
-        return _conv_case(*shape, dtype=dtype, device=device, generator=generator, **kw)
+        return causal_conv1d_case(*shape, dtype=dtype, device=device, generator=generator, **kw)
 
     if size == "bench":  # the shapes of the performance targets
         return [case(8, 1024, 1024, 8192, 4, 1, 1024, None),

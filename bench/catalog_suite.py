@@ -1,0 +1,37 @@
+"""pytest-benchmark suites generated from the catalog: `pytest bench/ --benchmark-json out.json`.
+
+On a GPU the "bench" shapes are timed for every provider (kernel, eager reference, compiled
+reference, peers); on a CPU the "tiny" shapes in float32 for the reference providers only, since
+the interpreter's timings say nothing of the kernels' speed.
+"""
+
+import torch
+
+from gdm_engine import benchmark, catalog
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def provider_params(op_name):
+    """(case, provider name, callable) triples for one catalog op, ready for parametrize."""
+    spec = catalog.get(op_name)
+    size = "bench" if DEVICE.type == "cuda" else "tiny"
+    dtypes = [torch.bfloat16, torch.float16, torch.float32] if DEVICE.type == "cuda" else [torch.float32]
+    generator = torch.Generator().manual_seed(0)
+    params = []
+    for dtype in dtypes:
+        for case in spec.make_inputs(size, dtype, DEVICE, generator):
+            for name, fn in benchmark.providers(spec, case, DEVICE).items():
+                params.append((f"{case.label} {dtype} {name}".replace("torch.", ""), fn))
+    return params
+
+
+def run(benchmark_fixture, fn):
+    """Time fn with the fixture, synchronising the GPU inside each round."""
+    def call():
+        fn()
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.no_grad():
+        benchmark_fixture(call)

@@ -1,0 +1,126 @@
+"""causal_conv1d beyond the catalog's generic checks: its definition, causality, edge cases,
+every activation in each kernel form, bad input, and the CausalConv1d module."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gdm_engine
+from gdm_engine import catalog, testing
+from gdm_engine.nn import CausalConv1d
+from gdm_engine.ops import causal_conv1d
+
+SPEC = catalog.CATALOG["causal_conv1d"]
+TOL = SPEC.tolerance[torch.float32]
+
+
+def _case(generator, device, *shape, **kw):
+    return catalog.causal_conv1d_case(*shape, dtype=torch.float32, device=device,
+                                      generator=generator, **kw)
+
+
+def _assert_matches_reference(case, generator):
+    failed = [c for c in testing.check_case(SPEC, case, generator=generator) if not c.passed]
+    assert not failed, [(c.quantity, c.error) for c in failed]
+
+
+@pytest.mark.parametrize("activation", [None, "tanh", "relu", "gated"])
+@pytest.mark.parametrize("form", ["direct", "dot", "depthwise"])
+def test_every_activation_in_every_kernel_form(form, activation, device, generator):
+    channels, groups = {"direct": (6, 1), "dot": (16, 1), "depthwise": (6, 6)}[form]
+    case = _case(generator, device, 2, channels, 2 * channels, 9, 3, 2, groups, activation)
+    _assert_matches_reference(case, generator)
+
+
+def test_is_the_padded_convolution_of_the_definition(device, generator):
+    x, w, b = _case(generator, device, 3, 8, 12, 17, 3, 4, 2, None).args
+    with gdm_engine.use_backend("triton"):
+        y = causal_conv1d(x, w, b, dilation=4, groups=2)
+    padded = F.conv1d(F.pad(x.double(), (2 * 4, 0)), w.double(), b.double(), dilation=4, groups=2)
+    assert testing.relative_error(y, padded) < TOL
+
+
+def test_output_never_sees_the_future(device, generator):
+    x, w, b = _case(generator, device, 1, 4, 4, 20, 3, 3, 1, "gated").args
+    t0 = 11
+    later = x.clone()
+    later[..., t0:] = torch.randn(later[..., t0:].shape, generator=generator).to(device)
+    with gdm_engine.use_backend("triton"):
+        y, y_later = (causal_conv1d(v, w, b, dilation=3, activation="gated") for v in (x, later))
+    assert torch.equal(y[..., :t0], y_later[..., :t0])
+    assert not torch.equal(y[..., t0:], y_later[..., t0:])
+
+
+@pytest.mark.parametrize("length", [1, 2, 5])  # all shorter than the receptive field (K-1)·d = 9
+def test_sequences_shorter_than_the_receptive_field(length, device, generator):
+    _assert_matches_reference(_case(generator, device, 2, 3, 4, length, 4, 3, 1, "tanh"), generator)
+
+
+def test_empty_batch(device):
+    x = torch.randn(0, 4, 7, device=device, requires_grad=True)
+    w = torch.randn(6, 4, 3, device=device, requires_grad=True)
+    with gdm_engine.use_backend("triton"):
+        y = causal_conv1d(x, w, activation="gated")
+        assert y.shape == (0, 3, 7)
+        y.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))
+
+
+def test_float64_runs_the_reference_on_every_backend(device, generator):
+    x, w, b = _case(generator, device, 2, 3, 4, 6, 2, 1, 1, None).args
+    x, w, b = x.double(), w.double(), b.double()
+    with gdm_engine.use_backend("triton"):
+        assert torch.equal(causal_conv1d(x, w, b), gdm_engine.reference.causal_conv1d(x, w, b))
+
+
+def _inputs():
+    return torch.randn(2, 4, 8), torch.randn(6, 4, 3), torch.randn(6)
+
+
+BAD_INPUTS = {
+    "x rank": (lambda x, w, b: (x[0], w, b, {}), ValueError, "x must have 3 dimensions"),
+    "weight rank": (lambda x, w, b: (x, w[0], b, {}), ValueError, "weight must have 3"),
+    "x not a tensor": (lambda x, w, b: (x.tolist(), w, b, {}), TypeError, "x must be a torch.Tensor"),
+    "channels": (lambda x, w, b: (x[:, :3], w, b, {}), ValueError, "weight must have shape"),
+    "groups divide": (lambda x, w, b: (x, w, b, {"groups": 3}), ValueError, "groups=3"),
+    "groups shape": (lambda x, w, b: (x, w, b, {"groups": 2}), ValueError, "weight must have shape"),
+    "groups type": (lambda x, w, b: (x, w, b, {"groups": 1.0}), TypeError, "groups must be an int"),
+    "K = 0": (lambda x, w, b: (x, w[..., :0], b, {}), ValueError, "kernel size K >= 1"),
+    "dilation 0": (lambda x, w, b: (x, w, b, {"dilation": 0}), ValueError, "dilation must be >= 1"),
+    "dilation bool": (lambda x, w, b: (x, w, b, {"dilation": True}), TypeError, "dilation must be"),
+    "integer x": (lambda x, w, b: (x.long(), w, b, {}), TypeError, "x must be float32"),
+    "integer weight": (lambda x, w, b: (x, w.int(), b, {}), TypeError, "weight must be float32"),
+    "dtypes": (lambda x, w, b: (x, w.double(), b, {}), TypeError, "weight has dtype"),
+    "bias dtype": (lambda x, w, b: (x, w, b.half(), {}), TypeError, "bias has dtype"),
+    "bias shape": (lambda x, w, b: (x, w, b[:5], {}), ValueError, "bias must have shape (6,)"),
+    "devices": (lambda x, w, b: (x, w.to("meta"), b, {}), ValueError, "weight is on meta"),
+    "activation": (lambda x, w, b: (x, w, b, {"activation": "gelu"}), ValueError, "activation"),
+    "odd gated": (lambda x, w, b: (x, w[:5], b[:5], {"activation": "gated"}), ValueError, "even"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_raises_naming_the_argument(name):
+    make, error, message = BAD_INPUTS[name]
+    x, w, b, kwargs = make(*_inputs())
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        causal_conv1d(x, w, b, **kwargs)
+
+
+def test_module_matches_padded_nn_conv1d(device):
+    module = CausalConv1d(8, 12, 3, dilation=2, groups=4, device=device)
+    conv = torch.nn.Conv1d(8, 12, 3, dilation=2, groups=4, device=device)
+    conv.load_state_dict(module.state_dict())
+    x = torch.randn(2, 8, 10, device=device)
+    with gdm_engine.use_backend("triton"):
+        y = module(x)
+    assert testing.relative_error(y, conv(F.pad(x, (4, 0)))) < TOL
+    y.square().sum().backward()
+    assert module.weight.grad is not None and module.bias.grad is not None
+
+
+def test_module_gated_halves_channels_and_repr():
+    module = CausalConv1d(4, 8, 2, dilation=3, bias=False, activation="gated")
+    assert module(torch.randn(1, 4, 5)).shape == (1, 4, 5)
+    assert repr(module) == ("CausalConv1d(4, 8, kernel_size=2, dilation=3, bias=False, "
+                            "activation='gated')")

@@ -65,6 +65,19 @@ def _activate(a, b, ACTIVATION: tl.constexpr):
 
 
 @triton.jit
+def _epilogue(acc, gate, bias_ptr, y_ptr, n, c, c_ok, t, HALF, L, syn, syc, syt,
+              ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Add the bias, apply the activation and store the tile of output channels c."""
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+        if ACTIVATION == 3:
+            gate += tl.load(bias_ptr + c + HALF, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+    out = _activate(acc, gate, ACTIVATION)
+    y_ptrs = y_ptr + n * syn + c[:, None] * syc + t[None, :] * syt
+    tl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=c_ok[:, None] & (t < L)[None, :])
+
+
+@triton.jit
 def _dot(a, b, acc, PRECISION: tl.constexpr):
     """acc + a @ b with fp32 accumulation."""
     if _UPCAST_BF16_DOT and a.dtype == tl.bfloat16:
@@ -144,19 +157,14 @@ def _conv_dot_kernel(x_ptr, w_ptr, bias_ptr, y_ptr,
     g = first // C_OUT_G
     acc = _dot_tile(x_ptr, w_ptr, n, g, c - g * C_OUT_G, t, C_IN_G, C_OUT_G, L, K, DIL,
                     sxn, sxc, sxt, swg, swo, swi, swk, REVERSE, PRECISION, BLOCK_O, BLOCK_I, BLOCK_T)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[:, None]
     gate = acc
     if ACTIVATION == 3:
         g2 = (first + HALF) // C_OUT_G
         gate = _dot_tile(x_ptr, w_ptr, n, g2, c + HALF - g2 * C_OUT_G, t, C_IN_G, C_OUT_G, L, K,
                          DIL, sxn, sxc, sxt, swg, swo, swi, swk, REVERSE, PRECISION,
                          BLOCK_O, BLOCK_I, BLOCK_T)
-        if HAS_BIAS:
-            gate += tl.load(bias_ptr + c + HALF, mask=c_ok, other=0.0).to(tl.float32)[:, None]
-    out = _activate(acc, gate, ACTIVATION)
-    y_ptrs = y_ptr + n * syn + c[:, None] * syc + t[None, :] * syt
-    tl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=c_ok[:, None] & (t < L)[None, :])
+    _epilogue(acc, gate, bias_ptr, y_ptr, n, c, c_ok, t, HALF, L, syn, syc, syt,
+              ACTIVATION, HAS_BIAS)
 
 
 @triton.jit
@@ -204,17 +212,12 @@ def _conv_direct_kernel(x_ptr, w_ptr, bias_ptr, y_ptr,
     c_ok = c < C_Y
     acc = _direct_tile(x_ptr, w_ptr, n, c, c_ok, t, C_IN_G, C_OUT_G, L, K, DIL,
                        sxn, sxc, sxt, swg, swo, swi, swk, REVERSE, BLOCK_C, BLOCK_T)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[:, None]
     gate = acc
     if ACTIVATION == 3:
         gate = _direct_tile(x_ptr, w_ptr, n, c + HALF, c_ok, t, C_IN_G, C_OUT_G, L, K, DIL,
                             sxn, sxc, sxt, swg, swo, swi, swk, REVERSE, BLOCK_C, BLOCK_T)
-        if HAS_BIAS:
-            gate += tl.load(bias_ptr + c + HALF, mask=c_ok, other=0.0).to(tl.float32)[:, None]
-    out = _activate(acc, gate, ACTIVATION)
-    y_ptrs = y_ptr + n * syn + c[:, None] * syc + t[None, :] * syt
-    tl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=c_ok[:, None] & (t < L)[None, :])
+    _epilogue(acc, gate, bias_ptr, y_ptr, n, c, c_ok, t, HALF, L, syn, syc, syt,
+              ACTIVATION, HAS_BIAS)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -377,11 +377,13 @@ def _conv(x, w_strides, w, bias, y, groups, c_in_g, c_out_g, dilation, activatio
     strides = (*x.stride(), swg, swo, swi, swk, *y.stride())
     flags = dict(ACTIVATION=activation, REVERSE=reverse, HAS_BIAS=bias is not None)
     if _use_dot(c_in_g, c_out_g, groups, activation):
-        y_groups = 1 if (activation == GATED and groups == 1) else groups // (2 if activation == GATED else 1)
+        # With the gated unit and several groups, each half of the channels is groups/2 groups.
+        y_groups = groups // 2 if activation == GATED and groups > 1 else groups
         y_per_group = c_y // y_groups
 
         def grid(meta):
-            return (N * triton.cdiv(L, meta["BLOCK_T"]), y_groups * triton.cdiv(y_per_group, meta["BLOCK_O"]))
+            c_blocks = triton.cdiv(y_per_group, meta["BLOCK_O"])
+            return (N * triton.cdiv(L, meta["BLOCK_T"]), y_groups * c_blocks)
 
         _conv_dot_kernel[grid](x, w, bias_arg, y, *common, y_per_group, half, L, K, dilation,
                                *strides, PRECISION=_precision(x.dtype), **flags)
@@ -427,18 +429,17 @@ def _weight_grad(x, dpre, weight, groups, dilation, with_bias):
     N, _, L = x.shape
     c_out, c_in_g, K = weight.shape
     c_out_g = c_out // groups
-    use_dot = _use_dot(c_in_g, c_out_g, groups, NONE)
     block_t = 32 if INTERPRETED else 128
     splits = _splits(x.device, c_out * max(c_in_g // 64, 1) * K, N * triton.cdiv(L, block_t))
     dw = empty((splits, c_out, c_in_g, K), torch.float32, x.device)
     db = empty((splits, c_out), torch.float32, x.device) if with_bias else dw
     strides = (*x.stride(), *dpre.stride())
-    if use_dot:
+    if _use_dot(c_in_g, c_out_g, groups, NONE):
         grid = lambda meta: (groups * triton.cdiv(c_out_g, meta["BLOCK_O"]),  # noqa: E731
                              triton.cdiv(c_in_g, meta["BLOCK_I"]), K * splits)
         _weight_grad_dot_kernel[grid](x, dpre, dw, db, N, c_in_g, c_out_g, c_out, L, K, dilation,
-                                      splits,
-                                      *strides, HAS_BIAS=with_bias, PRECISION=_precision(x.dtype))
+                                      splits, *strides, HAS_BIAS=with_bias,
+                                      PRECISION=_precision(x.dtype))
     else:
         grid = lambda meta: (triton.cdiv(c_out, meta["BLOCK_C"]), c_in_g * K, splits)  # noqa: E731
         _weight_grad_direct_kernel[grid](x, dpre, dw, db, N, c_in_g, c_out_g, c_out, L, K, dilation,

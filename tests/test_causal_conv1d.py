@@ -124,3 +124,15 @@ def test_module_gated_halves_channels_and_repr():
     assert module(torch.randn(1, 4, 5)).shape == (1, 4, 5)
     assert repr(module) == ("CausalConv1d(4, 8, kernel_size=2, dilation=3, bias=False, "
                             "activation='gated')")
+
+
+@pytest.mark.parametrize("form", ["dot", "direct"])
+def test_weight_gradient_split_into_partial_sums(form, monkeypatch, device, generator):
+    # On a GPU the weight-gradient reduction is cut into partial sums to fill the chip; force
+    # that path here, where one program would otherwise do it all.
+    from gdm_engine.kernels import causal_conv1d as kernels
+
+    monkeypatch.setattr(kernels, "num_programs_target", lambda device: 1 << 12)
+    channels = 16 if form == "dot" else 4
+    case = _case(generator, device, 3, channels, channels, 70, 3, 2, 1, "gated")
+    _assert_matches_reference(case, generator)

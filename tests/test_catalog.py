@@ -76,3 +76,16 @@ def test_op_under_torch_compile(spec, device, generator):
     want = spec.reference(*[t.double() if isinstance(t, torch.Tensor) else t for t in case.args],
                           **case.kwargs) * 2
     assert testing.relative_error(got, want) < spec.tolerance[torch.float32]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_op_under_torch_export(spec, device, generator):
+    case = _cases(spec, torch.float32, device, generator)[1]
+
+    class Wrapper(torch.nn.Module):
+        def forward(self, *args):
+            return spec.op(*args, **case.kwargs)
+
+    exported = torch.export.export(Wrapper(), case.args)
+    assert any(node.target == spec.library_op._opoverload for node in exported.graph.nodes)
+    assert torch.equal(exported.module()(*case.args), Wrapper()(*case.args))

@@ -8,6 +8,7 @@ the interpreter's timings say nothing of the kernels' speed.
 import torch
 
 from gdm_engine import benchmark, catalog
+from gdm_engine.testing import supported_dtypes
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -16,7 +17,7 @@ def provider_params(op_name):
     """(case, provider name, callable) triples for one catalog op, ready for parametrize."""
     spec = catalog.get(op_name)
     size = "bench" if DEVICE.type == "cuda" else "tiny"
-    dtypes = [torch.bfloat16, torch.float16, torch.float32] if DEVICE.type == "cuda" else [torch.float32]
+    dtypes = supported_dtypes(DEVICE) if DEVICE.type == "cuda" else [torch.float32]
     generator = torch.Generator().manual_seed(0)
     params = []
     for dtype in dtypes:

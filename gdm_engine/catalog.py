@@ -69,7 +69,7 @@ def _bytes_of(*tensors):
 def causal_conv1d_case(n, c_in, c_out, length, k, dilation, groups, activation, dtype, device,
                        generator, bias=True):
     """A random causal_conv1d call: x (n, c_in, length), weight (c_out, c_in/groups, k)."""
-    x = torch.randn(n, c_in, length, dtype=dtype, device="cpu", generator=generator)
+    x = torch.randn(n, c_in, length, generator=generator)
     fan_in = c_in // groups * k
     w = torch.randn(c_out, c_in // groups, k, generator=generator) / max(fan_in, 1) ** 0.5
     b = torch.randn(c_out, generator=generator) if bias else None

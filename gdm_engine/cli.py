@@ -44,11 +44,10 @@ def cmd_info(args):
     from gdm_engine import backend, catalog
 
     device = _device()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"gdm-engine {gdm_engine.__version__}")
     print(f"python {platform.python_version()}  torch {torch.__version__}  "
           f"triton {_version('triton')}  numpy {_version('numpy')}")
-    print(f"device: {device.type} ({name})")
+    print(f"device: {device.type} ({_device_name(device)})")
     print(f"backend: {backend.get_backend()}  interpreter: "
           f"{'on' if backend.interpreter_enabled() else 'off'}")
     kernels = "triton" if backend.triton_installed() else "none (triton not installed)"

@@ -91,6 +91,13 @@ def check_case(spec, case, grads=True, generator=None):
     return checks
 
 
+def assert_checks_pass(checks):
+    """Fail with one line per failed check: case, quantity, error and tolerance."""
+    failed = [c for c in checks if not c.passed]
+    assert not failed, "\n".join(f"{c.case} {c.quantity}: {c.error:.3g} > {c.tolerance:.3g}"
+                                 for c in failed)
+
+
 def supported_dtypes(device):
     """The kernel dtypes this device runs: bf16 needs compute capability 8.0 on a GPU."""
     dtypes = [torch.float32, torch.float16, torch.bfloat16]

@@ -14,19 +14,13 @@ def _cases(spec, dtype, device, generator):
     return spec.make_inputs("tiny", dtype, device, generator)
 
 
-def _assert_passed(checks):
-    failed = [c for c in checks if not c.passed]
-    assert not failed, "\n".join(f"{c.case} {c.quantity}: {c.error:.3g} > {c.tolerance:.3g}"
-                                 for c in failed)
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_kernel_matches_reference(spec, dtype, device, generator):
     checks = []
     for case in _cases(spec, dtype, device, generator):
         checks += testing.check_case(spec, case, generator=generator)
-    _assert_passed(checks)
+    testing.assert_checks_pass(checks)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
@@ -36,7 +30,7 @@ def test_kernel_matches_reference_on_strided_inputs(spec, device, generator):
         strided = testing.with_tensors(case, testing.noncontiguous)
         assert all(t.stride() != torch.empty(t.shape).stride() for t in strided.tensors())
         checks += testing.check_case(spec, strided, generator=generator)
-    _assert_passed(checks)
+    testing.assert_checks_pass(checks)
 
 
 def test_poisoned_buffers_catch_unwritten_outputs():

@@ -46,6 +46,7 @@ class OpSpec:
     flops: Callable
     tolerance: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
     peers: dict = dataclasses.field(default_factory=dict)  # name -> (case -> callable or None)
+    outputs: tuple = ("out",)  # names of the returned tensors, for ops that return several
 
     def kernel(self, *args, **kwargs):
         """The op with its Triton kernel, whatever the global backend."""
@@ -144,7 +145,49 @@ CAUSAL_CONV1D = OpSpec(
     peers={"causal-conv1d": _dao_causal_conv1d},
 )
 
-CATALOG = {spec.name: spec for spec in [CAUSAL_CONV1D]}
+# --------------------------------------------------------------------------------------------------
+# gaussian_reparam_kl
+# --------------------------------------------------------------------------------------------------
+
+
+def _gaussian_reparam_kl_inputs(size, dtype, device, generator):
+    def case(n, d):
+        mean = torch.randn(n, d, generator=generator)
+        log_var = torch.randn(n, d, generator=generator) - 1.0
+        eps = torch.randn(n, d, generator=generator)
+        tensors = [t.to(device=device, dtype=dtype) for t in (mean, log_var, eps)]
+        return Case(f"N={n} D={d}", tuple(tensors), {})
+
+    if size == "bench":  # a large latent batch: one read of three inputs, one write
+        return [case(65536, 512), case(4096, 8192)]
+    scale = 1 if size == "tiny" else 64
+    r = lambda low, high: _randint(generator, low, high)  # noqa: E731
+    return [case(1, 1), case(r(2, 9), r(2, 40)), case(r(1, 7) * scale, 17 * scale),
+            case(3, 1)]
+
+
+def _gaussian_reparam_kl_bytes(case):
+    mean, log_var, noise = case.args
+    return _bytes_of(mean, log_var, noise, mean) + mean.shape[0] * mean.element_size()
+
+
+def _gaussian_reparam_kl_flops(case):
+    return 8 * case.args[0].numel()
+
+
+GAUSSIAN_REPARAM_KL = OpSpec(
+    name="gaussian_reparam_kl",
+    family="gaussian_reparam_kl",
+    op=ops.gaussian_reparam_kl,
+    library_op=ops.gaussian_reparam_kl_library_op,
+    reference=reference.gaussian_reparam_kl,
+    make_inputs=_gaussian_reparam_kl_inputs,
+    bytes_moved=_gaussian_reparam_kl_bytes,
+    flops=_gaussian_reparam_kl_flops,
+    outputs=("z", "kl"),
+)
+
+CATALOG = {spec.name: spec for spec in [CAUSAL_CONV1D, GAUSSIAN_REPARAM_KL]}
 
 
 def get(name):

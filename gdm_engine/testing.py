@@ -81,14 +81,21 @@ def check_case(spec, case, grads=True, generator=None):
         return Check(spec.name, str(dtype).replace("torch.", ""), case.label, quantity,
                      relative_error(a, b), tolerance)
 
-    checks = [check("forward", out, ref)]
-    if grads and out.numel():
-        grad_out = torch.randn(out.shape, generator=generator).to(out.device, dtype)
+    outs, refs = as_tuple(out), as_tuple(ref)
+    labels = ["forward"] if len(outs) == 1 else [f"forward {name}" for name in spec.outputs]
+    checks = [check(label, o, r) for label, o, r in zip(labels, outs, refs)]
+    if grads and any(o.numel() for o in outs):
+        grad_outs = [torch.randn(o.shape, generator=generator).to(o.device, dtype) for o in outs]
         with poisoned_outputs():
-            got = torch.autograd.grad(out, ours.tensors(), grad_out)
-        want = torch.autograd.grad(ref, ref_case.tensors(), grad_out.double())
+            got = torch.autograd.grad(outs, ours.tensors(), grad_outs)
+        want = torch.autograd.grad(refs, ref_case.tensors(), [g.double() for g in grad_outs])
         checks += [check(f"grad {name}", g, w) for (name, _), g, w in zip(named, got, want)]
     return checks
+
+
+def as_tuple(out):
+    """An op's outputs as a tuple, whether it returns one tensor or several."""
+    return out if isinstance(out, tuple) else (out,)
 
 
 def assert_checks_pass(checks):

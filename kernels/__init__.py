@@ -5,7 +5,6 @@ public ops in `gdm_engine.ops` validate before they launch. This package imports
 and nothing of the engine.
 """
 
-from ._buffers import poisoned_outputs
-from .causal_conv1d import INTERPRETED
+from ._buffers import INTERPRETED, poisoned_outputs
 
 __all__ = ["INTERPRETED", "poisoned_outputs"]

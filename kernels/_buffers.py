@@ -1,4 +1,4 @@
-"""Output allocation shared by every launcher.
+"""Output allocation and runtime facts shared by every launcher.
 
 Tests switch on `poisoned_outputs()` so that every buffer a kernel must write starts as NaN: an
 element the kernel forgets to write then fails the comparison instead of passing by luck.
@@ -8,6 +8,10 @@ import contextlib
 import functools
 
 import torch
+from triton import knobs
+
+# Kernels built for Triton's CPU interpreter (TRITON_INTERPRET=1 when triton was imported).
+INTERPRETED = bool(knobs.runtime.interpret)
 
 _poison = False
 

@@ -19,11 +19,9 @@ Two forms of the same loop nest:
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
 
-from ._buffers import empty, num_programs_target
+from ._buffers import INTERPRETED, empty, num_programs_target
 
-INTERPRETED = bool(knobs.runtime.interpret)
 # Triton's interpreter multiplies bf16 dot operands as their raw 16-bit integers; products of bf16
 # values are exact in fp32, so upcasting there gives the tensor cores' result.
 _UPCAST_BF16_DOT = tl.constexpr(INTERPRETED)

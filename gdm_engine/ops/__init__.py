@@ -2,5 +2,8 @@
 
 from .causal_conv1d import causal_conv1d
 from .causal_conv1d import library_op as causal_conv1d_library_op
+from .gaussian_reparam_kl import gaussian_reparam_kl
+from .gaussian_reparam_kl import library_op as gaussian_reparam_kl_library_op
 
-__all__ = ["causal_conv1d", "causal_conv1d_library_op"]
+__all__ = ["causal_conv1d", "causal_conv1d_library_op", "gaussian_reparam_kl",
+           "gaussian_reparam_kl_library_op"]

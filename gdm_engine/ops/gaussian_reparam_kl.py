@@ -1,0 +1,128 @@
+"""gaussian_reparam_kl: a VAE posterior's reparameterised sample and KL to the prior, fused.
+
+Registered as `torch.library.custom_op`s (forward and backward), like every op: each chooses the
+Triton kernel or the PyTorch reference when it runs (gdm_engine.backend).
+"""
+
+from typing import Optional
+
+import torch
+
+from gdm_engine import backend, reference
+from gdm_engine.reference.gaussian_reparam_kl import standard_normal_like
+
+from ._checks import check_like, check_tensor
+
+
+def _kernels():
+    from gdm_engine.kernels import gaussian_reparam_kl as kernels
+
+    return kernels
+
+
+def _rows(t):
+    """(N, D) view of an (N, ...) tensor; None stays None."""
+    return t.reshape(t.shape[0], t.shape[1:].numel()) if t is not None else None
+
+
+@torch.library.custom_op("gdm_engine::gaussian_reparam_kl", mutates_args=())
+def library_op(mean: torch.Tensor, log_var: torch.Tensor, noise: Optional[torch.Tensor] = None,
+               *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The registered op, unchecked: call `gaussian_reparam_kl`, which validates first."""
+    if backend.resolve(mean) == "triton":
+        z, kl = _kernels().gaussian_reparam_kl_forward(_rows(mean), _rows(log_var), _rows(noise),
+                                                       seed)
+        return z.view(mean.shape), kl
+    z, kl = reference.gaussian_reparam_kl(mean, log_var, noise, seed)
+    return z.contiguous(), kl
+
+
+@library_op.register_fake
+def _(mean, log_var, noise=None, *, seed=0):
+    return mean.new_empty(mean.shape), mean.new_empty(mean.shape[:1])
+
+
+@torch.library.custom_op("gdm_engine::gaussian_reparam_kl_backward", mutates_args=())
+def _backward(grad_z: torch.Tensor, grad_kl: torch.Tensor, mean: torch.Tensor,
+              log_var: torch.Tensor, noise: Optional[torch.Tensor], seed: int,
+              implementation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dmean, dlog_var, dnoise) by the implementation that ran the forward pass; dnoise is empty
+    when the noise was drawn from `seed`."""
+    if implementation == "triton":
+        grads = _kernels().gaussian_reparam_kl_backward(_rows(grad_z), grad_kl, _rows(mean),
+                                                        _rows(log_var), _rows(noise), seed)
+        grads = [g.view(mean.shape) if g is not None else None for g in grads]
+    else:
+        grads = _reference_backward(grad_z, grad_kl, mean, log_var, noise, seed)
+    d_mean, d_log_var, d_noise = grads
+    return d_mean, d_log_var, d_noise if d_noise is not None else mean.new_empty(0)
+
+
+def _reference_backward(grad_z, grad_kl, mean, log_var, noise, seed):
+    # torch.func.vjp rather than torch.autograd: the body of a custom op runs below autograd.
+    if noise is None:
+        noise = standard_normal_like(mean, seed)
+        _, vjp = torch.func.vjp(lambda m, v: reference.gaussian_reparam_kl(m, v, noise),
+                                mean, log_var)
+        return (*vjp((grad_z, grad_kl)), None)
+    _, vjp = torch.func.vjp(reference.gaussian_reparam_kl, mean, log_var, noise)
+    return vjp((grad_z, grad_kl))
+
+
+@_backward.register_fake
+def _(grad_z, grad_kl, mean, log_var, noise, seed, implementation):
+    d_noise = torch.empty_like(mean) if noise is not None else mean.new_empty(0)
+    return torch.empty_like(mean), torch.empty_like(mean), d_noise
+
+
+def _setup_context(ctx, inputs, keyword_only_inputs, output):
+    mean, log_var, noise = inputs
+    ctx.save_for_backward(mean, log_var, noise)
+    ctx.config = (keyword_only_inputs["seed"], backend.resolve(mean))
+
+
+def _autograd_backward(ctx, grad_z, grad_kl):
+    mean, log_var, noise = ctx.saved_tensors
+    d_mean, d_log_var, d_noise = _backward(grad_z, grad_kl, mean, log_var, noise, *ctx.config)
+    return d_mean, d_log_var, d_noise if noise is not None else None
+
+
+library_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def check_inputs(mean, log_var, noise, generator):
+    """Raise ValueError/TypeError, naming the argument, for anything the op cannot compute."""
+    check_tensor("mean", mean)
+    if mean.ndim < 2:
+        raise ValueError(f"mean must have shape (N, D, ...): a batch of examples, got shape "
+                         f"{tuple(mean.shape)}")
+    named = [("log_var", log_var)] + ([("noise", noise)] if noise is not None else [])
+    for name, value in named:
+        check_tensor(name, value)
+        check_like(name, value, "mean", mean)
+        if value.shape != mean.shape:
+            raise ValueError(f"{name} must have the shape of mean, {tuple(mean.shape)}, got "
+                             f"{tuple(value.shape)}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
+    if generator is not None and noise is not None:
+        raise ValueError("pass noise or generator, not both: the generator only draws the noise")
+
+
+def gaussian_reparam_kl(mean, log_var, noise=None, *, generator=None):
+    """Reparameterised sample of N(mean, exp(log_var)) and its KL to N(0, I), per example.
+
+    mean, log_var: (N, D, ...). Returns z = mean + exp(log_var / 2) * eps, shaped like mean, and
+    kl: (N,), KL(N(mean, exp(log_var)) || N(0, I)) summed over every dimension but the first.
+    eps is `noise` when given (then kernel and reference agree), otherwise standard normal noise
+    drawn by the running implementation from a seed taken from `generator` (torch's global
+    generator by default): reproducible per backend, not across them. Gradients flow to mean,
+    log_var and a given noise.
+    """
+    check_inputs(mean, log_var, noise, generator)
+    seed = 0
+    if noise is None:
+        device = generator.device if generator is not None else "cpu"
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator, device=device))
+    return library_op(mean, log_var, noise, seed=seed)

@@ -1,0 +1,58 @@
+"""Pictures of samples: image grids as PNG (Pillow), 2-D point clouds as scatter plots
+(matplotlib)."""
+
+import math
+
+import numpy as np
+import torch
+
+
+def image_grid(images, levels, columns=None, scale=4, gap=1):
+    """One PIL image tiling `images` (N, C, H, W) of integer levels 0..levels-1, each pixel drawn
+    as a scale x scale block, with `gap` pixels of white between tiles."""
+    from PIL import Image
+
+    n, channels, height, width = images.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    pixels = (images.detach().cpu().double().clamp(0, levels - 1) * (255 / (levels - 1))).round()
+    pixels = pixels.to(torch.uint8).numpy().transpose(0, 2, 3, 1)
+    pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
+    cell_h, cell_w = height * scale + gap, width * scale + gap
+    canvas = np.full((rows * cell_h + gap, columns * cell_w + gap, channels), 255, np.uint8)
+    for i, tile in enumerate(pixels):
+        top, left = gap + (i // columns) * cell_h, gap + (i % columns) * cell_w
+        canvas[top:top + height * scale, left:left + width * scale] = tile
+    return Image.fromarray(canvas[..., 0] if channels == 1 else canvas)
+
+
+def scatter_plot(samples, reference, path, title=""):
+    """Side-by-side scatter plots of `reference` points (the data) and `samples`, to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [reference.detach().cpu().numpy(), samples.detach().cpu().numpy()]
+    both = np.concatenate(points)
+    low, high = np.percentile(both, 0.5, axis=0), np.percentile(both, 99.5, axis=0)
+    figure, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    for axis, cloud, name in zip(axes, points, ["data", "samples"]):
+        axis.scatter(cloud[:, 0], cloud[:, 1], s=1, alpha=0.4, linewidths=0)
+        axis.set_title(f"{name} ({len(cloud)} points)")
+        axis.set_xlim(low[0], high[0])
+        axis.set_ylim(low[1], high[1])
+        axis.set_aspect("equal")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_samples(samples, data, path, title=""):
+    """A PNG of samples of `data` (a gdm_engine.data.Data): a grid for images, a scatter plot
+    against the test split for 2-D points."""
+    if data.discrete:
+        image_grid(samples, data.levels).save(path)
+    else:
+        scatter_plot(samples, data.test, path, title)

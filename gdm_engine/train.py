@@ -1,0 +1,355 @@
+"""One trainer for every family: AdamW with warm-up and cosine decay, gradient clipping, an EMA of
+the weights, bf16 autocast on a GPU, periodic evaluation and sample pictures, atomic checkpoints
+that resume exactly, and data parallelism under torchrun.
+
+    data = gdm_engine.data.load("digits")
+    trainer = Trainer(build_model("vae", data), data, TrainConfig(steps=2000), out="runs/vae")
+    trainer.fit()
+
+Reproducibility: a run is a function of its seed. The global batch of step s is a slice of the
+permutation of epoch s // (steps per epoch), drawn from (seed, epoch); the model's own randomness
+in step s (reparameterisation noise, dequantisation, diffusion times) comes from a generator
+seeded from (seed, s, shard). So a resumed run repeats the uninterrupted one exactly, and P
+processes under torchrun, each taking its shard of the global batch, compute what one process
+computes when it accumulates P shards (`accumulate=P`).
+"""
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
+
+from gdm_engine import metrics, models, pictures
+
+CHECKPOINT_FORMAT = "gdm-engine checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 128          # the global batch, over all processes and accumulated shards
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 100              # steps of linear warm-up, then cosine decay to final_lr
+    final_lr: float = 0.1          # as a fraction of lr
+    grad_clip: float = 1.0         # max global gradient norm
+    ema_decay: float = 0.999
+    accumulate: int = 1            # shards of the global batch each process runs one after another
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    samples: int = 64              # examples in each sample picture
+    seed: int = 0
+
+    def check(self, train_size, world_size=1):
+        """Raise ValueError naming the setting that cannot work."""
+        for name in ("steps", "batch_size", "accumulate", "eval_every", "checkpoint_every",
+                     "samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        shards = world_size * self.accumulate
+        if self.batch_size % shards:
+            raise ValueError(f"batch_size {self.batch_size} must divide into {shards} equal shards "
+                             f"({world_size} processes x accumulate {self.accumulate})")
+        if self.batch_size > train_size:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {train_size} training "
+                             f"examples")
+
+    def learning_rate(self, step):
+        """Linear warm-up over `warmup` steps, then cosine decay to final_lr * lr at `steps`."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return self.lr * (self.final_lr + (1 - self.final_lr) * cosine)
+
+
+def _seed(*entropy):
+    """A 63-bit seed mixed from integers (numpy's SeedSequence: nearby inputs, unrelated seeds)."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(2, np.uint64)[0] >> 1)
+
+
+def _ema_update(decay):
+    """EMA with warm-up: the n-th update uses min(decay, (1 + n) / (10 + n)), so that early on the
+    average follows the weights instead of remembering their random start (the schedule of
+    TensorFlow's ExponentialMovingAverage with num_updates)."""
+
+    @torch.no_grad()
+    def update(averages, currents, num_averaged):
+        n = float(num_averaged)
+        rate = min(decay, (1 + n) / (10 + n))
+        torch._foreach_lerp_(averages, currents, 1 - rate)
+
+    return update
+
+
+def build_model(name, data, **options):
+    """The model registered as `name`, shaped for `data`."""
+    return models.get(name).for_data(data, **options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable gdm-engine checkpoint."""
+
+
+def save_checkpoint(state, path):
+    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over
+    `path`. A crash at any moment leaves the previous checkpoint or the new one, never a part."""
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """A checkpoint written by the trainer, loaded with weights_only=True (no code runs).
+    Raises CheckpointError for a missing, unreadable or foreign file."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many kinds for a damaged or foreign file
+        raise CheckpointError(f"{path} is not a readable checkpoint: {error}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a gdm-engine checkpoint")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {state.get('version')}; this "
+                              f"gdm-engine reads version {CHECKPOINT_VERSION}")
+    return state
+
+
+def model_from_checkpoint(state, ema=True):
+    """The checkpoint's model, with its EMA weights (or the raw weights with ema=False)."""
+    model = models.get(state["model"])(**state["model_config"])
+    if ema:
+        prefix = "module."
+        weights = {k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+    else:
+        weights = state["model_state"]
+    model.load_state_dict(weights)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------------
+
+
+def distributed_setup():
+    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this joins the process group:
+    NCCL with one GPU per process, gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        if cuda:
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world, device
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Trains `model` on `data` (gdm_engine.data.Data); only rank 0 writes to `out`."""
+
+    def __init__(self, model, data, config, out, model_name=None):
+        self.rank, self.world, self.device = distributed_setup()
+        config.check(len(data.train), self.world)
+        self.data, self.config, self.out = data, config, out
+        self.model_name = model_name or model.name
+        self.model = model.to(self.device)
+        self.parallel = self.model
+        if self.world > 1:
+            self.parallel = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.ema = AveragedModel(self.model, multi_avg_fn=_ema_update(config.ema_decay),
+                                 use_buffers=True)
+        self.step = 0
+        self._permutation = (None, None)  # (epoch, permutation of the training set)
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    @property
+    def checkpoint_path(self):
+        return os.path.join(self.out, CHECKPOINT_NAME)
+
+    # ---- one step ---------------------------------------------------------------------------
+
+    def global_batch(self, step):
+        """Indices of step's global batch: consecutive slices of a per-epoch permutation."""
+        n, batch = len(self.data.train), self.config.batch_size
+        per_epoch = n // batch
+        epoch, position = divmod(step, per_epoch)
+        if self._permutation[0] != epoch:
+            generator = torch.Generator().manual_seed(_seed(self.config.seed, epoch, 0))
+            self._permutation = (epoch, torch.randperm(n, generator=generator))
+        return self._permutation[1][position * batch:(position + 1) * batch]
+
+    def train_step(self):
+        """One optimiser step; returns this process's mean loss."""
+        config, step = self.config, self.step
+        shard_size = config.batch_size // (self.world * config.accumulate)
+        indices = self.global_batch(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.learning_rate(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = []
+        for i in range(config.accumulate):
+            shard = self.rank * config.accumulate + i
+            x = self.data.train[indices[shard * shard_size:(shard + 1) * shard_size]]
+            generator = torch.Generator(self.device).manual_seed(_seed(config.seed, step, shard, 1))
+            last = i == config.accumulate - 1
+            sync = contextlib.nullcontext() if last or self.world == 1 else self.parallel.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, torch.bfloat16,
+                                    enabled=self.device.type == "cuda"):
+                    loss = self.parallel(x.to(self.device), generator=generator)
+                (loss / config.accumulate).backward()
+            losses.append(loss.detach().float())
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.ema.update_parameters(self.model)
+        self.step += 1
+        return torch.stack(losses).mean().item()
+
+    # ---- evaluation and pictures --------------------------------------------------------------
+
+    def evaluate(self):
+        """Held-out figures of the EMA model; the evaluation's randomness is seeded from the step
+        and kept apart from training's."""
+        return evaluate(self.ema.module, self.data, seed=_seed(self.config.seed, self.step, 2))
+
+    def write_samples(self):
+        generator = torch.Generator().manual_seed(_seed(self.config.seed, self.step, 3))
+        with _fork_rng(self.device):
+            samples = self.ema.module.sample(self.config.samples if self.data.discrete else 2000,
+                                             generator=generator)
+        path = os.path.join(self.out, f"samples-{self.step:07d}.png")
+        pictures.save_samples(samples, self.data, path, f"{self.model_name}, step {self.step}")
+        return path
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    def state(self):
+        cuda = self.device.type == "cuda"
+        return {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "model": self.model_name, "model_config": self.model.config,
+            "data": self.data.name, "config": dataclasses.asdict(self.config),
+            "step": self.step, "world_size": self.world,
+            "model_state": self.model.state_dict(), "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(self.device) if cuda else torch.empty(0)},
+        }
+
+    def restore(self, state):
+        """Continue from a checkpoint of the same model and data."""
+        if state["model"] != self.model_name or state["data"] != self.data.name:
+            raise CheckpointError(f"the checkpoint is of model {state['model']!r} on data "
+                                  f"{state['data']!r}, not {self.model_name!r} on "
+                                  f"{self.data.name!r}")
+        self.model.load_state_dict(state["model_state"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"]["cuda"].numel():
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.step = state["step"]
+
+    def save(self):
+        save_checkpoint(self.state(), self.checkpoint_path)
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    def fit(self):
+        """Train to config.steps; returns the last evaluation (on rank 0; {} elsewhere)."""
+        config = self.config
+        if self.is_main:
+            os.makedirs(self.out, exist_ok=True)
+        results, running = {}, None
+        bar = tqdm(total=config.steps, initial=self.step, desc=f"train {self.model_name}",
+                   disable=not self.is_main or None, dynamic_ncols=True)
+        with bar:
+            while self.step < config.steps:
+                loss = self.train_step()
+                running = loss if running is None else 0.98 * running + 0.02 * loss
+                bar.set_postfix(loss=f"{running:.4g}", lr=f"{config.learning_rate(self.step):.2g}")
+                bar.update()
+                done = self.step == config.steps
+                if self.is_main and (done or self.step % config.eval_every == 0):
+                    results = {"step": self.step, "loss": running, **self.evaluate(),
+                               "samples": self.write_samples()}
+                    bar.write(_describe(results))
+                    with open(os.path.join(self.out, "metrics.jsonl"), "a") as f:
+                        f.write(json.dumps(results) + "\n")
+                if self.is_main and (done or self.step % config.checkpoint_every == 0):
+                    self.save()
+        if self.world > 1:
+            dist.barrier()
+        return results
+
+
+@contextlib.contextmanager
+def _fork_rng(device):
+    """Leave torch's global random state as it was (evaluation must not disturb training)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def evaluate(model, data, split="test", seed=0, samples=2000):
+    """Figures of `model` on a split of `data`: bits/dim for discrete data, NLL in nats for
+    continuous data, and for 2-D toys the sliced Wasserstein distance and MMD between `samples`
+    model samples and the split (the toy's sample size)."""
+    x = getattr(data, split)
+    with _fork_rng(model.device):
+        torch.manual_seed(seed)
+        if data.discrete:
+            return {"bits_per_dim": metrics.bits_per_dim(model, x)}
+        figures = {"nll_nats": metrics.nll_nats(model, x)}
+        if data.toy is not None and samples:
+            generator = torch.Generator().manual_seed(seed)
+            drawn = model.sample(samples, generator=generator)
+            figures["sliced_wasserstein"] = metrics.sliced_wasserstein(drawn, x,
+                                                                       generator=generator)
+            figures["mmd"] = metrics.mmd(drawn, x, generator=generator)
+        return figures
+
+
+def _describe(results):
+    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in results.items())

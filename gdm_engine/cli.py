@@ -1,6 +1,7 @@
-"""The `gdm-engine` command: info, validate, bench."""
+"""The `gdm-engine` command: info, validate, bench; train, sample, eval."""
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -116,6 +117,151 @@ def cmd_bench(args):
     return 0
 
 
+class UsageError(Exception):
+    """A request the command cannot carry out as given: exit status 2, nothing written."""
+
+
+def _model_options(pairs):
+    """--set KEY=VALUE options: the value parsed as JSON (numbers, true/false, strings)."""
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _load_data(name):
+    from gdm_engine import data
+
+    try:
+        return data.load(name)
+    except (ValueError, OSError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _load_checkpoint(path):
+    from gdm_engine import train
+
+    try:
+        return train.load_checkpoint(path, map_location=_device())
+    except train.CheckpointError as error:
+        raise UsageError(str(error)) from None
+
+
+TRAIN_SETTINGS = ("batch_size", "lr", "accumulate", "eval_every", "checkpoint_every", "seed")
+
+
+def _train_config(args, saved):
+    """The run's settings: the checkpoint's when resuming (--steps may extend the run), given
+    settings that contradict the checkpoint are an error."""
+    from gdm_engine import train
+
+    given = {k: getattr(args, k) for k in ("steps", *TRAIN_SETTINGS)
+             if getattr(args, k) is not None}
+    if saved is None:
+        return train.TrainConfig(**given)
+    config = train.TrainConfig(**saved["config"])
+    for key, value in given.items():
+        if key != "steps" and value != getattr(config, key):
+            raise UsageError(f"the checkpoint was trained with {key}={getattr(config, key)}; "
+                             f"resume with the same value or leave --{key.replace('_', '-')} out")
+    return dataclasses.replace(config, steps=given.get("steps", config.steps))
+
+
+def cmd_train(args):
+    from gdm_engine import metrics, models, train
+
+    if args.model not in models.MODELS:
+        raise UsageError(f"unknown model {args.model!r}; the models are {', '.join(models.MODELS)}")
+    data = _load_data(args.data)
+    out = args.out or os.path.join("runs", f"{args.model}-{os.path.basename(args.data)}")
+    checkpoint = os.path.join(out, train.CHECKPOINT_NAME)
+    saved = None
+    if os.path.exists(checkpoint):
+        if not args.resume:
+            raise UsageError(f"{checkpoint} exists: pass --resume to continue that run, or "
+                             f"choose another --out")
+        saved = _load_checkpoint(checkpoint)
+    elif args.resume:
+        print(f"no checkpoint in {out}: starting from step 0")
+    try:
+        if saved is not None:
+            model = models.get(saved["model"])(**saved["model_config"])
+        else:
+            model = train.build_model(args.model, data, **_model_options(args.set))
+        trainer = train.Trainer(model, data, _train_config(args, saved), out, args.model)
+        if saved is not None:
+            trainer.restore(saved)
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error)) from None
+    results = trainer.fit()
+    if trainer.is_main:
+        print(f"{args.model} on {data.name}, step {trainer.step}: {_figures(results)}")
+        if data.discrete:
+            print(f"independent-pixel baseline: "
+                  f"{metrics.independent_pixel_bits_per_dim(data):.4f} bits/dim")
+        print(f"checkpoint: {trainer.checkpoint_path}")
+    return 0
+
+
+def _figures(results):
+    return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in results.items()
+                     if isinstance(v, float) and k != "loss")
+
+
+def cmd_sample(args):
+    import numpy as np
+    import torch
+
+    from gdm_engine import pictures, train
+
+    out = args.out or os.path.join(os.path.dirname(args.checkpoint) or ".", "samples.png")
+    if not out.endswith((".png", ".npz")):
+        raise UsageError(f"--out must end in .png (a picture) or .npz (the samples), got {out}")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise UsageError(f"the folder of --out {out} does not exist")
+    saved = _load_checkpoint(args.checkpoint)
+    data = _load_data(saved["data"]) if out.endswith(".png") else None
+    model = train.model_from_checkpoint(saved).to(_device())
+    samples = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed))
+    if out.endswith(".npz"):
+        np.savez(out, samples=samples.cpu().numpy())
+    else:
+        pictures.save_samples(samples, data, out, f"{saved['model']}, step {saved['step']}")
+    print(f"wrote {args.n} samples of {saved['model']} (step {saved['step']}) to {out}")
+    return 0
+
+
+def cmd_eval(args):
+    from gdm_engine import metrics, train
+
+    saved = _load_checkpoint(args.checkpoint)
+    data = _load_data(saved["data"])
+    model = train.model_from_checkpoint(saved).to(_device())
+    if args.iwae_samples is not None:
+        if not hasattr(model, "iwae_samples"):
+            raise UsageError(f"model {saved['model']!r} has no importance-weighted bound")
+        model.iwae_samples = args.iwae_samples
+    results = train.evaluate(model, data, args.split, seed=args.seed)
+    print(f"{saved['model']} on {data.name} ({args.split} split), step {saved['step']}, "
+          f"EMA weights: {_figures(results)}")
+    if data.discrete:
+        results["independent_pixel_bits_per_dim"] = metrics.independent_pixel_bits_per_dim(
+            data, args.split)
+        print(f"independent-pixel baseline: {results['independent_pixel_bits_per_dim']:.4f} "
+              f"bits/dim")
+    if args.json:
+        _write_json(args.json, {"checkpoint": args.checkpoint, "model": saved["model"],
+                                "data": data.name, "split": args.split, "step": saved["step"],
+                                **results})
+    return 0
+
+
 def _device_name(device):
     import torch
 
@@ -126,6 +272,61 @@ def _write_json(path, data):
     with open(path, "w") as f:
         json.dump(data, f, indent=1)
     print(f"wrote {path}")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _add_training_commands(sub):
+    from gdm_engine import data, models
+
+    p = sub.add_parser("train", help="train a model on a data set, with checkpoints and samples")
+    p.add_argument("model", help=f"one of {', '.join(models.MODELS)}")
+    p.add_argument("--data", required=True,
+                   help=f"{', '.join(data.NAMES)}, an .npz file or a folder of .png images")
+    p.add_argument("--steps", type=_positive_int, help="optimiser steps (default 2000)")
+    p.add_argument("--out", help="run folder (default runs/MODEL-DATA)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--batch-size", type=_positive_int, help="global batch (default 128)")
+    p.add_argument("--lr", type=_positive_float, help="peak learning rate (default 1e-3)")
+    p.add_argument("--accumulate", type=_positive_int,
+                   help="shards of the batch each process runs in turn (default 1)")
+    p.add_argument("--eval-every", type=_positive_int, help="steps between evaluations")
+    p.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints")
+    p.add_argument("--seed", type=int, help="the run's seed (default 0)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a model option, e.g. --set latent=32 (repeatable)")
+
+    p = sub.add_parser("sample", help="draw samples from a checkpoint (its EMA weights)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--n", type=_positive_int, default=64, help="how many (default 64)")
+    p.add_argument("--out", help="a .png picture or an .npz of the samples "
+                                 "(default: samples.png beside the checkpoint)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("eval", help="bits/dim (discrete data) or NLL (continuous) of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--iwae-samples", type=_positive_int, help="K of the VAE's IWAE bound")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
 
 
 def build_parser():
@@ -143,20 +344,27 @@ def build_parser():
             p.add_argument("--no-grad", action="store_true", help="forward outputs only")
         else:
             p.add_argument("--markdown", metavar="PATH", help="also write a markdown table")
+    _add_training_commands(sub)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     _prepare_interpreter()
-    if args.command != "info" and args.op:
+    if getattr(args, "op", None):
         from gdm_engine import catalog
 
         if args.op not in catalog.CATALOG:
             print(f"gdm-engine: unknown op {args.op!r}; the catalog has "
                   f"{', '.join(catalog.CATALOG)}", file=sys.stderr)
             return 2
-    return {"info": cmd_info, "validate": cmd_validate, "bench": cmd_bench}[args.command](args)
+    commands = {"info": cmd_info, "validate": cmd_validate, "bench": cmd_bench,
+                "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+    try:
+        return commands[args.command](args)
+    except UsageError as error:
+        print(f"gdm-engine {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

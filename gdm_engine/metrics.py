@@ -72,3 +72,12 @@ def mmd(x, y, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0), max_points=2000, generator=N
 
     return (off_diagonal_mean(kernel(x, x)) + off_diagonal_mean(kernel(y, y))
             - 2 * kernel(x, y).mean()).item()
+
+
+def independent_pixel_bits_per_dim(data, split="test"):
+    """The baseline every image model must beat: bits/dim on `split` of a per-pixel categorical
+    fitted to the training split (gdm_engine.models.IndependentPixels)."""
+    from gdm_engine.models import IndependentPixels
+
+    baseline = IndependentPixels.for_data(data).fit(data.train)
+    return bits_per_dim(baseline, getattr(data, split))

@@ -134,7 +134,8 @@ def load_checkpoint(path, map_location="cpu"):
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many kinds for a damaged or foreign file
-        raise CheckpointError(f"{path} is not a readable checkpoint: {error}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (torch.load failed with "
+                              f"{type(error).__name__}: {error})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a gdm-engine checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:

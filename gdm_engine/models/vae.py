@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from gdm_engine import ops
+from gdm_engine.ops._checks import check_int
 
 from .base import GenerativeModel
 
@@ -34,6 +35,8 @@ class VAE(GenerativeModel):
     name = "vae"
 
     def __init__(self, shape, levels=None, latent=16, hidden=256, iwae_samples=100):
+        for name, value in [("latent", latent), ("hidden", hidden), ("iwae_samples", iwae_samples)]:
+            check_int(name, value, 1)
         super().__init__(shape=list(shape), levels=levels, latent=latent, hidden=hidden,
                          iwae_samples=iwae_samples)
         self.shape, self.levels, self.latent = tuple(shape), levels, latent

@@ -1,0 +1,108 @@
+"""Data sets: the digits split, the 2-D toys (samplers and true densities), user files, and the
+dequantisation convention."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gdm_engine import data
+
+
+def test_digits_are_the_bundled_images_with_a_fixed_split():
+    digits = data.load("digits")
+    assert digits.train.shape == (1500, 1, 8, 8) and digits.test.shape == (297, 1, 8, 8)
+    assert digits.levels == 17 and digits.discrete and digits.dims == 64
+    assert digits.train.dtype == torch.int64
+    assert int(digits.train.min()) == 0 and int(digits.train.max()) == 16
+    from sklearn.datasets import load_digits
+
+    assert torch.equal(digits.test[-1, 0], torch.from_numpy(load_digits().images[-1]).long())
+
+
+@pytest.mark.parametrize("name", data.TOYS)
+def test_toy_samplers_are_reproducible_2d_points(name):
+    toy = data.TOYS[name]
+    draw = lambda seed: toy.sample(500, torch.Generator().manual_seed(seed))  # noqa: E731
+    points = draw(3)
+    assert points.shape == (500, 2) and torch.isfinite(points).all()
+    assert torch.equal(points, draw(3)) and not torch.equal(points, draw(4))
+    assert 0.3 < points.std(0).min() and points.abs().max() < 6  # spread out, bounded
+
+
+@pytest.mark.parametrize("name", [n for n, t in data.TOYS.items() if t.log_prob is not None])
+def test_toy_densities_integrate_to_one_and_cover_their_samples(name):
+    toy = data.TOYS[name]
+    side = torch.linspace(-4, 4, 801, dtype=torch.float64)
+    grid = torch.cartesian_prod(side, side)
+    cell = (side[1] - side[0]) ** 2
+    assert toy.log_prob(grid).exp().sum().item() * cell == pytest.approx(1.0, abs=0.02)
+    samples = toy.sample(2000, torch.Generator().manual_seed(0))
+    assert torch.isfinite(toy.log_prob(samples)).all()
+
+
+def test_dequantisation_lies_in_the_cell_of_each_level():
+    x = torch.randint(0, 17, (100, 5))
+    y = data.dequantize(x, 17, torch.Generator().manual_seed(0))
+    assert ((y * 17).floor().long() == x).all() and (y >= 0).all() and (y < 1).all()
+
+
+def test_the_bound_of_a_uniform_density_is_the_uniform_mass():
+    # p(y) = 1 on [0, 1)^D spreads mass levels^-D evenly: the bound is tight
+    x = torch.randint(0, 17, (4, 6))
+    bound = data.dequantized_log_prob(lambda y: torch.zeros(len(y)), x, 17)
+    assert torch.allclose(bound, torch.full((4,), -6 * math.log(17)))
+
+
+def test_npz_of_integers_is_discrete_with_a_fixed_split(tmp_path):
+    images = np.random.default_rng(0).integers(0, 4, (50, 1, 3, 3))
+    np.savez(tmp_path / "a.npz", x=images)
+    loaded = data.load(str(tmp_path / "a.npz"))
+    assert loaded.levels == 4 and len(loaded.train) == 45 and len(loaded.test) == 5
+    again = data.load(str(tmp_path / "a.npz"))
+    assert torch.equal(loaded.test, again.test)
+    assert sorted(torch.cat([loaded.train, loaded.test]).flatten().tolist()) == \
+        sorted(images.flatten().tolist())
+    np.savez(tmp_path / "b.npz", images=images, levels=9)
+    assert data.load(str(tmp_path / "b.npz")).levels == 9
+
+
+def test_npz_of_floats_is_continuous(tmp_path):
+    np.savez(tmp_path / "p.npz", np.random.default_rng(0).normal(size=(30, 2)))
+    loaded = data.load(str(tmp_path / "p.npz"))
+    assert not loaded.discrete and loaded.train.dtype == torch.float32 and loaded.shape == (2,)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"a": np.zeros((5, 2)), "b": np.zeros((5, 2))}, "name the array"),
+    ({"x": -np.ones((5, 2), dtype=np.int64)}, "levels >= 0"),
+    ({"x": np.zeros(5)}, "at least 2 examples"),
+])
+def test_bad_npz_files_raise(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=message):
+        data.load(str(tmp_path / "bad.npz"))
+
+
+def test_folder_of_png_images(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (12, 5, 7), dtype=np.uint8)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(tmp_path / f"{i:02d}.png")
+    loaded = data.load(str(tmp_path))
+    assert loaded.shape == (1, 5, 7) and loaded.levels == 256
+    assert sorted(torch.cat([loaded.train, loaded.test]).flatten().tolist()) == \
+        sorted(pixels.flatten().tolist())
+    Image.fromarray(pixels[0][:4]).save(tmp_path / "odd.png")
+    with pytest.raises(ValueError, match="differ in size"):
+        data.load(str(tmp_path))
+
+
+def test_unknown_data_names_the_choices():
+    with pytest.raises(ValueError, match="unknown data 'mnist'.*digits"):
+        data.load("mnist")
+    with pytest.raises(TypeError, match="data must be"):
+        data.load(3)

@@ -19,10 +19,16 @@ $(VENV)/.installed: setup.py
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
+DEMO_RUN := runs/demo-vae
+
 demo: setup
 	$(BIN)/gdm-engine info
 	$(BIN)/gdm-engine validate
 	$(BIN)/gdm-engine bench --quick
+	rm -rf $(DEMO_RUN)
+	$(BIN)/gdm-engine train vae --data digits --steps 3000 --eval-every 1000 --out $(DEMO_RUN)
+	$(BIN)/gdm-engine sample --checkpoint $(DEMO_RUN)/checkpoint.pt --out $(DEMO_RUN)/samples.png
+	$(BIN)/gdm-engine eval --checkpoint $(DEMO_RUN)/checkpoint.pt --json $(DEMO_RUN)/eval.json
 
 test: setup
 	$(BIN)/python -m pytest tests bench --benchmark-disable
@@ -31,4 +37,4 @@ bench: setup
 	$(BIN)/python -m pytest bench --benchmark-json bench-results.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info runs

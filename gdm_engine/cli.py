@@ -190,11 +190,12 @@ def cmd_train(args):
     elif args.resume:
         print(f"no checkpoint in {out}: starting from step 0")
     try:
-        if saved is not None:
+        config = _train_config(args, saved)
+        if saved is not None:  # restore() loads the weights
             model = models.get(saved["model"])(**saved["model_config"])
         else:
-            model = train.build_model(args.model, data, **_model_options(args.set))
-        trainer = train.Trainer(model, data, _train_config(args, saved), out, args.model)
+            model = train.build_model(args.model, data, config.seed, **_model_options(args.set))
+        trainer = train.Trainer(model, data, config, out, args.model)
         if saved is not None:
             trainer.restore(saved)
     except (ValueError, TypeError) as error:

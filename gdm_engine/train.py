@@ -96,9 +96,12 @@ def _ema_update(decay):
     return update
 
 
-def build_model(name, data, **options):
-    """The model registered as `name`, shaped for `data`."""
-    return models.get(name).for_data(data, **options)
+def build_model(name, data, seed=0, **options):
+    """The model registered as `name`, shaped for `data`, its initial weights drawn from `seed`
+    (torch's global random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(seed, 4))
+        return models.get(name).for_data(data, **options)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,8 +1,12 @@
-"""The gdm-engine command: info, validate and bench, in-process (the interpreter is on)."""
+"""The gdm-engine command, in-process (the interpreter is on): info, validate and bench; train,
+sample and eval, and their usage errors (exit status 2, nothing written)."""
 
 import json
+import os
 
+import numpy as np
 import pytest
+import torch
 
 from gdm_engine import catalog, cli
 
@@ -47,6 +51,100 @@ def test_bench_on_cpu_times_references_and_says_kernels_need_a_gpu(capsys, tmp_p
 
 @pytest.mark.parametrize("argv", [["train"], ["bench", "--seed", "x"]])
 def test_bad_arguments_exit_2(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+
+
+def _train(out, *extra):
+    return cli.main(["train", "vae", "--data", "digits", "--steps", "6", "--batch-size", "16",
+                     "--eval-every", "3", "--set", "hidden=16", "--out", str(out), *extra])
+
+
+def test_train_sample_eval_on_digits(capsys, tmp_path):
+    assert _train(tmp_path / "run") == 0
+    out = capsys.readouterr().out
+    assert "bits per dim" in out and "independent-pixel baseline" in out
+    assert sorted(os.listdir(tmp_path / "run")) == [
+        "checkpoint.pt", "metrics.jsonl", "samples-0000003.png", "samples-0000006.png"]
+    checkpoint = str(tmp_path / "run" / "checkpoint.pt")
+    assert cli.main(["sample", "--checkpoint", checkpoint, "--n", "9",
+                     "--out", str(tmp_path / "s.npz")]) == 0
+    samples = np.load(tmp_path / "s.npz")["samples"]
+    assert samples.shape == (9, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 16
+    assert cli.main(["sample", "--checkpoint", checkpoint, "--out", str(tmp_path / "s.png")]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "s.png").size[0] > 8 * 8
+    report = tmp_path / "eval.json"
+    assert cli.main(["eval", "--checkpoint", checkpoint, "--iwae-samples", "4",
+                     "--json", str(report)]) == 0
+    figures = json.loads(report.read_text())
+    assert 0 < figures["bits_per_dim"] < 10 and figures["step"] == 6
+    # --resume continues a finished run further
+    assert _train(tmp_path / "run", "--resume", "--steps", "8") == 0
+    assert "step 8" in capsys.readouterr().out
+
+
+def test_train_on_a_toy_draws_a_scatter_plot(capsys, tmp_path):
+    assert cli.main(["train", "vae", "--data", "rings", "--steps", "2", "--eval-every", "2",
+                     "--set", "hidden=8", "--out", str(tmp_path)]) == 0
+    assert "nll nats" in capsys.readouterr().out and (tmp_path / "samples-0000002.png").exists()
+
+
+def _usage_error(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "gan", "--data", "digits"], "unknown model 'gan'"),
+    (["train", "vae", "--data", "mnist"], "unknown data 'mnist'"),
+    (["train", "pixels", "--data", "moons"], "needs discrete data"),
+    (["train", "vae", "--data", "digits", "--batch-size", "9", "--accumulate", "2"], "equal shards"),
+    (["train", "vae", "--data", "digits", "--set", "latent=0"], "latent must be >= 1"),
+    (["train", "vae", "--data", "digits", "--set", "depth=3"], "depth"),
+    (["train", "vae", "--data", "digits", "--set", "latent"], "KEY=VALUE"),
+])
+def test_train_usage_errors_write_nothing(argv, message, capsys, tmp_path):
+    _usage_error([*argv, "--out", str(tmp_path / "run")], message, capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_checkpoint_usage_errors(capsys, tmp_path):
+    torch.save({"weights": torch.ones(2)}, tmp_path / "foreign.pt")
+    (tmp_path / "damaged.pt").write_bytes(b"\x00garbage")
+    for command in (["eval"], ["sample", "--out", str(tmp_path / "x.png")]):
+        _usage_error([*command, "--checkpoint", str(tmp_path / "foreign.pt")],
+                     "not a gdm-engine checkpoint", capsys)
+        _usage_error([*command, "--checkpoint", str(tmp_path / "damaged.pt")],
+                     "not a readable checkpoint", capsys)
+        _usage_error([*command, "--checkpoint", str(tmp_path / "none.pt")], "no checkpoint",
+                     capsys)
+    assert sorted(os.listdir(tmp_path)) == ["damaged.pt", "foreign.pt"]
+
+
+def test_runs_are_not_overwritten_or_resumed_with_other_settings(capsys, tmp_path):
+    assert _train(tmp_path) == 0
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    _usage_error(["train", "vae", "--data", "digits", "--out", str(tmp_path)], "pass --resume",
+                 capsys)
+    _usage_error(["train", "vae", "--data", "digits", "--resume", "--lr", "0.5", "--out",
+                  str(tmp_path)], "trained with lr=0.001", capsys)
+    _usage_error(["train", "vae", "--data", "rings", "--resume", "--out", str(tmp_path)],
+                 "not 'vae' on 'rings'", capsys)
+    _usage_error(["sample", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--out",
+                  str(tmp_path / "x.jpg")], "must end in .png", capsys)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "vae"], ["train", "vae", "--data", "digits", "--steps", "0"],
+    ["train", "vae", "--data", "digits", "--lr", "-1"], ["sample"],
+    ["sample", "--checkpoint", "c.pt", "--n", "x"], ["eval", "--checkpoint", "c.pt", "--split", "x"],
+])
+def test_bad_training_arguments_exit_2(argv):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2

@@ -8,6 +8,7 @@ import torch
 
 from gdm_engine import data, metrics, train
 from gdm_engine.models import VAE
+from gdm_engine.models.vae import discretized_logistic_log_probs
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,8 @@ def test_vae_beats_the_independent_pixel_baseline_on_digits(digits, tmp_path):
 
 
 def _posterior_terms(model, x, eps):
-    """log p(x|z) + log p(z) - log q(z|x) by torch.distributions, for noise eps (K, N, latent)."""
+    """log p(x|z) + log p(z) - log q(z|x) by torch.distributions, for noise eps (K, N, latent),
+    for a VAE with the categorical decoder."""
     mean, log_var = model.encode(x)
     q = torch.distributions.Normal(mean, (0.5 * log_var).exp())
     z = mean + (0.5 * log_var).exp() * eps
@@ -37,7 +39,7 @@ def _posterior_terms(model, x, eps):
 
 
 def test_log_prob_is_the_importance_weighted_bound(digits):
-    model = VAE.for_data(digits, latent=4, hidden=32)
+    model = VAE.for_data(digits, latent=4, hidden=32, decoder="categorical")
     x = digits.test[:5]
     got = model.log_prob(x, samples=7, generator=torch.Generator().manual_seed(1))
     eps = torch.randn((7, 5, 4), generator=torch.Generator().manual_seed(1))
@@ -55,7 +57,7 @@ def test_the_bound_tightens_with_more_samples(digits):
 
 
 def test_loss_is_the_negative_elbo(digits):
-    model = VAE.for_data(digits, latent=4, hidden=32)
+    model = VAE.for_data(digits, latent=4, hidden=32, decoder="categorical")
     x = digits.train[:16]
     loss = model.loss(x, generator=torch.Generator().manual_seed(0))
     # the op draws its noise from a seed taken from the generator: average many draws instead
@@ -66,8 +68,22 @@ def test_loss_is_the_negative_elbo(digits):
     assert loss.requires_grad and losses.item() == pytest.approx(-elbo.item(), rel=0.01)
 
 
-def test_samples_are_images_of_levels(digits):
-    model = VAE.for_data(digits)
+def test_discretised_logistic_is_the_mass_of_logistic_bins():
+    location, log_scale = torch.tensor([[-0.3, 0.9]]), torch.tensor([[-1.5, -3.0]])
+    log_probs = discretized_logistic_log_probs(location, log_scale, 5).double()
+    assert log_probs.shape == (1, 2, 5)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(1, 2, dtype=torch.float64))
+    # levels 0..4 sit at -1, -0.5, 0, 0.5, 1; level 2 is the bin (-0.25, 0.25)
+    logistic = lambda v: torch.sigmoid((v - location.double()) / log_scale.double().exp())  # noqa: E731
+    want = logistic(torch.tensor(0.25)) - logistic(torch.tensor(-0.25))
+    assert torch.allclose(log_probs[..., 2].exp(), want, rtol=1e-5)
+    assert torch.allclose(log_probs[..., 0].exp(), logistic(torch.tensor(-0.75)), rtol=1e-5)
+    assert torch.allclose(log_probs[..., 4].exp(), 1 - logistic(torch.tensor(0.75)), rtol=1e-4)
+
+
+@pytest.mark.parametrize("decoder", ["logistic", "categorical"])
+def test_samples_are_images_of_levels(digits, decoder):
+    model = VAE.for_data(digits, decoder=decoder)
     samples = model.sample(5, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (5, 1, 8, 8) and samples.dtype == torch.int64
     assert samples.min() >= 0 and samples.max() < 17
@@ -83,7 +99,8 @@ def test_gaussian_decoder_on_continuous_data():
     assert model.sample(3).shape == (3, 2)
 
 
-@pytest.mark.parametrize("option, value", [("latent", 0), ("hidden", 2.5), ("iwae_samples", "x")])
+@pytest.mark.parametrize("option, value", [("latent", 0), ("hidden", 2.5), ("iwae_samples", "x"),
+                                           ("decoder", "bernoulli")])
 def test_bad_options_raise_naming_them(option, value):
     with pytest.raises((ValueError, TypeError), match=option):
         VAE(shape=(4,), levels=3, **{option: value})

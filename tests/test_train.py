@@ -1,0 +1,133 @@
+"""The trainer: its schedule and settings, atomic checkpoints, an exact resume after SIGKILL, and
+data parallelism under torchrun matching one process."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from gdm_engine import data, train
+
+CLI = [sys.executable, "-m", "gdm_engine.cli"]
+
+
+def test_learning_rate_warms_up_then_decays_to_the_final_fraction():
+    config = train.TrainConfig(steps=1000, lr=2e-3, warmup=100, final_lr=0.1)
+    assert config.learning_rate(0) == pytest.approx(2e-5)
+    assert config.learning_rate(99) == pytest.approx(2e-3)
+    rates = [config.learning_rate(s) for s in range(100, 1001)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    assert rates[-1] == pytest.approx(2e-4)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"steps": 0}, "steps must be >= 1"),
+    ({"lr": -1.0}, "lr must be > 0"),
+    ({"ema_decay": 1.0}, "ema_decay"),
+    ({"batch_size": 30, "accumulate": 4}, "equal shards"),
+    ({"batch_size": 2000}, "exceeds the 1500"),
+])
+def test_bad_settings_raise_naming_them(setting, message):
+    with pytest.raises(ValueError, match=message):
+        train.TrainConfig(**setting).check(train_size=1500)
+
+
+def _small_trainer(out, **settings):
+    digits = data.load("digits")
+    model = train.build_model("vae", digits, latent=4, hidden=32)
+    config = train.TrainConfig(eval_every=1000, checkpoint_every=1000, **settings)
+    return train.Trainer(model, digits, config, out=str(out))
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    trainer = _small_trainer(tmp_path, steps=3)
+    trainer.fit()
+    before = open(trainer.checkpoint_path, "rb").read()
+    real_save = torch.save
+
+    def crash_half_way(state, f):
+        real_save(state, f)
+        f.truncate(f.tell() // 2)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save()
+    assert open(trainer.checkpoint_path, "rb").read() == before
+    assert not any(f.endswith(".tmp") for f in os.listdir(tmp_path))
+    assert train.load_checkpoint(trainer.checkpoint_path)["step"] == 3
+
+
+def test_foreign_and_damaged_files_are_refused(tmp_path):
+    torch.save({"weights": torch.ones(2)}, tmp_path / "foreign.pt")
+    (tmp_path / "damaged.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(train.CheckpointError, match="not a gdm-engine checkpoint"):
+        train.load_checkpoint(str(tmp_path / "foreign.pt"))
+    with pytest.raises(train.CheckpointError, match="not a readable checkpoint"):
+        train.load_checkpoint(str(tmp_path / "damaged.pt"))
+    with pytest.raises(train.CheckpointError, match="no checkpoint"):
+        train.load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+def test_checkpoints_load_with_weights_only_and_rebuild_the_model(tmp_path):
+    trainer = _small_trainer(tmp_path, steps=2)
+    trainer.fit()
+    state = train.load_checkpoint(trainer.checkpoint_path)
+    assert {"model_state", "ema", "optimizer", "rng", "step", "config"} <= set(state)
+    model = train.model_from_checkpoint(state)
+    for name, weight in model.state_dict().items():
+        assert torch.equal(weight, trainer.ema.module.state_dict()[name])
+
+
+def _train_command(out, *extra):
+    return [*CLI, "train", "vae", "--data", "digits", "--steps", "400", "--batch-size", "32",
+            "--checkpoint-every", "50", "--eval-every", "1000", "--set", "hidden=64",
+            "--out", str(out), *extra]
+
+
+def _final_state(out):
+    return train.load_checkpoint(os.path.join(out, train.CHECKPOINT_NAME))
+
+
+def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path):
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    process = subprocess.Popen(_train_command(killed), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    checkpoint = killed / train.CHECKPOINT_NAME
+    while not checkpoint.exists() and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    step_at_kill = train.load_checkpoint(str(checkpoint))["step"]
+    assert 0 < step_at_kill < 400
+    subprocess.run(_train_command(killed, "--resume"), check=True, capture_output=True)
+    subprocess.run(_train_command(whole), check=True, capture_output=True)
+    resumed, uninterrupted = _final_state(killed), _final_state(whole)
+    assert resumed["step"] == uninterrupted["step"] == 400
+    for part in ("model_state", "ema"):
+        for name, value in uninterrupted[part].items():
+            assert torch.equal(resumed[part][name], value), f"{part} {name}"
+
+
+def test_torchrun_with_two_processes_matches_one_process(tmp_path):
+    common = ["train", "vae", "--data", "digits", "--steps", "20", "--batch-size", "64",
+              "--eval-every", "20", "--checkpoint-every", "20", "--set", "hidden=64"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc_per_node=2", "-m", "gdm_engine.cli", *common,
+                    "--out", str(tmp_path / "two")], check=True, capture_output=True, env=env)
+    subprocess.run([*CLI, *common, "--accumulate", "2", "--out", str(tmp_path / "one")],
+                   check=True, capture_output=True, env=env)
+    two, one = _final_state(tmp_path / "two"), _final_state(tmp_path / "one")
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    for name, value in one["model_state"].items():
+        error = (two["model_state"][name] - value).norm() / value.norm()
+        assert error < 1e-4, name
+    # only rank 0 wrote: one evaluation line, one picture, one checkpoint
+    assert sorted(os.listdir(tmp_path / "two")) == ["checkpoint.pt", "metrics.jsonl",
+                                                    "samples-0000020.png"]
+    assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == 1

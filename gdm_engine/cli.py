@@ -148,7 +148,7 @@ def _load_checkpoint(path):
     from gdm_engine import train
 
     try:
-        return train.load_checkpoint(path, map_location=_device())
+        return train.load_checkpoint(path)  # on the CPU: RNG states must stay there
     except train.CheckpointError as error:
         raise UsageError(str(error)) from None
 
@@ -176,8 +176,10 @@ def _train_config(args, saved):
 def cmd_train(args):
     from gdm_engine import metrics, models, train
 
-    if args.model not in models.MODELS:
-        raise UsageError(f"unknown model {args.model!r}; the models are {', '.join(models.MODELS)}")
+    try:
+        models.get(args.model)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     data = _load_data(args.data)
     out = args.out or os.path.join("runs", f"{args.model}-{os.path.basename(args.data)}")
     checkpoint = os.path.join(out, train.CHECKPOINT_NAME)
@@ -228,6 +230,8 @@ def cmd_sample(args):
         raise UsageError(f"the folder of --out {out} does not exist")
     saved = _load_checkpoint(args.checkpoint)
     data = _load_data(saved["data"]) if out.endswith(".png") else None
+    if data is not None and not pictures.can_draw(data):
+        raise UsageError(f"examples of shape {data.shape} have no picture: use --out FILE.npz")
     model = train.model_from_checkpoint(saved).to(_device())
     samples = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed))
     if out.endswith(".npz"):

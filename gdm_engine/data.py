@@ -56,10 +56,6 @@ class Data:
         """The shape of one example."""
         return tuple(self.train.shape[1:])
 
-    @property
-    def dims(self):
-        return math.prod(self.shape)
-
 
 def dequantize(x, levels, generator=None):
     """The convention: integer levels x -> (x + u) / levels in [0, 1), u ~ U[0, 1)."""
@@ -112,6 +108,9 @@ def load_npz(path, key=None):
         if array.min() < 0:
             raise ValueError(f"{path}: integer data must be levels >= 0, found {array.min()}")
         levels = int(arrays["levels"]) if "levels" in arrays else int(array.max()) + 1
+        if levels < 2 or levels <= array.max():
+            raise ValueError(f"{path}: levels must be >= 2 and above every value (max "
+                             f"{array.max()}), got {levels}")
         return _user_split(path, torch.from_numpy(array.astype(np.int64)), levels)
     return _user_split(path, torch.from_numpy(array.astype(np.float32)), None)
 

@@ -49,9 +49,18 @@ def scatter_plot(samples, reference, path, title=""):
     plt.close(figure)
 
 
+def can_draw(data):
+    """Whether `data` has a picture: images (C, H, W) with 1 or 3 channels, or 2-D points."""
+    if data.discrete:
+        return len(data.shape) == 3 and data.shape[0] in (1, 3)
+    return data.shape == (2,)
+
+
 def save_samples(samples, data, path, title=""):
     """A PNG of samples of `data` (a gdm_engine.data.Data): a grid for images, a scatter plot
     against the test split for 2-D points."""
+    if not can_draw(data):
+        raise ValueError(f"no picture for examples of shape {data.shape}: save them as .npz")
     if data.discrete:
         image_grid(samples, data.levels).save(path)
     else:

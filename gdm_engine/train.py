@@ -199,7 +199,7 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         self.ema = AveragedModel(self.model, multi_avg_fn=_ema_update(config.ema_decay),
                                  use_buffers=True)
-        self.step = 0
+        self.step, self.running_loss = 0, None  # running loss: the exponential average on the bar
         self._permutation = (None, None)  # (epoch, permutation of the training set)
 
     @property
@@ -257,13 +257,18 @@ class Trainer:
         return evaluate(self.ema.module, self.data, seed=_seed(self.config.seed, self.step, 2))
 
     def write_samples(self):
+        """A picture of EMA samples in the run folder, where the data has one; returns its file
+        name or None."""
+        if not pictures.can_draw(self.data):
+            return None
         generator = torch.Generator().manual_seed(_seed(self.config.seed, self.step, 3))
         with _fork_rng(self.device):
             samples = self.ema.module.sample(self.config.samples if self.data.discrete else 2000,
                                              generator=generator)
-        path = os.path.join(self.out, f"samples-{self.step:07d}.png")
-        pictures.save_samples(samples, self.data, path, f"{self.model_name}, step {self.step}")
-        return path
+        name = f"samples-{self.step:07d}.png"
+        pictures.save_samples(samples, self.data, os.path.join(self.out, name),
+                              f"{self.model_name}, step {self.step}")
+        return name
 
     # ---- checkpoints --------------------------------------------------------------------------
 
@@ -273,7 +278,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "model": self.model_name, "model_config": self.model.config,
             "data": self.data.name, "config": dataclasses.asdict(self.config),
-            "step": self.step, "world_size": self.world,
+            "step": self.step, "running_loss": self.running_loss, "world_size": self.world,
             "model_state": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
@@ -289,10 +294,21 @@ class Trainer:
         self.model.load_state_dict(state["model_state"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
         if self.device.type == "cuda" and state["rng"]["cuda"].numel():
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        self.step = state["step"]
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+        self.step, self.running_loss = state["step"], state["running_loss"]
+        if self.is_main:
+            self._forget_metrics_after(self.step)
+
+    def _forget_metrics_after(self, step):
+        """Drop evaluation lines written after the checkpoint: the resumed run writes them again."""
+        path = os.path.join(self.out, "metrics.jsonl")
+        if os.path.exists(path):
+            with open(path) as f:
+                kept = [line for line in f if json.loads(line)["step"] <= step]
+            with open(path, "w") as f:
+                f.writelines(kept)
 
     def save(self):
         save_checkpoint(self.state(), self.checkpoint_path)
@@ -304,18 +320,20 @@ class Trainer:
         config = self.config
         if self.is_main:
             os.makedirs(self.out, exist_ok=True)
-        results, running = {}, None
+        results = {}
         bar = tqdm(total=config.steps, initial=self.step, desc=f"train {self.model_name}",
                    disable=not self.is_main or None, dynamic_ncols=True)
         with bar:
             while self.step < config.steps:
                 loss = self.train_step()
-                running = loss if running is None else 0.98 * running + 0.02 * loss
-                bar.set_postfix(loss=f"{running:.4g}", lr=f"{config.learning_rate(self.step):.2g}")
+                previous = self.running_loss
+                self.running_loss = loss if previous is None else 0.98 * previous + 0.02 * loss
+                bar.set_postfix(loss=f"{self.running_loss:.4g}",
+                                lr=f"{config.learning_rate(self.step):.2g}")
                 bar.update()
                 done = self.step == config.steps
                 if self.is_main and (done or self.step % config.eval_every == 0):
-                    results = {"step": self.step, "loss": running, **self.evaluate(),
+                    results = {"step": self.step, "loss": self.running_loss, **self.evaluate(),
                                "samples": self.write_samples()}
                     bar.write(_describe(results))
                     with open(os.path.join(self.out, "metrics.jsonl"), "a") as f:

@@ -92,6 +92,19 @@ def test_train_on_a_toy_draws_a_scatter_plot(capsys, tmp_path):
     assert "nll nats" in capsys.readouterr().out and (tmp_path / "samples-0000002.png").exists()
 
 
+def test_data_without_a_picture_trains_and_samples_to_npz(capsys, tmp_path):
+    np.savez(tmp_path / "codes.npz", x=np.random.default_rng(0).integers(0, 4, (60, 5)))
+    run = tmp_path / "run"
+    assert cli.main(["train", "vae", "--data", str(tmp_path / "codes.npz"), "--steps", "2",
+                     "--batch-size", "8", "--eval-every", "2", "--out", str(run)]) == 0
+    assert sorted(os.listdir(run)) == ["checkpoint.pt", "metrics.jsonl"]
+    checkpoint = str(run / "checkpoint.pt")
+    _usage_error(["sample", "--checkpoint", checkpoint, "--out", str(tmp_path / "s.png")],
+                 "have no picture", capsys)
+    assert cli.main(["sample", "--checkpoint", checkpoint, "--out", str(tmp_path / "s.npz")]) == 0
+    assert np.load(tmp_path / "s.npz")["samples"].shape == (64, 5)
+
+
 def _usage_error(argv, message, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err

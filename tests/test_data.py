@@ -13,7 +13,7 @@ from gdm_engine import data
 def test_digits_are_the_bundled_images_with_a_fixed_split():
     digits = data.load("digits")
     assert digits.train.shape == (1500, 1, 8, 8) and digits.test.shape == (297, 1, 8, 8)
-    assert digits.levels == 17 and digits.discrete and digits.dims == 64
+    assert digits.levels == 17 and digits.discrete and digits.shape == (1, 8, 8)
     assert digits.train.dtype == torch.int64
     assert int(digits.train.min()) == 0 and int(digits.train.max()) == 16
     from sklearn.datasets import load_digits
@@ -78,6 +78,7 @@ def test_npz_of_floats_is_continuous(tmp_path):
     ({"a": np.zeros((5, 2)), "b": np.zeros((5, 2))}, "name the array"),
     ({"x": -np.ones((5, 2), dtype=np.int64)}, "levels >= 0"),
     ({"x": np.zeros(5)}, "at least 2 examples"),
+    ({"x": np.full((5, 2), 3), "levels": 3}, "above every value"),
 ])
 def test_bad_npz_files_raise(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)

@@ -85,7 +85,7 @@ def test_checkpoints_load_with_weights_only_and_rebuild_the_model(tmp_path):
 
 def _train_command(out, *extra):
     return [*CLI, "train", "vae", "--data", "digits", "--steps", "400", "--batch-size", "32",
-            "--checkpoint-every", "50", "--eval-every", "1000", "--set", "hidden=64",
+            "--checkpoint-every", "50", "--eval-every", "100", "--set", "hidden=64",
             "--out", str(out), *extra]
 
 
@@ -111,6 +111,8 @@ def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path):
     for part in ("model_state", "ema"):
         for name, value in uninterrupted[part].items():
             assert torch.equal(resumed[part][name], value), f"{part} {name}"
+    # evaluations after the last checkpoint are written once, with the same figures
+    assert (killed / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
 
 
 def test_torchrun_with_two_processes_matches_one_process(tmp_path):

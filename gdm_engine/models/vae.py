@@ -4,6 +4,7 @@ bound (Burda et al., 2016)."""
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gdm_engine import ops
@@ -45,6 +46,9 @@ class VAE(GenerativeModel):
         for name, value in [("latent", latent), ("hidden", hidden), ("iwae_samples", iwae_samples)]:
             check_int(name, value, 1)
         check_choice("decoder", decoder, DECODERS)
+        if levels is None and decoder == "categorical":
+            raise ValueError("decoder='categorical' needs discrete data (levels); continuous data "
+                             "get a Gaussian decoder")
         super().__init__(shape=list(shape), levels=levels, latent=latent, hidden=hidden,
                          iwae_samples=iwae_samples, decoder=decoder)
         self.shape, self.levels, self.latent = tuple(shape), levels, latent
@@ -93,7 +97,8 @@ class VAE(GenerativeModel):
         `iwae_samples`) draws from q(z|x) (Burda et al., 2016, eq. 8),
             log p(x) >= E[ log 1/K sum_k p(x, z_k) / q(z_k|x) ],
         which tightens as K grows (K = 1 is the ELBO). Nats per example."""
-        k = samples or self.iwae_samples
+        k = self.iwae_samples if samples is None else samples
+        check_int("samples", k, 1)
         mean, log_var = self.encode(x)
         eps = torch.randn((k, *mean.shape), generator=generator,
                           device=_device_of(generator, mean)).to(mean)
@@ -121,16 +126,21 @@ class VAE(GenerativeModel):
 
 def discretized_logistic_log_probs(location, log_scale, levels):
     """log P(x = k) for k = 0 .. levels-1 under a logistic distribution discretised into equal bins
-    on [-1, 1] (Salimans et al., 2017, eq. 2): the mass of bin k is
-    sigmoid((b_k - location) / scale) - sigmoid((b_{k-1} - location) / scale) for the bin edges
-    b_k = -1 + (2k + 1) / (levels - 1), with the first and last bins open to -inf and +inf.
+    on [-1, 1] (Salimans et al., 2017, eq. 2): bin k spans (b_{k-1}, b_k] with the edges
+    b_k = -1 + (2k + 1) / (levels - 1), the first and last bins open to -inf and +inf.
+
+    The mass sigmoid(a) - sigmoid(b) of a bin, with a and b its standardised upper and lower
+    edges, is computed as logsigmoid(a) + logsigmoid(-b) + log(1 - exp(b - a)), an identity that
+    stays finite (and keeps its gradient) where the difference would round to zero in fp32.
     location, log_scale: (..., D); returns (..., D, levels)."""
-    edges = torch.linspace(-1, 1, levels, device=location.device)[:-1] + 1 / (levels - 1)
-    scaled = (edges - location.unsqueeze(-1)) * torch.exp(-log_scale.clamp(min=-7)).unsqueeze(-1)
-    cdf = torch.sigmoid(scaled)
-    cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf, torch.ones_like(cdf[..., :1])], -1)
-    # a tiny floor keeps log finite where a bin's mass underflows fp32
-    return torch.log((cdf[..., 1:] - cdf[..., :-1]).clamp(min=1e-12))
+    inner = torch.linspace(-1, 1, levels, device=location.device)[:-1] + 1 / (levels - 1)
+    # far-away finite stand-ins for -inf / +inf: an infinite edge would give 0 * inf gradients
+    far = torch.full((1,), 1e4, device=location.device)
+    upper, lower = torch.cat([inner, far]), torch.cat([-far, inner])
+    inverse_scale = torch.exp(-log_scale.clamp(min=-7)).unsqueeze(-1)
+    a = (upper - location.unsqueeze(-1)) * inverse_scale
+    b = (lower - location.unsqueeze(-1)) * inverse_scale
+    return F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1(b - a))
 
 
 def _device_of(generator, fallback):

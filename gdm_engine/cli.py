@@ -174,7 +174,7 @@ def _train_config(args, saved):
 
 
 def cmd_train(args):
-    from gdm_engine import metrics, models, train
+    from gdm_engine import models, train
 
     try:
         models.get(args.model)
@@ -205,16 +205,28 @@ def cmd_train(args):
     results = trainer.fit()
     if trainer.is_main:
         print(f"{args.model} on {data.name}, step {trainer.step}: {_figures(results)}")
-        if data.discrete:
-            print(f"independent-pixel baseline: "
-                  f"{metrics.independent_pixel_bits_per_dim(data):.4f} bits/dim")
+        _print_baseline(data)
         print(f"checkpoint: {trainer.checkpoint_path}")
     return 0
 
 
 def _figures(results):
-    return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in results.items()
-                     if isinstance(v, float) and k != "loss")
+    """The evaluation's figures (not the step, training loss or picture) in words."""
+    from gdm_engine import train
+
+    return train.describe({k: v for k, v in results.items()
+                           if k not in ("step", "loss", "samples")}, ", ")
+
+
+def _print_baseline(data, split="test"):
+    """Print (and return) the independent-pixel bits/dim of discrete data; None otherwise."""
+    from gdm_engine import metrics
+
+    if not data.discrete:
+        return None
+    bits = metrics.independent_pixel_bits_per_dim(data, split)
+    print(f"independent-pixel baseline: {bits:.4f} bits/dim")
+    return bits
 
 
 def cmd_sample(args):
@@ -243,7 +255,7 @@ def cmd_sample(args):
 
 
 def cmd_eval(args):
-    from gdm_engine import metrics, train
+    from gdm_engine import train
 
     saved = _load_checkpoint(args.checkpoint)
     data = _load_data(saved["data"])
@@ -255,11 +267,9 @@ def cmd_eval(args):
     results = train.evaluate(model, data, args.split, seed=args.seed)
     print(f"{saved['model']} on {data.name} ({args.split} split), step {saved['step']}, "
           f"EMA weights: {_figures(results)}")
-    if data.discrete:
-        results["independent_pixel_bits_per_dim"] = metrics.independent_pixel_bits_per_dim(
-            data, args.split)
-        print(f"independent-pixel baseline: {results['independent_pixel_bits_per_dim']:.4f} "
-              f"bits/dim")
+    baseline = _print_baseline(data, args.split)
+    if baseline is not None:
+        results["independent_pixel_bits_per_dim"] = baseline
     if args.json:
         _write_json(args.json, {"checkpoint": args.checkpoint, "model": saved["model"],
                                 "data": data.name, "split": args.split, "step": saved["step"],
@@ -279,24 +289,21 @@ def _write_json(path, data):
     print(f"wrote {path}")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _positive(kind):
+    """An argparse type: a number of `kind` (int or float) above zero."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        return value
+
+    return parse
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+_positive_int, _positive_float = _positive(int), _positive(float)
 
 
 def _add_training_commands(sub):

@@ -99,7 +99,7 @@ def _ema_update(decay):
 def build_model(name, data, seed=0, **options):
     """The model registered as `name`, shaped for `data`, its initial weights drawn from `seed`
     (torch's global random state is left as it was)."""
-    with torch.random.fork_rng(devices=[]):
+    with _fork_rng(torch.device("cpu")):
         torch.manual_seed(_seed(seed, 4))
         return models.get(name).for_data(data, **options)
 
@@ -335,7 +335,7 @@ class Trainer:
                 if self.is_main and (done or self.step % config.eval_every == 0):
                     results = {"step": self.step, "loss": self.running_loss, **self.evaluate(),
                                "samples": self.write_samples()}
-                    bar.write(_describe(results))
+                    bar.write(describe(results))
                     with open(os.path.join(self.out, "metrics.jsonl"), "a") as f:
                         f.write(json.dumps(results) + "\n")
                 if self.is_main and (done or self.step % config.checkpoint_every == 0):
@@ -347,7 +347,8 @@ class Trainer:
 
 @contextlib.contextmanager
 def _fork_rng(device):
-    """Leave torch's global random state as it was (evaluation must not disturb training)."""
+    """Leave torch's global random state as it was: seeding model building, evaluation or
+    sampling must not disturb training."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         yield
@@ -372,6 +373,7 @@ def evaluate(model, data, split="test", seed=0, samples=2000):
         return figures
 
 
-def _describe(results):
-    return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in results.items())
+def describe(results, separator="  "):
+    """A results dict in words: "bits per dim 1.9234  samples samples-0001000.png"."""
+    return separator.join(f"{k.replace('_', ' ')} {v:.4f}" if isinstance(v, float)
+                          else f"{k.replace('_', ' ')} {v}" for k, v in results.items())

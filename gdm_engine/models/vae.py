@@ -101,7 +101,7 @@ class VAE(GenerativeModel):
         check_int("samples", k, 1)
         mean, log_var = self.encode(x)
         eps = torch.randn((k, *mean.shape), generator=generator,
-                          device=_device_of(generator, mean)).to(mean)
+                          device=_device_of(generator, mean.device)).to(mean)
         z, _ = ops.gaussian_reparam_kl(mean.expand_as(eps).reshape(-1, self.latent),
                                        log_var.expand_as(eps).reshape(-1, self.latent),
                                        eps.reshape(-1, self.latent))
@@ -143,8 +143,6 @@ def discretized_logistic_log_probs(location, log_scale, levels):
     return F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1(b - a))
 
 
-def _device_of(generator, fallback):
-    """Random numbers are drawn on the generator's device (torch's global generator: fallback's)."""
-    if generator is not None:
-        return generator.device
-    return fallback.device if isinstance(fallback, torch.Tensor) else fallback
+def _device_of(generator, device):
+    """Random numbers are drawn on the generator's device (torch's global generator: `device`)."""
+    return generator.device if generator is not None else device

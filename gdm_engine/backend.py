@@ -64,6 +64,13 @@ def interpreter_enabled():
     return kernels.INTERPRETED
 
 
+def _recording_launches():
+    """Whether `gdm-engine compile` is recording launches, which then never run."""
+    from gdm_engine.kernels import _runtime
+
+    return _runtime.recording()
+
+
 def resolve(tensor):
     """"triton" or "reference": what runs an op whose main input is `tensor`."""
     name = get_backend()
@@ -75,7 +82,7 @@ def resolve(tensor):
     if not triton_installed():
         raise RuntimeError("backend 'triton' needs the triton package: pip install triton "
                            "(Linux), or use set_backend('reference')")
-    if not on_gpu and not interpreter_enabled():
+    if not on_gpu and not interpreter_enabled() and not _recording_launches():
         raise RuntimeError(
             f"backend 'triton' got {tensor.device.type} tensors, which need Triton's interpreter: "
             "set TRITON_INTERPRET=1 in the environment before gdm_engine.kernels is first "

@@ -5,6 +5,6 @@ public ops in `gdm_engine.ops` validate before they launch. This package imports
 and nothing of the engine.
 """
 
-from ._buffers import INTERPRETED, poisoned_outputs
+from ._runtime import INTERPRETED, poisoned_outputs, recording_launches
 
-__all__ = ["INTERPRETED", "poisoned_outputs"]
+__all__ = ["INTERPRETED", "poisoned_outputs", "recording_launches"]

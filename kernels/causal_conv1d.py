@@ -5,22 +5,33 @@
 with x taken as zero before t = 0, so position t sees only t, t-d, ..., t-(K-1)d. No padded copy of
 x is made: taps that fall before the sequence start are masked loads.
 
-The same two kernels serve the forward pass and the input gradient. The input gradient is the
-mirrored (anti-causal) convolution of the output gradient with the transposed weight,
-    dx[n, c, s] = sum_{o, k} w[o, c_l, k] * dpre[n, o, s + (K-1-k)·d],
-so the launchers pass the weight with its "out" and "in" strides swapped and REVERSE=True.
+Every kernel reads the convolution as one matrix product per group over the reduction index
+j = i·K + k (in-channel i, tap k), which runs taps and channels as a single pipelined loop:
 
-Two forms of the same loop nest:
-  * `_conv_dot_kernel`: per group a tiled matrix product (tl.dot) over (channels x time) tiles, for
-    groups with many channels (dense convolutions).
-  * `_conv_direct_kernel`: a per-channel multiply-add, for few channels per group (depthwise).
+    pre[o, t] = sum_j W[o, j] · X[j, t],   X[j, t] = x[i, t - (K-1-k)·d]
+
+W is the weight's own (C_out, C_in_g, K) layout read as a (C_out, C_in_g·K) matrix, so every
+weight tile is contiguous. The input gradient is the mirrored (anti-causal) convolution of the
+pre-activation gradient with the transposed weight,
+
+    dx[n, c, s] = sum_{o, k} w[o, c, k] · dpre[n, o, s + (K-1-k)·d],
+
+run by the same kernels with REVERSE=True over a (C_in, C_out_g·K) copy of the weight (made once
+per call; weights are small). The weight gradient is the product dW[o, j] = sum_{n,t} dpre[n, o, t]
+· X[n, j, t], every tap of a channel in one program.
+
+Two forms of each loop nest:
+  * dot: tl.dot tiles (tensor cores), for groups with at least 16 in- and out-channels;
+  * direct: per-channel multiply-adds with the taps unrolled, for depthwise and small groups.
+The gated unit computes both halves' pre-activations in one loop (two accumulators), and the
+backward pass recomputes the pre-activation with the activation's gradient fused into its epilogue.
 """
 
 import torch
 import triton
 import triton.language as tl
 
-from ._buffers import INTERPRETED, empty, num_programs_target
+from ._runtime import INTERPRETED, autotune, empty, launch, num_programs_target
 
 # Triton's interpreter multiplies bf16 dot operands as their raw 16-bit integers; products of bf16
 # values are exact in fp32, so upcasting there gives the tensor cores' result.
@@ -31,11 +42,8 @@ NONE, TANH, RELU, GATED = 0, 1, 2, 3
 
 # A dot-product tile needs at least 16 rows and columns; below that the direct form wastes less.
 MIN_DOT_CHANNELS = 16
-
-
-def _configs(configs):
-    """Autotune on a GPU; under the interpreter a single small tile keeps the tests quick."""
-    return configs[:1] if INTERPRETED else configs
+# The weight-gradient tiles the launcher assumes when it cuts the reduction into partial sums.
+_WGRAD_DOT_TILE, _WGRAD_DIRECT_ROWS, _WGRAD_MIN_BLOCK_T = 64, 8, 32
 
 
 # --------------------------------------------------------------------------------------------------
@@ -50,32 +58,6 @@ def _tanh(x):
 
 
 @triton.jit
-def _activate(a, b, ACTIVATION: tl.constexpr):
-    """The epilogue: `b` is the second half's pre-activation, used by the gated unit only."""
-    if ACTIVATION == 1:
-        a = _tanh(a)
-    elif ACTIVATION == 2:
-        a = tl.maximum(a, 0.0)
-    elif ACTIVATION == 3:
-        # WaveNet's gated activation unit (eq. 2): tanh(W_f * x) ⊙ σ(W_g * x).
-        a = _tanh(a) * tl.sigmoid(b)
-    return a
-
-
-@triton.jit
-def _epilogue(acc, gate, bias_ptr, y_ptr, n, c, c_ok, t, HALF, L, syn, syc, syt,
-              ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """Add the bias, apply the activation and store the tile of output channels c."""
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[:, None]
-        if ACTIVATION == 3:
-            gate += tl.load(bias_ptr + c + HALF, mask=c_ok, other=0.0).to(tl.float32)[:, None]
-    out = _activate(acc, gate, ACTIVATION)
-    y_ptrs = y_ptr + n * syn + c[:, None] * syc + t[None, :] * syt
-    tl.store(y_ptrs, out.to(y_ptr.dtype.element_ty), mask=c_ok[:, None] & (t < L)[None, :])
-
-
-@triton.jit
 def _dot(a, b, acc, PRECISION: tl.constexpr):
     """acc + a @ b with fp32 accumulation."""
     if _UPCAST_BF16_DOT and a.dtype == tl.bfloat16:
@@ -84,265 +66,352 @@ def _dot(a, b, acc, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _source_time(t, k, K, DIL, REVERSE: tl.constexpr):
-    """Time index that tap k reads for output time t: t - (K-1-k)·d, or t + (K-1-k)·d mirrored."""
-    shift = (K - 1 - k) * DIL
+def _shifted_time(t, shift, REVERSE: tl.constexpr):
+    """The time a tap reads for output time t: t - shift (causal) or t + shift (mirrored)."""
     if REVERSE:
         return t + shift
     return t - shift
 
 
-# --------------------------------------------------------------------------------------------------
-# forward and input-gradient kernels
-# --------------------------------------------------------------------------------------------------
+@triton.jit
+def _unfolded_x(x_group, j, t, J, L, DIL, sxc, sxt, K: tl.constexpr, REVERSE: tl.constexpr):
+    """Tile X[j, t] = x[i, t ∓ (K-1-k)·d] for reduction indices j = i·K + k, shape (j, t)."""
+    i = (j // K).to(tl.int64)
+    src = _shifted_time(t[None, :], ((K - 1 - j % K) * DIL)[:, None], REVERSE)
+    ok = (j < J)[:, None] & (src >= 0) & (src < L)
+    return tl.load(x_group + i[:, None] * sxc + src * sxt, mask=ok, other=0.0)
 
 
 @triton.jit
-def _dot_tile(x_ptr, w_ptr, n, g, o_local, t, C_IN_G, C_OUT_G, L, K, DIL,
-              sxn, sxc, sxt, swg, swo, swi, swk,
-              REVERSE: tl.constexpr, PRECISION: tl.constexpr,
-              BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr):
-    """Pre-activation tile [BLOCK_O, BLOCK_T] of group g: sum over in-channels and taps."""
-    o_ok = o_local < C_OUT_G
-    x_base = x_ptr + n * sxn + (g * C_IN_G) * sxc
-    w_base = w_ptr + g * swg
-    acc = tl.zeros((BLOCK_O, BLOCK_T), dtype=tl.float32)
-    for k in range(0, K):
-        src = _source_time(t, k, K, DIL, REVERSE)
-        src_ok = (src >= 0) & (src < L)
-        for i0 in range(0, C_IN_G, BLOCK_I):
-            i = i0 + tl.arange(0, BLOCK_I)
-            i_ok = i < C_IN_G
-            w = tl.load(w_base + o_local[:, None] * swo + i[None, :] * swi + k * swk,
-                        mask=o_ok[:, None] & i_ok[None, :], other=0.0)
-            xs = tl.load(x_base + i[:, None] * sxc + src[None, :] * sxt,
-                         mask=i_ok[:, None] & src_ok[None, :], other=0.0)
-            acc = _dot(w, xs, acc, PRECISION)
-    return acc
+def _epilogue(a, b, bias_ptr, dy_ptr, out_ptr, n, c, c_ok, t, HALF, L,
+              son, soc, sot, sdn, sdc, sdt,
+              ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, GRAD: tl.constexpr):
+    """Finish the pre-activation tiles of channels c (`a`) and, for the gated unit, c + HALF (`b`).
+
+    GRAD=False stores act(a, b) to channels c of out. GRAD=True loads dy (channels c of the
+    output gradient) and stores d loss / d pre-activation: channels c, and c + HALF when gated.
+    """
+    if HAS_BIAS:
+        a += tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+        if ACTIVATION == 3:
+            b += tl.load(bias_ptr + c + HALF, mask=c_ok, other=0.0).to(tl.float32)[:, None]
+    ok = c_ok[:, None] & (t < L)[None, :]
+    out = out_ptr + n * son + c[:, None] * soc + t[None, :] * sot
+    out_ty = out_ptr.dtype.element_ty
+    if GRAD:
+        dy = tl.load(dy_ptr + n * sdn + c[:, None] * sdc + t[None, :] * sdt, mask=ok, other=0.0)
+        dy = dy.to(tl.float32)
+        if ACTIVATION == 1:
+            th = _tanh(a)
+            a = dy * (1.0 - th * th)
+        elif ACTIVATION == 2:
+            a = tl.where(a > 0.0, dy, 0.0)
+        elif ACTIVATION == 3:
+            th = _tanh(a)
+            sg = tl.sigmoid(b)
+            gate_out = out_ptr + n * son + (c + HALF)[:, None] * soc + t[None, :] * sot
+            tl.store(gate_out, (dy * th * sg * (1.0 - sg)).to(out_ty), mask=ok)
+            a = dy * sg * (1.0 - th * th)
+    else:
+        if ACTIVATION == 1:
+            a = _tanh(a)
+        elif ACTIVATION == 2:
+            a = tl.maximum(a, 0.0)
+        elif ACTIVATION == 3:
+            # WaveNet's gated activation unit (eq. 2): tanh(W_f * x) ⊙ σ(W_g * x).
+            a = _tanh(a) * tl.sigmoid(b)
+    tl.store(out, a.to(out_ty), mask=ok)
 
 
-@triton.autotune(
-    configs=_configs([
-        triton.Config({"BLOCK_O": 16, "BLOCK_I": 16, "BLOCK_T": 32}, num_warps=2),
-        triton.Config({"BLOCK_O": 64, "BLOCK_I": 32, "BLOCK_T": 128}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 128, "BLOCK_I": 32, "BLOCK_T": 128}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 128, "BLOCK_I": 64, "BLOCK_T": 64}, num_warps=4, num_stages=4),
-        triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 256}, num_warps=8, num_stages=3),
-    ]),
-    key=["C_IN_G", "C_OUT_G", "L", "K", "ACTIVATION", "REVERSE"],
-)
+# --------------------------------------------------------------------------------------------------
+# forward, input-gradient and activation-gradient kernels
+# --------------------------------------------------------------------------------------------------
+
+# Tiles per kind of product: 16-bit and TF32 inputs on the tensor cores (wgmma works on 64-row
+# warp groups), IEEE fp32 on the FMA units, which hold their operands in registers too. Chosen
+# with `gdm-engine compile`: every tile below builds without spills on sm_80 and sm_90 for the
+# launches `_dot_fits` lets it serve.
+_DOT_CONFIGS = {
+    "16-bit": [
+        triton.Config({"BLOCK_O": 128, "BLOCK_J": 64, "BLOCK_T": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_O": 128, "BLOCK_J": 32, "BLOCK_T": 128}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 128}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 64}, num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=4, num_stages=2),
+    ],
+    "tf32": [
+        triton.Config({"BLOCK_O": 128, "BLOCK_J": 32, "BLOCK_T": 128}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 128}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_O": 64, "BLOCK_J": 16, "BLOCK_T": 64}, num_warps=8, num_stages=3),
+    ],
+    "ieee": [
+        triton.Config({"BLOCK_O": 32, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_O": 32, "BLOCK_J": 16, "BLOCK_T": 64}, num_warps=4, num_stages=3),
+    ],
+}
+_INTERPRETER_DOT = triton.Config({"BLOCK_O": 16, "BLOCK_J": 16, "BLOCK_T": 32}, num_warps=2)
+_DOT_KEY = ["C_IN_G", "C_OUT_G", "L_BUCKET", "K", "ACTIVATION", "REVERSE", "GRAD"]
+# fp32 accumulator values per thread that leave room for operands and addresses: a tensor-core
+# accumulator lives in registers beside the fragments; an FMA tile also holds its operands there.
+_ACCUMULATOR_BUDGET = {"16-bit": 64, "tf32": 64, "ieee": 32}
+# Pipelined operand tiles must fit the smaller of sm_80's and sm_90's shared memory per block.
+_SHARED_BUDGET = 160 * 1024
+
+
+# tl.dot's input_precision per kind of product (None: the inputs' own 16-bit type).
+_INPUT_PRECISION = {"16-bit": None, "tf32": "tf32", "ieee": "ieee"}
+
+
+def _products(dtype):
+    """How a dot kernel multiplies: "16-bit" or, for fp32, "tf32" while PyTorch's switch for TF32
+    convolutions (torch.backends.cudnn.allow_tf32, on by default) is on, else "ieee"."""
+    if dtype != torch.float32:
+        return "16-bit"
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+
+
+def _dot_fits(config, args):
+    """Whether a dot-kernel tile fits: accumulators (two for the gated unit) within the register
+    budget, and its stages of weight and x tiles within shared memory."""
+    meta = config.kwargs
+    gated = args["ACTIVATION"] == GATED
+    threads = 32 * config.num_warps
+    accumulators = (2 if gated else 1) * meta["BLOCK_O"] * meta["BLOCK_T"] / threads
+    weight_tiles = (2 if gated else 1) * meta["BLOCK_O"] * meta["BLOCK_J"]
+    x_tiles = (2 if gated and args["GATE_GROUP_SHIFT"] else 1) * meta["BLOCK_J"] * meta["BLOCK_T"]
+    shared = config.num_stages * (weight_tiles + x_tiles) * args["x_ptr"].element_size()
+    budget = _ACCUMULATOR_BUDGET[args["PRECISION"] or "16-bit"]
+    return accumulators <= budget and shared <= _SHARED_BUDGET
+
+
 @triton.jit
-def _conv_dot_kernel(x_ptr, w_ptr, bias_ptr, y_ptr,
-                     C_IN_G, C_OUT_G, Y_PER_GROUP, HALF, L, K, DIL,
-                     sxn, sxc, sxt, swg, swo, swi, swk, syn, syc, syt,
-                     ACTIVATION: tl.constexpr, REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr,
+def _conv_dot_kernel(x_ptr, w_ptr, bias_ptr, dy_ptr, out_ptr,
+                     C_IN_G, C_OUT_G, ROWS, ROW_GROUPS, HALF, L, L_BUCKET, DIL,
+                     sxn, sxc, sxt, son, soc, sot, sdn, sdc, sdt,
+                     K: tl.constexpr, GATE_GROUP_SHIFT: tl.constexpr, ACTIVATION: tl.constexpr,
+                     REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr, GRAD: tl.constexpr,
                      PRECISION: tl.constexpr,
-                     BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr):
-    # axis 0: (sample, time block); axis 1: (output group, channel block). Every output channel
-    # block lies inside one weight group, so its in-channels are a single contiguous range.
+                     BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_T: tl.constexpr):
+    # One program: BLOCK_O output channels (and their gate channels) x BLOCK_T times of sample n.
+    # The channel block varies fastest, so the programs that share an x tile run side by side and
+    # find it in L2. Each row group has ROWS channels inside one weight group.
+    pid = tl.program_id(0).to(tl.int64)
+    c_blocks = tl.cdiv(ROWS, BLOCK_O)
+    row_group = (pid // c_blocks) % ROW_GROUPS
+    nt = pid // (c_blocks * ROW_GROUPS)
     t_blocks = tl.cdiv(L, BLOCK_T)
-    pid_nt = tl.program_id(0).to(tl.int64)
-    pid_c = tl.program_id(1).to(tl.int64)
-    n = pid_nt // t_blocks
-    t = (pid_nt % t_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
-    c_blocks = tl.cdiv(Y_PER_GROUP, BLOCK_O)
-    y_group = pid_c // c_blocks
-    c_local = (pid_c % c_blocks) * BLOCK_O + tl.arange(0, BLOCK_O)
-    c_ok = c_local < Y_PER_GROUP
-    c = y_group * Y_PER_GROUP + c_local  # output channel of y, and of the first (or only) half
+    n = nt // t_blocks
+    t = (nt % t_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
+    c_local = (pid % c_blocks) * BLOCK_O + tl.arange(0, BLOCK_O)
+    c_ok = c_local < ROWS
+    c = row_group * ROWS + c_local  # output channel, of the first half when gated
+    g = (row_group * ROWS) // C_OUT_G
+    J = C_IN_G * K
+    x_a = x_ptr + n * sxn + (g * C_IN_G) * sxc
+    x_b = x_ptr + n * sxn + ((g + GATE_GROUP_SHIFT) * C_IN_G) * sxc  # the gate half's group
 
-    first = y_group * Y_PER_GROUP + (pid_c % c_blocks) * BLOCK_O
-    g = first // C_OUT_G
-    acc = _dot_tile(x_ptr, w_ptr, n, g, c - g * C_OUT_G, t, C_IN_G, C_OUT_G, L, K, DIL,
-                    sxn, sxc, sxt, swg, swo, swi, swk, REVERSE, PRECISION, BLOCK_O, BLOCK_I, BLOCK_T)
-    gate = acc
-    if ACTIVATION == 3:
-        g2 = (first + HALF) // C_OUT_G
-        gate = _dot_tile(x_ptr, w_ptr, n, g2, c + HALF - g2 * C_OUT_G, t, C_IN_G, C_OUT_G, L, K,
-                         DIL, sxn, sxc, sxt, swg, swo, swi, swk, REVERSE, PRECISION,
-                         BLOCK_O, BLOCK_I, BLOCK_T)
-    _epilogue(acc, gate, bias_ptr, y_ptr, n, c, c_ok, t, HALF, L, syn, syc, syt,
-              ACTIVATION, HAS_BIAS)
+    acc_a = tl.zeros((BLOCK_O, BLOCK_T), dtype=tl.float32)
+    acc_b = tl.zeros((BLOCK_O, BLOCK_T), dtype=tl.float32)
+    for j0 in range(0, J, BLOCK_J):
+        j = j0 + tl.arange(0, BLOCK_J)
+        w_ok = c_ok[:, None] & (j < J)[None, :]
+        xa = _unfolded_x(x_a, j, t, J, L, DIL, sxc, sxt, K, REVERSE)
+        wa = tl.load(w_ptr + c[:, None] * J + j[None, :], mask=w_ok, other=0.0)
+        acc_a = _dot(wa, xa, acc_a, PRECISION)
+        if ACTIVATION == 3:
+            xb = xa
+            if GATE_GROUP_SHIFT != 0:
+                xb = _unfolded_x(x_b, j, t, J, L, DIL, sxc, sxt, K, REVERSE)
+            wb = tl.load(w_ptr + (c + HALF)[:, None] * J + j[None, :], mask=w_ok, other=0.0)
+            acc_b = _dot(wb, xb, acc_b, PRECISION)
+    _epilogue(acc_a, acc_b, bias_ptr, dy_ptr, out_ptr, n, c, c_ok, t, HALF, L,
+              son, soc, sot, sdn, sdc, sdt, ACTIVATION, HAS_BIAS, GRAD)
+
+
+_CONV_DOT = {products: autotune(configs, _DOT_KEY, _INTERPRETER_DOT, _dot_fits)(_conv_dot_kernel)
+             for products, configs in _DOT_CONFIGS.items()}
 
 
 @triton.jit
-def _direct_tile(x_ptr, w_ptr, n, o, o_ok, t, C_IN_G, C_OUT_G, L, K, DIL,
-                 sxn, sxc, sxt, swg, swo, swi, swk,
-                 REVERSE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
-    """Pre-activation tile [BLOCK_C, BLOCK_T]; each row o may belong to its own group."""
-    g = o // C_OUT_G
-    o_local = o - g * C_OUT_G
-    w_row = w_ptr + g * swg + o_local * swo
-    x_row = x_ptr + n * sxn + (g * C_IN_G)[:, None] * sxc
+def _direct_rows(x_ptr, w_ptr, n, o, o_ok, t, C_IN_G, C_OUT_G, L, DIL, sxn, sxc, sxt,
+                 K: tl.constexpr, REVERSE: tl.constexpr, BLOCK_C: tl.constexpr,
+                 BLOCK_T: tl.constexpr):
+    """Pre-activation tile [BLOCK_C, BLOCK_T] of rows o; each row may lie in its own group."""
+    x_i = x_ptr + n * sxn + ((o // C_OUT_G) * C_IN_G)[:, None] * sxc
+    w_i = w_ptr + o * (C_IN_G * K)
     acc = tl.zeros((BLOCK_C, BLOCK_T), dtype=tl.float32)
-    for k in range(0, K):
-        src = _source_time(t, k, K, DIL, REVERSE)
-        m = o_ok[:, None] & ((src >= 0) & (src < L))[None, :]
-        for i in range(0, C_IN_G):
-            w = tl.load(w_row + i * swi + k * swk, mask=o_ok, other=0.0).to(tl.float32)
-            xs = tl.load(x_row + i * sxc + src[None, :] * sxt, mask=m, other=0.0)
+    for i32 in range(0, C_IN_G):
+        i = tl.cast(i32, tl.int64)  # so that i·sxc cannot wrap past 2^31
+        for k in tl.static_range(K):  # unrolled: the shifts are constants times the dilation
+            src = _shifted_time(t, (K - 1 - k) * DIL, REVERSE)
+            ok = o_ok[:, None] & ((src >= 0) & (src < L))[None, :]
+            w = tl.load(w_i + i * K + k, mask=o_ok, other=0.0).to(tl.float32)
+            xs = tl.load(x_i + i * sxc + src[None, :] * sxt, mask=ok, other=0.0)
             acc += w[:, None] * xs.to(tl.float32)
     return acc
 
 
-@triton.autotune(
-    configs=_configs([
-        triton.Config({"BLOCK_C": 4, "BLOCK_T": 32}, num_warps=1),
-        triton.Config({"BLOCK_C": 4, "BLOCK_T": 512}, num_warps=4),
-        triton.Config({"BLOCK_C": 8, "BLOCK_T": 512}, num_warps=4),
-        triton.Config({"BLOCK_C": 8, "BLOCK_T": 1024}, num_warps=8),
-        triton.Config({"BLOCK_C": 16, "BLOCK_T": 256}, num_warps=4),
-        triton.Config({"BLOCK_C": 32, "BLOCK_T": 128}, num_warps=4),
-    ]),
-    key=["C_IN_G", "C_OUT_G", "C_Y", "L", "K", "ACTIVATION", "REVERSE"],
-)
+# Tiles laid along time for wide loads. `_direct_fits` keeps 16 fp32 values or fewer per thread
+# (both halves' tiles for the gated unit): larger ones spilled on sm_80.
+_DIRECT_CONFIGS = [
+    triton.Config({"BLOCK_C": 2, "BLOCK_T": 512}, num_warps=4),
+    triton.Config({"BLOCK_C": 4, "BLOCK_T": 1024}, num_warps=8),
+    triton.Config({"BLOCK_C": 8, "BLOCK_T": 512}, num_warps=8),
+    triton.Config({"BLOCK_C": 16, "BLOCK_T": 256}, num_warps=8),
+]
+_INTERPRETER_DIRECT = triton.Config({"BLOCK_C": 4, "BLOCK_T": 32}, num_warps=1)
+
+
+def _direct_fits(config, args):
+    tiles = 2 if args["ACTIVATION"] == GATED else 1
+    return tiles * config.kwargs["BLOCK_C"] * config.kwargs["BLOCK_T"] <= 16 * 32 * config.num_warps
+
+
+@autotune(_DIRECT_CONFIGS, ["C_IN_G", "C_OUT_G", "ROWS", "L_BUCKET", "K", "ACTIVATION", "REVERSE",
+                            "GRAD"], _INTERPRETER_DIRECT, _direct_fits)
 @triton.jit
-def _conv_direct_kernel(x_ptr, w_ptr, bias_ptr, y_ptr,
-                        C_IN_G, C_OUT_G, C_Y, HALF, L, K, DIL,
-                        sxn, sxc, sxt, swg, swo, swi, swk, syn, syc, syt,
-                        ACTIVATION: tl.constexpr, REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr,
+def _conv_direct_kernel(x_ptr, w_ptr, bias_ptr, dy_ptr, out_ptr,
+                        C_IN_G, C_OUT_G, ROWS, HALF, L, L_BUCKET, DIL, SEGMENTS,
+                        sxn, sxc, sxt, son, soc, sot, sdn, sdc, sdt,
+                        K: tl.constexpr, ACTIVATION: tl.constexpr, REVERSE: tl.constexpr,
+                        HAS_BIAS: tl.constexpr, GRAD: tl.constexpr,
                         BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    # One program: BLOCK_C channels of sample n over one of SEGMENTS stretches of the sequence,
+    # walked in BLOCK_T steps (the launcher cuts the sequence only as far as the GPU needs).
+    pid = tl.program_id(0).to(tl.int64)
+    c_blocks = tl.cdiv(ROWS, BLOCK_C)
+    segment = (pid // c_blocks) % SEGMENTS
+    n = pid // (c_blocks * SEGMENTS)
+    c = (pid % c_blocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < ROWS
     t_blocks = tl.cdiv(L, BLOCK_T)
-    pid_nt = tl.program_id(0).to(tl.int64)
-    n = pid_nt // t_blocks
-    t = (pid_nt % t_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
-    c = tl.program_id(1).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = c < C_Y
-    acc = _direct_tile(x_ptr, w_ptr, n, c, c_ok, t, C_IN_G, C_OUT_G, L, K, DIL,
-                       sxn, sxc, sxt, swg, swo, swi, swk, REVERSE, BLOCK_C, BLOCK_T)
-    gate = acc
-    if ACTIVATION == 3:
-        gate = _direct_tile(x_ptr, w_ptr, n, c + HALF, c_ok, t, C_IN_G, C_OUT_G, L, K, DIL,
-                            sxn, sxc, sxt, swg, swo, swi, swk, REVERSE, BLOCK_C, BLOCK_T)
-    _epilogue(acc, gate, bias_ptr, y_ptr, n, c, c_ok, t, HALF, L, syn, syc, syt,
-              ACTIVATION, HAS_BIAS)
+    per_segment = tl.cdiv(t_blocks, SEGMENTS)
+    first = segment * per_segment
+    for block in range(first, tl.minimum(first + per_segment, t_blocks)):
+        t = block * BLOCK_T + tl.arange(0, BLOCK_T)  # int64, as `first` is
+        a = _direct_rows(x_ptr, w_ptr, n, c, c_ok, t, C_IN_G, C_OUT_G, L, DIL, sxn, sxc, sxt,
+                         K, REVERSE, BLOCK_C, BLOCK_T)
+        b = a
+        if ACTIVATION == 3:
+            b = _direct_rows(x_ptr, w_ptr, n, c + HALF, c_ok, t, C_IN_G, C_OUT_G, L, DIL,
+                             sxn, sxc, sxt, K, REVERSE, BLOCK_C, BLOCK_T)
+        _epilogue(a, b, bias_ptr, dy_ptr, out_ptr, n, c, c_ok, t, HALF, L,
+                  son, soc, sot, sdn, sdc, sdt, ACTIVATION, HAS_BIAS, GRAD)
 
 
 # --------------------------------------------------------------------------------------------------
 # weight- and bias-gradient kernels: reductions over (sample, time), split for parallelism
 # --------------------------------------------------------------------------------------------------
 
+# Chosen like _DOT_CONFIGS: each builds without spills on sm_80 and sm_90 at every catalog shape.
+_WGRAD_DOT_CONFIGS = {
+    "16-bit": [
+        triton.Config({"BLOCK_O": 128, "BLOCK_J": 64, "BLOCK_T": 64}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 32}, num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=4, num_stages=3),
+    ],
+    "tf32": [
+        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 32}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=4, num_stages=3),
+    ],
+    "ieee": [
+        triton.Config({"BLOCK_O": 32, "BLOCK_J": 32, "BLOCK_T": 32}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_O": 32, "BLOCK_J": 64, "BLOCK_T": 32}, num_warps=4, num_stages=3),
+    ],
+}
+_WGRAD_KEY = ["C_IN_G", "C_OUT_G", "N_BUCKET", "L_BUCKET", "K"]
 
-@triton.autotune(
-    configs=_configs([
-        triton.Config({"BLOCK_O": 16, "BLOCK_I": 16, "BLOCK_T": 32}, num_warps=2),
-        triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 128, "BLOCK_I": 64, "BLOCK_T": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 128}, num_warps=4, num_stages=3),
-    ]),
-    key=["C_IN_G", "C_OUT_G", "N", "L", "K"],
-)
+
 @triton.jit
 def _weight_grad_dot_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr,
-                            N, C_IN_G, C_OUT_G, C_OUT, L, K, DIL, SPLITS,
+                            N, N_BUCKET, C_IN_G, C_OUT_G, C_OUT, L, L_BUCKET, DIL,
                             sxn, sxc, sxt, sdn, sdc, sdt,
-                            HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
-                            BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr):
-    # dw[o, i, k] = sum_{n, t} dpre[n, o, t] · x[n, i, t - (K-1-k)·d]   (partial sum of one split)
+                            K: tl.constexpr, HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
+                            BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_T: tl.constexpr):
+    # dW[o, j] = sum_{n, t} dpre[n, o, t] · X[n, j, t]: the partial sum of split program_id(1),
+    # which takes every SPLITS-th (sample, time) block. A j block holds every tap of its channels,
+    # so dpre is read once per channel block, not once per tap.
+    pid = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1).to(tl.int64)  # so the loop's index and n are 64-bit too
+    SPLITS = tl.num_programs(1)
+    J = C_IN_G * K
+    j_blocks = tl.cdiv(J, BLOCK_J)
     o_blocks = tl.cdiv(C_OUT_G, BLOCK_O)
-    pid_o = tl.program_id(0).to(tl.int64)
-    pid_i = tl.program_id(1).to(tl.int64)
-    pid_ks = tl.program_id(2).to(tl.int64)
-    g = pid_o // o_blocks
-    k = pid_ks // SPLITS
-    split = pid_ks % SPLITS
-    o = (pid_o % o_blocks) * BLOCK_O + tl.arange(0, BLOCK_O)
-    i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
-    o_ok = o < C_OUT_G
-    i_ok = i < C_IN_G
+    j = (pid % j_blocks) * BLOCK_J + tl.arange(0, BLOCK_J)
+    g = pid // (j_blocks * o_blocks)
+    o_local = ((pid // j_blocks) % o_blocks) * BLOCK_O + tl.arange(0, BLOCK_O)
+    o_ok = o_local < C_OUT_G
+    o = g * C_OUT_G + o_local
     t_blocks = tl.cdiv(L, BLOCK_T)
-    acc = tl.zeros((BLOCK_O, BLOCK_I), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_O, BLOCK_J), dtype=tl.float32)
     bias_acc = tl.zeros((BLOCK_O,), dtype=tl.float32)
-    for j in range(split, N * t_blocks, SPLITS):
-        n = j // t_blocks
-        t = (j % t_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
-        src = _source_time(t, k, K, DIL, False)
-        dy = tl.load(dy_ptr + n * sdn + (g * C_OUT_G + o)[:, None] * sdc + t[None, :] * sdt,
+    for r in range(split, N * t_blocks, SPLITS):
+        n = r // t_blocks
+        t = (r % t_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
+        dy = tl.load(dy_ptr + n * sdn + o[:, None] * sdc + t[None, :] * sdt,
                      mask=o_ok[:, None] & (t < L)[None, :], other=0.0)
-        xs = tl.load(x_ptr + n * sxn + (g * C_IN_G + i)[None, :] * sxc + src[:, None] * sxt,
-                     mask=i_ok[None, :] & ((src >= 0) & (src < L))[:, None], other=0.0)
-        acc = _dot(dy, xs, acc, PRECISION)
+        xs = _unfolded_x(x_ptr + n * sxn + (g * C_IN_G) * sxc, j, t, J, L, DIL, sxc, sxt,
+                         K, False)
+        acc = _dot(dy, tl.trans(xs), acc, PRECISION)
         if HAS_BIAS:
             bias_acc += tl.sum(dy.to(tl.float32), axis=1)
-    row = split * C_OUT + g * C_OUT_G + o  # partial sums of split `split`, laid out like w
-    tl.store(dw_ptr + (row[:, None] * C_IN_G + i[None, :]) * K + k, acc,
-             mask=o_ok[:, None] & i_ok[None, :])
-    if HAS_BIAS:  # the bias gradient is the same for every (i, k): one program column stores it
-        if (pid_i == 0) & (k == 0):
+    row = split * C_OUT + o  # partial sums of this split, laid out like the weight
+    tl.store(dw_ptr + row[:, None] * J + j[None, :], acc, mask=o_ok[:, None] & (j < J)[None, :])
+    if HAS_BIAS:  # the same for every j block: the first stores it
+        if pid % j_blocks == 0:
             tl.store(db_ptr + row, bias_acc, mask=o_ok)
 
 
-@triton.autotune(
-    configs=_configs([
-        triton.Config({"BLOCK_C": 4, "BLOCK_T": 32}, num_warps=1),
-        triton.Config({"BLOCK_C": 4, "BLOCK_T": 512}, num_warps=4),
-        triton.Config({"BLOCK_C": 8, "BLOCK_T": 512}, num_warps=4),
-        triton.Config({"BLOCK_C": 16, "BLOCK_T": 256}, num_warps=4),
-    ]),
-    key=["C_IN_G", "C_OUT_G", "C_OUT", "N", "L", "K"],
-)
+_WEIGHT_GRAD_DOT = {
+    products: autotune(configs, _WGRAD_KEY, _INTERPRETER_DOT)(_weight_grad_dot_kernel)
+    for products, configs in _WGRAD_DOT_CONFIGS.items()}
+
+
+@autotune([
+    triton.Config({"BLOCK_C": 4, "BLOCK_T": 256}, num_warps=4),
+    triton.Config({"BLOCK_C": 8, "BLOCK_T": 128}, num_warps=4),
+    triton.Config({"BLOCK_C": 8, "BLOCK_T": 256}, num_warps=8),
+], ["C_IN_G", "C_OUT_G", "C_OUT", "N_BUCKET", "L_BUCKET", "K"], _INTERPRETER_DIRECT)
 @triton.jit
 def _weight_grad_direct_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr,
-                               N, C_IN_G, C_OUT_G, C_OUT, L, K, DIL, SPLITS,
+                               N, N_BUCKET, C_IN_G, C_OUT_G, C_OUT, L, L_BUCKET, DIL,
                                sxn, sxc, sxt, sdn, sdc, sdt,
-                               HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
-    o = tl.program_id(0).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
-    pid_ik = tl.program_id(1).to(tl.int64)
-    split = tl.program_id(2).to(tl.int64)
-    i = pid_ik // K
-    k = pid_ik % K
+                               K: tl.constexpr, K_POW2: tl.constexpr, HAS_BIAS: tl.constexpr,
+                               BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    # dw[o, i, k] for BLOCK_C out-channels o, one in-channel i and every tap k at once: a
+    # (channel, tap, time) tile, so each dpre tile is read once for all taps.
+    pid = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1).to(tl.int64)  # so the loop's index and n are 64-bit too
+    SPLITS = tl.num_programs(1)
+    c_blocks = tl.cdiv(C_OUT, BLOCK_C)
+    i = pid // c_blocks
+    o = (pid % c_blocks) * BLOCK_C + tl.arange(0, BLOCK_C)
     o_ok = o < C_OUT
-    x_channel = (o // C_OUT_G) * C_IN_G + i
+    k = tl.arange(0, K_POW2)
+    shift = ((K - 1 - k) * DIL)[None, :, None]
+    x_row = x_ptr + ((o // C_OUT_G) * C_IN_G + i)[:, None, None] * sxc
     t_blocks = tl.cdiv(L, BLOCK_T)
-    acc = tl.zeros((BLOCK_C, BLOCK_T), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_C, K_POW2, BLOCK_T), dtype=tl.float32)
     bias_acc = tl.zeros((BLOCK_C, BLOCK_T), dtype=tl.float32)
-    for j in range(split, N * t_blocks, SPLITS):
-        n = j // t_blocks
-        t = (j % t_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
-        src = _source_time(t, k, K, DIL, False)
+    for r in range(split, N * t_blocks, SPLITS):
+        n = r // t_blocks
+        t = (r % t_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
         dy = tl.load(dy_ptr + n * sdn + o[:, None] * sdc + t[None, :] * sdt,
                      mask=o_ok[:, None] & (t < L)[None, :], other=0.0).to(tl.float32)
-        xs = tl.load(x_ptr + n * sxn + x_channel[:, None] * sxc + src[None, :] * sxt,
-                     mask=o_ok[:, None] & ((src >= 0) & (src < L))[None, :], other=0.0)
-        acc += dy * xs.to(tl.float32)
+        src = t[None, None, :] - shift
+        ok = o_ok[:, None, None] & (k < K)[None, :, None] & (src >= 0) & (src < L)
+        xs = tl.load(x_row + n * sxn + src * sxt, mask=ok, other=0.0)
+        acc += dy[:, None, :] * xs.to(tl.float32)
         if HAS_BIAS:
             bias_acc += dy
     row = split * C_OUT + o
-    tl.store(dw_ptr + (row * C_IN_G + i) * K + k, tl.sum(acc, axis=1), mask=o_ok)
-    if HAS_BIAS:  # the same for every (i, k): one program column stores it
-        if pid_ik == 0:
+    tl.store(dw_ptr + ((row * C_IN_G + i) * K)[:, None] + k[None, :], tl.sum(acc, axis=2),
+             mask=o_ok[:, None] & (k < K)[None, :])
+    if HAS_BIAS:  # the same for every in-channel: the first stores it
+        if i == 0:
             tl.store(db_ptr + row, tl.sum(bias_acc, axis=1), mask=o_ok)
-
-
-# --------------------------------------------------------------------------------------------------
-# activation gradient: d loss / d pre-activation from d loss / d output
-# --------------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _activation_grad_kernel(dy_ptr, pre_ptr, dpre_ptr, C_Y, HALF, L,
-                            sdn, sdc, sdt, spn, spc, spt, sgn, sgc, sgt,
-                            ACTIVATION: tl.constexpr, BLOCK_T: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)  # (sample, output channel of y)
-    n = row // C_Y
-    c = row % C_Y
-    t = tl.program_id(1).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
-    m = t < L
-    dy = tl.load(dy_ptr + n * sdn + c * sdc + t * sdt, mask=m, other=0.0).to(tl.float32)
-    a = tl.load(pre_ptr + n * spn + c * spc + t * spt, mask=m, other=0.0).to(tl.float32)
-    out_a = dpre_ptr + n * sgn + c * sgc + t * sgt
-    if ACTIVATION == 1:
-        th = _tanh(a)
-        tl.store(out_a, (dy * (1.0 - th * th)).to(dpre_ptr.dtype.element_ty), mask=m)
-    elif ACTIVATION == 2:
-        tl.store(out_a, tl.where(a > 0.0, dy, 0.0).to(dpre_ptr.dtype.element_ty), mask=m)
-    else:
-        b = tl.load(pre_ptr + n * spn + (c + HALF) * spc + t * spt, mask=m, other=0.0)
-        th = _tanh(a)
-        sg = tl.sigmoid(b.to(tl.float32))
-        tl.store(out_a, (dy * sg * (1.0 - th * th)).to(dpre_ptr.dtype.element_ty), mask=m)
-        tl.store(dpre_ptr + n * sgn + (c + HALF) * sgc + t * sgt,
-                 (dy * th * sg * (1.0 - sg)).to(dpre_ptr.dtype.element_ty), mask=m)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -350,10 +419,9 @@ def _activation_grad_kernel(dy_ptr, pre_ptr, dpre_ptr, C_Y, HALF, L,
 # --------------------------------------------------------------------------------------------------
 
 
-def _precision(dtype):
-    """fp32 inputs keep full fp32 products (IEEE, not tf32) so results meet fp32 tolerances;
-    16-bit inputs take the tensor cores' native path, accumulating in fp32 either way."""
-    return "ieee" if dtype == torch.float32 else None
+def _bucket(size):
+    """Autotuning key of a length or batch: its power of two, so new sizes rarely re-tune."""
+    return triton.next_power_of_2(max(int(size), 1))
 
 
 def _use_dot(c_in_g, c_out_g, groups, activation):
@@ -363,63 +431,75 @@ def _use_dot(c_in_g, c_out_g, groups, activation):
     return c_in_g >= MIN_DOT_CHANNELS and c_out_g >= MIN_DOT_CHANNELS and gated_ok
 
 
-def _conv(x, w_strides, w, bias, y, groups, c_in_g, c_out_g, dilation, activation, reverse):
-    """Launch the forward form (reverse=False) or the input-gradient form (reverse=True)."""
+def _as_rows(weight):
+    """The weight as the contiguous (C_out, C_in_g·K) matrix the kernels read."""
+    return weight.contiguous()
+
+
+def _transposed_rows(weight, groups):
+    """The weight of the mirrored convolution: (C_in, C_out_g·K), row c = in-channel c."""
+    c_out, c_in_g, k = weight.shape
+    per_group = weight.reshape(groups, c_out // groups, c_in_g, k).transpose(1, 2)
+    return per_group.reshape(groups * c_in_g, c_out // groups * k).contiguous()
+
+
+def _conv(x, w_rows, bias, dy, out, groups, c_in_g, c_out_g, K, dilation, activation, reverse,
+          grad):
+    """Launch one convolution form. w_rows: (groups·c_out_g, c_in_g·K), contiguous. Forward
+    (grad=False) writes act(pre) to out; grad=True writes d loss / d pre given dy; reverse=True
+    runs the mirrored convolution of the input gradient."""
     N, _, L = x.shape
-    K = w.shape[2]
-    c_y = y.shape[1]
-    half = c_y if activation == GATED else 0
-    swg, swo, swi, swk = w_strides
-    bias_arg = bias.contiguous() if bias is not None else y  # unused when there is no bias
-    common = (c_in_g, c_out_g)
-    strides = (*x.stride(), swg, swo, swi, swk, *y.stride())
-    flags = dict(ACTIVATION=activation, REVERSE=reverse, HAS_BIAS=bias is not None)
+    half = w_rows.shape[0] // 2 if activation == GATED else 0
+    rows = half if activation == GATED else w_rows.shape[0]  # output channels (of one half)
+    bias_arg = bias if bias is not None else out  # unused when there is no bias
+    dy_arg = dy if dy is not None else out  # unused outside the gradient epilogue
+    dy_strides = dy.stride() if dy is not None else (0, 0, 0)
+    flags = dict(K=K, ACTIVATION=activation, REVERSE=reverse, HAS_BIAS=bias is not None,
+                 GRAD=grad)
+    strides = (*x.stride(), *out.stride(), *dy_strides)
     if _use_dot(c_in_g, c_out_g, groups, activation):
-        # With the gated unit and several groups, each half of the channels is groups/2 groups.
-        y_groups = groups // 2 if activation == GATED and groups > 1 else groups
-        y_per_group = c_y // y_groups
+        # Row groups: channel ranges inside one weight group. With the gated unit and several
+        # groups, each half is groups/2 whole groups and the gate reads the group groups/2 on.
+        gated_groups = activation == GATED and groups > 1
+        row_groups = groups // 2 if gated_groups else groups
+        gate_shift = groups // 2 if gated_groups else 0
 
         def grid(meta):
-            c_blocks = triton.cdiv(y_per_group, meta["BLOCK_O"])
-            return (N * triton.cdiv(L, meta["BLOCK_T"]), y_groups * c_blocks)
+            return (N * triton.cdiv(L, meta["BLOCK_T"]) * row_groups
+                    * triton.cdiv(rows // row_groups, meta["BLOCK_O"]),)
 
-        _conv_dot_kernel[grid](x, w, bias_arg, y, *common, y_per_group, half, L, K, dilation,
-                               *strides, PRECISION=_precision(x.dtype), **flags)
+        products = _products(x.dtype)
+        launch(_CONV_DOT[products], grid, x, w_rows, bias_arg, dy_arg, out, c_in_g, c_out_g,
+               rows // row_groups, row_groups, half, L, _bucket(L), dilation, *strides,
+               GATE_GROUP_SHIFT=gate_shift, PRECISION=_INPUT_PRECISION[products], **flags)
     else:
-        def grid(meta):
-            return (N * triton.cdiv(L, meta["BLOCK_T"]), triton.cdiv(c_y, meta["BLOCK_C"]))
+        c_blocks_min = triton.cdiv(rows, 16)  # the widest channel block of any configuration
+        segments = max(1, min(triton.cdiv(L, 256),
+                              num_programs_target(x.device) // max(N * c_blocks_min, 1)))
 
-        _conv_direct_kernel[grid](x, w, bias_arg, y, *common, c_y, half, L, K, dilation,
-                                  *strides, **flags)
-    return y
+        def grid(meta):
+            return (N * segments * triton.cdiv(rows, meta["BLOCK_C"]),)
+
+        launch(_conv_direct_kernel, grid, x, w_rows, bias_arg, dy_arg, out, c_in_g, c_out_g,
+               rows, half, L, _bucket(L), dilation, segments, *strides, **flags)
+    return out
 
 
 def causal_conv1d_forward(x, weight, bias, dilation, groups, activation):
     """y = act(causal_conv1d(x, weight, bias)); `activation` is a name from ACTIVATIONS."""
-    N, c_in, L = x.shape
-    c_out, c_in_g, _ = weight.shape
+    N, _, L = x.shape
+    c_out, c_in_g, K = weight.shape
     act = ACTIVATIONS[activation]
-    c_y = c_out // 2 if act == GATED else c_out
-    y = empty((N, c_y, L), x.dtype, x.device)
+    y = empty((N, c_out // 2 if act == GATED else c_out, L), x.dtype, x.device)
     if y.numel() == 0:
         return y
-    s0, s1, s2 = weight.stride()
-    return _conv(x, (c_out // groups * s0, s0, s1, s2), weight, bias, y, groups, c_in_g,
-                 c_out // groups, dilation, act, reverse=False)
-
-
-def _activation_grad(grad_y, pre, activation):
-    N, c_y, L = grad_y.shape
-    dpre = empty(pre.shape, pre.dtype, pre.device)
-    block_t = 64 if INTERPRETED else 1024
-    grid = (N * c_y, triton.cdiv(L, block_t))
-    _activation_grad_kernel[grid](grad_y, pre, dpre, c_y, c_y, L, *grad_y.stride(), *pre.stride(),
-                                  *dpre.stride(), ACTIVATION=activation, BLOCK_T=block_t)
-    return dpre
+    bias = bias.contiguous() if bias is not None else None
+    return _conv(x, _as_rows(weight), bias, None, y, groups, c_in_g, c_out // groups, K,
+                 dilation, act, reverse=False, grad=False)
 
 
 def _splits(device, programs, reduction_blocks):
-    """How many partial sums the weight-gradient reduction is cut into, to fill the device."""
+    """How many partial sums a weight-gradient reduction is cut into, to fill the device."""
     return max(1, min(reduction_blocks, num_programs_target(device) // max(programs, 1)))
 
 
@@ -427,21 +507,28 @@ def _weight_grad(x, dpre, weight, groups, dilation, with_bias):
     N, _, L = x.shape
     c_out, c_in_g, K = weight.shape
     c_out_g = c_out // groups
-    block_t = 32 if INTERPRETED else 128
-    splits = _splits(x.device, c_out * max(c_in_g // 64, 1) * K, N * triton.cdiv(L, block_t))
-    dw = empty((splits, c_out, c_in_g, K), torch.float32, x.device)
-    db = empty((splits, c_out), torch.float32, x.device) if with_bias else dw
+    reduction_blocks = N * triton.cdiv(L, _WGRAD_MIN_BLOCK_T)
+    buckets = dict(N_BUCKET=_bucket(N), L_BUCKET=_bucket(L))
     strides = (*x.stride(), *dpre.stride())
     if _use_dot(c_in_g, c_out_g, groups, NONE):
-        grid = lambda meta: (groups * triton.cdiv(c_out_g, meta["BLOCK_O"]),  # noqa: E731
-                             triton.cdiv(c_in_g, meta["BLOCK_I"]), K * splits)
-        _weight_grad_dot_kernel[grid](x, dpre, dw, db, N, c_in_g, c_out_g, c_out, L, K, dilation,
-                                      splits, *strides, HAS_BIAS=with_bias,
-                                      PRECISION=_precision(x.dtype))
+        tile = _WGRAD_DOT_TILE
+        programs = groups * triton.cdiv(c_out_g, tile) * triton.cdiv(c_in_g * K, tile)
+        splits = _splits(x.device, programs, reduction_blocks)
+        grid = lambda meta: (groups * triton.cdiv(c_out_g, meta["BLOCK_O"])  # noqa: E731
+                             * triton.cdiv(c_in_g * K, meta["BLOCK_J"]), splits)
+        products = _products(x.dtype)
+        kernel = _WEIGHT_GRAD_DOT[products]
+        extra = dict(PRECISION=_INPUT_PRECISION[products])
     else:
-        grid = lambda meta: (triton.cdiv(c_out, meta["BLOCK_C"]), c_in_g * K, splits)  # noqa: E731
-        _weight_grad_direct_kernel[grid](x, dpre, dw, db, N, c_in_g, c_out_g, c_out, L, K, dilation,
-                                         splits, *strides, HAS_BIAS=with_bias)
+        programs = triton.cdiv(c_out, _WGRAD_DIRECT_ROWS) * c_in_g
+        splits = _splits(x.device, programs, reduction_blocks)
+        grid = lambda meta: (triton.cdiv(c_out, meta["BLOCK_C"]) * c_in_g, splits)  # noqa: E731
+        kernel = _weight_grad_direct_kernel
+        extra = dict(K_POW2=triton.next_power_of_2(K))
+    dw = empty((splits, c_out, c_in_g, K), torch.float32, x.device)
+    db = empty((splits, c_out), torch.float32, x.device) if with_bias else dw
+    launch(kernel, grid, x, dpre, dw, db, N, buckets["N_BUCKET"], c_in_g, c_out_g, c_out, L,
+           buckets["L_BUCKET"], dilation, *strides, K=K, HAS_BIAS=with_bias, **extra)
     grad_w = dw.sum(0).to(weight.dtype)
     grad_b = db.sum(0).to(weight.dtype) if with_bias else None
     return grad_w, grad_b
@@ -455,19 +542,21 @@ def causal_conv1d_backward(grad_y, x, weight, bias, dilation, groups, activation
     if x.numel() == 0 or c_out == 0:
         zeros_b = torch.zeros_like(bias) if bias is not None else None
         return torch.zeros_like(x), torch.zeros_like(weight), zeros_b
+    c_out_g = c_out // groups
     if act == NONE:
         dpre = grad_y
     else:
-        # Recompute the pre-activation rather than keep it from the forward pass: one more
-        # convolution, and no activation-sized tensor held for the whole backward pass.
-        pre = causal_conv1d_forward(x, weight, bias, dilation, groups, "none")
-        dpre = _activation_grad(grad_y, pre, act)
+        # Recompute the pre-activation rather than keep it from the forward pass, and turn it
+        # into its gradient in the same kernel's epilogue: no activation-sized tensor is held
+        # for the backward pass, and none is written and read back.
+        dpre = empty((N, c_out, L), x.dtype, x.device)
+        bias_arg = bias.contiguous() if bias is not None else None
+        _conv(x, _as_rows(weight), bias_arg, grad_y, dpre, groups, c_in_g, c_out_g, K, dilation,
+              act, reverse=False, grad=True)
     dx = empty(x.shape, x.dtype, x.device)
-    s0, s1, s2 = weight.stride()
-    c_out_g = c_out // groups
-    # dx is the mirrored convolution of dpre with the transposed weight: out = in-channel,
-    # in = out-channel of the group.
-    _conv(dpre, (c_out_g * s0, s1, s0, s2), weight, None, dx, groups, c_out_g, c_in_g,
-          dilation, NONE, reverse=True)
+    # dx is the mirrored convolution of dpre with the transposed weight: in-channels become the
+    # rows, each group's out-channels (and taps) the reduction.
+    _conv(dpre, _transposed_rows(weight, groups), None, None, dx, groups, c_out_g, c_in_g, K,
+          dilation, NONE, reverse=True, grad=False)
     grad_w, grad_b = _weight_grad(x, dpre, weight, groups, dilation, bias is not None)
     return dx, grad_w, grad_b

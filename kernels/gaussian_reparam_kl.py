@@ -1,85 +1,108 @@
 """The VAE's Gaussian posterior step, fused: reparameterised sample and KL to the prior.
 
 For each example n with posterior N(mu, diag(exp(log_var))) over D latent dimensions
-(Kingma & Welling, 2014, sec. 2.4 and appendix B):
+(Kingma & Welling, 2014, sec. 2.4 and appendix B), with s = exp(log_var / 2):
 
-    z[n, d]  = mu[n, d] + exp(log_var[n, d] / 2) * eps[n, d]
-    kl[n]    = 1/2 * sum_d ( mu² + exp(log_var) - 1 - log_var )
+    z[n, d]  = mu[n, d] + s[n, d] * eps[n, d]
+    kl[n]    = 1/2 * sum_d ( mu² + s² - 1 - log_var )
 
 One pass reads mu, log_var (and eps when given) and writes z and kl: the per-example KL is a
-row reduction done in registers. eps is either a given tensor or drawn in the kernel with
-tl.randn(seed, element index); the backward pass draws the same eps again from the seed instead
-of storing it. Its gradients, with s = exp(log_var / 2):
+row reduction done in registers, cut into partial sums along D when there are too few rows to
+fill the GPU. s is exp(log_var / 2), never sqrt(exp(log_var)), which overflows above log_var ≈ 88.
+
+eps is either a given tensor or drawn in the kernel: element (n, d) takes word d mod 4 of the
+Philox draw tl.randn4x(seed, n·ceil(D/4) + d div 4), so one Philox round serves four elements and
+the numbers do not depend on the tiling. The backward pass draws the same eps again from the seed
+instead of storing it. Its gradients:
 
     dmu      = dz + dkl * mu
     dlog_var = dz * eps * s / 2 + dkl * (s² - 1) / 2
     deps     = dz * s
 """
 
+import torch
 import triton
 import triton.language as tl
 
-from ._buffers import INTERPRETED, empty
+from ._runtime import INTERPRETED, empty, launch, num_programs_target
 
 
-def _tile(rows):
-    """(BLOCK_N, BLOCK_D): small tiles under the interpreter, wide rows on a GPU."""
-    if INTERPRETED:
-        return 4, 16
-    return (4 if rows >= 4096 else 1), 256
+def _tile():
+    """(BLOCK_N, BLOCK_D): small tiles under the interpreter; on a GPU 2 rows of 512, which give
+    each of 128 threads 16-byte vectors. BLOCK_D is a multiple of 4 (the Philox words)."""
+    return (4, 16) if INTERPRETED else (2, 512)
 
 
 @triton.jit
-def _load_row_tile(mean, log_var, noise, seed, rows, cols, mask, D, m0, m1, l0, l1, e0, e1,
-                   GIVEN_NOISE: tl.constexpr):
+def _normal_noise(seed, rows, col_start, QUADS, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """eps for columns col_start + [0, BLOCK_D) of `rows` ([BLOCK_N, 1]), as [BLOCK_N, BLOCK_D]."""
+    quads = col_start // 4 + tl.arange(0, BLOCK_D // 4)[None, :]
+    n0, n1, n2, n3 = tl.randn4x(seed, rows * QUADS + quads)  # int64 offsets: no wrap-around
+    # join(join(n0, n2), join(n1, n3))[r, q, a, b] = n(2b + a) sits at column 4q + 2a + b.
+    return tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), (BLOCK_N, BLOCK_D))
+
+
+@triton.jit
+def _load_tile(mean, log_var, noise, seed, rows, cols, col_start, mask, QUADS,
+               m0, m1, l0, l1, e0, e1,
+               GIVEN_NOISE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """mu, log_var and eps of one (rows x cols) tile, in fp32."""
-    mu = tl.load(mean + rows * m0 + cols * m1, mask=mask, other=0.0)
-    lv = tl.load(log_var + rows * l0 + cols * l1, mask=mask, other=0.0)
+    mu = tl.load(mean + rows * m0 + cols * m1, mask=mask, other=0.0).to(tl.float32)
+    lv = tl.load(log_var + rows * l0 + cols * l1, mask=mask, other=0.0).to(tl.float32)
     if GIVEN_NOISE:
-        eps = tl.load(noise + rows * e0 + cols * e1, mask=mask, other=0.0)
-        eps = eps.to(tl.float32)
+        eps = tl.load(noise + rows * e0 + cols * e1, mask=mask, other=0.0).to(tl.float32)
     else:
-        eps = tl.randn(seed, rows * D + cols)  # int64 element index: no wrap-around
-    return mu.to(tl.float32), lv.to(tl.float32), eps
+        eps = _normal_noise(seed, rows, col_start, QUADS, BLOCK_N, BLOCK_D)
+    return mu, lv, eps
 
 
 @triton.jit
-def _forward_kernel(mean, log_var, noise, z, kl, seed, N, D,
+def _forward_kernel(mean, log_var, noise, z, kl_parts, seed, N, D, QUADS, SPLITS,
                     m0, m1, l0, l1, e0, e1, z0, z1,
                     GIVEN_NOISE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
+    # One program: BLOCK_N rows over the split-th stretch of D; its KL partial sums go to
+    # kl_parts[split, rows], which the launcher adds up.
+    pid = tl.program_id(0).to(tl.int64)
+    split = pid % SPLITS
+    rows = (pid // SPLITS) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
+    per_split = tl.cdiv(tl.cdiv(D, BLOCK_D), SPLITS) * BLOCK_D
+    first = split * per_split
     kl_acc = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-    for start in range(0, D, BLOCK_D):
-        cols = start + tl.arange(0, BLOCK_D)[None, :].to(tl.int64)
+    for start in range(first, tl.minimum(first + per_split, D), BLOCK_D):
+        cols = start + tl.arange(0, BLOCK_D)[None, :]
         mask = (rows < N) & (cols < D)
-        mu, lv, eps = _load_row_tile(mean, log_var, noise, seed, rows, cols, mask, D, m0, m1, l0,
-                                     l1, e0, e1, GIVEN_NOISE)
-        var = tl.exp(lv)
-        tl.store(z + rows * z0 + cols * z1, mu + tl.sqrt(var) * eps, mask=mask)
-        kl_acc += tl.where(mask, mu * mu + var - 1.0 - lv, 0.0)
-    row_kl = 0.5 * tl.sum(kl_acc, axis=1)
+        mu, lv, eps = _load_tile(mean, log_var, noise, seed, rows, cols, start, mask, QUADS,
+                                 m0, m1, l0, l1, e0, e1, GIVEN_NOISE, BLOCK_N, BLOCK_D)
+        s = tl.exp(0.5 * lv)
+        tl.store(z + rows * z0 + cols * z1, (mu + s * eps).to(z.dtype.element_ty), mask=mask)
+        kl_acc += tl.where(mask, mu * mu + s * s - 1.0 - lv, 0.0)
     out_rows = tl.reshape(rows, (BLOCK_N,))
-    tl.store(kl + out_rows, row_kl, mask=out_rows < N)
+    tl.store(kl_parts + split * N + out_rows, 0.5 * tl.sum(kl_acc, axis=1), mask=out_rows < N)
 
 
 @triton.jit
 def _backward_kernel(grad_z, grad_kl, mean, log_var, noise, d_mean, d_log_var, d_noise, seed,
-                     N, D, m0, m1, l0, l1, e0, e1, g0, g1,
+                     N, D, QUADS, m0, m1, l0, l1, e0, e1, g0, g1,
                      GIVEN_NOISE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    # Inputs may be strided; the gradients are allocated contiguous (N, D).
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
-    cols = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
+    # One program per (rows x cols) tile, on a 1-D grid (no 65,535 limit). Inputs may be strided;
+    # the gradients are allocated contiguous (N, D).
+    pid = tl.program_id(0).to(tl.int64)
+    col_blocks = tl.cdiv(D, BLOCK_D)
+    rows = (pid // col_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
+    start = (pid % col_blocks) * BLOCK_D
+    cols = start + tl.arange(0, BLOCK_D)[None, :]
     mask = (rows < N) & (cols < D)
-    mu, lv, eps = _load_row_tile(mean, log_var, noise, seed, rows, cols, mask, D, m0, m1, l0, l1,
-                                 e0, e1, GIVEN_NOISE)
+    mu, lv, eps = _load_tile(mean, log_var, noise, seed, rows, cols, start, mask, QUADS,
+                             m0, m1, l0, l1, e0, e1, GIVEN_NOISE, BLOCK_N, BLOCK_D)
     dz = tl.load(grad_z + rows * g0 + cols * g1, mask=mask, other=0.0).to(tl.float32)
     dkl = tl.load(grad_kl + rows, mask=rows < N, other=0.0).to(tl.float32)
-    scale = tl.exp(0.5 * lv)
+    s = tl.exp(0.5 * lv)
     out = rows * D + cols
-    tl.store(d_mean + out, dz + dkl * mu, mask=mask)
-    tl.store(d_log_var + out, 0.5 * (dz * eps * scale + dkl * (scale * scale - 1.0)), mask=mask)
+    out_ty = d_mean.dtype.element_ty
+    tl.store(d_mean + out, (dz + dkl * mu).to(out_ty), mask=mask)
+    tl.store(d_log_var + out, (0.5 * (dz * eps * s + dkl * (s * s - 1.0))).to(out_ty), mask=mask)
     if GIVEN_NOISE:
-        tl.store(d_noise + out, dz * scale, mask=mask)
+        tl.store(d_noise + out, (dz * s).to(out_ty), mask=mask)
 
 
 def _strides(t):
@@ -90,15 +113,18 @@ def gaussian_reparam_kl_forward(mean, log_var, noise, seed):
     """(z, kl) for 2-D (N, D) inputs; eps is `noise`, or drawn from `seed` when noise is None."""
     N, D = mean.shape
     z = empty((N, D), mean.dtype, mean.device)
-    kl = empty((N,), mean.dtype, mean.device)
     if N == 0:
-        return z, kl
-    block_n, block_d = _tile(N)
-    _forward_kernel[(triton.cdiv(N, block_n),)](
-        mean, log_var, noise if noise is not None else mean, z, kl, seed, N, D,
-        *mean.stride(), *log_var.stride(), *_strides(noise), *z.stride(),
-        GIVEN_NOISE=noise is not None, BLOCK_N=block_n, BLOCK_D=block_d)
-    return z, kl
+        return z, empty((0,), mean.dtype, mean.device)
+    block_n, block_d = _tile()
+    row_blocks = triton.cdiv(N, block_n)
+    # Few rows and long ones: cut D into partial sums until the GPU is full.
+    splits = max(1, min(triton.cdiv(D, block_d), num_programs_target(mean.device) // row_blocks))
+    kl_parts = empty((splits, N), torch.float32, mean.device)
+    launch(_forward_kernel, (row_blocks * splits,),
+           mean, log_var, noise if noise is not None else mean, z, kl_parts, seed, N, D,
+           triton.cdiv(D, 4), splits, *mean.stride(), *log_var.stride(), *_strides(noise),
+           *z.stride(), GIVEN_NOISE=noise is not None, BLOCK_N=block_n, BLOCK_D=block_d)
+    return z, kl_parts.sum(0).to(mean.dtype)
 
 
 def gaussian_reparam_kl_backward(grad_z, grad_kl, mean, log_var, noise, seed):
@@ -108,12 +134,11 @@ def gaussian_reparam_kl_backward(grad_z, grad_kl, mean, log_var, noise, seed):
     d_noise = empty((N, D), mean.dtype, mean.device) if noise is not None else None
     if N * D == 0:
         return d_mean, d_log_var, d_noise
-    block_n, block_d = _tile(N)
+    block_n, block_d = _tile()
     grad_kl = grad_kl.contiguous()
-    _backward_kernel[(triton.cdiv(N, block_n), triton.cdiv(D, block_d))](
-        grad_z, grad_kl, mean, log_var, noise if noise is not None else mean, d_mean, d_log_var,
-        d_noise if d_noise is not None else d_mean, seed, N, D,
-        *mean.stride(), *log_var.stride(), *_strides(noise), *grad_z.stride(),
-        GIVEN_NOISE=noise is not None, BLOCK_N=block_n, BLOCK_D=block_d)
+    launch(_backward_kernel, (triton.cdiv(N, block_n) * triton.cdiv(D, block_d),),
+           grad_z, grad_kl, mean, log_var, noise if noise is not None else mean, d_mean,
+           d_log_var, d_noise if d_noise is not None else d_mean, seed, N, D, triton.cdiv(D, 4),
+           *mean.stride(), *log_var.stride(), *_strides(noise), *grad_z.stride(),
+           GIVEN_NOISE=noise is not None, BLOCK_N=block_n, BLOCK_D=block_d)
     return d_mean, d_log_var, d_noise
-

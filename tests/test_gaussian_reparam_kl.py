@@ -48,6 +48,27 @@ def test_drawn_noise_is_standard_normal_and_reproducible(device):
     assert eps.flatten().unique().numel() == eps.numel()
 
 
+def test_split_rows_give_the_same_noise_and_kl(monkeypatch, device, generator):
+    # On a GPU few long rows are cut into partial KL sums along D; force that here. Every element
+    # must draw the same noise however the row is cut, and the partial sums must add up.
+    from gdm_engine.kernels import gaussian_reparam_kl as kernels
+
+    mean, log_var = _posterior(generator, device, 3, 70)
+    whole = _drawn(mean, log_var, torch.Generator().manual_seed(5))
+    monkeypatch.setattr(kernels, "num_programs_target", lambda device: 1 << 10)
+    split = _drawn(mean, log_var, torch.Generator().manual_seed(5))
+    assert torch.equal(whole[0], split[0])
+    assert testing.relative_error(split[1], whole[1]) < TOL
+
+
+def test_large_log_var_does_not_overflow(device):
+    # exp(log_var / 2), not sqrt(exp(log_var)): exp(100) overflows fp32, exp(50) does not.
+    mean, log_var, noise = (torch.full((2, 8), v, device=device) for v in (0.0, 100.0, 1.0))
+    with gdm_engine.use_backend("triton"):
+        z, _ = gaussian_reparam_kl(mean, log_var, noise)
+    assert testing.relative_error(z, torch.full((2, 8), 50.0, dtype=torch.float64).exp()) < TOL
+
+
 def test_backward_draws_the_same_noise_again(device, generator):
     mean, log_var = _posterior(generator, device, 5, 11)
     mean.requires_grad_(), log_var.requires_grad_()

@@ -1,8 +1,8 @@
 """pytest-benchmark suites generated from the catalog: `pytest bench/ --benchmark-json out.json`.
 
 On a GPU the "bench" shapes are timed for every provider (kernel, eager reference, compiled
-reference, peers); on a CPU the "tiny" shapes in float32 for the reference providers only, since
-the interpreter's timings say nothing of the kernels' speed.
+reference, peers), forward and forward+backward; on a CPU the "tiny" shapes in float32 for the
+reference providers only, since the interpreter's timings say nothing of the kernels' speed.
 """
 
 import torch
@@ -14,7 +14,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def provider_params(op_name):
-    """(case, provider name, callable) triples for one catalog op, ready for parametrize."""
+    """(label, callable) pairs for one catalog op, every pass and provider, for parametrize."""
     spec = catalog.get(op_name)
     size = "bench" if DEVICE.type == "cuda" else "tiny"
     dtypes = supported_dtypes(DEVICE) if DEVICE.type == "cuda" else [torch.float32]
@@ -22,8 +22,8 @@ def provider_params(op_name):
     params = []
     for dtype in dtypes:
         for case in spec.make_inputs(size, dtype, DEVICE, generator):
-            for name, fn in benchmark.providers(spec, case, DEVICE).items():
-                params.append((f"{case.label} {dtype} {name}".replace("torch.", ""), fn))
+            for pass_, name, fn in benchmark.timed_calls(spec, case, DEVICE):
+                params.append((f"{case.label} {dtype} {pass_} {name}".replace("torch.", ""), fn))
     return params
 
 
@@ -34,5 +34,4 @@ def run(benchmark_fixture, fn):
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()
 
-    with torch.no_grad():
-        benchmark_fixture(call)
+    benchmark_fixture(call)

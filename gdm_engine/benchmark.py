@@ -2,9 +2,10 @@
 
 Providers: "triton" (our kernel; timed on a GPU only: interpreter timings say nothing of speed),
 "eager" (the PyTorch reference), "compile" (torch.compile of the reference), and the peer
-libraries the catalog names where they are installed. Each row gives the median time, the
-achieved GB/s and TFLOP/s from the op's cost model, the percentage of the device's measured
-memory roofline, and the speedup over eager.
+libraries the catalog names where they are installed, each timed for the forward pass alone and
+for forward plus backward. Each row gives the median time, the speedup over eager and, for the
+forward pass, the achieved GB/s and TFLOP/s from the op's cost model and the percentage of the
+device's measured memory roofline.
 """
 
 import functools
@@ -15,10 +16,8 @@ import torch
 
 from gdm_engine.testing import supported_dtypes
 
-COLUMNS = ["op", "case", "dtype", "provider", "median_ms", "GB/s", "TFLOP/s", "%roofline",
+COLUMNS = ["op", "case", "dtype", "pass", "provider", "median_ms", "GB/s", "TFLOP/s", "%roofline",
            "vs_eager"]
-
-
 def time_ms(fn, device):
     """Median milliseconds of fn(): CUDA events through triton.testing.do_bench on a GPU, the
     wall clock over repeated calls elsewhere. Both warm up first."""
@@ -66,23 +65,63 @@ def providers(spec, case, device):
     return found
 
 
+def timed_calls(spec, case, device):
+    """(pass, provider, zero-argument callable) for every provider: the forward pass alone, under
+    no_grad, and the forward pass followed by the gradients of every input (the backward's cost)."""
+    from gdm_engine.testing import with_tensors
+
+    calls = []
+    for name, fn in providers(spec, case, device).items():
+        calls.append(("forward", name, _without_grad(fn)))
+    grad_case = with_tensors(case, lambda t: t.detach().requires_grad_())
+    for name, fn in providers(spec, grad_case, device).items():
+        calls.append(("forward+backward", name, _with_backward(fn, grad_case.tensors())))
+    return calls
+
+
+def _with_backward(fn, inputs):
+    """fn() and the gradients of `inputs` for fixed random output gradients (drawn once)."""
+    from gdm_engine.testing import as_tuple
+
+    grads = []
+
+    def call():
+        outs = as_tuple(fn())
+        if not grads:
+            grads.extend(torch.randn_like(o) for o in outs)
+        return torch.autograd.grad(outs, inputs, grads)
+
+    return call
+
+
+def _without_grad(fn):
+    def call():
+        with torch.no_grad():
+            return fn()
+
+    return call
+
+
 def bench_case(spec, case, device):
-    """One row per provider of `case`."""
+    """One row per pass and provider of `case`. GB/s, TFLOP/s and % of roofline come from the
+    op's cost model, which counts the forward pass only: forward+backward rows give times."""
     moved, flops = spec.bytes_moved(case), spec.flops(case)
     bandwidth = copy_bandwidth_gbs(str(device))
     rows = []
-    with torch.no_grad():
-        for name, fn in providers(spec, case, device).items():
-            ms = time_ms(fn, device)
-            rows.append({
-                "op": spec.name, "case": case.label,
-                "dtype": str(case.tensors()[0].dtype).replace("torch.", ""),
-                "provider": name, "median_ms": ms,
-                "GB/s": moved / (ms * 1e-3) / 1e9, "TFLOP/s": flops / (ms * 1e-3) / 1e12,
-                "%roofline": 100 * (moved / (bandwidth * 1e9)) / (ms * 1e-3),
-            })
-    eager = next(r["median_ms"] for r in rows if r["provider"] == "eager")
+    for pass_, name, fn in timed_calls(spec, case, device):
+        ms = time_ms(fn, device)
+        forward = pass_ == "forward"
+        rows.append({
+            "op": spec.name, "case": case.label,
+            "dtype": str(case.tensors()[0].dtype).replace("torch.", ""), "pass": pass_,
+            "provider": name, "median_ms": ms,
+            "GB/s": moved / (ms * 1e-3) / 1e9 if forward else None,
+            "TFLOP/s": flops / (ms * 1e-3) / 1e12 if forward else None,
+            "%roofline": 100 * (moved / (bandwidth * 1e9)) / (ms * 1e-3) if forward else None,
+        })
     for row in rows:
+        eager = next(r["median_ms"] for r in rows
+                     if r["provider"] == "eager" and r["pass"] == row["pass"])
         row["vs_eager"] = eager / row["median_ms"]
     return rows
 

@@ -1,4 +1,4 @@
-"""The `gdm-engine` command: info, validate, bench; train, sample, eval."""
+"""The `gdm-engine` command: info, validate, bench, compile; train, sample, eval."""
 
 import argparse
 import dataclasses
@@ -55,7 +55,23 @@ def cmd_info(args):
     for spec in catalog.CATALOG.values():
         print(f"op {spec.name:<20} family {spec.family:<16} kernel: {kernels}  "
               f"reference: yes")
+    _print_compile_record()
     return 0
+
+
+def _print_compile_record():
+    """Per kernel, the architectures `gdm-engine compile` last built it for."""
+    from gdm_engine import compile as aot
+
+    record = aot.load_record()
+    if not record:
+        print("kernels built for GPUs: none yet (run gdm-engine compile)")
+        return
+    print(f"kernels built for GPUs by gdm-engine compile ({aot.record_path()}):")
+    for name, archs in sorted(record.items()):
+        built = ", ".join(f"{arch} on {e['date']} ({e['builds']} builds, {e['failed']} failed)"
+                          for arch, e in sorted(archs.items()))
+        print(f"  {name:<48} {built}")
 
 
 def cmd_validate(args):
@@ -115,6 +131,51 @@ def cmd_bench(args):
                     f"{report['copy_bandwidth_gbs']:.0f} GB/s\n\n"
                     f"{format_table(rows, benchmark.COLUMNS, markdown=True)}\n")
     return 0
+
+
+def cmd_compile(args):
+    from tqdm import tqdm
+
+    from gdm_engine import compile as aot
+    from gdm_engine._table import format_table
+    from gdm_engine.kernels import INTERPRETED
+
+    if INTERPRETED:
+        raise UsageError("compile builds for real GPUs, which Triton's interpreter cannot: unset "
+                         "TRITON_INTERPRET and run it again")
+    archs = _architectures(args.arch)
+    specs = _specs(args.op)
+    print(f"recording the launches of {', '.join(s.name for s in specs)} (medium and bench "
+          f"cases, forward and backward) for {', '.join(args.arch.split(','))}")
+    jobs = aot.plan(specs, archs, seed=args.seed)
+    with tqdm(total=len(jobs), desc="builds", unit="build", disable=None, file=sys.stderr) as bar:
+        builds = aot.build_all(jobs, args.workers, progress=bar)
+    rows = [b.row() for b in builds]
+    failed = [row for row, b in zip(rows, builds) if b.problems()]
+    if args.all:
+        print(format_table(rows, aot.COLUMNS))
+    elif failed:
+        print(format_table(failed, aot.COLUMNS))
+    print(format_table(aot.summary(builds), aot.SUMMARY_COLUMNS))
+    print(f"compile: {len(builds)} builds, {len(failed)} failed "
+          f"(a failure: a build error, a spill, shared memory or a grid over the limit)")
+    aot.save_record(builds)
+    if args.json:
+        _write_json(args.json, {"date": datetime.date.today().isoformat(),
+                                "triton": _version("triton"), "builds": rows,
+                                "summary": aot.summary(builds)})
+    return 1 if failed else 0
+
+
+def _architectures(text):
+    from gdm_engine import compile as aot
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in aot.ARCHITECTURES]
+    if unknown or not names:
+        raise UsageError(f"--arch takes a comma-separated list of {', '.join(aot.ARCHITECTURES)}; "
+                         f"got {text!r}")
+    return tuple(aot.ARCHITECTURES[name] for name in names)
 
 
 class UsageError(Exception):
@@ -356,13 +417,23 @@ def build_parser():
             p.add_argument("--no-grad", action="store_true", help="forward outputs only")
         else:
             p.add_argument("--markdown", metavar="PATH", help="also write a markdown table")
+    p = sub.add_parser("compile", help="build every kernel for GPUs (no GPU needed): registers, "
+                                       "spills, shared memory, tensor cores")
+    p.add_argument("--op", help="only this catalog op")
+    p.add_argument("--arch", default="sm_80,sm_90",
+                   help="comma-separated, of sm_80, sm_86, sm_89, sm_90 (default sm_80,sm_90)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the medium cases' shapes")
+    p.add_argument("--workers", type=_positive_int, help="build processes (default: one per core)")
+    p.add_argument("--all", action="store_true", help="print every build, not only failures")
+    p.add_argument("--json", metavar="PATH", help="also write every build as JSON")
     _add_training_commands(sub)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    _prepare_interpreter()
+    if args.command != "compile":  # compile builds for GPUs, never for the interpreter
+        _prepare_interpreter()
     if getattr(args, "op", None):
         from gdm_engine import catalog
 
@@ -371,6 +442,7 @@ def main(argv=None):
                   f"{', '.join(catalog.CATALOG)}", file=sys.stderr)
             return 2
     commands = {"info": cmd_info, "validate": cmd_validate, "bench": cmd_bench,
+                "compile": cmd_compile,
                 "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
     try:
         return commands[args.command](args)

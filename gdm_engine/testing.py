@@ -5,6 +5,7 @@ kernel in the case's dtype and the reference in float64 on the same (upcast) inp
 ‖out − ref‖ / ‖ref‖ with the catalog's tolerance. NaN or inf never passes.
 """
 
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -64,29 +65,45 @@ def _tensor_names(spec, case):
     return [(names[i], a) for i, a in enumerate(case.args) if isinstance(a, torch.Tensor)]
 
 
-def check_case(spec, case, grads=True, generator=None):
-    """Checks of one case: the forward output, then the gradient of every floating input."""
+@contextlib.contextmanager
+def allow_tf32(enabled):
+    """Set PyTorch's switch for TF32 convolutions (torch.backends.cudnn.allow_tf32), which the
+    fp32 dot kernels follow, inside the block."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+
+
+def check_case(spec, case, grads=True, generator=None, tf32=False):
+    """Checks of one case: the forward output, then the gradient of every floating input.
+
+    fp32 kernels run with TF32 products when `tf32` (PyTorch's default for convolutions, checked
+    against the catalog's "tf32" tolerance) and with IEEE fp32 products otherwise."""
     from gdm_engine.kernels import poisoned_outputs
 
     dtype = case.tensors()[0].dtype
-    tolerance = spec.tolerance[dtype]
+    tf32 = tf32 and dtype == torch.float32
+    tolerance = spec.tolerance["tf32" if tf32 else dtype]
+    label = str(dtype).replace("torch.", "") + (" tf32" if tf32 else "")
     named = _tensor_names(spec, case)
     ours = with_tensors(case, lambda t: t.detach().requires_grad_(grads))
     ref_case = with_tensors(case, lambda t: t.detach().double().requires_grad_(grads))
-    with poisoned_outputs():
+    with poisoned_outputs(), allow_tf32(tf32):
         out = spec.kernel(*ours.args, **ours.kwargs)
     ref = spec.reference(*ref_case.args, **ref_case.kwargs)
 
     def check(quantity, a, b):
-        return Check(spec.name, str(dtype).replace("torch.", ""), case.label, quantity,
-                     relative_error(a, b), tolerance)
+        return Check(spec.name, label, case.label, quantity, relative_error(a, b), tolerance)
 
     outs, refs = as_tuple(out), as_tuple(ref)
     labels = ["forward"] if len(outs) == 1 else [f"forward {name}" for name in spec.outputs]
     checks = [check(label, o, r) for label, o, r in zip(labels, outs, refs)]
     if grads and any(o.numel() for o in outs):
         grad_outs = [torch.randn(o.shape, generator=generator).to(o.device, dtype) for o in outs]
-        with poisoned_outputs():
+        with poisoned_outputs(), allow_tf32(tf32):
             got = torch.autograd.grad(outs, ours.tensors(), grad_outs)
         want = torch.autograd.grad(refs, ref_case.tensors(), [g.double() for g in grad_outs])
         checks += [check(f"grad {name}", g, w) for (name, _), g, w in zip(named, got, want)]
@@ -114,15 +131,17 @@ def supported_dtypes(device):
 
 
 def validate(specs, sizes, device, seed, grads=True, progress=None):
-    """All checks of `specs` at `sizes` in every supported dtype, contiguous and strided."""
+    """All checks of `specs` at `sizes` in every supported dtype (fp32 with TF32 off and on),
+    contiguous and strided."""
     generator = torch.Generator().manual_seed(seed)
     checks = []
     for spec in specs:
         for dtype in supported_dtypes(device):
-            for size in sizes:
-                for case in spec.make_inputs(size, dtype, device, generator):
-                    for variant in (case, with_tensors(case, noncontiguous, " strided")):
-                        checks += check_case(spec, variant, grads, generator)
-                        if progress is not None:
-                            progress.update(1)
+            for tf32 in ([False, True] if dtype == torch.float32 else [False]):
+                for size in sizes:
+                    for case in spec.make_inputs(size, dtype, device, generator):
+                        for variant in (case, with_tensors(case, noncontiguous, " strided")):
+                            checks += check_case(spec, variant, grads, generator, tf32)
+                            if progress is not None:
+                                progress.update(1)
     return checks

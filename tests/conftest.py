@@ -20,6 +20,17 @@ def pytest_report_header(config):
     return f"gdm-engine: device {DEVICE}, random seed {SEED} (replay with GDM_TEST_SEED={SEED})"
 
 
+@pytest.fixture(autouse=True)
+def ieee_fp32_products():
+    """fp32 kernels follow torch.backends.cudnn.allow_tf32 (on by default) and would run TF32
+    products on a GPU; tests hold them to fp32 tolerances, so TF32 is off unless a test (or
+    testing.check_case(tf32=True)) turns it on."""
+    from gdm_engine.testing import allow_tf32
+
+    with allow_tf32(False):
+        yield
+
+
 @pytest.fixture
 def generator(request):
     """A generator seeded from the run's seed and the test's name: fresh per run, replayable."""

@@ -24,6 +24,17 @@ def test_kernel_matches_reference(spec, dtype, device, generator):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_fp32_kernel_with_tf32_products_matches_reference(spec, device, generator):
+    # PyTorch's default for convolutions: TF32 tensor-core products, held to the "tf32" tolerance.
+    checks = []
+    for case in _cases(spec, torch.float32, device, generator):
+        checks += testing.check_case(spec, case, generator=generator, tf32=True)
+    assert checks and all(c.dtype == "float32 tf32" for c in checks)
+    assert all(c.tolerance == spec.tolerance["tf32"] for c in checks)
+    testing.assert_checks_pass(checks)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
 def test_kernel_matches_reference_on_strided_inputs(spec, device, generator):
     checks = []
     for case in _cases(spec, torch.float32, device, generator):
@@ -35,7 +46,7 @@ def test_kernel_matches_reference_on_strided_inputs(spec, device, generator):
 
 def test_poisoned_buffers_catch_unwritten_outputs():
     from gdm_engine.kernels import poisoned_outputs
-    from gdm_engine.kernels._buffers import empty
+    from gdm_engine.kernels._runtime import empty
 
     with poisoned_outputs():
         assert torch.isnan(empty((3, 4), torch.float32, "cpu")).all()

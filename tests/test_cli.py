@@ -45,8 +45,10 @@ def test_bench_on_cpu_times_references_and_says_kernels_need_a_gpu(capsys, tmp_p
     assert "Kernel timings need a GPU" in capsys.readouterr().out
     rows = json.loads(report.read_text())["rows"]
     assert {r["provider"] for r in rows} == {"eager", "compile"}
-    assert all(r["median_ms"] > 0 and r["GB/s"] > 0 for r in rows)
-    assert "| op | case | dtype | provider |" in table.read_text()
+    assert {r["pass"] for r in rows} == {"forward", "forward+backward"}
+    assert all(r["median_ms"] > 0 for r in rows)
+    assert all(r["GB/s"] > 0 for r in rows if r["pass"] == "forward")
+    assert "| op | case | dtype | pass | provider |" in table.read_text()
 
 
 @pytest.mark.parametrize("argv", [["train"], ["bench", "--seed", "x"]])

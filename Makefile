@@ -25,6 +25,7 @@ demo: setup
 	$(BIN)/gdm-engine info
 	$(BIN)/gdm-engine validate
 	$(BIN)/gdm-engine bench --quick
+	$(BIN)/gdm-engine compile --arch sm_90
 	rm -rf $(DEMO_RUN)
 	$(BIN)/gdm-engine train vae --data digits --steps 3000 --eval-every 1000 --out $(DEMO_RUN)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_RUN)/checkpoint.pt --out $(DEMO_RUN)/samples.png

@@ -45,8 +45,17 @@ def copy_bandwidth_gbs(device_str):
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
 
 
+# Every case, dtype and pass (grad mode) is its own graph of one reference function: past
+# dynamo's default of 8 graphs per function it would silently run the rest eagerly.
+_GRAPHS_PER_FUNCTION = 256
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled(fn):
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, _GRAPHS_PER_FUNCTION)
     return torch.compile(fn)
 
 

@@ -125,11 +125,15 @@ def record_launches(spec, sizes=SIZES, dtypes=DTYPES, seed=0):
 # --------------------------------------------------------------------------------------------------
 
 
+def _is_autotuned(kernel):
+    return hasattr(kernel, "configs")  # a triton Autotuner, which wraps a JIT function
+
+
 def launch_configs(launch):
     """(JIT function, configs) of a launch: an autotuned kernel's configurations that its tuner
     would try for these arguments (after its own pruning), or [None] for a plain kernel."""
     kernel = launch.kernel
-    if hasattr(kernel, "configs"):  # an Autotuner
+    if _is_autotuned(kernel):
         kernel.nargs = dict(zip(kernel.arg_names, launch.args))
         return kernel.fn, kernel.prune_configs(launch.kwargs)
     return kernel, [None]
@@ -137,8 +141,8 @@ def launch_configs(launch):
 
 def launch_grid(launch, config=None):
     """The (x, y, z) grid of a launch with a configuration's tile sizes."""
-    fn, _ = launch_configs(launch)
-    names = inspect.signature(fn.fn).parameters
+    jit = launch.kernel.fn if _is_autotuned(launch.kernel) else launch.kernel
+    names = inspect.signature(jit.fn).parameters
     args = {**dict(zip(names, launch.args)), **launch.kwargs, **(config.kwargs if config else {})}
     grid = tuple(launch.grid(args) if callable(launch.grid) else launch.grid)
     return grid + (1,) * (3 - len(grid))

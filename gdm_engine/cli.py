@@ -214,7 +214,8 @@ def _load_checkpoint(path):
         raise UsageError(str(error)) from None
 
 
-TRAIN_SETTINGS = ("batch_size", "lr", "accumulate", "eval_every", "checkpoint_every", "seed")
+TRAIN_SETTINGS = ("batch_size", "lr", "accumulate", "eval_every", "checkpoint_every", "seed",
+                  "weight_decay", "warmup", "ema_decay", "grad_clip", "early_stop", "eval_test")
 
 
 def _train_config(args, saved):
@@ -231,7 +232,21 @@ def _train_config(args, saved):
         if key != "steps" and value != getattr(config, key):
             raise UsageError(f"the checkpoint was trained with {key}={getattr(config, key)}; "
                              f"resume with the same value or leave --{key.replace('_', '-')} out")
-    return dataclasses.replace(config, steps=given.get("steps", config.steps))
+    options = _model_options(args.set)
+    changed = {k: v for k, v in options.items() if saved["model_config"].get(k) != v}
+    if changed:
+        raise UsageError(f"the checkpoint's model has {saved['model_config']}; --set cannot "
+                         f"change {', '.join(changed)} on --resume")
+    steps = given.get("steps", config.steps)
+    if steps <= saved["step"]:
+        raise UsageError(f"the checkpoint is at step {saved['step']} of {config.steps}: pass "
+                         f"--steps above {saved['step']} to train on")
+    if steps > config.steps >= saved["step"] and saved["step"] > config.warmup:
+        print(f"extending the run from {config.steps} to {steps} steps: the cosine schedule "
+              f"stretches to the new end, so the learning rate rises from "
+              f"{config.learning_rate(saved['step']):.2g} to "
+              f"{dataclasses.replace(config, steps=steps).learning_rate(saved['step']):.2g}")
+    return dataclasses.replace(config, steps=steps)
 
 
 def cmd_train(args):
@@ -242,7 +257,8 @@ def cmd_train(args):
     except ValueError as error:
         raise UsageError(str(error)) from None
     data = _load_data(args.data)
-    out = args.out or os.path.join("runs", f"{args.model}-{os.path.basename(args.data)}")
+    data_name = os.path.basename(os.path.normpath(args.data))  # "pngs/" names the run too
+    out = args.out or os.path.join("runs", f"{args.model}-{data_name}")
     checkpoint = os.path.join(out, train.CHECKPOINT_NAME)
     saved = None
     if os.path.exists(checkpoint):
@@ -250,6 +266,10 @@ def cmd_train(args):
             raise UsageError(f"{checkpoint} exists: pass --resume to continue that run, or "
                              f"choose another --out")
         saved = _load_checkpoint(checkpoint)
+        try:
+            train.check_same_run(saved, args.model, data.name)
+        except train.CheckpointError as error:
+            raise UsageError(str(error)) from None
     elif args.resume:
         print(f"no checkpoint in {out}: starting from step 0")
     try:
@@ -263,11 +283,19 @@ def cmd_train(args):
             trainer.restore(saved)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
+    if trainer.stopped_early:
+        raise UsageError(f"the run stopped early at step {trainer.step}, after "
+                         f"{trainer.evaluations_since_best} evaluations without improvement; "
+                         f"its best checkpoint is {trainer.best_path}")
     results = trainer.fit()
     if trainer.is_main:
-        print(f"{args.model} on {data.name}, step {trainer.step}: {_figures(results)}")
-        _print_baseline(data)
-        print(f"checkpoint: {trainer.checkpoint_path}")
+        print(f"{args.model} on {data.name}, step {trainer.step}, validation split: "
+              f"{_figures(results)}")
+        best = trainer.best
+        print(f"best: step {best['step']}, {best['metric'].replace('_', ' ')} "
+              f"{best['value']:.4f} on validation")
+        _print_baseline(data, "valid")
+        print(f"checkpoints: {trainer.checkpoint_path} (last), {trainer.best_path} (best)")
     return 0
 
 
@@ -276,7 +304,7 @@ def _figures(results):
     from gdm_engine import train
 
     return train.describe({k: v for k, v in results.items()
-                           if k not in ("step", "loss", "samples")}, ", ")
+                           if k not in ("step", "loss", "samples", "split", "best")}, ", ")
 
 
 def _print_baseline(data, split="test"):
@@ -286,7 +314,7 @@ def _print_baseline(data, split="test"):
     if not data.discrete:
         return None
     bits = metrics.independent_pixel_bits_per_dim(data, split)
-    print(f"independent-pixel baseline: {bits:.4f} bits/dim")
+    print(f"independent-pixel baseline: {bits:.4f} bits/dim ({split} split)")
     return bits
 
 
@@ -384,19 +412,28 @@ def _add_training_commands(sub):
     p.add_argument("--eval-every", type=_positive_int, help="steps between evaluations")
     p.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints")
     p.add_argument("--seed", type=int, help="the run's seed (default 0)")
+    p.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (default 0)")
+    p.add_argument("--warmup", type=int, help="steps of linear warm-up (default 100)")
+    p.add_argument("--ema-decay", type=float, help="decay of the weights' EMA (default 0.999)")
+    p.add_argument("--grad-clip", type=_positive_float, help="max gradient norm (default 1)")
+    p.add_argument("--early-stop", type=int, metavar="N",
+                   help="stop after N evaluations without a better validation figure (0: off)")
+    p.add_argument("--eval-test", action="store_true", default=None,
+                   help="also evaluate the test split, for curves only: never used to choose")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="a model option, e.g. --set latent=32 (repeatable)")
+                   help="a model option, e.g. --set latent=32 or --set dropout=0.2 (repeatable)")
 
     p = sub.add_parser("sample", help="draw samples from a checkpoint (its EMA weights)")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt or best.pt")
     p.add_argument("--n", type=_positive_int, default=64, help="how many (default 64)")
     p.add_argument("--out", help="a .png picture or an .npz of the samples "
                                  "(default: samples.png beside the checkpoint)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("eval", help="bits/dim (discrete data) or NLL (continuous) of a checkpoint")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt or best.pt (the "
+                                                       "one chosen on validation)")
+    p.add_argument("--split", choices=["test", "valid", "train"], default="test")
     p.add_argument("--iwae-samples", type=_positive_int, help="K of the VAE's IWAE bound")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")

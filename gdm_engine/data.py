@@ -1,7 +1,7 @@
 """Data sets that need no download, and the one dequantisation convention of the engine.
 
     data = gdm_engine.data.load("digits")      # or "moons", "checkerboard", "run/x.npz", "pngs/"
-    data.train, data.test                      # tensors: integer levels, or float points
+    data.train, data.valid, data.test          # tensors: integer levels, or float points
     data.levels                                # grey levels of discrete data; None if continuous
 
 Discrete data (images) hold integer levels 0 .. levels-1. Every model's `log_prob` of discrete
@@ -14,14 +14,16 @@ levels^-D that belongs to x, and by Jensen's inequality
 
 which `dequantized_log_prob` computes. `gdm_engine.metrics.bits_per_dim` divides by D log 2.
 
-The splits are fixed, so figures from different runs compare:
-* digits: scikit-learn's bundled 8x8 digits (1,797 images, 17 levels, 1x8x8). The first 1,500
-  images are the training split and the last 297 the test split (sklearn keeps them in the order
-  of the UCI file).
-* 2-D toys: a training sample of 20,000 points drawn with seed 0 and a test sample of 5,000 drawn
-  with seed 1 from the toy's sampler.
-* user files (.npz, folders of PNG images): a permutation with seed 0, the last tenth is the test
-  split.
+The splits are fixed, so figures from different runs compare. Training chooses (the best
+checkpoint, early stopping, settings) on the validation split only; the test split is for the
+figure that is reported.
+* digits: scikit-learn's bundled 8x8 digits (1,797 images, 17 levels, 1x8x8). The first 1,350
+  images are the training split, the next 150 the validation split and the last 297 the test split
+  (sklearn keeps them in the order of the UCI file).
+* 2-D toys: a training sample of 20,000 points drawn with seed 0, a validation sample of 5,000
+  drawn with seed 2 and a test sample of 5,000 drawn with seed 1 from the toy's sampler.
+* user files (.npz, folders of PNG images): a permutation with seed 0; its first 80% are the
+  training split, the next 10% the validation split, the last 10% the test split.
 """
 
 import dataclasses
@@ -32,17 +34,19 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-DIGITS_TRAIN = 1500
-TOY_TRAIN, TOY_TEST = 20_000, 5_000
-USER_TEST_FRACTION = 0.1
+DIGITS_TRAIN, DIGITS_VALID = 1350, 150  # of the first 1,500; the last 297 are the test split
+TOY_TRAIN, TOY_VALID, TOY_TEST = 20_000, 5_000, 5_000
+USER_VALID_FRACTION = USER_TEST_FRACTION = 0.1
+SPLITS = ("train", "valid", "test")
 
 
 @dataclasses.dataclass
 class Data:
-    """A data set with its fixed split: `levels` for discrete data, `toy` for 2-D densities."""
+    """A data set with its fixed splits: `levels` for discrete data, `toy` for 2-D densities."""
 
     name: str
     train: torch.Tensor
+    valid: torch.Tensor
     test: torch.Tensor
     levels: Optional[int] = None
     toy: Optional["Toy"] = None
@@ -58,9 +62,15 @@ class Data:
 
 
 def dequantize(x, levels, generator=None):
-    """The convention: integer levels x -> (x + u) / levels in [0, 1), u ~ U[0, 1)."""
+    """The convention: integer levels x -> (x + u) / levels in [0, 1), u ~ U[0, 1).
+
+    In fp32, x + u rounds up to x + 1 when u is within half a spacing of 1 (at x = 255 that is
+    u > 1 - 2^-17), which would put y in the next level's cell (or at 1.0); the largest float
+    below (x + 1) / levels caps it."""
     u = torch.rand(x.shape, generator=generator, device=x.device)
-    return (x.float() + u) / levels
+    y = (x.float() + u) / levels
+    top = torch.nextafter((x.float() + 1) / levels, torch.zeros((), device=x.device))
+    return torch.minimum(y, top)
 
 
 def dequantized_log_prob(log_density, x, levels, generator=None):
@@ -80,14 +90,20 @@ def digits():
     from sklearn.datasets import load_digits
 
     images = torch.from_numpy(load_digits().images.astype(np.int64)).unsqueeze(1)
-    return Data("digits", images[:DIGITS_TRAIN], images[DIGITS_TRAIN:], levels=17)
+    train, valid, test = images.split([DIGITS_TRAIN, DIGITS_VALID, len(images) - DIGITS_TRAIN
+                                       - DIGITS_VALID])
+    return Data("digits", train, valid, test, levels=17)
 
 
 def _user_split(name, array, levels):
+    if len(array) < 3:
+        raise ValueError(f"{name}: need at least 3 examples (train, validation and test splits), "
+                         f"found {len(array)}")
     order = torch.randperm(len(array), generator=torch.Generator().manual_seed(0))
+    n_valid = max(1, round(USER_VALID_FRACTION * len(array)))
     n_test = max(1, round(USER_TEST_FRACTION * len(array)))
-    shuffled = array[order]
-    return Data(name, shuffled[:-n_test], shuffled[-n_test:], levels=levels)
+    train, valid, test = array[order].split([len(array) - n_valid - n_test, n_valid, n_test])
+    return Data(name, train, valid, test, levels=levels)
 
 
 def load_npz(path, key=None):
@@ -101,8 +117,8 @@ def load_npz(path, key=None):
     if len(candidates) != 1 or candidates[0] not in arrays:
         raise ValueError(f"{path}: name the array to use with key=, one of {sorted(arrays)}")
     array = arrays[candidates[0]]
-    if array.ndim < 2 or len(array) < 2:
-        raise ValueError(f"{path}: the array must hold at least 2 examples along its first "
+    if array.ndim < 2 or len(array) < 3:
+        raise ValueError(f"{path}: the array must hold at least 3 examples along its first "
                          f"dimension, got shape {array.shape}")
     if np.issubdtype(array.dtype, np.integer) or array.dtype == bool:
         if array.min() < 0:
@@ -121,8 +137,8 @@ def load_image_folder(path):
     from PIL import Image
 
     files = sorted(f for f in os.listdir(path) if f.lower().endswith(".png"))
-    if len(files) < 2:
-        raise ValueError(f"{path}: need at least 2 .png images, found {len(files)}")
+    if len(files) < 3:
+        raise ValueError(f"{path}: need at least 3 .png images, found {len(files)}")
     with Image.open(os.path.join(path, files[0])) as first:
         mode = "L" if first.mode in ("1", "L", "LA", "I", "I;16") else "RGB"
     arrays = []
@@ -243,11 +259,12 @@ TOYS = {toy.name: toy for toy in [
 
 
 def toy(name):
-    """The toy's fixed training and test samples."""
+    """The toy's fixed training, validation and test samples."""
     density = TOYS[name]
     train = density.sample(TOY_TRAIN, torch.Generator().manual_seed(0))
+    valid = density.sample(TOY_VALID, torch.Generator().manual_seed(2))
     test = density.sample(TOY_TEST, torch.Generator().manual_seed(1))
-    return Data(name, train, test, toy=density)
+    return Data(name, train, valid, test, toy=density)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """One trainer for every family: AdamW with warm-up and cosine decay, gradient clipping, an EMA of
-the weights, bf16 autocast on a GPU, periodic evaluation and sample pictures, atomic checkpoints
-that resume exactly, and data parallelism under torchrun.
+the weights, bf16 autocast on a GPU, periodic evaluation on the validation split with the best
+checkpoint kept and early stopping, sample pictures, atomic checkpoints that resume exactly, and
+data parallelism under torchrun.
 
     data = gdm_engine.data.load("digits")
     trainer = Trainer(build_model("vae", data), data, TrainConfig(steps=2000), out="runs/vae")
@@ -31,6 +32,12 @@ from gdm_engine import metrics, models, pictures
 CHECKPOINT_FORMAT = "gdm-engine checkpoint"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"  # the checkpoint of the evaluation with the best validation figure
+METRICS_NAME = "metrics.jsonl"
+
+# Every random stream of a run has its own tag, first in the seed's entropy (numpy's SeedSequence
+# ignores trailing zeros, so a tag in last place could make two streams equal).
+INIT, PERMUTATION, STEP_NOISE, EVALUATION, PICTURES = 1, 2, 3, 4, 5
 
 
 @dataclasses.dataclass
@@ -46,6 +53,8 @@ class TrainConfig:
     accumulate: int = 1            # shards of the global batch each process runs one after another
     eval_every: int = 500
     checkpoint_every: int = 500
+    early_stop: int = 0            # stop after this many evaluations without improvement (0: off)
+    eval_test: bool = False        # also evaluate the test split, for curves only (never chooses)
     samples: int = 64              # examples in each sample picture
     seed: int = 0
 
@@ -55,9 +64,17 @@ class TrainConfig:
                      "samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "early_stop"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "grad_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.final_lr <= 1:
+            raise ValueError(f"final_lr (a fraction of lr) must be in [0, 1], got "
+                             f"{self.final_lr}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         shards = world_size * self.accumulate
@@ -100,7 +117,7 @@ def build_model(name, data, seed=0, **options):
     """The model registered as `name`, shaped for `data`, its initial weights drawn from `seed`
     (torch's global random state is left as it was)."""
     with _fork_rng(torch.device("cpu")):
-        torch.manual_seed(_seed(seed, 4))
+        torch.manual_seed(_seed(INIT, seed))
         return models.get(name).for_data(data, **options)
 
 
@@ -147,6 +164,13 @@ def load_checkpoint(path, map_location="cpu"):
     return state
 
 
+def check_same_run(state, model_name, data_name):
+    """Raise CheckpointError unless the checkpoint is of this model on this data."""
+    if state["model"] != model_name or state["data"] != data_name:
+        raise CheckpointError(f"the checkpoint is of model {state['model']!r} on data "
+                              f"{state['data']!r}, not {model_name!r} on {data_name!r}")
+
+
 def model_from_checkpoint(state, ema=True):
     """The checkpoint's model, with its EMA weights (or the raw weights with ema=False)."""
     model = models.get(state["model"])(**state["model_config"])
@@ -156,7 +180,7 @@ def model_from_checkpoint(state, ema=True):
     else:
         weights = state["model_state"]
     model.load_state_dict(weights)
-    return model
+    return model.eval()  # for evaluation and sampling: dropout off
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,6 +224,7 @@ class Trainer:
         self.ema = AveragedModel(self.model, multi_avg_fn=_ema_update(config.ema_decay),
                                  use_buffers=True)
         self.step, self.running_loss = 0, None  # running loss: the exponential average on the bar
+        self.best, self.evaluations_since_best = None, 0  # the best validation evaluation so far
         self._permutation = (None, None)  # (epoch, permutation of the training set)
 
     @property
@@ -210,6 +235,14 @@ class Trainer:
     def checkpoint_path(self):
         return os.path.join(self.out, CHECKPOINT_NAME)
 
+    @property
+    def best_path(self):
+        return os.path.join(self.out, BEST_NAME)
+
+    @property
+    def metrics_path(self):
+        return os.path.join(self.out, METRICS_NAME)
+
     # ---- one step ---------------------------------------------------------------------------
 
     def global_batch(self, step):
@@ -218,7 +251,7 @@ class Trainer:
         per_epoch = n // batch
         epoch, position = divmod(step, per_epoch)
         if self._permutation[0] != epoch:
-            generator = torch.Generator().manual_seed(_seed(self.config.seed, epoch, 0))
+            generator = torch.Generator().manual_seed(_seed(PERMUTATION, self.config.seed, epoch))
             self._permutation = (epoch, torch.randperm(n, generator=generator))
         return self._permutation[1][position * batch:(position + 1) * batch]
 
@@ -234,7 +267,8 @@ class Trainer:
         for i in range(config.accumulate):
             shard = self.rank * config.accumulate + i
             x = self.data.train[indices[shard * shard_size:(shard + 1) * shard_size]]
-            generator = torch.Generator(self.device).manual_seed(_seed(config.seed, step, shard, 1))
+            generator = torch.Generator(self.device).manual_seed(
+                _seed(STEP_NOISE, config.seed, step, shard))
             last = i == config.accumulate - 1
             sync = contextlib.nullcontext() if last or self.world == 1 else self.parallel.no_sync()
             with sync:
@@ -247,24 +281,55 @@ class Trainer:
         self.optimizer.step()
         self.ema.update_parameters(self.model)
         self.step += 1
-        return torch.stack(losses).mean().item()
+        loss = torch.stack(losses).mean()
+        if self.world > 1:  # the global batch's mean, not rank 0's shard alone
+            dist.all_reduce(loss)
+            loss /= self.world
+        return loss.item()
 
     # ---- evaluation and pictures --------------------------------------------------------------
 
-    def evaluate(self):
+    def evaluate(self, split="valid"):
         """Held-out figures of the EMA model; the evaluation's randomness is seeded from the step
         and kept apart from training's."""
-        return evaluate(self.ema.module, self.data, seed=_seed(self.config.seed, self.step, 2))
+        seed = _seed(EVALUATION, self.config.seed, self.step)
+        return evaluate(self.ema.module, self.data, split, seed=seed)
+
+    @property
+    def selection_metric(self):
+        """The validation figure that chooses the best checkpoint: lower is better."""
+        return "bits_per_dim" if self.data.discrete else "nll_nats"
+
+    def record_evaluation(self, figures):
+        """Keep the best evaluation so far (rank 0 writes best.pt when this one is it) and count
+        the evaluations since; returns whether this one is the best."""
+        value = figures[self.selection_metric]
+        improved = self.best is None or value < self.best["value"]
+        if improved:
+            self.best = {"step": self.step, "metric": self.selection_metric, "value": value}
+            self.evaluations_since_best = 0
+            if self.is_main:
+                save_checkpoint(self.state(), self.best_path)
+        else:
+            self.evaluations_since_best += 1
+        return improved
+
+    @property
+    def stopped_early(self):
+        return 0 < self.config.early_stop <= self.evaluations_since_best
 
     def write_samples(self):
         """A picture of EMA samples in the run folder, where the data has one; returns its file
         name or None."""
         if not pictures.can_draw(self.data):
             return None
-        generator = torch.Generator().manual_seed(_seed(self.config.seed, self.step, 3))
+        generator = torch.Generator().manual_seed(_seed(PICTURES, self.config.seed, self.step))
+        model = self.ema.module
         with _fork_rng(self.device):
-            samples = self.ema.module.sample(self.config.samples if self.data.discrete else 2000,
-                                             generator=generator)
+            model.eval()
+            samples = model.sample(self.config.samples if self.data.discrete else 2000,
+                                   generator=generator)
+            model.train()
         name = f"samples-{self.step:07d}.png"
         pictures.save_samples(samples, self.data, os.path.join(self.out, name),
                               f"{self.model_name}, step {self.step}")
@@ -279,6 +344,7 @@ class Trainer:
             "model": self.model_name, "model_config": self.model.config,
             "data": self.data.name, "config": dataclasses.asdict(self.config),
             "step": self.step, "running_loss": self.running_loss, "world_size": self.world,
+            "best": self.best, "evaluations_since_best": self.evaluations_since_best,
             "model_state": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
@@ -287,10 +353,7 @@ class Trainer:
 
     def restore(self, state):
         """Continue from a checkpoint of the same model and data."""
-        if state["model"] != self.model_name or state["data"] != self.data.name:
-            raise CheckpointError(f"the checkpoint is of model {state['model']!r} on data "
-                                  f"{state['data']!r}, not {self.model_name!r} on "
-                                  f"{self.data.name!r}")
+        check_same_run(state, self.model_name, self.data.name)
         self.model.load_state_dict(state["model_state"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -298,17 +361,21 @@ class Trainer:
         if self.device.type == "cuda" and state["rng"]["cuda"].numel():
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
         self.step, self.running_loss = state["step"], state["running_loss"]
+        self.best, self.evaluations_since_best = state["best"], state["evaluations_since_best"]
         if self.is_main:
-            self._forget_metrics_after(self.step)
+            self._keep_metrics_until(self.step)
 
-    def _forget_metrics_after(self, step):
-        """Drop evaluation lines written after the checkpoint: the resumed run writes them again."""
-        path = os.path.join(self.out, "metrics.jsonl")
-        if os.path.exists(path):
-            with open(path) as f:
+    def _keep_metrics_until(self, step):
+        """Drop evaluation lines written after `step` (the resumed run writes them again; a fresh
+        run, step 0, starts an empty file), atomically like a checkpoint."""
+        kept = []
+        if os.path.exists(self.metrics_path):
+            with open(self.metrics_path) as f:
                 kept = [line for line in f if json.loads(line)["step"] <= step]
-            with open(path, "w") as f:
-                f.writelines(kept)
+        temporary = self.metrics_path + ".tmp"
+        with open(temporary, "w") as f:
+            f.writelines(kept)
+        os.replace(temporary, self.metrics_path)
 
     def save(self):
         save_checkpoint(self.state(), self.checkpoint_path)
@@ -316,15 +383,20 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------------
 
     def fit(self):
-        """Train to config.steps; returns the last evaluation (on rank 0; {} elsewhere)."""
+        """Train to config.steps, or until `early_stop` evaluations in a row bring no
+        improvement; returns the last evaluation (on rank 0; {} elsewhere)."""
         config = self.config
         if self.is_main:
             os.makedirs(self.out, exist_ok=True)
+            if self.step == 0:  # a fresh run: nothing of an earlier one in this folder counts
+                self._keep_metrics_until(-1)
+                if os.path.exists(self.best_path):
+                    os.remove(self.best_path)
         results = {}
         bar = tqdm(total=config.steps, initial=self.step, desc=f"train {self.model_name}",
                    disable=not self.is_main or None, dynamic_ncols=True)
         with bar:
-            while self.step < config.steps:
+            while self.step < config.steps and not self.stopped_early:
                 loss = self.train_step()
                 previous = self.running_loss
                 self.running_loss = loss if previous is None else 0.98 * previous + 0.02 * loss
@@ -332,16 +404,30 @@ class Trainer:
                                 lr=f"{config.learning_rate(self.step):.2g}")
                 bar.update()
                 done = self.step == config.steps
-                if self.is_main and (done or self.step % config.eval_every == 0):
-                    results = {"step": self.step, "loss": self.running_loss, **self.evaluate(),
-                               "samples": self.write_samples()}
-                    bar.write(describe(results))
-                    with open(os.path.join(self.out, "metrics.jsonl"), "a") as f:
-                        f.write(json.dumps(results) + "\n")
+                if done or self.step % config.eval_every == 0:
+                    results = self._evaluation()
+                    done = done or self.stopped_early
                 if self.is_main and (done or self.step % config.checkpoint_every == 0):
                     self.save()
         if self.world > 1:
             dist.barrier()
+        return results
+
+    def _evaluation(self):
+        """Evaluate on validation (and test for curves when asked), keep the best, write the
+        metrics line and a sample picture. Every process evaluates, so that all of them agree on
+        early stopping; only rank 0 writes."""
+        figures = self.evaluate("valid")
+        results = {"step": self.step, "loss": self.running_loss, "split": "valid", **figures}
+        if self.config.eval_test:
+            results.update({f"test_{k}": v for k, v in self.evaluate("test").items()})
+        results["best"] = self.record_evaluation(figures)
+        if not self.is_main:
+            return {}
+        results["samples"] = self.write_samples()
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(results) + "\n")
+        tqdm.write(describe(results))
         return results
 
 
@@ -354,7 +440,7 @@ def _fork_rng(device):
         yield
 
 
-def evaluate(model, data, split="test", seed=0, samples=2000):
+def evaluate(model, data, split="valid", seed=0, samples=2000):
     """Figures of `model` on a split of `data`: bits/dim for discrete data, NLL in nats for
     continuous data, and for 2-D toys the sliced Wasserstein distance and MMD between `samples`
     model samples and the split (the toy's sample size)."""

@@ -67,8 +67,12 @@ def test_train_sample_eval_on_digits(capsys, tmp_path):
     assert _train(tmp_path / "run") == 0
     out = capsys.readouterr().out
     assert "bits per dim" in out and "independent-pixel baseline" in out
+    assert "validation split" in out and "best: step" in out
     assert sorted(os.listdir(tmp_path / "run")) == [
-        "checkpoint.pt", "metrics.jsonl", "samples-0000003.png", "samples-0000006.png"]
+        "best.pt", "checkpoint.pt", "metrics.jsonl", "samples-0000003.png", "samples-0000006.png"]
+    lines = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [line["split"] for line in lines] == ["valid", "valid"]
+    assert "test_bits_per_dim" not in lines[0]
     checkpoint = str(tmp_path / "run" / "checkpoint.pt")
     assert cli.main(["sample", "--checkpoint", checkpoint, "--n", "9",
                      "--out", str(tmp_path / "s.npz")]) == 0
@@ -83,6 +87,13 @@ def test_train_sample_eval_on_digits(capsys, tmp_path):
                      "--json", str(report)]) == 0
     figures = json.loads(report.read_text())
     assert 0 < figures["bits_per_dim"] < 10 and figures["step"] == 6
+    # the best checkpoint (chosen on validation) is evaluated on the test split by default
+    best = str(tmp_path / "run" / "best.pt")
+    assert cli.main(["eval", "--checkpoint", best, "--iwae-samples", "4",
+                     "--json", str(report)]) == 0
+    figures = json.loads(report.read_text())
+    assert figures["split"] == "test" and figures["step"] in (3, 6)
+    assert cli.main(["sample", "--checkpoint", best, "--out", str(tmp_path / "b.npz")]) == 0
     # --resume continues a finished run further
     assert _train(tmp_path / "run", "--resume", "--steps", "8") == 0
     assert "step 8" in capsys.readouterr().out
@@ -99,7 +110,7 @@ def test_data_without_a_picture_trains_and_samples_to_npz(capsys, tmp_path):
     run = tmp_path / "run"
     assert cli.main(["train", "vae", "--data", str(tmp_path / "codes.npz"), "--steps", "2",
                      "--batch-size", "8", "--eval-every", "2", "--out", str(run)]) == 0
-    assert sorted(os.listdir(run)) == ["checkpoint.pt", "metrics.jsonl"]
+    assert sorted(os.listdir(run)) == ["best.pt", "checkpoint.pt", "metrics.jsonl"]
     checkpoint = str(run / "checkpoint.pt")
     _usage_error(["sample", "--checkpoint", checkpoint, "--out", str(tmp_path / "s.png")],
                  "have no picture", capsys)
@@ -149,9 +160,50 @@ def test_runs_are_not_overwritten_or_resumed_with_other_settings(capsys, tmp_pat
                   str(tmp_path)], "trained with lr=0.001", capsys)
     _usage_error(["train", "vae", "--data", "rings", "--resume", "--out", str(tmp_path)],
                  "not 'vae' on 'rings'", capsys)
+    _usage_error(["train", "vae", "--data", "digits", "--resume", "--set", "hidden=32", "--out",
+                  str(tmp_path)], "cannot change hidden", capsys)
+    for steps in ("6", "4"):  # the run ended at step 6: nothing to train up to 6 or before
+        _usage_error(["train", "vae", "--data", "digits", "--resume", "--steps", steps, "--out",
+                      str(tmp_path)], "pass --steps above 6", capsys)
     _usage_error(["sample", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--out",
                   str(tmp_path / "x.jpg")], "must end in .png", capsys)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_regularisation_and_selection_settings_reach_the_run(capsys, tmp_path):
+    assert _train(tmp_path, "--weight-decay", "0.01", "--warmup", "2", "--ema-decay", "0.9",
+                  "--grad-clip", "0.5", "--early-stop", "4", "--eval-test",
+                  "--set", "dropout=0.1") == 0
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    settings = {k: state["config"][k] for k in ("weight_decay", "warmup", "ema_decay",
+                                                "grad_clip", "early_stop", "eval_test")}
+    assert settings == {"weight_decay": 0.01, "warmup": 2, "ema_decay": 0.9, "grad_clip": 0.5,
+                        "early_stop": 4, "eval_test": True}
+    assert state["model_config"]["dropout"] == 0.1
+    lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert all(line["split"] == "valid" and "test_bits_per_dim" in line for line in lines)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--warmup", "-1", "warmup must be >= 0"), ("--weight-decay", "-1", "weight_decay"),
+    ("--early-stop", "-2", "early_stop must be >= 0"), ("--ema-decay", "1", "ema_decay"),
+])
+def test_bad_settings_are_usage_errors(flag, value, message, capsys, tmp_path):
+    _usage_error(["train", "vae", "--data", "digits", flag, value, "--out", str(tmp_path / "r")],
+                 message, capsys)
+
+
+def test_a_folder_with_a_trailing_slash_names_the_run(capsys, tmp_path, monkeypatch):
+    from PIL import Image
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, image in enumerate(np.random.default_rng(0).integers(0, 256, (10, 4, 4), np.uint8)):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "vae", "--data", "pngs/", "--steps", "1", "--batch-size", "4",
+                     "--set", "hidden=8"]) == 0
+    assert (tmp_path / "runs" / "vae-pngs" / "checkpoint.pt").exists()
 
 
 @pytest.mark.parametrize("argv", [

@@ -12,13 +12,24 @@ from gdm_engine import data
 
 def test_digits_are_the_bundled_images_with_a_fixed_split():
     digits = data.load("digits")
-    assert digits.train.shape == (1500, 1, 8, 8) and digits.test.shape == (297, 1, 8, 8)
+    assert digits.train.shape == (1350, 1, 8, 8) and digits.valid.shape == (150, 1, 8, 8)
+    assert digits.test.shape == (297, 1, 8, 8)
     assert digits.levels == 17 and digits.discrete and digits.shape == (1, 8, 8)
     assert digits.train.dtype == torch.int64
     assert int(digits.train.min()) == 0 and int(digits.train.max()) == 16
     from sklearn.datasets import load_digits
 
-    assert torch.equal(digits.test[-1, 0], torch.from_numpy(load_digits().images[-1]).long())
+    images = torch.from_numpy(load_digits().images).long().unsqueeze(1)
+    # in the file's order: train, then validation, then test (the last 297, as before)
+    assert torch.equal(torch.cat([digits.train, digits.valid, digits.test]), images)
+
+
+@pytest.mark.parametrize("name", ["moons", "checkerboard"])
+def test_toys_have_three_independent_samples(name):
+    toy = data.load(name)
+    assert (len(toy.train), len(toy.valid), len(toy.test)) == (20_000, 5_000, 5_000)
+    assert not torch.equal(toy.valid, toy.test)
+    assert torch.equal(toy.valid, data.load(name).valid)
 
 
 @pytest.mark.parametrize("name", data.TOYS)
@@ -48,6 +59,15 @@ def test_dequantisation_lies_in_the_cell_of_each_level():
     assert ((y * 17).floor().long() == x).all() and (y >= 0).all() and (y < 1).all()
 
 
+def test_dequantisation_never_rounds_into_the_next_cell(monkeypatch):
+    # u within half an fp32 spacing of 1: x + u rounds up to x + 1 in fp32, y = 1.0 at x = 255
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.full(shape, 1 - 2.0**-24))
+    x = torch.arange(256).repeat(4)
+    y = data.dequantize(x, 256).double()
+    assert (y < (x.double() + 1) / 256).all() and (y >= x.double() / 256).all()
+    assert (y < 1).all()
+
+
 def test_the_bound_of_a_uniform_density_is_the_uniform_mass():
     # p(y) = 1 on [0, 1)^D spreads mass levels^-D evenly: the bound is tight
     x = torch.randint(0, 17, (4, 6))
@@ -59,10 +79,11 @@ def test_npz_of_integers_is_discrete_with_a_fixed_split(tmp_path):
     images = np.random.default_rng(0).integers(0, 4, (50, 1, 3, 3))
     np.savez(tmp_path / "a.npz", x=images)
     loaded = data.load(str(tmp_path / "a.npz"))
-    assert loaded.levels == 4 and len(loaded.train) == 45 and len(loaded.test) == 5
+    assert loaded.levels == 4
+    assert (len(loaded.train), len(loaded.valid), len(loaded.test)) == (40, 5, 5)
     again = data.load(str(tmp_path / "a.npz"))
-    assert torch.equal(loaded.test, again.test)
-    assert sorted(torch.cat([loaded.train, loaded.test]).flatten().tolist()) == \
+    assert torch.equal(loaded.valid, again.valid) and torch.equal(loaded.test, again.test)
+    assert sorted(torch.cat([loaded.train, loaded.valid, loaded.test]).flatten().tolist()) == \
         sorted(images.flatten().tolist())
     np.savez(tmp_path / "b.npz", images=images, levels=9)
     assert data.load(str(tmp_path / "b.npz")).levels == 9
@@ -77,7 +98,7 @@ def test_npz_of_floats_is_continuous(tmp_path):
 @pytest.mark.parametrize("arrays, message", [
     ({"a": np.zeros((5, 2)), "b": np.zeros((5, 2))}, "name the array"),
     ({"x": -np.ones((5, 2), dtype=np.int64)}, "levels >= 0"),
-    ({"x": np.zeros(5)}, "at least 2 examples"),
+    ({"x": np.zeros((2, 3))}, "at least 3 examples"),
     ({"x": np.full((5, 2), 3), "levels": 3}, "above every value"),
 ])
 def test_bad_npz_files_raise(tmp_path, arrays, message):
@@ -95,7 +116,7 @@ def test_folder_of_png_images(tmp_path):
         Image.fromarray(image).save(tmp_path / f"{i:02d}.png")
     loaded = data.load(str(tmp_path))
     assert loaded.shape == (1, 5, 7) and loaded.levels == 256
-    assert sorted(torch.cat([loaded.train, loaded.test]).flatten().tolist()) == \
+    assert sorted(torch.cat([loaded.train, loaded.valid, loaded.test]).flatten().tolist()) == \
         sorted(pixels.flatten().tolist())
     Image.fromarray(pixels[0][:4]).save(tmp_path / "odd.png")
     with pytest.raises(ValueError, match="differ in size"):

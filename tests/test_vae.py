@@ -115,8 +115,27 @@ def test_gaussian_decoder_on_continuous_data():
     assert model.sample(3).shape == (3, 2)
 
 
+def test_discretised_logistic_keeps_its_mass_at_huge_scales():
+    # log_scale 12 once spread the logistic so wide that the ±1e4 stand-ins cut off 30% of it
+    log_probs = discretized_logistic_log_probs(torch.zeros(1, 3), torch.full((1, 3), 12.0), 17)
+    assert torch.allclose(log_probs.double().exp().sum(-1), torch.ones(1, 3, dtype=torch.float64),
+                          atol=1e-4)
+
+
+def test_dropout_regularises_training_only(digits):
+    torch.manual_seed(0)
+    model = VAE(shape=(1, 8, 8), levels=17, dropout=0.5)
+    x = digits.train[:16]
+    model.train()
+    assert not torch.equal(model.encode(x)[0], model.encode(x)[0])  # units dropped at random
+    model.eval()
+    assert torch.equal(model.encode(x)[0], model.encode(x)[0])
+    assert model.config["dropout"] == 0.5
+
+
 @pytest.mark.parametrize("option, value", [("latent", 0), ("hidden", 2.5), ("iwae_samples", "x"),
-                                           ("decoder", "bernoulli"), ("samples", 0)])
+                                           ("decoder", "bernoulli"), ("samples", 0),
+                                           ("dropout", 1.0), ("dropout", "x")])
 def test_bad_options_raise_naming_them(option, value):
     with pytest.raises((ValueError, TypeError), match=option):
         if option == "samples":

@@ -1,4 +1,4 @@
-"""The `gdm-engine` command: info, validate, bench, compile; train, sample, eval."""
+"""The `gdm-engine` command: info, validate, bench, compile; train, sample, eval, results."""
 
 import argparse
 import dataclasses
@@ -218,15 +218,16 @@ TRAIN_SETTINGS = ("batch_size", "lr", "accumulate", "eval_every", "checkpoint_ev
                   "weight_decay", "warmup", "ema_decay", "grad_clip", "early_stop", "eval_test")
 
 
-def _train_config(args, saved):
-    """The run's settings: the checkpoint's when resuming (--steps may extend the run), given
-    settings that contradict the checkpoint are an error."""
+def _train_config(args, saved, recipe):
+    """The run's settings: the given ones over the recipe's over TrainConfig's defaults; the
+    checkpoint's when resuming (--steps may extend the run), where given settings that
+    contradict the checkpoint are an error."""
     from gdm_engine import train
 
     given = {k: getattr(args, k) for k in ("steps", *TRAIN_SETTINGS)
              if getattr(args, k) is not None}
     if saved is None:
-        return train.TrainConfig(**given)
+        return train.TrainConfig(**{**(recipe.settings if recipe else {}), **given})
     config = train.TrainConfig(**saved["config"])
     for key, value in given.items():
         if key != "steps" and value != getattr(config, key):
@@ -250,7 +251,7 @@ def _train_config(args, saved):
 
 
 def cmd_train(args):
-    from gdm_engine import models, train
+    from gdm_engine import models, recipes, train
 
     try:
         models.get(args.model)
@@ -272,12 +273,17 @@ def cmd_train(args):
             raise UsageError(str(error)) from None
     elif args.resume:
         print(f"no checkpoint in {out}: starting from step 0")
+    recipe = recipes.get(args.model, data.name)
+    if recipe is not None and saved is None:
+        print(f"recipe for {args.model} on {data.name}: {recipe.settings} {recipe.options} "
+              f"(given settings override it)")
     try:
-        config = _train_config(args, saved)
+        config = _train_config(args, saved, recipe)
         if saved is not None:  # restore() loads the weights
             model = models.get(saved["model"])(**saved["model_config"])
         else:
-            model = train.build_model(args.model, data, config.seed, **_model_options(args.set))
+            options = {**(recipe.options if recipe else {}), **_model_options(args.set)}
+            model = train.build_model(args.model, data, config.seed, **options)
         trainer = train.Trainer(model, data, config, out, args.model)
         if saved is not None:
             trainer.restore(saved)
@@ -366,6 +372,32 @@ def cmd_eval(args):
     return 0
 
 
+def cmd_results(args):
+    from gdm_engine import models, results
+    from gdm_engine._table import format_table
+
+    unknown = [name for name in args.models if name not in models.MODELS]
+    if unknown:
+        raise UsageError(f"unknown model {unknown[0]!r}; the models are {', '.join(models.MODELS)}")
+    try:
+        rows = results.results(args.models, args.data, args.out)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    os.makedirs(args.out, exist_ok=True)
+    command = (f"gdm-engine results --models {' '.join(args.models)} --data {args.data} "
+               f"--out {args.out}")
+    shown = [{**row, "test bits/dim": f"{row['test bits/dim']:.4f}",
+              "train seconds": f"{row['train seconds']:.1f}"} for row in rows]
+    table = format_table(shown, results.COLUMNS, markdown=True)
+    print(table)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(f"# Results on {args.data}, {datetime.date.today().isoformat()}\n\n{table}\n\n"
+                f"Test split of the checkpoint chosen on validation (best.pt), each model "
+                f"trained by its recipe. Reproduce: `{command}`\n")
+    _write_json(os.path.join(args.out, "results.json"), {"command": command, "rows": rows})
+    return 0
+
+
 def _device_name(device):
     import torch
 
@@ -439,6 +471,19 @@ def _add_training_commands(sub):
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
 
 
+def _add_results_command(sub):
+    from gdm_engine import models
+
+    p = sub.add_parser("results", help="train every model by its recipe, choose on validation, "
+                                       "score test: one markdown table")
+    p.add_argument("--models", nargs="+", default=list(models.MODELS),
+                   help=f"default: all ({' '.join(models.MODELS)}); pixels is the baseline row")
+    p.add_argument("--data", default="digits", help="a discrete data set (default digits)")
+    p.add_argument("--out", default=os.path.join("runs", "results"),
+                   help="folder of the runs, the table and the sample grids "
+                        "(default runs/results; runs there resume)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="gdm-engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -464,6 +509,7 @@ def build_parser():
     p.add_argument("--all", action="store_true", help="print every build, not only failures")
     p.add_argument("--json", metavar="PATH", help="also write every build as JSON")
     _add_training_commands(sub)
+    _add_results_command(sub)
     return parser
 
 
@@ -479,7 +525,7 @@ def main(argv=None):
                   f"{', '.join(catalog.CATALOG)}", file=sys.stderr)
             return 2
     commands = {"info": cmd_info, "validate": cmd_validate, "bench": cmd_bench,
-                "compile": cmd_compile,
+                "compile": cmd_compile, "results": cmd_results,
                 "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
     try:
         return commands[args.command](args)

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 
 import numpy as np
 import torch
@@ -225,6 +226,7 @@ class Trainer:
                                  use_buffers=True)
         self.step, self.running_loss = 0, None  # running loss: the exponential average on the bar
         self.best, self.evaluations_since_best = None, 0  # the best validation evaluation so far
+        self.seconds = 0.0  # time spent training, over every resume
         self._permutation = (None, None)  # (epoch, permutation of the training set)
 
     @property
@@ -345,6 +347,7 @@ class Trainer:
             "data": self.data.name, "config": dataclasses.asdict(self.config),
             "step": self.step, "running_loss": self.running_loss, "world_size": self.world,
             "best": self.best, "evaluations_since_best": self.evaluations_since_best,
+            "seconds": self.seconds,
             "model_state": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
@@ -362,6 +365,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
         self.step, self.running_loss = state["step"], state["running_loss"]
         self.best, self.evaluations_since_best = state["best"], state["evaluations_since_best"]
+        self.seconds = state["seconds"]
         if self.is_main:
             self._keep_metrics_until(self.step)
 
@@ -397,7 +401,9 @@ class Trainer:
                    disable=not self.is_main or None, dynamic_ncols=True)
         with bar:
             while self.step < config.steps and not self.stopped_early:
+                start = time.perf_counter()
                 loss = self.train_step()
+                self.seconds += time.perf_counter() - start
                 previous = self.running_loss
                 self.running_loss = loss if previous is None else 0.98 * previous + 0.02 * loss
                 bar.set_postfix(loss=f"{self.running_loss:.4g}",

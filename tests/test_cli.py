@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gdm_engine import catalog, cli
+from gdm_engine import catalog, cli, data, metrics
 
 
 def test_info_lists_versions_and_ops(capsys):
@@ -215,3 +215,52 @@ def test_bad_training_arguments_exit_2(argv):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2
+
+
+@pytest.fixture
+def tiny_vae_recipe(monkeypatch):
+    from gdm_engine import recipes
+
+    tiny = recipes.Recipe(settings={"steps": 4, "batch_size": 16, "eval_every": 2,
+                                    "checkpoint_every": 2, "early_stop": 5},
+                          options={"hidden": 8}, report={"iwae_samples": 2})
+    monkeypatch.setitem(recipes.RECIPES, ("vae", "digits"), tiny)
+    return tiny
+
+
+def test_train_without_settings_runs_the_recipe(tiny_vae_recipe, capsys, tmp_path):
+    assert cli.main(["train", "vae", "--data", "digits", "--out", str(tmp_path)]) == 0
+    assert "recipe for vae on digits" in capsys.readouterr().out
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 4 and state["config"]["eval_every"] == 2
+    assert state["model_config"]["hidden"] == 8
+    # given settings override the recipe
+    assert cli.main(["train", "vae", "--data", "digits", "--steps", "2", "--set", "hidden=4",
+                     "--out", str(tmp_path / "given")]) == 0
+    state = torch.load(tmp_path / "given" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2 and state["model_config"]["hidden"] == 4
+
+
+def test_results_table_scores_best_checkpoints_on_test(tiny_vae_recipe, capsys, tmp_path):
+    assert cli.main(["results", "--models", "pixels", "vae", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [row["model"] for row in rows] == ["pixels (independent-pixel baseline)", "vae"]
+    baseline, vae = rows
+    assert baseline["likelihood"] == "exact" and baseline["test bits/dim"] == pytest.approx(
+        metrics.independent_pixel_bits_per_dim(data.load("digits"), "test"))
+    best = torch.load(tmp_path / "vae-digits" / "best.pt", weights_only=True)
+    assert vae["best step"] == best["step"] and vae["steps"] == 4
+    assert vae["likelihood"] == "bound (IWAE, K=2)" and vae["parameters"] > 0
+    table = (tmp_path / "results.md").read_text()
+    assert "| pixels (independent-pixel baseline) |" in table and "gdm-engine results" in table
+    assert (tmp_path / "vae-digits-samples.png").exists()
+    # a second call resumes the finished runs instead of training again
+    assert cli.main(["results", "--models", "vae", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["rows"][1] == vae
+
+
+def test_results_refuse_unknown_models_and_continuous_data(capsys, tmp_path):
+    _usage_error(["results", "--models", "gan", "--out", str(tmp_path)], "unknown model 'gan'",
+                 capsys)
+    _usage_error(["results", "--data", "moons", "--models", "pixels", "--out", str(tmp_path)],
+                 "needs discrete data", capsys)

@@ -49,6 +49,17 @@ def test_log_prob_is_the_importance_weighted_bound(digits):
     assert torch.allclose(got, want, rtol=1e-5)
 
 
+def test_log_prob_in_chunks_of_samples_is_the_same_bound(digits, monkeypatch):
+    from gdm_engine.models import vae
+
+    model = VAE.for_data(digits, latent=4, hidden=32)
+    x = digits.test[:6]
+    whole = model.log_prob(x, samples=10, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(vae, "EVAL_CHUNK_VALUES", 3 * len(x) * model.dims * 17)  # 3 at a time
+    chunked = model.log_prob(x, samples=10, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(chunked, whole, rtol=1e-6)
+
+
 def test_the_bound_tightens_with_more_samples(digits):
     model = VAE.for_data(digits, latent=4, hidden=32)
     x = digits.test[:64]

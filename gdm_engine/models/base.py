@@ -19,6 +19,7 @@ class GenerativeModel(torch.nn.Module):
     """
 
     name = None
+    likelihood = "exact"  # what log_prob gives, in words: "exact", or the bound it is
 
     def __init__(self, **config):
         super().__init__()

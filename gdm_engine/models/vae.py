@@ -14,6 +14,7 @@ from .base import GenerativeModel
 
 
 DECODERS = ("logistic", "categorical")
+EVAL_CHUNK_VALUES = 1 << 24  # decoder outputs held at once by log_prob (64 MB in fp32)
 
 
 def _mlp(n_in, hidden, n_out, dropout):
@@ -63,6 +64,10 @@ class VAE(GenerativeModel):
         self.encoder = _mlp(self.dims, hidden, 2 * latent, dropout)
         self.decoder = _mlp(latent, hidden, self.dims * outputs_per_dim, dropout)
 
+    @property
+    def likelihood(self):
+        return f"bound (IWAE, K={self.iwae_samples})"
+
     def _inputs(self, x):
         """Network inputs: levels scaled to [-1, 1], continuous values as they are."""
         flat = x.reshape(len(x), -1).float()
@@ -107,13 +112,21 @@ class VAE(GenerativeModel):
         mean, log_var = self.encode(x)
         eps = torch.randn((k, *mean.shape), generator=generator,
                           device=_device_of(generator, mean.device)).to(mean)
+        # The decoder's level log-probabilities take K x N x D x levels values: a few samples at
+        # a time keep that under EVAL_CHUNK_VALUES (K = 100 of 3x32x32 images would need GBs).
+        per_sample = len(x) * self.dims * (self.levels or 2)
+        chunk = max(1, EVAL_CHUNK_VALUES // max(per_sample, 1))
+        log_weights = torch.cat([self._log_weights(x, mean, log_var, e) for e in eps.split(chunk)])
+        return torch.logsumexp(log_weights.float(), 0) - math.log(k)
+
+    def _log_weights(self, x, mean, log_var, eps):
+        """log p(x, z) - log q(z|x) at z = mean + exp(log_var / 2) * eps, for eps (K, N, latent)."""
         z, _ = ops.gaussian_reparam_kl(mean.expand_as(eps).reshape(-1, self.latent),
                                        log_var.expand_as(eps).reshape(-1, self.latent),
                                        eps.reshape(-1, self.latent))
         z = z.view(eps.shape)
         log_q = _standard_normal_log_prob(eps) - 0.5 * log_var.sum(-1)
-        log_weights = self.decoder_log_prob(x, z) + _standard_normal_log_prob(z) - log_q
-        return torch.logsumexp(log_weights.float(), 0) - math.log(k)
+        return self.decoder_log_prob(x, z) + _standard_normal_log_prob(z) - log_q
 
     @torch.no_grad()
     def sample(self, n, generator=None):

@@ -264,3 +264,11 @@ def test_results_refuse_unknown_models_and_continuous_data(capsys, tmp_path):
                  capsys)
     _usage_error(["results", "--data", "moons", "--models", "pixels", "--out", str(tmp_path)],
                  "needs discrete data", capsys)
+
+
+def test_extending_a_finished_run_says_the_learning_rate_rises(capsys, tmp_path):
+    assert _train(tmp_path, "--warmup", "2") == 0
+    capsys.readouterr()
+    assert _train(tmp_path, "--resume", "--steps", "12") == 0
+    out = capsys.readouterr().out
+    assert "extending the run from 6 to 12 steps" in out and "learning rate rises" in out

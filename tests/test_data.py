@@ -75,6 +75,19 @@ def test_the_bound_of_a_uniform_density_is_the_uniform_mass():
     assert torch.allclose(bound, torch.full((4,), -6 * math.log(17)))
 
 
+def test_the_bound_of_a_sloped_density_is_its_expectation_over_the_cell():
+    # p(y) = 2y on [0, 1): E_u[log p((x + u) / L)] = log(2/L) + (x+1) log(x+1) - x log x - 1
+    levels, x = 4, torch.tensor([0, 1, 2, 3]).repeat(20_000, 1).T.reshape(-1, 1)
+    bound = data.dequantized_log_prob(lambda y: torch.log(2 * y).sum(1), x, levels,
+                                      torch.Generator().manual_seed(0))
+    for level in range(levels):
+        k = float(level)
+        xlogx = 0.0 if k == 0 else k * math.log(k)
+        want = math.log(2 / levels) + (k + 1) * math.log(k + 1) - xlogx - 1 - math.log(levels)
+        got = bound[x[:, 0] == level].double().mean().item()
+        assert got == pytest.approx(want, abs=0.02), level
+
+
 def test_npz_of_integers_is_discrete_with_a_fixed_split(tmp_path):
     images = np.random.default_rng(0).integers(0, 4, (50, 1, 3, 3))
     np.savez(tmp_path / "a.npz", x=images)

@@ -16,6 +16,20 @@ def test_bits_per_dim_of_the_uniform_model_is_log2_of_the_levels():
     assert metrics.nll_nats(uniform, x) == pytest.approx(16 * math.log(17))
 
 
+def test_bits_per_dim_averages_per_example_over_uneven_batches():
+    # examples of different likelihood, and batches of 3 over 10 (the last holds 1): the figure is
+    # the mean over examples, not over batches
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 5, (10, 1, 2, 3), generator=g)
+    model = IndependentPixels(shape=(1, 2, 3), levels=5)
+    with torch.no_grad():
+        model.logits.copy_(torch.randn(6, 5, generator=g) * 2)
+    per_example = model.log_prob(x).double()
+    assert per_example.std() > 0.5
+    want = -per_example.mean().item() / (6 * math.log(2))
+    assert metrics.bits_per_dim(model, x, batch_size=3) == pytest.approx(want, rel=1e-9)
+
+
 def test_bits_per_dim_needs_discrete_data():
     with pytest.raises(TypeError, match="discrete data"):
         metrics.bits_per_dim(IndependentPixels(shape=(2,), levels=3), torch.rand(4, 2))

@@ -56,8 +56,11 @@ def test_log_prob_in_chunks_of_samples_is_the_same_bound(digits, monkeypatch):
     x = digits.test[:6]
     whole = model.log_prob(x, samples=10, generator=torch.Generator().manual_seed(3))
     monkeypatch.setattr(vae, "EVAL_CHUNK_VALUES", 3 * len(x) * model.dims * 17)  # 3 at a time
+    rows = []
+    model.decoder.register_forward_hook(lambda module, args, out: rows.append(out[..., 0].numel()))
     chunked = model.log_prob(x, samples=10, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(chunked, whole, rtol=1e-6)
+    assert max(rows) == 3 * len(x)  # the decoder never saw more than 3 samples at once
 
 
 def test_the_bound_tightens_with_more_samples(digits):

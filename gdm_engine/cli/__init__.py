@@ -1,0 +1,35 @@
+"""The `gdm-engine` command: info, validate, bench and compile for the kernels; train, sample, eval
+and results for the models."""
+# Each command is a short function in kernels.py or training.py that calls into the engine.
+
+import argparse
+import sys
+
+from . import kernels, training
+from ._common import UsageError, prepare_interpreter
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="gdm-engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    kernels.add_commands(sub)
+    training.add_commands(sub)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command != "compile":  # compile builds for GPUs, never for the interpreter
+        prepare_interpreter()
+    if getattr(args, "op", None):
+        from gdm_engine import catalog
+
+        if args.op not in catalog.CATALOG:
+            print(f"gdm-engine: unknown op {args.op!r}; the catalog has "
+                  f"{', '.join(catalog.CATALOG)}", file=sys.stderr)
+            return 2
+    try:
+        return {**kernels.COMMANDS, **training.COMMANDS}[args.command](args)
+    except UsageError as error:
+        print(f"gdm-engine {args.command}: error: {error}", file=sys.stderr)
+        return 2

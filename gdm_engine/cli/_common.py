@@ -1,0 +1,67 @@
+"""What every command shares: the device, the catalog's ops, usage errors, JSON reports and
+argparse types."""
+
+import argparse
+import json
+import os
+
+
+def prepare_interpreter():
+    """Without a GPU, run the kernels through Triton's interpreter: it must be switched on before
+    the kernels are first imported."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def current_device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def chosen_specs(name):
+    from gdm_engine import catalog
+
+    return [catalog.get(name)] if name else list(catalog.CATALOG.values())
+
+
+def version(module):
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return "not installed"
+
+
+class UsageError(Exception):
+    """A request the command cannot carry out as given: exit status 2, nothing written."""
+
+
+def device_name(device):
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def write_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+    print(f"wrote {path}")
+
+
+def positive(kind):
+    """An argparse type: a number of `kind` (int or float) above zero."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        return value
+
+    return parse
+
+
+positive_int, positive_float = positive(int), positive(float)

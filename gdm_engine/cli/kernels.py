@@ -1,0 +1,177 @@
+"""The kernel commands: info, validate, bench, compile."""
+
+import datetime
+import platform
+import secrets
+import sys
+
+from ._common import (UsageError, chosen_specs, current_device, device_name, positive_int,
+                      version, write_json)
+
+
+def cmd_info(args):
+    import torch
+
+    import gdm_engine
+    from gdm_engine import backend, catalog
+
+    device = current_device()
+    print(f"gdm-engine {gdm_engine.__version__}")
+    print(f"python {platform.python_version()}  torch {torch.__version__}  "
+          f"triton {version('triton')}  numpy {version('numpy')}")
+    print(f"device: {device.type} ({device_name(device)})")
+    print(f"backend: {backend.get_backend()}  interpreter: "
+          f"{'on' if backend.interpreter_enabled() else 'off'}")
+    kernels = "triton" if backend.triton_installed() else "none (triton not installed)"
+    for spec in catalog.CATALOG.values():
+        print(f"op {spec.name:<20} family {spec.family:<16} kernel: {kernels}  "
+              f"reference: yes")
+    _print_compile_record()
+    return 0
+
+
+def _print_compile_record():
+    """Per kernel, the architectures `gdm-engine compile` last built it for."""
+    from gdm_engine import compile as aot
+
+    record = aot.load_record()
+    if not record:
+        print("kernels built for GPUs: none yet (run gdm-engine compile)")
+        return
+    print(f"kernels built for GPUs by gdm-engine compile ({aot.record_path()}):")
+    for name, archs in sorted(record.items()):
+        built = ", ".join(f"{arch} on {e['date']} ({e['builds']} builds, {e['failed']} failed)"
+                          for arch, e in sorted(archs.items()))
+        print(f"  {name:<48} {built}")
+
+
+def cmd_validate(args):
+    from tqdm import tqdm
+
+    from gdm_engine import testing
+    from gdm_engine._table import format_table
+
+    device = current_device()
+    sizes = ["tiny"] if device.type == "cpu" or args.quick else ["tiny", "medium"]
+    seed = args.seed if args.seed is not None else secrets.randbits(31)
+    specs = chosen_specs(args.op)
+    print(f"validating {', '.join(s.name for s in specs)} on {device} "
+          f"({'Triton interpreter' if device.type == 'cpu' else 'compiled kernels'}), seed {seed}")
+    with tqdm(desc="cases", unit="case", disable=None, file=sys.stderr) as bar:
+        checks = testing.validate(specs, sizes, device, seed, grads=not args.no_grad, progress=bar)
+    rows = [c.row() for c in checks]
+    print(format_table(rows, ["op", "dtype", "case", "quantity", "error", "tolerance", "verdict"]))
+    failed = [c for c in checks if not c.passed]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    if args.json:
+        write_json(args.json, {"seed": seed, "device": str(device), "checks": rows})
+    return 1 if failed else 0
+
+
+def cmd_bench(args):
+    import torch
+    from tqdm import tqdm
+
+    from gdm_engine import benchmark
+    from gdm_engine._table import format_table
+
+    device = current_device()
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        size = "medium" if args.quick else "bench"
+        dtypes = None
+    else:
+        size = "tiny" if args.quick else "medium"
+        dtypes = [torch.float32]
+        print("no GPU: timing the reference providers (eager, torch.compile) on the CPU in float32."
+              " Kernel timings need a GPU: the interpreter's speed says nothing of the kernels'.")
+    seed = args.seed if args.seed is not None else secrets.randbits(31)
+    with tqdm(desc="cases", unit="case", disable=None, file=sys.stderr) as bar:
+        rows = benchmark.bench(chosen_specs(args.op), size, device, seed, dtypes, progress=bar)
+    table = format_table(rows, benchmark.COLUMNS)
+    print(table)
+    report = {"date": datetime.date.today().isoformat(), "device": device_name(device),
+              "torch": torch.__version__, "triton": version("triton"), "size": size,
+              "copy_bandwidth_gbs": benchmark.copy_bandwidth_gbs(str(device)), "rows": rows}
+    if args.json:
+        write_json(args.json, report)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(f"# gdm-engine bench, {report['device']}, {report['date']}\n\n"
+                    f"torch {report['torch']}, triton {report['triton']}, measured copy bandwidth "
+                    f"{report['copy_bandwidth_gbs']:.0f} GB/s\n\n"
+                    f"{format_table(rows, benchmark.COLUMNS, markdown=True)}\n")
+    return 0
+
+
+def cmd_compile(args):
+    from tqdm import tqdm
+
+    from gdm_engine import compile as aot
+    from gdm_engine._table import format_table
+    from gdm_engine.kernels import INTERPRETED
+
+    if INTERPRETED:
+        raise UsageError("compile builds for real GPUs, which Triton's interpreter cannot: unset "
+                         "TRITON_INTERPRET and run it again")
+    archs = _architectures(args.arch)
+    specs = chosen_specs(args.op)
+    print(f"recording the launches of {', '.join(s.name for s in specs)} (medium and bench "
+          f"cases, forward and backward) for {', '.join(args.arch.split(','))}")
+    jobs = aot.plan(specs, archs, seed=args.seed)
+    with tqdm(total=len(jobs), desc="builds", unit="build", disable=None, file=sys.stderr) as bar:
+        builds = aot.build_all(jobs, args.workers, progress=bar)
+    rows = [b.row() for b in builds]
+    failed = [row for row, b in zip(rows, builds) if b.problems()]
+    if args.all:
+        print(format_table(rows, aot.COLUMNS))
+    elif failed:
+        print(format_table(failed, aot.COLUMNS))
+    print(format_table(aot.summary(builds), aot.SUMMARY_COLUMNS))
+    print(f"compile: {len(builds)} builds, {len(failed)} failed "
+          f"(a failure: a build error, a spill, shared memory or a grid over the limit)")
+    aot.save_record(builds)
+    if args.json:
+        write_json(args.json, {"date": datetime.date.today().isoformat(),
+                                "triton": version("triton"), "builds": rows,
+                                "summary": aot.summary(builds)})
+    return 1 if failed else 0
+
+
+def _architectures(text):
+    from gdm_engine import compile as aot
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in aot.ARCHITECTURES]
+    if unknown or not names:
+        raise UsageError(f"--arch takes a comma-separated list of {', '.join(aot.ARCHITECTURES)}; "
+                         f"got {text!r}")
+    return tuple(aot.ARCHITECTURES[name] for name in names)
+
+
+def add_commands(sub):
+    sub.add_parser("info", help="versions, device, backend and the ops with kernels")
+    for name, help_text in [("validate", "check every kernel against its reference"),
+                            ("bench", "time kernels, references and peer libraries")]:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--op", help="only this catalog op")
+        p.add_argument("--quick", action="store_true", help="smaller shapes")
+        p.add_argument("--seed", type=int, help="random seed (default: fresh each run)")
+        p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+        if name == "validate":
+            p.add_argument("--no-grad", action="store_true", help="forward outputs only")
+        else:
+            p.add_argument("--markdown", metavar="PATH", help="also write a markdown table")
+    p = sub.add_parser("compile", help="build every kernel for GPUs (no GPU needed): registers, "
+                                       "spills, shared memory, tensor cores")
+    p.add_argument("--op", help="only this catalog op")
+    p.add_argument("--arch", default="sm_80,sm_90",
+                   help="comma-separated, of sm_80, sm_86, sm_89, sm_90 (default sm_80,sm_90)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the medium cases' shapes")
+    p.add_argument("--workers", type=positive_int, help="build processes (default: one per core)")
+    p.add_argument("--all", action="store_true", help="print every build, not only failures")
+    p.add_argument("--json", metavar="PATH", help="also write every build as JSON")
+
+
+COMMANDS = {"info": cmd_info, "validate": cmd_validate, "bench": cmd_bench,
+            "compile": cmd_compile}

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from gdm_engine import metrics, models, pictures
 
 CHECKPOINT_FORMAT = "gdm-engine checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the best-so-far record, early-stopping count and training time
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"  # the checkpoint of the evaluation with the best validation figure
 METRICS_NAME = "metrics.jsonl"

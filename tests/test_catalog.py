@@ -58,8 +58,9 @@ def test_poisoned_buffers_catch_unwritten_outputs():
 def test_opcheck(spec, backend, device, generator):
     case = _cases(spec, torch.float32, device, generator)[1]
     inputs = testing.with_tensors(case, lambda t: t.detach().requires_grad_())
+    args, kwargs = spec.library_inputs(inputs)
     with use_backend(backend):
-        torch.library.opcheck(spec.library_op, inputs.args, inputs.kwargs)
+        torch.library.opcheck(spec.library_op, args, kwargs)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)

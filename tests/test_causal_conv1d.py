@@ -129,7 +129,7 @@ def test_module_gated_halves_channels_and_repr():
 def test_weight_gradient_split_into_partial_sums(form, monkeypatch, device, generator):
     # On a GPU the weight-gradient reduction is cut into partial sums to fill the chip; force
     # that path here, where one program would otherwise do it all.
-    from gdm_engine.kernels import causal_conv1d as kernels
+    from gdm_engine.kernels import _conv as kernels
 
     monkeypatch.setattr(kernels, "num_programs_target", lambda device: 1 << 12)
     channels = 16 if form == "dot" else 4

@@ -8,13 +8,11 @@ form for dense groups, a direct form with unrolled taps for depthwise and small 
 convolution engine in _conv.py, with causal taps.
 """
 
-from ._conv import ACTIVATIONS, Taps, convolution_backward, convolve
-
-__all__ = ["ACTIVATIONS", "causal_conv1d_backward", "causal_conv1d_forward"]
+from ._conv import Taps, convolution_backward, convolve
 
 
 def causal_conv1d_forward(x, weight, bias, dilation, groups, activation):
-    """y = act(causal_conv1d(x, weight, bias)); `activation` is a name from ACTIVATIONS."""
+    """y = act(causal_conv1d(x, weight, bias)); `activation` is a name of _conv.ACTIVATIONS."""
     return convolve(x, weight, bias, groups, Taps(weight.shape[2], dilation), activation)
 
 

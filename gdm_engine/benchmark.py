@@ -52,11 +52,14 @@ _GRAPHS_PER_FUNCTION = 256
 
 @functools.lru_cache(maxsize=None)
 def _compiled(fn):
+    """torch.compile of a reference, one static graph per case: what a user compiles for a fixed
+    shape. (Dynamic shapes also broke here: inductor's backward of the masked convolution asserted
+    the strides of another shape, torch 2.13.)"""
     import torch._dynamo
 
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, _GRAPHS_PER_FUNCTION)
-    return torch.compile(fn)
+    return torch.compile(fn, dynamic=False)
 
 
 def providers(spec, case, device):

@@ -28,8 +28,8 @@ demo: setup
 	$(BIN)/gdm-engine compile --arch sm_90
 	rm -rf $(DEMO_RUN)
 	$(BIN)/gdm-engine train vae --data digits --steps 3000 --eval-every 1000 --out $(DEMO_RUN)
-	$(BIN)/gdm-engine sample --checkpoint $(DEMO_RUN)/checkpoint.pt --out $(DEMO_RUN)/samples.png
-	$(BIN)/gdm-engine eval --checkpoint $(DEMO_RUN)/checkpoint.pt --json $(DEMO_RUN)/eval.json
+	$(BIN)/gdm-engine sample --checkpoint $(DEMO_RUN)/best.pt --out $(DEMO_RUN)/samples.png
+	$(BIN)/gdm-engine eval --checkpoint $(DEMO_RUN)/best.pt --json $(DEMO_RUN)/eval.json
 
 test: setup
 	$(BIN)/python -m pytest tests bench --benchmark-disable

@@ -31,6 +31,24 @@ def check_int(name, value, minimum):
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
+def check_bias(bias, channels, x):
+    """None, or a 1-D tensor of `channels` entries like x."""
+    if bias is None:
+        return
+    check_tensor("bias", bias, ndim=1)
+    check_like("bias", bias, "x", x)
+    if bias.shape[0] != channels:
+        raise ValueError(f"bias must have shape ({channels},) to match weight, got "
+                         f"{tuple(bias.shape)}")
+
+
+def check_gated_channels(activation, channels):
+    """The gated unit halves the output channels: an even number of them."""
+    if activation == "gated" and channels % 2:
+        raise ValueError(f"activation='gated' halves the output channels, so weight needs an even "
+                         f"number of them, got {channels}")
+
+
 def check_choice(name, value, choices):
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)

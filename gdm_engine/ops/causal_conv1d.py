@@ -11,7 +11,8 @@ import torch
 
 from gdm_engine import backend, reference
 
-from ._checks import check_choice, check_int, check_like, check_tensor
+from ._checks import (check_bias, check_choice, check_gated_channels, check_int, check_like,
+                      check_tensor)
 
 ACTIVATIONS = (None, "tanh", "relu", "gated")
 
@@ -105,15 +106,8 @@ def check_inputs(x, weight, bias, dilation, groups, activation):
         raise ValueError(f"weight must have shape (C_out, C_in/groups, K) = (.., {c_in // groups}, "
                          f"..) for x with {c_in} channels and groups={groups}, got "
                          f"{tuple(weight.shape)}")
-    if activation == "gated" and c_out % 2:
-        raise ValueError(f"activation='gated' halves the output channels, so weight needs an even "
-                         f"number of them, got {c_out}")
-    if bias is not None:
-        check_tensor("bias", bias, ndim=1)
-        check_like("bias", bias, "x", x)
-        if bias.shape[0] != c_out:
-            raise ValueError(f"bias must have shape ({c_out},) to match weight, got "
-                             f"{tuple(bias.shape)}")
+    check_gated_channels(activation, c_out)
+    check_bias(bias, c_out, x)
 
 
 def causal_conv1d(x, weight, bias=None, *, dilation=1, groups=1, activation=None):

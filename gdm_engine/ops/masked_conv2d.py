@@ -13,7 +13,8 @@ import torch
 from gdm_engine import backend
 from gdm_engine.reference.masked_conv2d import conv_with_mask, full_mask
 
-from ._checks import check_choice, check_int, check_like, check_tensor
+from ._checks import (check_bias, check_choice, check_gated_channels, check_int, check_like,
+                      check_tensor)
 
 ACTIVATIONS = (None, "tanh", "relu", "gated")
 MASKS = ("A", "B")
@@ -115,20 +116,13 @@ def check_inputs(x, weight, bias, residual, mask, color_groups, dilation, activa
         raise TypeError(f"mask must be 'A', 'B' or a bool tensor of shape ({kh}, {kw}), got {got}")
     elif tuple(mask.shape) != (kh, kw):
         raise ValueError(f"mask must have the kernel's shape ({kh}, {kw}), got {tuple(mask.shape)}")
-    if activation == "gated" and c_out % 2:
-        raise ValueError(f"activation='gated' halves the output channels, so weight needs an even "
-                         f"number of them, got {c_out}")
+    check_gated_channels(activation, c_out)
     per_half = c_out // 2 if activation == "gated" else c_out
     if c_in % color_groups or per_half % color_groups:
         raise ValueError(f"color_groups={color_groups} must divide the input channels ({c_in}) "
                          f"and the output channels ({per_half}"
                          f"{' per gated half' if activation == 'gated' else ''})")
-    if bias is not None:
-        check_tensor("bias", bias, ndim=1)
-        check_like("bias", bias, "x", x)
-        if bias.shape[0] != c_out:
-            raise ValueError(f"bias must have shape ({c_out},) to match weight, got "
-                             f"{tuple(bias.shape)}")
+    check_bias(bias, c_out, x)
     if residual is not None:
         check_tensor("residual", residual, ndim=4)
         check_like("residual", residual, "x", x)

@@ -22,6 +22,10 @@ figure that is reported.
   (sklearn keeps them in the order of the UCI file).
 * 2-D toys: a training sample of 20,000 points drawn with seed 0, a validation sample of 5,000
   drawn with seed 2 and a test sample of 5,000 drawn with seed 1 from the toy's sampler.
+* sines: audio-like sequences (1 x 1,024 steps, 256 levels) made here, no download: sums of one
+  to three sinusoids of random frequency (50 to 2,000 Hz at 16 kHz), amplitude and phase, mu-law
+  quantised like WaveNet's audio (van den Oord et al., 2016, sec. 2.2); 2,000 training sequences
+  drawn with seed 0, 250 validation with seed 2 and 250 test with seed 1.
 * user files (.npz, folders of PNG images): a permutation with seed 0; its first 80% are the
   training split, the next 10% the validation split, the last 10% the test split.
 """
@@ -37,6 +41,8 @@ import torch
 DIGITS_TRAIN, DIGITS_VALID = 1350, 150  # of the first 1,500; the last 297 are the test split
 TOY_TRAIN, TOY_VALID, TOY_TEST = 20_000, 5_000, 5_000
 USER_VALID_FRACTION = USER_TEST_FRACTION = 0.1
+SINES_TRAIN, SINES_VALID, SINES_TEST = 2_000, 250, 250
+SINES_LENGTH, SINES_LEVELS, SINES_RATE = 1024, 256, 16_000
 SPLITS = ("train", "valid", "test")
 
 
@@ -149,6 +155,47 @@ def load_image_folder(path):
         raise ValueError(f"{path}: the images differ in size: {sorted({a.shape for a in arrays})}")
     images = np.stack(arrays).reshape(len(arrays), *arrays[0].shape[:2], -1).transpose(0, 3, 1, 2)
     return _user_split(path, torch.from_numpy(images.astype(np.int64)), 256)
+
+
+# --------------------------------------------------------------------------------------------------
+# Audio-like sequences
+# --------------------------------------------------------------------------------------------------
+
+
+def mu_law_encode(x, levels=SINES_LEVELS):
+    """Waveform values in [-1, 1] -> integer levels 0 .. levels-1 by mu-law companding with
+    mu = levels - 1 (WaveNet, sec. 2.2): f(x) = sign(x) ln(1 + mu|x|) / ln(1 + mu)."""
+    mu = levels - 1
+    companded = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+    return ((companded + 1) / 2 * mu).round().long().clamp(0, mu)
+
+
+def mu_law_decode(levels_of, levels=SINES_LEVELS):
+    """The inverse of mu_law_encode, to the centre of each level's companded interval."""
+    mu = levels - 1
+    companded = 2 * levels_of.double() / mu - 1
+    return torch.sign(companded) * ((1 + mu) ** companded.abs() - 1) / mu
+
+
+def _sines_sample(n, generator):
+    """n sequences (n, 1, SINES_LENGTH): sums of 1 to 3 random sinusoids, scaled into [-1, 1]."""
+    components = 3
+    frequency = 50 * (2000 / 50) ** torch.rand(n, components, 1, generator=generator)
+    amplitude = 0.1 + 0.9 * torch.rand(n, components, 1, generator=generator)
+    amplitude *= torch.arange(components)[None, :, None] < torch.randint(
+        1, components + 1, (n, 1, 1), generator=generator)
+    phase = 2 * math.pi * torch.rand(n, components, 1, generator=generator)
+    time = torch.arange(SINES_LENGTH) / SINES_RATE
+    waves = (amplitude * torch.sin(2 * math.pi * frequency * time + phase)).sum(1)
+    waves /= amplitude.sum(1)
+    return mu_law_encode(waves).unsqueeze(1)
+
+
+def sines():
+    """The fixed splits of the sinusoid sequences."""
+    train, valid, test = (_sines_sample(n, torch.Generator().manual_seed(seed))
+                          for n, seed in [(SINES_TRAIN, 0), (SINES_VALID, 2), (SINES_TEST, 1)])
+    return Data("sines", train, valid, test, levels=SINES_LEVELS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,15 +318,18 @@ def toy(name):
 # By name
 # --------------------------------------------------------------------------------------------------
 
-NAMES = ("digits", *TOYS)
+NAMES = ("digits", "sines", *TOYS)
 
 
 def load(name):
-    """A data set by name ("digits" or a toy), or a path to an .npz file or a folder of PNGs."""
+    """A data set by name ("digits", "sines" or a toy), or a path to an .npz file or a folder of
+    PNGs."""
     if not isinstance(name, str):
         raise TypeError(f"data must be a name or a path (str), got {type(name).__name__}")
     if name == "digits":
         return digits()
+    if name == "sines":
+        return sines()
     if name in TOYS:
         return toy(name)
     if name.endswith(".npz") and os.path.isfile(name):

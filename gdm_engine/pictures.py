@@ -1,5 +1,5 @@
-"""Pictures of samples: image grids as PNG (Pillow), 2-D point clouds as scatter plots
-(matplotlib)."""
+"""Pictures of samples: image grids as PNG (Pillow), 2-D point clouds as scatter plots and
+1-D sequences as line plots (matplotlib)."""
 
 import math
 
@@ -26,13 +26,18 @@ def image_grid(images, levels, columns=None, scale=4, gap=1):
     return Image.fromarray(canvas[..., 0] if channels == 1 else canvas)
 
 
-def scatter_plot(samples, reference, path, title=""):
-    """Side-by-side scatter plots of `reference` points (the data) and `samples`, to `path`."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def scatter_plot(samples, reference, path, title=""):
+    """Side-by-side scatter plots of `reference` points (the data) and `samples`, to `path`."""
+    plt = _pyplot()
     points = [reference.detach().cpu().numpy(), samples.detach().cpu().numpy()]
     both = np.concatenate(points)
     low, high = np.percentile(both, 0.5, axis=0), np.percentile(both, 99.5, axis=0)
@@ -49,19 +54,40 @@ def scatter_plot(samples, reference, path, title=""):
     plt.close(figure)
 
 
+def line_plot(sequences, levels, path, title="", rows=4):
+    """The first `rows` sequences (N, 1, L) of integer levels, one line plot each, to `path`."""
+    plt = _pyplot()
+    shown = sequences[:rows, 0].detach().cpu().numpy()
+    figure, axes = plt.subplots(len(shown), 1, figsize=(10, 1.6 * len(shown)), sharex=True,
+                                squeeze=False)
+    for axis, sequence in zip(axes[:, 0], shown):
+        axis.plot(sequence, linewidth=0.7)
+        axis.set_ylim(-0.5, levels - 0.5)
+    axes[-1, 0].set_xlabel("step")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def can_draw(data):
-    """Whether `data` has a picture: images (C, H, W) with 1 or 3 channels, or 2-D points."""
+    """Whether `data` has a picture: images (C, H, W) with 1 or 3 channels, sequences (1, L) of
+    levels, or 2-D points."""
     if data.discrete:
-        return len(data.shape) == 3 and data.shape[0] in (1, 3)
+        return (len(data.shape) == 3 and data.shape[0] in (1, 3)) or (
+            len(data.shape) == 2 and data.shape[0] == 1)
     return data.shape == (2,)
 
 
 def save_samples(samples, data, path, title=""):
-    """A PNG of samples of `data` (a gdm_engine.data.Data): a grid for images, a scatter plot
-    against the test split for 2-D points."""
+    """A PNG of samples of `data` (a gdm_engine.data.Data): a grid for images, line plots for
+    sequences, a scatter plot against the validation split for 2-D points (training pictures
+    never read the test split)."""
     if not can_draw(data):
         raise ValueError(f"no picture for examples of shape {data.shape}: save them as .npz")
-    if data.discrete:
+    if data.discrete and len(data.shape) == 2:
+        line_plot(samples, data.levels, path, title)
+    elif data.discrete:
         image_grid(samples, data.levels).save(path)
     else:
-        scatter_plot(samples, data.test, path, title)
+        scatter_plot(samples, data.valid, path, title)

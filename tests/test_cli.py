@@ -105,6 +105,15 @@ def test_train_on_a_toy_draws_a_scatter_plot(capsys, tmp_path):
     assert "nll nats" in capsys.readouterr().out and (tmp_path / "samples-0000002.png").exists()
 
 
+def test_train_on_sequences_draws_line_plots(capsys, tmp_path):
+    from PIL import Image
+
+    assert cli.main(["train", "vae", "--data", "sines", "--steps", "2", "--batch-size", "8",
+                     "--eval-every", "2", "--set", "hidden=8", "--set", "iwae_samples=1",
+                     "--out", str(tmp_path)]) == 0
+    assert Image.open(tmp_path / "samples-0000002.png").size[0] > 500
+
+
 def test_data_without_a_picture_trains_and_samples_to_npz(capsys, tmp_path):
     np.savez(tmp_path / "codes.npz", x=np.random.default_rng(0).integers(0, 4, (60, 5)))
     run = tmp_path / "run"

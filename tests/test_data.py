@@ -53,6 +53,25 @@ def test_toy_densities_integrate_to_one_and_cover_their_samples(name):
     assert torch.isfinite(toy.log_prob(samples)).all()
 
 
+def test_sines_are_mu_law_sequences_with_fixed_splits():
+    sines = data.load("sines")
+    assert sines.levels == 256 and sines.shape == (1, 1024) and sines.train.dtype == torch.int64
+    assert (len(sines.train), len(sines.valid), len(sines.test)) == (2000, 250, 250)
+    assert torch.equal(sines.valid, data.load("sines").valid)
+    assert not torch.equal(sines.valid, sines.test[:250])
+    assert int(sines.train.min()) >= 0 and int(sines.train.max()) <= 255
+    # sinusoids move smoothly: neighbouring steps are close in the companded scale
+    assert (sines.train[:, 0, 1:] - sines.train[:, 0, :-1]).abs().float().mean() < 40
+
+
+def test_mu_law_decoding_inverts_encoding_on_every_level():
+    levels = torch.arange(256)
+    assert torch.equal(data.mu_law_encode(data.mu_law_decode(levels)), levels)
+    x = torch.linspace(-1, 1, 1001)
+    # within half a level: the widest levels, at full scale, span 0.043
+    assert (data.mu_law_decode(data.mu_law_encode(x)) - x).abs().max() < 0.022
+
+
 def test_dequantisation_lies_in_the_cell_of_each_level():
     x = torch.randint(0, 17, (100, 5))
     y = data.dequantize(x, 17, torch.Generator().manual_seed(0))

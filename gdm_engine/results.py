@@ -46,16 +46,10 @@ def train_by_recipe(name, data, out):
     recipe = recipes.get(name, data.name)
     if recipe is None:
         raise ValueError(f"model {name!r} has no recipe for {data.name!r}")
-    config = train.TrainConfig(**recipe.settings)
     checkpoint = os.path.join(out, train.CHECKPOINT_NAME)
     saved = train.load_checkpoint(checkpoint) if os.path.exists(checkpoint) else None
-    if saved is not None:
-        model = models.get(name)(**saved["model_config"])
-    else:
-        model = train.build_model(name, data, config.seed, **recipe.options)
-    trainer = train.Trainer(model, data, config, out, name)
-    if saved is not None:
-        trainer.restore(saved)
+    config = train.TrainConfig(**(saved["config"] if saved else recipe.settings))
+    trainer = train.make_trainer(name, data, config, out, recipe.options, saved)
     trainer.fit()
     return trainer
 

@@ -122,6 +122,19 @@ def build_model(name, data, seed=0, **options):
         return models.get(name).for_data(data, **options)
 
 
+def make_trainer(name, data, config, out, options=None, saved=None):
+    """A Trainer of model `name` on `data`: fresh (initial weights from config.seed and the model
+    `options`), or continuing the checkpoint `saved` (its model settings, weights and state)."""
+    if saved is not None:
+        model = models.get(saved["model"])(**saved["model_config"])
+    else:
+        model = build_model(name, data, config.seed, **(options or {}))
+    trainer = Trainer(model, data, config, out, name)
+    if saved is not None:
+        trainer.restore(saved)
+    return trainer
+
+
 # --------------------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------------------

@@ -105,14 +105,8 @@ def cmd_train(args):
               f"(given settings override it)")
     try:
         config = _train_config(args, saved, recipe)
-        if saved is not None:  # restore() loads the weights
-            model = models.get(saved["model"])(**saved["model_config"])
-        else:
-            options = {**(recipe.options if recipe else {}), **_model_options(args.set)}
-            model = train.build_model(args.model, data, config.seed, **options)
-        trainer = train.Trainer(model, data, config, out, args.model)
-        if saved is not None:
-            trainer.restore(saved)
+        options = {**(recipe.options if recipe else {}), **_model_options(args.set)}
+        trainer = train.make_trainer(args.model, data, config, out, options, saved)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     if trainer.stopped_early:

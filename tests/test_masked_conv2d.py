@@ -72,6 +72,21 @@ def test_inactive_taps_get_exactly_zero_gradient(device, generator):
     assert torch.count_nonzero(grad[off]) == 0 and grad[~off].abs().sum() > 0
 
 
+@pytest.mark.parametrize("bias, residual", [(False, False), (True, False), (False, True)])
+def test_reference_backend_gradients_without_bias_or_residual(bias, residual):
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True) if bias else None
+    r = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True) if residual else None
+    inputs = [t for t in (x, w, b, r) if t is not None]
+    with gdm_engine.use_backend("reference"):
+        got = torch.autograd.grad(masked_conv2d(x, w, b, r).square().sum(), inputs)
+    want = torch.autograd.grad(gdm_engine.reference.masked_conv2d(x, w, b, r).square().sum(),
+                               inputs)
+    for g, wanted in zip(got, want):
+        assert testing.relative_error(g, wanted) < 1e-12
+
+
 def test_is_the_dilated_convolution_of_the_masked_weight(device, generator):
     x, w, b, _ = _case(generator, device, 2, 4, 8, (7, 6), 3, "B", 1, 3, None).args
     with gdm_engine.use_backend("triton"):

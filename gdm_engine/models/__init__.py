@@ -1,10 +1,13 @@
 """Whole models: every one implements log_prob / loss / sample (see GenerativeModel)."""
 
 from .base import GenerativeModel
+from .autoregressive import AutoregressiveModel
 from .independent import IndependentPixels
+from .pixelcnn import PixelCNN
 from .vae import VAE
+from .wavenet import WaveNet
 
-MODELS = {cls.name: cls for cls in [VAE, IndependentPixels]}
+MODELS = {cls.name: cls for cls in [VAE, IndependentPixels, PixelCNN, WaveNet]}
 
 
 def get(name):
@@ -14,4 +17,5 @@ def get(name):
     return MODELS[name]
 
 
-__all__ = ["GenerativeModel", "IndependentPixels", "MODELS", "VAE", "get"]
+__all__ = ["AutoregressiveModel", "GenerativeModel", "IndependentPixels", "MODELS", "PixelCNN",
+           "VAE", "WaveNet", "get"]

@@ -64,11 +64,19 @@ def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
 
 def _reference_backward(grad, x, weight, bias, residual, mask, dilation, activation):
     # torch.func.vjp rather than torch.autograd: the body of a custom op runs below autograd.
-    def forward(x, weight, bias, residual):
-        return conv_with_mask(x, weight, bias, residual, mask, dilation, activation)
+    # It differentiates tensors only, so an absent bias or residual stays out of its arguments.
+    optional = {name: value for name, value in (("bias", bias), ("residual", residual))
+                if value is not None}
 
-    _, vjp = torch.func.vjp(forward, x, weight, bias, residual)
-    return vjp(grad)
+    def forward(x, weight, *values):
+        given = dict(zip(optional, values))
+        return conv_with_mask(x, weight, given.get("bias"), given.get("residual"), mask,
+                              dilation, activation)
+
+    _, vjp = torch.func.vjp(forward, x, weight, *optional.values())
+    dx, dw, *grads = vjp(grad)
+    given = dict(zip(optional, grads))
+    return dx, dw, given.get("bias"), given.get("residual")
 
 
 @_backward.register_fake

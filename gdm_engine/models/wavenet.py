@@ -1,0 +1,148 @@
+"""WaveNet (van den Oord et al., 2016, "WaveNet: A Generative Model for Raw Audio"): stacks of
+dilated causal convolutions with gated units, residual and skip connections, and a categorical
+output; and its cached sampler, a ring buffer per dilated layer (Paine et al., 2016, "Fast
+Wavenet Generation Algorithm")."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gdm_engine.nn import CausalConv1d
+from gdm_engine.ops._checks import check_int
+
+from .autoregressive import AutoregressiveModel
+
+
+class WaveNet(AutoregressiveModel):
+    """WaveNet over sequences of integer levels: data of any shape is read as one sequence, its
+    values in the tensor's raster order (8 x 8 digits: 64 steps, row by row).
+
+    The input, levels scaled to [-1, 1] and shifted one step right (position t sees x_<t only),
+    goes through a causal convolution to `channels`, then `stacks` x `layers` gated blocks with
+    dilations 1, 2, 4, ... 2^(layers-1) in each stack (sec. 2.3-2.4): z = tanh(W_f * h) *
+    sigmoid(W_g * h) by `causal_conv1d` with the fused gated epilogue, then one 1 x 1 convolution
+    gives the residual (h + ...) and the skip output. The summed skips go through ReLU, 1 x 1,
+    ReLU, 1 x 1 to logits over `levels` (sec. 2.2's softmax). Dropout on z while training.
+    log_prob is exact.
+    """
+
+    name = "wavenet"
+
+    def __init__(self, shape, levels, channels=32, skip_channels=None, layers=10, stacks=1,
+                 kernel_size=2, hidden=None, dropout=0.0):
+        skip_channels = channels if skip_channels is None else skip_channels
+        hidden = 2 * skip_channels if hidden is None else hidden
+        for name, value in [("channels", channels), ("skip_channels", skip_channels),
+                            ("layers", layers), ("stacks", stacks), ("hidden", hidden)]:
+            check_int(name, value, 1)
+        check_int("kernel_size", kernel_size, 2)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        super().__init__(shape, levels, channels=channels, skip_channels=skip_channels,
+                         layers=layers, stacks=stacks, kernel_size=kernel_size, hidden=hidden,
+                         dropout=dropout)
+        self.channels, self.kernel_size = channels, kernel_size
+        self.length = math.prod(shape)
+        self.dilations = [2 ** i for i in range(layers)] * stacks
+        self.input = CausalConv1d(1, channels, kernel_size)
+        self.gates = nn.ModuleList(CausalConv1d(channels, 2 * channels, kernel_size, dilation=d,
+                                                activation="gated") for d in self.dilations)
+        self.outputs = nn.ModuleList(CausalConv1d(channels, channels + skip_channels, 1)
+                                     for _ in self.dilations)
+        self.head = CausalConv1d(skip_channels, hidden, 1, activation="relu")
+        self.out = CausalConv1d(hidden, levels, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def receptive_field(self):
+        """How many earlier positions a position's conditional sees: k through the input
+        convolution (after the one-step shift), and (k - 1) * d more through each dilated layer."""
+        return self.kernel_size + (self.kernel_size - 1) * sum(self.dilations)
+
+    def logits(self, x):
+        """Logits (N, levels, *shape) of every position's conditional given the positions before
+        it in raster order. x: levels (N, *shape), integer or float."""
+        self.check_data(x)
+        return self.sequence_logits(self.scaled(x).reshape(len(x), 1, -1)).reshape(
+            len(x), self.levels, *self.shape)
+
+    def sequence_logits(self, inputs):
+        """Logits (N, levels, T) for scaled inputs (N, 1, T): position t from inputs[:, :, <t]."""
+        h = self.input(F.pad(inputs, (1, -1)))
+        skips = 0
+        for gated, output in zip(self.gates, self.outputs):
+            out = output(self.dropout(gated(h)))
+            h, skip = h + out[:, :self.channels], out[:, self.channels:]
+            skips = skips + skip
+        return self.out(self.head(torch.relu(skips)))
+
+    def _sample_naive(self, x, draw):
+        """At every step, the whole stack over the receptive field before the new position."""
+        flat, window = x.view(len(x), -1), self.receptive_field
+        for t in range(self.length):
+            start = max(0, t - window)
+            inputs = self.scaled(flat[:, start:t + 1]).unsqueeze(1)
+            flat[:, t] = draw(self.sequence_logits(inputs)[:, :, -1])
+
+    def _generate(self, x, draw):
+        """The cached sampler: a ring buffer per layer holds the last (k - 1) * d + 1 inputs of
+        that layer, so each step runs every layer once, on one position, reading its dilated taps
+        from the buffer (O(layers) work per step, not O(receptive field))."""
+        flat = x.view(len(x), -1)
+        step = _SequenceStep(self, len(x))
+        logits = step.zeros(len(x), self.levels, self.length)
+        previous = step.zeros(len(x), 1)  # the shift's zero padding before the first position
+        for t in range(self.length):
+            logits[:, :, t] = position = step.logits(previous, t)
+            value = draw(position) if draw is not None else flat[:, t]
+            flat[:, t] = value
+            previous = self.scaled(value).unsqueeze(1)
+        return logits.reshape(len(x), self.levels, *self.shape)
+
+
+class _SequenceStep:
+    """A WaveNet as the cached sampler runs it: each convolution as one matrix over its taps
+    (k taps x channels), and a ring buffer per convolution of the inputs its taps reach."""
+
+    def __init__(self, model, n):
+        self.model, k = model, model.kernel_size
+        self.convolutions = [(_matrix(model.input), 1)] + [
+            (_matrix(layer), layer.dilation) for layer in model.gates]
+        self.outputs = [_matrix(layer) for layer in model.outputs]
+        self.head, self.out = _matrix(model.head), _matrix(model.out)
+        self.buffers = [self.zeros(n, weight.shape[0] // k, (k - 1) * d + 1)
+                        for (weight, _), d in self.convolutions]
+
+    def zeros(self, *shape):
+        return self.model.out.weight.new_zeros(shape)
+
+    def _convolve(self, index, value, t):
+        """Push `value` (n, C) into buffer `index` at time t; the convolution's output there."""
+        (weight, bias), dilation = self.convolutions[index]
+        buffer, k = self.buffers[index], self.model.kernel_size
+        span = buffer.shape[-1]
+        buffer[:, :, t % span] = value
+        taps = [(t - (k - 1 - tap) * dilation) % span for tap in range(k)]
+        return torch.addmm(bias, buffer[:, :, taps].flatten(1), weight)
+
+    def logits(self, previous, t):
+        """Logits (n, levels) of position t, given the shifted input there (the scaled value of
+        position t - 1, shape (n, 1))."""
+        channels = self.model.channels
+        h = self._convolve(0, previous, t)
+        skips = 0
+        for index, (weight, bias) in enumerate(self.outputs, start=1):
+            a, b = self._convolve(index, h, t).chunk(2, dim=1)
+            out = torch.addmm(bias, torch.tanh(a) * torch.sigmoid(b), weight)
+            h, skips = h + out[:, :channels], skips + out[:, channels:]
+        hidden = torch.relu(torch.addmm(self.head[1], torch.relu(skips), self.head[0]))
+        return torch.addmm(self.out[1], hidden, self.out[0])
+
+
+def _matrix(conv):
+    """A causal convolution (C_out, C_in, k) as (weight matrix for taps @ W, bias): the taps
+    flattened channel-major, as buffer[:, :, taps].flatten(1) lays them out."""
+    return conv.weight.flatten(1).T, conv.bias

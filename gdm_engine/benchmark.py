@@ -6,9 +6,14 @@ libraries the catalog names where they are installed, each timed for the forward
 for forward plus backward. Each row gives the median time, the speedup over eager and, for the
 forward pass, the achieved GB/s and TFLOP/s from the op's cost model and the percentage of the
 device's measured memory roofline.
+
+It also times sampling: the autoregressive models' cached samplers against recomputing the whole
+network at every step (`sampling_cases`, `bench_sampling`).
 """
 
+import dataclasses
 import functools
+import math
 import statistics
 import time
 
@@ -147,4 +152,85 @@ def bench(specs, size, device, seed, dtypes=None, progress=None):
                 rows += bench_case(spec, case, device)
                 if progress is not None:
                     progress.update(1)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling: the cached samplers of the autoregressive models against full recomputation
+# --------------------------------------------------------------------------------------------------
+
+SAMPLING_COLUMNS = ["model", "case", "batch", "steps", "sampler", "seconds", "ms/step",
+                    "vs_naive"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingCase:
+    label: str
+    model: str  # the registered name
+    shape: tuple
+    levels: int
+    options: dict
+    batch: int
+
+    def build(self, device):
+        from gdm_engine import models
+
+        torch.manual_seed(0)
+        return models.get(self.model)(self.shape, self.levels, **self.options).to(device)
+
+
+def sampling_cases(device, quick=False):
+    """The issue's cases: WaveNet, one stack of 10 layers (dilations 1 .. 512), 32 channels,
+    batch 16, 1,024 steps; PixelCNN, 6 layers, 32 channels, batch 8, 16 x 16 (256 levels each);
+    on a GPU also PixelCNN at 28 x 28, batch 64. `quick`: small stand-ins for tests."""
+    if quick:
+        return [SamplingCase("4 layers, 8 ch, 64 steps", "wavenet", (1, 64), 256,
+                             {"channels": 8, "layers": 4}, 2),
+                SamplingCase("2 layers, 8 ch, 6x6", "pixelcnn", (1, 6, 6), 256,
+                             {"channels": 8, "layers": 2}, 2)]
+    cases = [SamplingCase("10 layers, 32 ch, 1024 steps", "wavenet", (1, 1024), 256,
+                          {"channels": 32, "layers": 10}, 16),
+             SamplingCase("6 layers, 32 ch, 16x16", "pixelcnn", (1, 16, 16), 256,
+                          {"channels": 32, "layers": 6}, 8)]
+    if device.type == "cuda":
+        cases.append(SamplingCase("6 layers, 32 ch, 28x28", "pixelcnn", (1, 28, 28), 256,
+                                  {"channels": 32, "layers": 6}, 64))
+    return cases
+
+
+def _seconds(fn, device, repeats):
+    """The median wall time of `repeats` calls (whole sampling runs: long enough to need no
+    warm-up loop beyond one call, which the cached sampler gets)."""
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_sampling(cases, device, progress=None):
+    """One row per case and sampler: the time to draw `batch` samples. The naive sampler runs once
+    (it takes seconds to minutes on a CPU); the cached one warms up, then runs three times."""
+    rows = []
+    for case in cases:
+        model = case.build(device)
+        steps = math.prod(case.shape)
+        timed = {}
+        for sampler, cached in (("naive", False), ("cached", True)):
+            def draw():
+                model.sample(case.batch, torch.Generator(device).manual_seed(0), cached=cached)
+            if cached:
+                draw()
+            timed[sampler] = _seconds(draw, device, 3 if cached else 1)
+            rows.append({"model": case.model, "case": case.label, "batch": case.batch,
+                         "steps": steps, "sampler": sampler, "seconds": timed[sampler],
+                         "ms/step": 1e3 * timed[sampler] / steps,
+                         "vs_naive": timed["naive"] / timed[sampler]})
+            if progress is not None:
+                progress.update(1)
     return rows

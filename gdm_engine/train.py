@@ -103,13 +103,19 @@ def _seed(*entropy):
 def _ema_update(decay):
     """EMA with warm-up: the n-th update uses min(decay, (1 + n) / (10 + n)), so that early on the
     average follows the weights instead of remembering their random start (the schedule of
-    TensorFlow's ExponentialMovingAverage with num_updates)."""
+    TensorFlow's ExponentialMovingAverage with num_updates). Buffers that are not floating point
+    (a MaskedConv2d's bool mask) are copied, not averaged."""
 
     @torch.no_grad()
     def update(averages, currents, num_averaged):
         n = float(num_averaged)
         rate = min(decay, (1 + n) / (10 + n))
-        torch._foreach_lerp_(averages, currents, 1 - rate)
+        floating = [(a, c) for a, c in zip(averages, currents) if a.is_floating_point()]
+        if floating:
+            torch._foreach_lerp_(*map(list, zip(*floating)), 1 - rate)
+        for average, current in zip(averages, currents):
+            if not average.is_floating_point():
+                average.copy_(current)
 
     return update
 

@@ -49,6 +49,11 @@ def test_bench_on_cpu_times_references_and_says_kernels_need_a_gpu(capsys, tmp_p
     assert all(r["median_ms"] > 0 for r in rows)
     assert all(r["GB/s"] > 0 for r in rows if r["pass"] == "forward")
     assert "| op | case | dtype | pass | provider |" in table.read_text()
+    sampling = json.loads(report.read_text())["sampling"]
+    assert {(r["model"], r["sampler"]) for r in sampling} == {
+        (m, s) for m in ("wavenet", "pixelcnn") for s in ("cached", "naive")}
+    assert all(r["seconds"] > 0 and r["vs_naive"] > 0 for r in sampling)
+    assert "## Sampling" in table.read_text()
 
 
 @pytest.mark.parametrize("argv", [["train"], ["bench", "--seed", "x"]])
@@ -112,6 +117,28 @@ def test_train_on_sequences_draws_line_plots(capsys, tmp_path):
                      "--eval-every", "2", "--set", "hidden=8", "--set", "iwae_samples=1",
                      "--out", str(tmp_path)]) == 0
     assert Image.open(tmp_path / "samples-0000002.png").size[0] > 500
+
+
+@pytest.mark.parametrize("model, data, options", [
+    ("pixelcnn", "digits", ["channels=8", "layers=2", "dropout=0.1"]),
+    ("wavenet", "sines", ["channels=4", "layers=3"]),
+])
+def test_autoregressive_models_train_resume_sample_and_eval(model, data, options, capsys,
+                                                            tmp_path):
+    sets = [arg for option in options for arg in ("--set", option)]
+    common = ["train", model, "--data", data, "--batch-size", "8", "--eval-every", "2",
+              "--out", str(tmp_path), *sets]
+    assert cli.main([*common, "--steps", "2"]) == 0
+    assert cli.main([*common, "--steps", "4", "--resume"]) == 0  # the EMA keeps the masks
+    assert "step 4" in capsys.readouterr().out
+    best = str(tmp_path / "best.pt")
+    assert cli.main(["sample", "--checkpoint", best, "--n", "3",
+                     "--out", str(tmp_path / "s.npz")]) == 0
+    samples = np.load(tmp_path / "s.npz")["samples"]
+    assert samples.shape == ((3, 1, 8, 8) if data == "digits" else (3, 1, 1024))
+    report = tmp_path / "eval.json"
+    assert cli.main(["eval", "--checkpoint", best, "--json", str(report)]) == 0
+    assert 0 < json.loads(report.read_text())["bits_per_dim"] < 10
 
 
 def test_data_without_a_picture_trains_and_samples_to_npz(capsys, tmp_path):

@@ -90,9 +90,17 @@ def cmd_bench(args):
         rows = benchmark.bench(chosen_specs(args.op), size, device, seed, dtypes, progress=bar)
     table = format_table(rows, benchmark.COLUMNS)
     print(table)
+    sampling = []
+    if args.op is None:  # the whole engine: the samplers too
+        cases = benchmark.sampling_cases(device, quick=args.quick)
+        print(f"\nsampling: cached against naive ({'; '.join(c.label for c in cases)})")
+        with tqdm(desc="samplers", unit="run", disable=None, file=sys.stderr) as bar:
+            sampling = benchmark.bench_sampling(cases, device, progress=bar)
+        print(format_table(sampling, benchmark.SAMPLING_COLUMNS))
     report = {"date": datetime.date.today().isoformat(), "device": device_name(device),
               "torch": torch.__version__, "triton": version("triton"), "size": size,
-              "copy_bandwidth_gbs": benchmark.copy_bandwidth_gbs(str(device)), "rows": rows}
+              "copy_bandwidth_gbs": benchmark.copy_bandwidth_gbs(str(device)), "rows": rows,
+              "sampling": sampling}
     if args.json:
         write_json(args.json, report)
     if args.markdown:
@@ -101,6 +109,9 @@ def cmd_bench(args):
                     f"torch {report['torch']}, triton {report['triton']}, measured copy bandwidth "
                     f"{report['copy_bandwidth_gbs']:.0f} GB/s\n\n"
                     f"{format_table(rows, benchmark.COLUMNS, markdown=True)}\n")
+            if sampling:
+                f.write(f"\n## Sampling\n\n"
+                        f"{format_table(sampling, benchmark.SAMPLING_COLUMNS, markdown=True)}\n")
     return 0
 
 

@@ -20,6 +20,7 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 DEMO_RUN := runs/demo-vae
+DEMO_PIXELCNN := runs/demo-pixelcnn
 
 demo: setup
 	$(BIN)/gdm-engine info
@@ -30,6 +31,10 @@ demo: setup
 	$(BIN)/gdm-engine train vae --data digits --steps 3000 --eval-every 1000 --out $(DEMO_RUN)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_RUN)/best.pt --out $(DEMO_RUN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_RUN)/best.pt --json $(DEMO_RUN)/eval.json
+	rm -rf $(DEMO_PIXELCNN)
+	$(BIN)/gdm-engine train pixelcnn --data digits --steps 600 --eval-every 300 --out $(DEMO_PIXELCNN)
+	$(BIN)/gdm-engine sample --checkpoint $(DEMO_PIXELCNN)/best.pt --out $(DEMO_PIXELCNN)/samples.png
+	$(BIN)/gdm-engine eval --checkpoint $(DEMO_PIXELCNN)/best.pt --json $(DEMO_PIXELCNN)/eval.json
 
 test: setup
 	$(BIN)/python -m pytest tests bench --benchmark-disable

@@ -23,6 +23,25 @@ RECIPES = {
         settings={"steps": 5000, "batch_size": 128, "lr": 1e-3, "eval_every": 250,
                   "checkpoint_every": 500, "early_stop": 8},
         report={"iwae_samples": 1000}),
+    # Gated PixelCNN, 6 layers of 64 channels, kernel 5. Small data overfits it within 1,000
+    # steps at dropout 0.2 (validation 1.75 bits/dim, then worse); dropout 0.3 on both stacks
+    # and weight decay 0.1 kept it improving (validation 1.71 at step 1,250 and on).
+    ("pixelcnn", "digits"): Recipe(
+        settings={"steps": 6000, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.1,
+                  "eval_every": 250, "checkpoint_every": 500, "early_stop": 6},
+        options={"channels": 64, "layers": 6, "kernel_size": 5, "dropout": 0.3}),
+    # WaveNet over the digits as 64-step raster sequences: 6 layers (dilations 1 .. 32, a
+    # receptive field of every earlier pixel), 64 channels; dropout 0.4 beat 0.2 on validation
+    # (1.728 against 1.745 bits/dim).
+    ("wavenet", "digits"): Recipe(
+        settings={"steps": 6000, "batch_size": 64, "lr": 1e-3, "eval_every": 250,
+                  "checkpoint_every": 500, "early_stop": 8},
+        options={"channels": 64, "layers": 6, "dropout": 0.4}),
+    # WaveNet on the 1,024-step mu-law sines: one stack of 10 layers (dilations 1 .. 512).
+    ("wavenet", "sines"): Recipe(
+        settings={"steps": 4000, "batch_size": 32, "lr": 1e-3, "eval_every": 250,
+                  "checkpoint_every": 500, "early_stop": 6},
+        options={"channels": 32, "layers": 10}),
 }
 
 

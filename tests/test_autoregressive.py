@@ -158,6 +158,16 @@ def test_bad_settings_are_refused(cls, shape, options, message):
         cls(shape, 17, **options)
 
 
+@pytest.mark.parametrize("cls, shape, levels, options", MODELS)
+def test_empty_batches(cls, shape, levels, options):
+    model = _model(cls, shape, levels, **options)
+    for cached in (True, False):
+        assert model.sample(0, cached=cached).shape == (0, *shape)
+    assert model.log_prob(torch.zeros(0, *shape, dtype=torch.long)).shape == (0,)
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        model.sample(-1)
+
+
 @pytest.mark.parametrize("cls", [PixelCNN, WaveNet])
 def test_bad_data_is_refused(cls):
     with pytest.raises(ValueError, match="discrete data"):

@@ -217,3 +217,13 @@ def test_torchrun_with_two_processes_matches_one_process(tmp_path):
     assert sorted(os.listdir(tmp_path / "two")) == ["best.pt", "checkpoint.pt", "metrics.jsonl",
                                                     "samples-0000020.png"]
     assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_every_recipe_builds_its_model_and_its_settings_hold():
+    from gdm_engine import models, recipes
+
+    for (name, data_name), recipe in recipes.RECIPES.items():
+        loaded = data.load(data_name)
+        train.TrainConfig(**recipe.settings).check(len(loaded.train))
+        model = models.get(name).for_data(loaded, **recipe.options)
+        assert all(hasattr(model, attribute) for attribute in recipe.report), (name, data_name)

@@ -39,9 +39,9 @@ class PixelCNN(AutoregressiveModel):
     "B"), plus the vertical stack at the same pixel through a 1 x 1 link. Together they cover every
     earlier pixel in the receptive field, with none of the original PixelCNN's blind spot. The
     horizontal stack's blocks are gated and residual: h + 1x1(gate(conv(h) + link(v))), with
-    dropout on the gate's output while training. Colour groups (C of them) keep channel j of a
-    pixel from seeing channels >= j of the same pixel. The output is a categorical over `levels`
-    for each channel; log_prob is exact.
+    dropout on the gated outputs of both stacks while training. Colour groups (C of them) keep
+    channel j of a pixel from seeing channels >= j of the same pixel. The output is a categorical
+    over `levels` for each channel; log_prob is exact.
     """
 
     name = "pixelcnn"
@@ -92,7 +92,7 @@ class PixelCNN(AutoregressiveModel):
 
     def _block(self, i, v, h):
         """Layer i of both stacks."""
-        v = self.vertical[i](v)
+        v = self.dropout(self.vertical[i](v))
         pre = self.horizontal[i](h, self.links[i](v))
         update = self.dropout(gate(pre, self.colours))
         return v, self.residuals[i](update, h if i > 0 else None)

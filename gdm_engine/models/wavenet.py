@@ -66,7 +66,7 @@ class WaveNet(AutoregressiveModel):
         """Logits (N, levels, *shape) of every position's conditional given the positions before
         it in raster order. x: levels (N, *shape), integer or float."""
         self.check_data(x)
-        return self.sequence_logits(self.scaled(x).reshape(len(x), 1, -1)).reshape(
+        return self.sequence_logits(self.scaled(x).reshape(len(x), 1, self.length)).reshape(
             len(x), self.levels, *self.shape)
 
     def sequence_logits(self, inputs):
@@ -81,7 +81,7 @@ class WaveNet(AutoregressiveModel):
 
     def _sample_naive(self, x, draw):
         """At every step, the whole stack over the receptive field before the new position."""
-        flat, window = x.view(len(x), -1), self.receptive_field
+        flat, window = x.view(len(x), self.length), self.receptive_field
         for t in range(self.length):
             start = max(0, t - window)
             inputs = self.scaled(flat[:, start:t + 1]).unsqueeze(1)
@@ -91,7 +91,7 @@ class WaveNet(AutoregressiveModel):
         """The cached sampler: a ring buffer per layer holds the last (k - 1) * d + 1 inputs of
         that layer, so each step runs every layer once, on one position, reading its dilated taps
         from the buffer (O(layers) work per step, not O(receptive field))."""
-        flat = x.view(len(x), -1)
+        flat = x.view(len(x), self.length)
         step = _SequenceStep(self, len(x))
         logits = step.zeros(len(x), self.levels, self.length)
         previous = step.zeros(len(x), 1)  # the shift's zero padding before the first position

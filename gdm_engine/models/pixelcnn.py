@@ -154,8 +154,7 @@ class _PixelStep:
         self.head, self.out = _matrix(model.head), _matrix(model.out)
 
     def zeros(self, *shape):
-        weight = self.model.out.weight
-        return weight.new_zeros(shape)
+        return self.model.out.weight.new_zeros(shape)
 
     def vertical_row(self, inputs, vertical, i):
         """Row i of every vertical layer: the layer below's rows i-r .. i (row i is masked out

@@ -26,13 +26,13 @@ demo: setup
 	$(BIN)/gdm-engine info
 	$(BIN)/gdm-engine validate
 	$(BIN)/gdm-engine bench --quick
-	$(BIN)/gdm-engine compile --arch sm_90
+	$(BIN)/gdm-engine compile --arch sm_90 --op masked_conv2d
 	rm -rf $(DEMO_RUN)
 	$(BIN)/gdm-engine train vae --data digits --steps 3000 --eval-every 1000 --out $(DEMO_RUN)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_RUN)/best.pt --out $(DEMO_RUN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_RUN)/best.pt --json $(DEMO_RUN)/eval.json
 	rm -rf $(DEMO_PIXELCNN)
-	$(BIN)/gdm-engine train pixelcnn --data digits --steps 600 --eval-every 300 --out $(DEMO_PIXELCNN)
+	$(BIN)/gdm-engine train pixelcnn --data digits --steps 500 --eval-every 250 --out $(DEMO_PIXELCNN)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_PIXELCNN)/best.pt --out $(DEMO_PIXELCNN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_PIXELCNN)/best.pt --json $(DEMO_PIXELCNN)/eval.json
 

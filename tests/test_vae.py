@@ -65,10 +65,14 @@ def test_log_prob_in_chunks_of_samples_is_the_same_bound(digits, monkeypatch):
 
 def test_the_bound_tightens_with_more_samples(digits):
     model = VAE.for_data(digits, latent=4, hidden=32)
+    # A decoder that depends strongly on z puts q(z|x) far from the posterior and the bounds far
+    # apart: at the random initialisation they differ by less than the ELBO estimate's noise.
+    with torch.no_grad():
+        model.decoder[0].weight.mul_(20)
     x = digits.test[:64]
     g = torch.Generator().manual_seed(0)
     elbo, iwae = (model.log_prob(x, samples=k, generator=g).mean() for k in (1, 256))
-    assert iwae > elbo
+    assert iwae > elbo + 1
 
 
 def test_loss_is_the_negative_elbo_at_the_ops_noise(digits):

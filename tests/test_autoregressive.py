@@ -115,12 +115,14 @@ def test_cached_and_naive_samplers_draw_the_same_samples_in_float64(cls, shape, 
     (WaveNet, {"channels": 4, "layers": 2}),
 ])
 def test_samples_follow_the_model_distribution(cls, options):
-    model = _model(cls, (1, 2, 2), 2, **options)
+    torch.manual_seed(0)
+    model = cls((1, 2, 2), 2, **options)
     with torch.no_grad():  # sharpen the distribution so that frequencies are far from uniform
         model.out.bias.mul_(0).add_(torch.tensor([1.5, -1.5]))
     images = _all_values((1, 2, 2), 2)
     want = model.log_prob(images).exp().detach()
-    draws = model.sample(8000, generator=torch.Generator().manual_seed(SEED))
+    # a fixed seed: with fresh draws a test at 4 standard errors over 16 cells fails now and then
+    draws = model.sample(8000, generator=torch.Generator().manual_seed(0))
     index = (draws.flatten(1) * torch.tensor([8, 4, 2, 1])).sum(1)
     frequencies = torch.bincount(index, minlength=16) / len(draws)
     assert (frequencies - want).abs().max() < 0.02  # 4 standard errors at p = 0.5

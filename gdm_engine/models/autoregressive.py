@@ -16,9 +16,10 @@ class AutoregressiveModel(GenerativeModel):
     A subclass defines ``logits(x)`` -> (N, levels, *shape), the logits of every position's
     conditional given the positions before it (one pass, teacher forcing), and
     ``_generate(x, draw)``: the cached sampler, which walks the positions in order, computes each
-    position's logits (n, levels) from its caches, and sets x there to ``draw(logits)`` unless
-    `draw` is None (then x is kept: the teacher-forced run of the cached path that tests compare
-    with ``logits``). The naive sampler, ``_sample_naive``, recomputes the network at each step.
+    position's logits (n, levels) from its caches, and sets x there to ``draw(logits)``; with
+    `draw` None it keeps x and returns every position's logits (the teacher-forced run of the
+    cached path that tests compare with ``logits``). The naive sampler, ``_sample_naive``,
+    recomputes the network at each step.
     """
 
     likelihood = "exact"
@@ -48,7 +49,8 @@ class AutoregressiveModel(GenerativeModel):
     def log_prob(self, x):
         """Exact log p(x) in nats per example, for x of integer levels (N, *shape)."""
         self.check_data(x)
-        log_p = torch.log_softmax(self.logits(x).float(), 1)
+        logits = self.logits(x)  # at least float32 (bf16 under autocast), float64 kept
+        log_p = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), 1)
         return log_p.gather(1, x.unsqueeze(1).long()).flatten(1).sum(1)
 
     def loss(self, x, generator=None):

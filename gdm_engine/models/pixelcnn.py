@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gdm_engine.nn import MaskedConv2d
-from gdm_engine.ops._checks import check_int
+from gdm_engine.ops._checks import check_fraction, check_int
 
 from .autoregressive import AutoregressiveModel
 
@@ -61,9 +61,7 @@ class PixelCNN(AutoregressiveModel):
         if channels % colours or hidden % colours:
             raise ValueError(f"channels ({channels}) and hidden ({hidden}) must divide into the "
                              f"{colours} colour groups")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-                or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        check_fraction("dropout", dropout)
         super().__init__(shape, levels, channels=channels, layers=layers,
                          kernel_size=kernel_size, hidden=hidden, dropout=dropout)
         self.colours, self.channels, self.kernel_size = colours, channels, kernel_size
@@ -124,15 +122,17 @@ class PixelCNN(AutoregressiveModel):
         # the horizontal caches are padded with r zero columns on the left, "same" padding's zeros
         horizontal = [pixel.zeros(n, colours, height, width + r)] + \
             [pixel.zeros(n, self.channels, height, width + r) for _ in self.horizontal]
-        logits = pixel.zeros(n, self.levels, *self.shape)
+        logits = pixel.zeros(n, self.levels, *self.shape) if draw is None else None
         for i in range(height):
             pixel.vertical_row(inputs, vertical, i)
             for j in range(width):
                 for c in range(colours):
-                    logits[:, :, c, i, j] = step = pixel.logits(vertical, horizontal, i, j)[:, :, c]
-                    value = draw(step) if draw is not None else x[:, c, i, j]
-                    x[:, c, i, j] = value
-                    inputs[:, c, i, j] = horizontal[0][:, c, i, j + r] = self.scaled(value)
+                    step = pixel.logits(vertical, horizontal, i, j)[:, :, c]
+                    if draw is None:  # teacher forcing: keep x, record the logits
+                        logits[:, :, c, i, j] = step
+                    else:
+                        x[:, c, i, j] = draw(step)
+                    inputs[:, c, i, j] = horizontal[0][:, c, i, j + r] = self.scaled(x[:, c, i, j])
         return logits
 
 
@@ -150,8 +150,8 @@ class _PixelStep:
             taps = conv.masked_weight()[:, :, 0, :r + 1].flatten(1)
             self.horizontal.append((torch.cat([taps, link.masked_weight().flatten(1)], 1).T,
                                     conv.bias + link.bias))
-        self.residuals = [_matrix(layer) for layer in model.residuals]
-        self.head, self.out = _matrix(model.head), _matrix(model.out)
+        self.residuals = [_masked_matrix(layer) for layer in model.residuals]
+        self.head, self.out = _masked_matrix(model.head), _masked_matrix(model.out)
 
     def zeros(self, *shape):
         return self.model.out.weight.new_zeros(shape)
@@ -183,6 +183,6 @@ class _PixelStep:
         return logits.unflatten(1, (colours, self.model.levels)).transpose(1, 2)
 
 
-def _matrix(layer):
+def _masked_matrix(layer):
     """A 1 x 1 masked convolution as (weight matrix for x @ W, bias)."""
     return layer.masked_weight().flatten(1).T, layer.bias

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gdm_engine import ops
-from gdm_engine.ops._checks import check_choice, check_int
+from gdm_engine.ops._checks import check_choice, check_fraction, check_int
 
 from .base import GenerativeModel
 
@@ -49,9 +49,7 @@ class VAE(GenerativeModel):
         for name, value in [("latent", latent), ("hidden", hidden), ("iwae_samples", iwae_samples)]:
             check_int(name, value, 1)
         check_choice("decoder", decoder, DECODERS)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-                or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        check_fraction("dropout", dropout)
         if levels is None and decoder == "categorical":
             raise ValueError("decoder='categorical' needs discrete data (levels); continuous data "
                              "get a Gaussian decoder")

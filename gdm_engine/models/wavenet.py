@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gdm_engine.nn import CausalConv1d
-from gdm_engine.ops._checks import check_int
+from gdm_engine.ops._checks import check_fraction, check_int
 
 from .autoregressive import AutoregressiveModel
 
@@ -38,9 +38,7 @@ class WaveNet(AutoregressiveModel):
                             ("layers", layers), ("stacks", stacks), ("hidden", hidden)]:
             check_int(name, value, 1)
         check_int("kernel_size", kernel_size, 2)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-                or not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        check_fraction("dropout", dropout)
         super().__init__(shape, levels, channels=channels, skip_channels=skip_channels,
                          layers=layers, stacks=stacks, kernel_size=kernel_size, hidden=hidden,
                          dropout=dropout)
@@ -93,14 +91,16 @@ class WaveNet(AutoregressiveModel):
         from the buffer (O(layers) work per step, not O(receptive field))."""
         flat = x.view(len(x), self.length)
         step = _SequenceStep(self, len(x))
-        logits = step.zeros(len(x), self.levels, self.length)
+        logits = step.zeros(len(x), self.levels, self.length) if draw is None else None
         previous = step.zeros(len(x), 1)  # the shift's zero padding before the first position
         for t in range(self.length):
-            logits[:, :, t] = position = step.logits(previous, t)
-            value = draw(position) if draw is not None else flat[:, t]
-            flat[:, t] = value
-            previous = self.scaled(value).unsqueeze(1)
-        return logits.reshape(len(x), self.levels, *self.shape)
+            position = step.logits(previous, t)
+            if draw is None:  # teacher forcing: keep x, record the logits
+                logits[:, :, t] = position
+            else:
+                flat[:, t] = draw(position)
+            previous = self.scaled(flat[:, t]).unsqueeze(1)
+        return logits.reshape(len(x), self.levels, *self.shape) if draw is None else None
 
 
 class _SequenceStep:

@@ -49,6 +49,12 @@ def check_gated_channels(activation, channels):
                          f"number of them, got {channels}")
 
 
+def check_fraction(name, value):
+    """A number in [0, 1), such as a dropout rate."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
 def check_choice(name, value, choices):
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)

@@ -151,49 +151,57 @@ def _epilogue(a, b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
 # forward, input-gradient and activation-gradient kernels
 # --------------------------------------------------------------------------------------------------
 
+
+def _dot_tiles(*tiles):
+    """Autotune configurations of the dot kernels from (BLOCK_O, BLOCK_J, BLOCK_T, warps,
+    stages) rows."""
+    return [triton.Config({"BLOCK_O": o, "BLOCK_J": j, "BLOCK_T": t}, num_warps=warps,
+                          num_stages=stages) for o, j, t, warps, stages in tiles]
+
+
 # Tiles per kind of product: 16-bit and TF32 inputs on the tensor cores (wgmma works on 64-row
 # warp groups), IEEE fp32 on the FMA units, which hold their operands in registers too. Chosen
 # with `gdm-engine compile`: every tile below builds without spills on sm_80 and sm_90 for the
 # launches `_dot_fits` lets it serve.
 _DOT_CONFIGS = {
-    "16-bit": [
-        triton.Config({"BLOCK_O": 128, "BLOCK_J": 64, "BLOCK_T": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 128, "BLOCK_J": 32, "BLOCK_T": 128}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 128}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 64}, num_warps=4, num_stages=4),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=4, num_stages=2),
-    ],
-    "tf32": [
-        triton.Config({"BLOCK_O": 128, "BLOCK_J": 32, "BLOCK_T": 128}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 128}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 16, "BLOCK_T": 64}, num_warps=8, num_stages=3),
-    ],
-    "ieee": [
-        triton.Config({"BLOCK_O": 32, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 32, "BLOCK_J": 16, "BLOCK_T": 64}, num_warps=4, num_stages=3),
-    ],
+    "16-bit": _dot_tiles(
+        (128, 64, 64, 4, 3),
+        (128, 32, 128, 8, 3),
+        (64, 32, 128, 4, 3),
+        (64, 64, 64, 4, 4),
+        (64, 32, 64, 4, 2),
+    ),
+    "tf32": _dot_tiles(
+        (128, 32, 128, 8, 3),
+        (64, 32, 128, 4, 3),
+        (64, 16, 64, 8, 3),
+    ),
+    "ieee": _dot_tiles(
+        (32, 32, 64, 4, 3),
+        (32, 16, 64, 4, 3),
+    ),
 }
 # Tap tables spend registers on each element's pixel arithmetic: narrower reduction tiles.
 _TABLE_DOT_CONFIGS = {
-    "16-bit": [
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 16, "BLOCK_T": 128}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 128, "BLOCK_J": 16, "BLOCK_T": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 16, "BLOCK_T": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=4, num_stages=2),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 32}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 16, "BLOCK_T": 32}, num_warps=4, num_stages=3),
-    ],
-    "tf32": [
-        triton.Config({"BLOCK_O": 128, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 16, "BLOCK_T": 128}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=4, num_stages=2),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 16, "BLOCK_T": 32}, num_warps=4, num_stages=3),
-    ],
-    "ieee": [
-        triton.Config({"BLOCK_O": 128, "BLOCK_J": 16, "BLOCK_T": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 32, "BLOCK_J": 16, "BLOCK_T": 64}, num_warps=4, num_stages=2),
-        triton.Config({"BLOCK_O": 32, "BLOCK_J": 16, "BLOCK_T": 32}, num_warps=4, num_stages=3),
-    ],
+    "16-bit": _dot_tiles(
+        (64, 16, 128, 4, 3),
+        (128, 16, 64, 8, 3),
+        (64, 16, 64, 4, 3),
+        (64, 32, 64, 4, 2),
+        (64, 32, 32, 4, 3),
+        (64, 16, 32, 4, 3),
+    ),
+    "tf32": _dot_tiles(
+        (128, 32, 64, 8, 3),
+        (64, 16, 128, 4, 3),
+        (64, 32, 64, 4, 2),
+        (64, 16, 32, 4, 3),
+    ),
+    "ieee": _dot_tiles(
+        (128, 16, 64, 8, 3),
+        (32, 16, 64, 4, 2),
+        (32, 16, 32, 4, 3),
+    ),
 }
 _INTERPRETER_DOT = triton.Config({"BLOCK_O": 16, "BLOCK_J": 16, "BLOCK_T": 32}, num_warps=2)
 _DOT_KEY = ["C_IN_G", "C_OUT_G", "L_BUCKET", "K", "ACTIVATION", "REVERSE", "GRAD", "TAP_TABLE"]
@@ -360,38 +368,38 @@ def _conv_direct_kernel(x_ptr, w_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr,
 
 # Chosen like _DOT_CONFIGS: each builds without spills on sm_80 and sm_90 at every catalog shape.
 _WGRAD_DOT_CONFIGS = {
-    "16-bit": [
-        triton.Config({"BLOCK_O": 128, "BLOCK_J": 64, "BLOCK_T": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 32}, num_warps=4, num_stages=4),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=4, num_stages=3),
-    ],
-    "tf32": [
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 32}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=4, num_stages=3),
-    ],
-    "ieee": [
-        triton.Config({"BLOCK_O": 32, "BLOCK_J": 32, "BLOCK_T": 32}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_O": 32, "BLOCK_J": 64, "BLOCK_T": 32}, num_warps=4, num_stages=3),
-    ],
+    "16-bit": _dot_tiles(
+        (128, 64, 64, 8, 3),
+        (64, 64, 64, 4, 3),
+        (64, 64, 32, 4, 4),
+        (64, 32, 64, 4, 3),
+    ),
+    "tf32": _dot_tiles(
+        (64, 64, 64, 4, 3),
+        (64, 64, 32, 4, 3),
+        (64, 32, 64, 4, 3),
+    ),
+    "ieee": _dot_tiles(
+        (32, 32, 32, 4, 3),
+        (32, 64, 32, 4, 3),
+    ),
 }
 _TABLE_WGRAD_DOT_CONFIGS = {
-    "16-bit": [
-        triton.Config({"BLOCK_O": 128, "BLOCK_J": 32, "BLOCK_T": 32}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 32}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 32}, num_warps=4, num_stages=3),
-    ],
-    "tf32": [
-        triton.Config({"BLOCK_O": 128, "BLOCK_J": 32, "BLOCK_T": 32}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 64, "BLOCK_T": 32}, num_warps=8, num_stages=3),
-    ],
-    "ieee": [
-        triton.Config({"BLOCK_O": 128, "BLOCK_J": 32, "BLOCK_T": 32}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 64, "BLOCK_J": 32, "BLOCK_T": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_O": 32, "BLOCK_J": 32, "BLOCK_T": 32}, num_warps=4, num_stages=3),
-    ],
+    "16-bit": _dot_tiles(
+        (128, 32, 32, 8, 3),
+        (64, 64, 32, 8, 3),
+        (64, 32, 64, 8, 3),
+        (64, 32, 32, 4, 3),
+    ),
+    "tf32": _dot_tiles(
+        (128, 32, 32, 8, 3),
+        (64, 64, 32, 8, 3),
+    ),
+    "ieee": _dot_tiles(
+        (128, 32, 32, 8, 3),
+        (64, 32, 64, 8, 3),
+        (32, 32, 32, 4, 3),
+    ),
 }
 _WGRAD_KEY = ["C_IN_G", "C_OUT_G", "N_BUCKET", "L_BUCKET", "K", "TAP_TABLE"]
 

@@ -94,6 +94,13 @@ def draw_categorical(logits, generator=None):
     return (cdf < u.to(logits.device)).sum(-1).clamp(max=logits.shape[-1] - 1)
 
 
+def as_matrix(weight, bias):
+    """A convolution's weight (C_out, C_in, *taps) as the matrix W of taps @ W, for a window of
+    its input flattened channel-major (window.flatten(1)), with its bias: what the cached
+    samplers multiply at one position."""
+    return weight.flatten(1).T, bias
+
+
 class _evaluating:
     """Evaluation mode (no dropout) for the duration of a block, then the mode it was in."""
 

@@ -10,7 +10,7 @@ from torch import nn
 from gdm_engine.nn import MaskedConv2d
 from gdm_engine.ops._checks import check_fraction, check_int
 
-from .autoregressive import AutoregressiveModel
+from .autoregressive import AutoregressiveModel, as_matrix
 
 
 def rows_above(kernel_size, with_centre_row):
@@ -150,8 +150,10 @@ class _PixelStep:
             taps = conv.masked_weight()[:, :, 0, :r + 1].flatten(1)
             self.horizontal.append((torch.cat([taps, link.masked_weight().flatten(1)], 1).T,
                                     conv.bias + link.bias))
-        self.residuals = [_masked_matrix(layer) for layer in model.residuals]
-        self.head, self.out = _masked_matrix(model.head), _masked_matrix(model.out)
+        self.residuals = [as_matrix(layer.masked_weight(), layer.bias)
+                          for layer in model.residuals]
+        self.head = as_matrix(model.head.masked_weight(), model.head.bias)
+        self.out = as_matrix(model.out.masked_weight(), model.out.bias)
 
     def zeros(self, *shape):
         return self.model.out.weight.new_zeros(shape)
@@ -181,8 +183,3 @@ class _PixelStep:
         hidden = torch.relu(torch.addmm(self.head[1], torch.relu(out), self.head[0]))
         logits = torch.addmm(self.out[1], hidden, self.out[0])
         return logits.unflatten(1, (colours, self.model.levels)).transpose(1, 2)
-
-
-def _masked_matrix(layer):
-    """A 1 x 1 masked convolution as (weight matrix for x @ W, bias)."""
-    return layer.masked_weight().flatten(1).T, layer.bias

@@ -12,7 +12,7 @@ from torch import nn
 from gdm_engine.nn import CausalConv1d
 from gdm_engine.ops._checks import check_fraction, check_int
 
-from .autoregressive import AutoregressiveModel
+from .autoregressive import AutoregressiveModel, as_matrix
 
 
 class WaveNet(AutoregressiveModel):
@@ -109,10 +109,11 @@ class _SequenceStep:
 
     def __init__(self, model, n):
         self.model, k = model, model.kernel_size
-        self.convolutions = [(_matrix(model.input), 1)] + [
-            (_matrix(layer), layer.dilation) for layer in model.gates]
-        self.outputs = [_matrix(layer) for layer in model.outputs]
-        self.head, self.out = _matrix(model.head), _matrix(model.out)
+        self.convolutions = [(as_matrix(conv.weight, conv.bias), conv.dilation)
+                             for conv in [model.input, *model.gates]]
+        self.outputs = [as_matrix(conv.weight, conv.bias) for conv in model.outputs]
+        self.head = as_matrix(model.head.weight, model.head.bias)
+        self.out = as_matrix(model.out.weight, model.out.bias)
         self.buffers = [self.zeros(n, weight.shape[0] // k, (k - 1) * d + 1)
                         for (weight, _), d in self.convolutions]
 
@@ -140,9 +141,3 @@ class _SequenceStep:
             h, skips = h + out[:, :channels], skips + out[:, channels:]
         hidden = torch.relu(torch.addmm(self.head[1], torch.relu(skips), self.head[0]))
         return torch.addmm(self.out[1], hidden, self.out[0])
-
-
-def _matrix(conv):
-    """A causal convolution (C_out, C_in, k) as (weight matrix for taps @ W, bias): the taps
-    flattened channel-major, as buffer[:, :, taps].flatten(1) lays them out."""
-    return conv.weight.flatten(1).T, conv.bias

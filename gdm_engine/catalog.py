@@ -280,7 +280,258 @@ MASKED_CONV2D = OpSpec(
     library_inputs=_masked_conv2d_library_inputs,
 )
 
-CATALOG = {spec.name: spec for spec in [CAUSAL_CONV1D, GAUSSIAN_REPARAM_KL, MASKED_CONV2D]}
+# --------------------------------------------------------------------------------------------------
+# rq_spline
+# --------------------------------------------------------------------------------------------------
+
+
+def rq_spline_case(shape, K, dtype, device, generator, tail_bound=3.0, reverse=False,
+                   at_bounds=False):
+    """A random rq_spline call: inputs uniform on [-1.3 B, 1.3 B] (about a quarter of them in the
+    identity tails), parameters N(0, 0.5²) (bins from about a third to three times the mean
+    width); `at_bounds` puts inputs exactly at ±B.
+
+    The spread of the parameters is what keeps the fp32 comparison well-conditioned: with
+    N(0, 1) parameters about 1 case in 200 puts an inverse input next to a knot between a flat
+    and a steep bin, where the gradient of log|dx/dy| moves by thousands per unit of y and the
+    fp32 knots' ~1e-7 B rounding alone gives relative gradient errors of 1e-4 (the fp32
+    reference errs as much). tests/test_rq_spline.py takes extreme parameters separately."""
+    B = tail_bound
+    x = (torch.rand(shape, generator=generator) * 2 - 1) * 1.3 * B
+    if at_bounds and x.numel() >= 2:
+        x.view(-1)[:2] = torch.tensor([-B, B])
+    widths = 0.5 * torch.randn(*shape, K, generator=generator)
+    heights = 0.5 * torch.randn(*shape, K, generator=generator)
+    derivatives = 0.5 * torch.randn(*shape, K - 1, generator=generator)
+    tensors = tuple(t.to(device=device, dtype=dtype) for t in (x, widths, heights, derivatives))
+    label = (f"{'inverse' if reverse else 'forward'} shape={tuple(shape)} K={K} B={B:g}"
+             f"{' at ±B' if at_bounds else ''}")
+    return Case(label, tensors, {"tail_bound": tail_bound, "reverse": reverse})
+
+
+def _rq_spline_inputs(size, dtype, device, generator):
+    def case(shape, K, **kw):
+        return rq_spline_case(shape, K, dtype, device, generator, **kw)
+
+    if size == "bench":  # a flow layer's batch: 2^20 elements, 8 bins, both directions
+        return [case((4096, 256), 8), case((4096, 256), 8, reverse=True)]
+    r = lambda low, high: _randint(generator, low, high)  # noqa: E731
+    if size == "medium":  # tiles of 4 to 64 bins (with "bench", 8): up to the kernels' largest K
+        return [case((r(64, 512), 37), K, reverse=bool(i % 2), tail_bound=[3.0, 5.0][i % 2])
+                for i, K in enumerate((13, 3, 64, 32))]
+    return [
+        case((1, r(5, 9)), 2),                                          # K = 2, size-1 dim
+        case((r(2, 4), 1, r(2, 5)), 3, reverse=True),   # size-1 dim, odd K (the gradcheck case)
+        case((r(9, 23),), 8, tail_bound=1.5, at_bounds=True),
+        case((2, r(3, 6)), 8, reverse=True, tail_bound=5.0, at_bounds=True),
+        case((r(5, 11),), 5),                                            # odd K
+    ]
+
+
+def _rq_spline_bytes(case):
+    x, widths, heights, derivatives = case.args
+    return _bytes_of(x, widths, heights, derivatives) + 2 * _bytes_of(x)  # y and logabsdet
+
+
+def _rq_spline_flops(case):
+    """Per element ~40 for the transform and its log-derivative, and ~12 per bin for each of
+    widths and heights (softmax, minimum share, cumulative sum, knots, bin search, selection)."""
+    x, widths = case.args[:2]
+    return x.numel() * (40 + 24 * widths.shape[-1])
+
+
+def _nflows_rq_spline(case):
+    """nflows' `unconstrained_rational_quadratic_spline` (tails="linear"), where installed: the
+    same function, with boundary derivatives 1 up to rounding of its softplus constant."""
+    try:
+        from nflows.transforms.splines.rational_quadratic import (
+            unconstrained_rational_quadratic_spline)
+    except ImportError:
+        return None
+    x, widths, heights, derivatives = case.args
+    kw = case.kwargs
+    return lambda: unconstrained_rational_quadratic_spline(
+        x, widths, heights, derivatives, inverse=kw["reverse"], tails="linear",
+        tail_bound=kw["tail_bound"])
+
+
+RQ_SPLINE = OpSpec(
+    name="rq_spline",
+    family="rq_spline",
+    op=ops.rq_spline,
+    library_op=ops.rq_spline_library_op,
+    reference=reference.rq_spline,
+    make_inputs=_rq_spline_inputs,
+    bytes_moved=_rq_spline_bytes,
+    flops=_rq_spline_flops,
+    peers={"nflows": _nflows_rq_spline},
+    outputs=("y", "logabsdet"),
+    # fp32: the fp32 knots sit within ~1e-7 B of the float64 reference's, an error relative to
+    # the bins' width (2B / K) that grows with K, and the inverse amplifies it near knots where
+    # the slope changes fast. Worst relative errors seen: 9e-6 over 500 tiny cases (K <= 8),
+    # 3e-5 at K = 64 (the fp32 reference: 1.7e-4 there). No products run as TF32.
+    tolerance={**DEFAULT_TOLERANCE, torch.float32: 1e-4, "tf32": 1e-4},
+)
+
+# --------------------------------------------------------------------------------------------------
+# affine_coupling
+# --------------------------------------------------------------------------------------------------
+
+
+def checkerboard_mask(channels, height, width):
+    """RealNVP's checkerboard mask, (1, C, H, W) bool: True where (h + w) is even."""
+    grid = (torch.arange(height)[:, None] + torch.arange(width)[None, :]) % 2 == 0
+    return grid.expand(1, channels, height, width)
+
+
+def channel_mask(channels):
+    """RealNVP's channel mask, (1, C, 1, 1) as 0./1. floats: the first half of the channels."""
+    return (torch.arange(channels) < channels // 2).float().reshape(1, channels, 1, 1)
+
+
+def affine_coupling_case(shape, scale_map, dtype, device, generator, mask=None, reverse=False,
+                         clamp=3.0, mask_label="no mask"):
+    """A random affine_coupling call on x, shift, scale_raw of `shape`; the mask (if any) goes
+    in kwargs, since the harness differentiates every positional tensor."""
+    x, shift, scale_raw = (torch.randn(shape, generator=generator) for _ in range(3))
+    x, shift, scale_raw = (t.to(device=device, dtype=dtype) for t in (x, shift, scale_raw))
+    if mask is not None:
+        mask = mask.to(device=device, dtype=dtype if mask.dtype.is_floating_point else None)
+    label = (f"{'reverse' if reverse else 'forward'} {scale_map}"
+             f"{f' clamp={clamp:g}' if scale_map == 'softclamp' else ''} shape={tuple(shape)} "
+             f"{mask_label}")
+    return Case(label, (x, shift, scale_raw), {"scale_map": scale_map, "mask": mask,
+                                               "reverse": reverse, "clamp": clamp})
+
+
+def _affine_coupling_inputs(size, dtype, device, generator):
+    def case(shape, scale_map, **kw):
+        return affine_coupling_case(shape, scale_map, dtype, device, generator, **kw)
+
+    def board(c, h, w):
+        return {"mask": checkerboard_mask(c, h, w), "mask_label": "checkerboard mask"}
+
+    def channels(c):
+        return {"mask": channel_mask(c), "mask_label": "channel mask"}
+
+    if size == "bench":  # a Glow/RealNVP step on 64x64 images with 48 channels: 12.6M elements
+        n, c, h, w = 64, 48, 64, 64
+        return [case((n, c, h, w), "exp"),
+                case((n, c, h, w), "sigmoid", **board(c, h, w)),
+                case((n, c, h, w), "softclamp", reverse=True, **channels(c))]
+    scale = 1 if size == "tiny" else 8
+    r = lambda low, high: _randint(generator, low, high)  # noqa: E731
+    c, h, w = r(2, 5), r(3, 6) * scale, r(3, 7) * scale
+    per_example = torch.rand(3, 2, 7 * scale, generator=generator) < 0.5
+    return [
+        case((r(1, 3), c, h, w), "exp", **board(c, h, w)),
+        case((2, 4, 2 * scale, 3), "sigmoid", reverse=True, **channels(4)),  # opcheck
+        case((r(2, 7), 17 * scale), "softclamp", clamp=2.0),          # 2-D, prime D, no mask
+        case((1, 1, 1, 1), "exp", reverse=True),                       # one element
+        case((3, 2, 7 * scale), "softclamp", reverse=True, mask=per_example,
+             mask_label="per-example mask"),
+        case((r(2, 5), c, h, w), "sigmoid", **board(c, h, w)),
+        case((5, 1), "exp", reverse=True, mask=torch.zeros(1, 1),      # nothing masked
+             mask_label="all-zero mask"),
+    ]
+
+
+def _affine_coupling_library_inputs(case):
+    """The registered op takes the mask compacted to bool (1 or N, *x.shape[1:])."""
+    from gdm_engine.ops.affine_coupling import compact_mask
+
+    kw = dict(case.kwargs)
+    mask = compact_mask(kw.pop("mask"), case.args[0])
+    return (*case.args, mask), {**kw, "clamp": float(kw["clamp"])}
+
+
+def _affine_coupling_bytes(case):
+    """Read x, shift, scale_raw and the compact bool mask; write y and logdet."""
+    x = case.args[0]
+    mask = case.kwargs["mask"]
+    mask_bytes = 0
+    if mask is not None:
+        per_example = mask.ndim == x.ndim and mask.shape[0] != 1
+        mask_bytes = (x.shape[0] if per_example else 1) * x[0].numel()
+    return _bytes_of(*case.args, x) + x.shape[0] * x.element_size() + mask_bytes
+
+
+def _affine_coupling_flops(case):
+    """About 4 per element: the product, the sum, the logdet sum and the scale map's few."""
+    return 4 * case.args[0].numel()
+
+
+AFFINE_COUPLING = OpSpec(
+    name="affine_coupling",
+    family="coupling",
+    op=ops.affine_coupling,
+    library_op=ops.affine_coupling_library_op,
+    reference=reference.affine_coupling,
+    make_inputs=_affine_coupling_inputs,
+    bytes_moved=_affine_coupling_bytes,
+    flops=_affine_coupling_flops,
+    outputs=("y", "logdet"),
+    library_inputs=_affine_coupling_library_inputs,
+)
+
+# --------------------------------------------------------------------------------------------------
+# actnorm
+# --------------------------------------------------------------------------------------------------
+
+
+def actnorm_case(shape, dtype, device, generator, reverse=False):
+    """A random actnorm call: x (N, C, ...), loc and log_scale (C,)."""
+    x = torch.randn(shape, generator=generator)
+    loc = torch.randn(shape[1], generator=generator)
+    log_scale = 0.5 * torch.randn(shape[1], generator=generator)
+    tensors = tuple(t.to(device=device, dtype=dtype) for t in (x, loc, log_scale))
+    label = f"{'reverse' if reverse else 'forward'} shape={tuple(shape)}"
+    return Case(label, tensors, {"reverse": reverse})
+
+
+def _actnorm_inputs(size, dtype, device, generator):
+    def case(shape, **kw):
+        return actnorm_case(shape, dtype, device, generator, **kw)
+
+    if size == "bench":  # Glow's 64x64 level with 64 channels (16.8M elements), and a flat batch
+        return [case((64, 64, 64, 64)), case((64, 64, 64, 64), reverse=True),
+                case((65536, 256))]
+    scale = 1 if size == "tiny" else 16
+    r = lambda low, high: _randint(generator, low, high)  # noqa: E731
+    return [
+        case((r(2, 9), r(2, 13) * scale)),                              # (N, C)
+        case((2, 3, r(3, 6) * scale, r(3, 7)), reverse=True),         # (opcheck, compile)
+        case((r(1, 3), 5, 4, 3 * scale)),
+        case((1, 1, 1, 1)),
+        case((3, r(2, 7), 17 * scale), reverse=True),                   # 1-D positions, prime
+        case((r(5, 40) * scale, 3), reverse=True),                      # (N, C), many examples
+    ]
+
+
+def _actnorm_bytes(case):
+    x = case.args[0]
+    return _bytes_of(*case.args, x) + x.shape[0] * x.element_size()
+
+
+def _actnorm_flops(case):
+    return 3 * case.args[0].numel()
+
+
+ACTNORM = OpSpec(
+    name="actnorm",
+    family="actnorm",
+    op=ops.actnorm,
+    library_op=ops.actnorm_library_op,
+    reference=reference.actnorm,
+    make_inputs=_actnorm_inputs,
+    bytes_moved=_actnorm_bytes,
+    flops=_actnorm_flops,
+    outputs=("y", "logdet"),
+)
+
+CATALOG = {spec.name: spec for spec in [ACTNORM, AFFINE_COUPLING,
+                                        CAUSAL_CONV1D, GAUSSIAN_REPARAM_KL, MASKED_CONV2D,
+                                        RQ_SPLINE]}
 
 
 def get(name):

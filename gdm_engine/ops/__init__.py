@@ -1,11 +1,19 @@
 """The public functional ops: validate inputs, choose kernel or reference, support autograd."""
 
+from .actnorm import actnorm
+from .actnorm import library_op as actnorm_library_op
+from .affine_coupling import affine_coupling
+from .affine_coupling import library_op as affine_coupling_library_op
 from .causal_conv1d import causal_conv1d
 from .causal_conv1d import library_op as causal_conv1d_library_op
 from .gaussian_reparam_kl import gaussian_reparam_kl
 from .gaussian_reparam_kl import library_op as gaussian_reparam_kl_library_op
 from .masked_conv2d import library_op as masked_conv2d_library_op
 from .masked_conv2d import masked_conv2d
+from .rq_spline import library_op as rq_spline_library_op
+from .rq_spline import rq_spline
 
-__all__ = ["causal_conv1d", "causal_conv1d_library_op", "gaussian_reparam_kl",
-           "gaussian_reparam_kl_library_op", "masked_conv2d", "masked_conv2d_library_op"]
+__all__ = ["actnorm", "actnorm_library_op", "affine_coupling", "affine_coupling_library_op",
+           "causal_conv1d", "causal_conv1d_library_op", "gaussian_reparam_kl",
+           "gaussian_reparam_kl_library_op", "masked_conv2d", "masked_conv2d_library_op",
+           "rq_spline", "rq_spline_library_op"]

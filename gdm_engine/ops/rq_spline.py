@@ -1,0 +1,135 @@
+"""rq_spline: the monotonic rational-quadratic spline of Neural Spline Flows, elementwise, with
+its log-derivative, forward or inverse, as a registered torch op.
+
+Registered as `torch.library.custom_op`s (forward and backward): each chooses the Triton kernel
+or the PyTorch reference when it runs (gdm_engine.backend). The Triton kernels hold the K bins
+of an element in registers and support 2 <= K <= MAX_KERNEL_BINS; the reference takes any K >= 2.
+"""
+
+import math
+
+import torch
+
+from gdm_engine import backend, reference
+
+from ._checks import check_like, check_tensor
+from ._flow import reference_vjp
+
+MAX_KERNEL_BINS = 64  # the most bins the Triton kernels hold in registers without spilling
+
+
+def _kernels():
+    from gdm_engine.kernels import rq_spline as kernels
+
+    return kernels
+
+
+def _flat(x, widths, heights, derivatives):
+    """x as (N,) and the parameters as (N, K) and (N, K - 1): views where the strides allow."""
+    K = widths.shape[-1]
+    return (x.reshape(-1), widths.reshape(-1, K), heights.reshape(-1, K),
+            derivatives.reshape(-1, K - 1))
+
+
+@torch.library.custom_op("gdm_engine::rq_spline", mutates_args=())
+def library_op(x: torch.Tensor, widths: torch.Tensor, heights: torch.Tensor,
+               derivatives: torch.Tensor, *, tail_bound: float = 3.0,
+               reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The registered op, unchecked: call `rq_spline`, which validates its inputs first."""
+    if backend.resolve(x) == "triton":
+        y, logabsdet = _kernels().rq_spline_forward(*_flat(x, widths, heights, derivatives),
+                                                    float(tail_bound), bool(reverse))
+        return y.view(x.shape), logabsdet.view(x.shape)
+    y, logabsdet = reference.rq_spline(x, widths, heights, derivatives, tail_bound, reverse)
+    return y.contiguous(), logabsdet.contiguous()
+
+
+@library_op.register_fake
+def _(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False):
+    return x.new_empty(x.shape), x.new_empty(x.shape)
+
+
+@torch.library.custom_op("gdm_engine::rq_spline_backward", mutates_args=())
+def _backward(grad_y: torch.Tensor, grad_logabsdet: torch.Tensor, x: torch.Tensor,
+              widths: torch.Tensor, heights: torch.Tensor, derivatives: torch.Tensor,
+              tail_bound: float, reverse: bool, implementation: str
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dwidths, dheights, dderivatives) by the implementation that ran the forward pass."""
+    if implementation == "triton":
+        K = widths.shape[-1]
+        grads = _kernels().rq_spline_backward(grad_y.reshape(-1), grad_logabsdet.reshape(-1),
+                                              *_flat(x, widths, heights, derivatives),
+                                              float(tail_bound), bool(reverse))
+        shapes = (x.shape, widths.shape, heights.shape, (*x.shape, K - 1))
+        return tuple(g.view(shape) for g, shape in zip(grads, shapes))
+    return reference_vjp(lambda *a: reference.rq_spline(*a, tail_bound, reverse),
+                         (x, widths, heights, derivatives), (grad_y, grad_logabsdet))
+
+
+@_backward.register_fake
+def _(grad_y, grad_logabsdet, x, widths, heights, derivatives, tail_bound, reverse,
+      implementation):
+    return (x.new_empty(x.shape), widths.new_empty(widths.shape),
+            heights.new_empty(heights.shape), derivatives.new_empty(derivatives.shape))
+
+
+def _setup_context(ctx, inputs, keyword_only_inputs, output):
+    ctx.save_for_backward(*inputs)
+    kw = keyword_only_inputs
+    ctx.config = (float(kw["tail_bound"]), bool(kw["reverse"]), backend.resolve(inputs[0]))
+
+
+def _autograd_backward(ctx, grad_y, grad_logabsdet):
+    return _backward(grad_y, grad_logabsdet, *ctx.saved_tensors, *ctx.config)
+
+
+library_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def check_inputs(x, widths, heights, derivatives, tail_bound, reverse):
+    """Raise ValueError/TypeError, naming the argument, for anything the op cannot compute."""
+    check_tensor("x", x)
+    for name, value in (("widths", widths), ("heights", heights), ("derivatives", derivatives)):
+        check_tensor(name, value)
+        check_like(name, value, "x", x)
+    if widths.ndim != x.ndim + 1 or widths.shape[:-1] != x.shape:
+        raise ValueError(f"widths must have shape x.shape + (K,) = {tuple(x.shape)} + (K,), got "
+                         f"{tuple(widths.shape)}")
+    K = widths.shape[-1]
+    if K < 2:
+        raise ValueError(f"widths must have K >= 2 bins in its last dimension, got K = {K}")
+    if heights.shape != widths.shape:
+        raise ValueError(f"heights must have the shape of widths, {tuple(widths.shape)}, got "
+                         f"{tuple(heights.shape)}")
+    if derivatives.shape != (*x.shape, K - 1):
+        raise ValueError(f"derivatives must have shape x.shape + (K - 1,) = "
+                         f"{(*x.shape, K - 1)} for K = {K} bins, got {tuple(derivatives.shape)}")
+    if isinstance(tail_bound, bool) or not isinstance(tail_bound, (int, float)):
+        raise TypeError(f"tail_bound must be a number, got {type(tail_bound).__name__}")
+    if not math.isfinite(tail_bound) or tail_bound <= 0:
+        raise ValueError(f"tail_bound must be a positive finite number, got {tail_bound!r}")
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
+    if K > MAX_KERNEL_BINS and backend.resolve(x) == "triton":
+        raise ValueError(f"widths has K = {K} bins but the Triton kernels hold at most "
+                         f"{MAX_KERNEL_BINS}; use fewer bins or the reference backend")
+
+
+def rq_spline(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False):
+    """Monotonic rational-quadratic spline with identity tails (Durkan et al., 2019), elementwise.
+
+    x: (...) float tensor. widths, heights: (..., K) unnormalised bin widths and heights (softmax
+    over K, each bin at least 1e-3 of the interval); derivatives: (..., K - 1) unnormalised
+    derivatives at the inner knots (softplus + 1e-3; the derivatives at ±tail_bound are exactly 1,
+    so the spline joins the identity smoothly). On [-tail_bound, tail_bound] the spline maps x to
+    y; outside it is the identity with zero log-derivative.
+
+    Returns (y, logabsdet), both shaped like x: logabsdet = log|dy/dx| per element (the Jacobian
+    is diagonal). With reverse=True the first argument is y and the op returns (x, log|dx/dy|),
+    the inverse and minus the forward log-derivative. Gradients flow to every tensor argument.
+    The convention is that of nflows' `unconstrained_rational_quadratic_spline` with
+    tails="linear", but for the boundary derivatives, which are exactly 1 here.
+    """
+    check_inputs(x, widths, heights, derivatives, tail_bound, reverse)
+    return library_op(x, widths, heights, derivatives, tail_bound=float(tail_bound),
+                      reverse=reverse)

@@ -1,0 +1,137 @@
+"""Reference monotonic rational-quadratic spline with linear tails (Durkan et al., 2019, "Neural
+Spline Flows", sec. 3.1 and appendix A), in the convention of nflows'
+`unconstrained_rational_quadratic_spline`.
+
+Per element, K bins on [-B, B] (B = tail_bound), from unnormalised parameters:
+
+    bin widths   w = m + (1 - m K) softmax(widths),       m = MIN_BIN_WIDTH = 1e-3
+    bin heights  h = m + (1 - m K) softmax(heights),      m = MIN_BIN_HEIGHT = 1e-3
+    knots        x_0 = -B, x_k = -B + 2B (w_0 + ... + w_{k-1}), x_K = B   (same for y_k from h)
+    derivatives  d_0 = d_K = 1 (the identity tails join smoothly),
+                 d_k = MIN_DERIVATIVE + softplus(derivatives[k-1]) for the K-1 inner knots.
+
+The bin widths used in the formulas are the knot differences x_{k+1} - x_k (so the last knot is
+exactly B). Inside bin k, with s_k = (y_{k+1} - y_k) / (x_{k+1} - x_k) and xi = (x - x_k) / w_k,
+eqs. (4)-(6):
+
+    y       = y_k + h_k (s_k xi² + d_k xi (1 - xi)) / (s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi))
+    dy/dx   = s_k² (d_{k+1} xi² + 2 s_k xi (1 - xi) + d_k (1 - xi)²)
+              / (s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi))²
+
+Outside [-B, B] the map is the identity with log|dy/dx| = 0. The bin of x is the number of inner
+knots x_1 .. x_{K-1} that are <= x: the bin whose left knot is <= x, clamped to K - 1, so x = B
+falls in the last bin (nflows gets the same by nudging the last knot up by 1e-6 in its
+searchsorted). The inverse searches the y knots the same way and takes the root in [0, 1] of
+the quadratic a xi² + b xi + c = 0 of appendix A (eqs. 29-32),
+
+    a = h_k (s_k - d_k) + (y - y_k) (d_{k+1} + d_k - 2 s_k)
+    b = h_k d_k - (y - y_k) (d_{k+1} + d_k - 2 s_k)
+    c = -s_k (y - y_k)
+
+in the numerically stable form xi = 2c / (-b - sqrt(b² - 4ac)) (or its mirror image from the
+bin's right end, see below); its log|dx/dy| is minus the forward one at that xi.
+
+float16 and bfloat16 inputs are computed in float32 and the results rounded back, as the
+kernels do.
+"""
+
+import torch
+import torch.nn.functional as F
+
+MIN_BIN_WIDTH = 1e-3
+MIN_BIN_HEIGHT = 1e-3
+MIN_DERIVATIVE = 1e-3
+
+
+def _knots(unnormalised, minimum, bound):
+    """Knot positions (..., K + 1) on [-bound, bound] and bin sizes (..., K) from unnormalised
+    bin sizes (..., K): softmax, a minimum share per bin, cumulative sum."""
+    K = unnormalised.shape[-1]
+    share = minimum + (1 - minimum * K) * torch.softmax(unnormalised, dim=-1)
+    cumulative = F.pad(torch.cumsum(share, dim=-1), (1, 0), value=0.0)
+    knots = 2 * bound * cumulative - bound
+    # the ends exactly at ±bound (the cumulative sum rounds): so y(±B) = ±B
+    knots = torch.cat([torch.full_like(knots[..., :1], -bound), knots[..., 1:-1],
+                       torch.full_like(knots[..., :1], bound)], dim=-1)
+    return knots, knots[..., 1:] - knots[..., :-1]
+
+
+def _knot_derivatives(unnormalised):
+    """(..., K + 1) derivatives at the knots: 1 at both ends, MIN_DERIVATIVE + softplus inside."""
+    inner = MIN_DERIVATIVE + F.softplus(unnormalised)
+    one = torch.ones_like(inner[..., :1])
+    return torch.cat([one, inner, one], dim=-1)
+
+
+def _bin_index(knots, v):
+    """The bin of v: how many inner knots (1 .. K-1) are <= v, so in [0, K - 1]."""
+    return (v[..., None] >= knots[..., 1:-1]).sum(dim=-1, keepdim=True)
+
+
+def _gather(t, index):
+    return torch.gather(t, -1, index)[..., 0]
+
+
+def _log_derivative(xi, s, d_left, d_right):
+    """log dy/dx of eq. (6) at xi in bin with slope s and knot derivatives d_left, d_right,
+    summed in logs so that no product overflows."""
+    t = xi * (1 - xi)
+    numerator = d_right * xi.square() + 2 * s * t + d_left * (1 - xi).square()
+    denominator = s + (d_right + d_left - 2 * s) * t
+    return 2 * torch.log(s) + torch.log(numerator) - 2 * torch.log(denominator)
+
+
+def rq_spline(x, widths, heights, derivatives, tail_bound=3.0, reverse=False):
+    """(y, logabsdet), both shaped like x: the rational-quadratic spline of x (or its inverse
+    when `reverse`, then logabsdet = log|dx/dy|), elementwise, with parameters widths (..., K),
+    heights (..., K) and derivatives (..., K - 1) per element of x (...).
+    """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        y, logabsdet = rq_spline(x.float(), widths.float(), heights.float(), derivatives.float(),
+                                 tail_bound, reverse)
+        return y.to(x.dtype), logabsdet.to(x.dtype)
+    B = float(tail_bound)
+    x_knots, w = _knots(widths, MIN_BIN_WIDTH, B)
+    y_knots, h = _knots(heights, MIN_BIN_HEIGHT, B)
+    d = _knot_derivatives(derivatives)
+    inside = (x >= -B) & (x <= B)
+    # Evaluate the spline on clamped inputs everywhere (finite values and gradients), then keep
+    # the identity outside.
+    v = x.clamp(-B, B)
+    index = _bin_index(y_knots if reverse else x_knots, v)
+    x_k, w_k = _gather(x_knots, index), _gather(w, index)
+    y_k, h_k = _gather(y_knots, index), _gather(h, index)
+    d_left, d_right = _gather(d[..., :-1], index), _gather(d[..., 1:], index)
+    s = h_k / w_k
+    if not reverse:
+        xi = (v - x_k) / w_k
+        t = xi * (1 - xi)
+        out = y_k + h_k * (s * xi.square() + d_left * t) / (s + (d_right + d_left - 2 * s) * t)
+        logabsdet = _log_derivative(xi, s, d_left, d_right)
+    else:
+        # Appendix A's quadratic a xi² + b xi + c = 0 (eqs. 29-32) with Δ = y - y_k and
+        # Δ' = h_k - Δ: b = h_k d_k - Δ (d_{k+1} + d_k - 2 s_k) = m + 2 s_k Δ where
+        # m = Δ' d_k - Δ d_{k+1}, c = -s_k Δ, and b² - 4ac = m² + 4 s_k² Δ Δ' (expanded: a sum
+        # of squares, no cancellation). The stable root 2c / (-b - sqrt(b² - 4ac)) is
+        # xi = 2 s_k Δ / (b + sqrt(...)), free of cancellation while b >= 0; the same bin read
+        # from its right end (xi -> 1 - xi, Δ <-> Δ', d_k <-> d_{k+1}) gives
+        # 1 - xi = 2 s_k Δ' / (b' + sqrt(...)) with b' = 2 s_k Δ' - m. As b + b' = 2 s_k h_k > 0,
+        # one of b and b' is >= 0: take the form from the nearer knot if its b is, else the
+        # other (2c / (-b - sqrt(...)) alone cancels where a steep knot derivative makes b very
+        # negative).
+        delta = v - y_k
+        delta_next = h_k - delta
+        m = delta_next * d_left - delta * d_right
+        b = m + 2 * s * delta
+        b_next = 2 * s * delta_next - m
+        root = torch.sqrt(m.square() + 4 * s.square() * delta * delta_next)
+        from_left = (b >= 0) & ((delta <= delta_next) | (b_next < 0))
+        # (where, not maximum: at a tie the gradient must follow the form that was taken)
+        q = (2 * s * torch.where(from_left, delta, delta_next)
+             / (torch.where(from_left, b, b_next) + root))
+        xi = torch.where(from_left, q, 1 - q)
+        out = x_k + xi * w_k
+        logabsdet = -_log_derivative(xi, s, d_left, d_right)
+    out = torch.where(inside, out, x)
+    logabsdet = torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
+    return out, logabsdet

@@ -2,12 +2,17 @@
 
 from .base import GenerativeModel
 from .autoregressive import AutoregressiveModel
+from .flow import FlowModel
+from .glow import Glow
 from .independent import IndependentPixels
+from .nsf import NSF
 from .pixelcnn import PixelCNN
+from .realnvp import RealNVP
 from .vae import VAE
 from .wavenet import WaveNet
 
-MODELS = {cls.name: cls for cls in [VAE, IndependentPixels, PixelCNN, WaveNet]}
+MODELS = {cls.name: cls for cls in [VAE, IndependentPixels, PixelCNN, WaveNet, RealNVP, Glow,
+                                    NSF]}
 
 
 def get(name):
@@ -17,5 +22,5 @@ def get(name):
     return MODELS[name]
 
 
-__all__ = ["AutoregressiveModel", "GenerativeModel", "IndependentPixels", "MODELS", "PixelCNN",
-           "VAE", "WaveNet", "get"]
+__all__ = ["AutoregressiveModel", "FlowModel", "GenerativeModel", "Glow", "IndependentPixels",
+           "MODELS", "NSF", "PixelCNN", "RealNVP", "VAE", "WaveNet", "get"]

@@ -1,6 +1,13 @@
-"""nn.Module layers over gdm_engine.ops, drop-in beside their torch.nn counterparts."""
+"""nn.Module layers over gdm_engine.ops, drop-in beside their torch.nn counterparts, and the
+invertible layers of normalizing flows (forward(x) -> (y, logdet), inverse(y) -> (x, logdet))."""
 
+from .actnorm import ActNorm
 from .causal_conv1d import CausalConv1d
+from .coupling import AdditiveCoupling, AffineCoupling, SplineCoupling, Split
+from .invertible import (InvConv1x1, InvertibleLayer, InvertibleSequential, Logit, Reshape,
+                         Squeeze, Unsqueeze)
 from .masked_conv2d import MaskedConv2d
 
-__all__ = ["CausalConv1d", "MaskedConv2d"]
+__all__ = ["ActNorm", "AdditiveCoupling", "AffineCoupling", "CausalConv1d", "InvConv1x1",
+           "InvertibleLayer", "InvertibleSequential", "Logit", "MaskedConv2d", "Reshape",
+           "SplineCoupling", "Split", "Squeeze", "Unsqueeze"]

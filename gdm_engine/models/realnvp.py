@@ -1,0 +1,56 @@
+"""RealNVP (Dinh et al., 2017): multi-scale affine coupling flow for images."""
+
+from gdm_engine import nn as gnn
+from gdm_engine.ops._checks import check_fraction, check_int
+
+from .flow import FlowModel, check_image_shape
+
+
+def _squeezable(shape):
+    return shape[1] % 2 == 0 and shape[2] % 2 == 0
+
+
+class RealNVP(FlowModel):
+    """The multi-scale architecture of sec. 3.6: each scale has `couplings` checkerboard affine
+    couplings of alternating parity, a squeeze, `couplings` channel couplings, then a split that
+    factors out half the channels under a learned prior (Glow's split, gdm_engine.nn.Split) and
+    hands the other half to the next scale; the last scale has couplings + 1 checkerboard
+    couplings. Every coupling is followed by an ActNorm (in place of RealNVP's batch
+    normalisation), and its conditioner is a 3-layer convolutional network of `hidden` channels.
+    Images (C, H, W) only."""
+
+    name = "realnvp"
+
+    def __init__(self, shape, levels=None, scales=2, couplings=3, hidden=64, dropout=0.0,
+                 scale_map="softclamp", memory_saving=False, iwae_samples=1, alpha=0.05):
+        check_image_shape(self.name, shape)
+        check_int("scales", scales, 1)
+        check_int("couplings", couplings, 1)
+        check_fraction("dropout", dropout)
+        super().__init__(shape, levels, memory_saving, iwae_samples, alpha, scales=scales,
+                         couplings=couplings, hidden=hidden, dropout=dropout,
+                         scale_map=scale_map)
+
+    def layers(self, memory_saving):
+        return self._scale(self.shape, self.config["scales"], memory_saving)
+
+    def _couplings(self, shape, partition, count):
+        layers = []
+        for i in range(count):
+            layers += [gnn.AffineCoupling(shape, partition, i % 2, self.config["hidden"],
+                                          self.config["scale_map"], self.config["dropout"]),
+                       gnn.ActNorm(shape[0])]
+        return layers
+
+    def _scale(self, shape, scales_left, memory_saving):
+        couplings = self.config["couplings"]
+        if scales_left == 1 or not _squeezable(shape):
+            return self._couplings(shape, "checkerboard", couplings + 1)
+        c, h, w = shape
+        squeezed = (4 * c, h // 2, w // 2)
+        kept = (squeezed[0] // 2, *squeezed[1:])
+        inner = gnn.InvertibleSequential(*self._scale(kept, scales_left - 1, memory_saving),
+                                         memory_saving=memory_saving)
+        return [*self._couplings(shape, "checkerboard", couplings), gnn.Squeeze(),
+                *self._couplings(squeezed, "channel", couplings),
+                gnn.Split(squeezed, inner), gnn.Unsqueeze()]

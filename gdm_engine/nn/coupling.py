@@ -1,0 +1,218 @@
+"""Coupling layers (Dinh et al., 2015 and 2017; Durkan et al., 2019) and Glow's split with a
+learned prior (Kingma & Dhariwal, 2018), over the fused ops `affine_coupling` and `rq_spline`.
+
+A coupling layer leaves one part x_a of its input as it is and transforms the other part x_b by
+an invertible map whose parameters a conditioner network computes from x_a; its Jacobian is
+triangular, so its log-det is the sum of the elementwise log-derivatives. The parts are
+
+* partition="channel": the two halves of dimension 1 (channels of images, features of vectors),
+  `parity` choosing which half is transformed;
+* partition="checkerboard" (images, RealNVP sec. 3.4): pixels with (row + column + parity) even
+  pass through, the others are transformed; the conditioner sees the passing pixels only.
+
+Conditioners end in a zero-initialised layer, so that every coupling starts as the identity.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from gdm_engine import ops
+from gdm_engine.ops._checks import check_choice, check_fraction, check_int
+
+from .invertible import InvertibleLayer, InvertibleSequential
+
+PARTITIONS = ("channel", "checkerboard")
+
+
+def conditioner(shape, channels_in, channels_out, hidden, dropout=0.0):
+    """The network of a coupling: for images (C, H, W) 3x3 conv - ReLU - 1x1 conv - ReLU - 3x3
+    conv (Glow's NN(), sec. 3.3), for vectors an MLP of two hidden layers; the last layer starts
+    at zero."""
+    image = len(shape) == 3
+    if image:
+        layers = [nn.Conv2d(channels_in, hidden, 3, padding=1), nn.ReLU(),
+                  nn.Conv2d(hidden, hidden, 1), nn.ReLU(), nn.Dropout(dropout),
+                  nn.Conv2d(hidden, channels_out, 3, padding=1)]
+    else:
+        layers = [nn.Linear(channels_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                  nn.Dropout(dropout), nn.Linear(hidden, channels_out)]
+    nn.init.zeros_(layers[-1].weight)
+    nn.init.zeros_(layers[-1].bias)
+    return nn.Sequential(*layers)
+
+
+def checkerboard(shape, parity):
+    """(1, C, H, W) bool mask: True where (row + column + parity) is even (the pixels that pass)."""
+    _, height, width = shape
+    rows, cols = torch.arange(height)[:, None], torch.arange(width)[None, :]
+    board = (rows + cols + parity) % 2 == 0
+    return board.expand(shape[0], height, width).unsqueeze(0).contiguous()
+
+
+class _Coupling(InvertibleLayer):
+    """What every coupling shares: the partition of the input and its conditioner.
+
+    Subclasses give `params_per_element` conditioner outputs per transformed element and
+    `_transform(x_b, params, mask, reverse)` -> (y_b, logdet)."""
+
+    params_per_element = 2
+
+    def __init__(self, shape, partition="channel", parity=0, hidden=64, dropout=0.0, net=None):
+        super().__init__()
+        check_choice("partition", partition, PARTITIONS)
+        check_choice("parity", parity, (0, 1))
+        check_int("hidden", hidden, 1)
+        check_fraction("dropout", dropout)
+        self.shape, self.partition, self.parity = tuple(shape), partition, parity
+        channels = self.shape[0]
+        if partition == "checkerboard":
+            if len(self.shape) != 3:
+                raise ValueError(f"partition='checkerboard' needs images (C, H, W), got shape "
+                                 f"{self.shape}")
+            self.register_buffer("mask", checkerboard(self.shape, parity), persistent=False)
+            c_in, c_out = channels, channels
+        else:
+            if channels < 2:
+                raise ValueError(f"partition='channel' needs at least 2 channels, got shape "
+                                 f"{self.shape}")
+            self.passing = channels // 2 if parity == 0 else channels - channels // 2
+            c_in, c_out = self.passing, channels - self.passing
+        self.net = net if net is not None else conditioner(
+            self.shape, c_in, c_out * self.params_per_element, hidden, dropout)
+
+    def extra_repr(self):
+        return f"shape={self.shape}, partition={self.partition!r}, parity={self.parity}"
+
+    def _halves(self, x):
+        """(x_a, x_b): x_a passes, x_b is transformed; parity 1 swaps the halves."""
+        first, second = x[:, :self._cut], x[:, self._cut:]
+        return (first, second) if self.parity == 0 else (second, first)
+
+    @property
+    def _cut(self):
+        return self.passing if self.parity == 0 else self.shape[0] - self.passing
+
+    def _join(self, a, b):
+        return torch.cat([a, b] if self.parity == 0 else [b, a], 1)
+
+    def _params(self, conditioning, like):
+        """The conditioner's output split into params_per_element tensors shaped like `like`."""
+        out = self.net(conditioning).to(like.dtype)
+        return out.unflatten(1, (self.params_per_element, like.shape[1])).unbind(1)
+
+    def _couple(self, x, reverse):
+        if self.partition == "checkerboard":
+            return self._transform(x, self._params(x * self.mask, x), self.mask, reverse)
+        a, b = self._halves(x)
+        y_b, logdet = self._transform(b, self._params(a, b), None, reverse)
+        return self._join(a, y_b), logdet
+
+    def forward(self, x):
+        return self._couple(x, reverse=False)
+
+    def inverse(self, y):
+        return self._couple(y, reverse=True)
+
+
+class AffineCoupling(_Coupling):
+    """The affine coupling of RealNVP (Dinh et al., 2017, eq. 6-9) and Glow (sec. 3.3):
+    y_b = x_b * s + t with (t, raw) = NN(x_a) and log s = scale_map(raw) — "softclamp" (default,
+    log s = 3 tanh(raw / 3), bounded), "sigmoid" (Glow) or "exp" (RealNVP) — by the fused op
+    `gdm_engine.ops.affine_coupling`, log-det included."""
+
+    def __init__(self, shape, partition="channel", parity=0, hidden=64, scale_map="softclamp",
+                 dropout=0.0, net=None):
+        check_choice("scale_map", scale_map, ("exp", "sigmoid", "softclamp"))
+        super().__init__(shape, partition, parity, hidden, dropout, net)
+        self.scale_map = scale_map
+
+    def _transform(self, x, params, mask, reverse):
+        shift, raw = params
+        return ops.affine_coupling(x, shift, raw, scale_map=self.scale_map, mask=mask,
+                                   reverse=reverse)
+
+
+class AdditiveCoupling(_Coupling):
+    """NICE's additive coupling (Dinh et al., 2015, sec. 3.2): y_b = x_b + m(x_a); volume
+    preserving, logdet 0."""
+
+    params_per_element = 1
+
+    def _transform(self, x, params, mask, reverse):
+        (shift,) = params
+        if mask is not None:
+            shift = shift * ~mask
+        return (x - shift if reverse else x + shift), x.new_zeros(x.shape[0])
+
+
+# softplus(DERIVATIVE_AT_IDENTITY) + 1e-3 = 1: inner derivatives of 1 make a fresh spline the
+# identity (uniform bins, unit slopes).
+MIN_DERIVATIVE = 1e-3
+DERIVATIVE_AT_IDENTITY = math.log(math.expm1(1 - MIN_DERIVATIVE))
+
+
+class SplineCoupling(_Coupling):
+    """The rational-quadratic spline coupling of neural spline flows (Durkan et al., 2019, sec.
+    3.1-3.2): each x_b element goes through its own monotonic spline of `bins` bins on
+    [-tail_bound, tail_bound] (identity outside), whose widths, heights and inner derivatives
+    the conditioner computes from x_a, by the fused op `gdm_engine.ops.rq_spline`. Channel
+    partition only (vectors, or channels of images)."""
+
+    def __init__(self, shape, parity=0, hidden=64, bins=8, tail_bound=3.0, dropout=0.0):
+        check_int("bins", bins, 2)
+        self.params_per_element = 3 * bins - 1
+        super().__init__(shape, "channel", parity, hidden, dropout)
+        self.bins, self.tail_bound = bins, tail_bound
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, bins={self.bins}, tail_bound={self.tail_bound}"
+
+    def _params(self, conditioning, like):
+        out = self.net(conditioning).to(like.dtype)
+        out = out.unflatten(1, (like.shape[1], self.params_per_element)).movedim(2, -1)
+        k = self.bins
+        widths, heights, derivatives = out[..., :k], out[..., k:2 * k], out[..., 2 * k:]
+        return widths, heights, derivatives + DERIVATIVE_AT_IDENTITY
+
+    def _transform(self, x, params, mask, reverse):
+        y, logabsdet = ops.rq_spline(x, *params, tail_bound=self.tail_bound, reverse=reverse)
+        return y, logabsdet.flatten(1).sum(1)
+
+
+class Split(AffineCoupling):
+    """Glow's split with a learned prior (sec. 3.4 and its code's split2d): the second half z_2
+    of the channels leaves the flow here, scored by a Gaussian whose mean and log-scale a
+    zero-initialised 3x3 convolution (a linear map for vectors) computes from the first half
+    z_1; the layers of `inner` (the next scale) then run on z_1 alone.
+
+    Written as a bijection: z_2 -> (z_2 - mu(z_1)) / sigma(z_1) is an affine coupling, whose
+    log-det -sum log sigma plus the standard normal density of the result is exactly
+    log N(z_2; mu, sigma). The output keeps every element, so the model's prior is one standard
+    normal over the whole output."""
+
+    def __init__(self, shape, inner=None, scale_map="softclamp"):
+        shape = tuple(shape)
+        passing, image = shape[0] // 2, len(shape) == 3
+        net = (nn.Conv2d(passing, 2 * (shape[0] - passing), 3, padding=1) if image
+               else nn.Linear(passing, 2 * (shape[0] - passing)))
+        nn.init.zeros_(net.weight)
+        nn.init.zeros_(net.bias)
+        super().__init__(shape, "channel", parity=0, scale_map=scale_map, net=net)
+        self.inner = inner if inner is not None else InvertibleSequential()
+
+    def extra_repr(self):
+        return f"shape={self.shape}"
+
+    def forward(self, x):
+        y, logdet = self._couple(x, reverse=False)
+        z1, z2 = self._halves(y)
+        z1, inner_logdet = self.inner(z1)
+        return self._join(z1, z2), logdet + inner_logdet
+
+    def inverse(self, y):
+        z1, z2 = self._halves(y)
+        z1, inner_logdet = self.inner.inverse(z1)
+        x, logdet = self._couple(self._join(z1, z2), reverse=True)
+        return x, logdet + inner_logdet

@@ -8,7 +8,8 @@ forward pass, the achieved GB/s and TFLOP/s from the op's cost model and the per
 device's measured memory roofline.
 
 It also times sampling: the autoregressive models' cached samplers against recomputing the whole
-network at every step (`sampling_cases`, `bench_sampling`).
+network at every step (`sampling_cases`, `bench_sampling`); and the memory and time of training a
+flow with memory saving against plain autograd (`flow_memory_cases`, `bench_flow_memory`).
 """
 
 import dataclasses
@@ -232,6 +233,90 @@ def bench_sampling(cases, device, progress=None):
                          "steps": steps, "sampler": sampler, "seconds": timed[sampler],
                          "ms/step": 1e3 * timed[sampler] / steps,
                          "vs_naive": timed["naive"] / timed[sampler]})
+            if progress is not None:
+                progress.update(1)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Flow memory: training a flow with memory saving (activations rebuilt by inverses) against plain
+# autograd
+# --------------------------------------------------------------------------------------------------
+
+FLOW_MEMORY_COLUMNS = ["model", "case", "batch", "training", "saved_MB", "saved_vs_plain",
+                       "step_ms", "time_vs_plain"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowMemoryCase:
+    label: str
+    model: str  # the registered name
+    shape: tuple
+    levels: int
+    options: dict
+    batch: int
+
+    def build(self, device, memory_saving):
+        from gdm_engine import models
+
+        torch.manual_seed(0)
+        cls = models.get(self.model)
+        return cls(self.shape, self.levels, memory_saving=memory_saving,
+                   **self.options).to(device)
+
+
+def flow_memory_cases(quick=False):
+    """The issue's case: a Glow of depth 32 (K = 32 steps per level, L = 3 levels, as the Glow
+    paper's CIFAR-10 model, with 64 hidden channels instead of 512 so that it runs on a CPU) on
+    3 x 32 x 32 images of 256 levels, batch 16. `quick`: a small stand-in for tests."""
+    if quick:
+        return [FlowMemoryCase("depth 2, 2 levels, 8 hidden, 1x8x8", "glow", (1, 8, 8), 17,
+                               {"scales": 2, "depth": 2, "hidden": 8}, 4)]
+    return [FlowMemoryCase("depth 32, 3 levels, 64 hidden, 3x32x32", "glow", (3, 32, 32), 256,
+                           {"scales": 3, "depth": 32, "hidden": 64}, 16)]
+
+
+def saved_tensor_bytes(fn):
+    """(bytes of the tensors autograd saves for backward while fn() runs, fn's result), counted
+    with torch.autograd.graph.saved_tensors_hooks."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        result = fn()
+    return total, result
+
+
+def bench_flow_memory(cases, device, repeats=3, progress=None):
+    """One row per case and way of training: the bytes saved for backward by one training step's
+    forward pass and the median time of the whole step (forward, backward), after one step that
+    also runs ActNorm's data-dependent initialisation."""
+    rows = []
+    for case in cases:
+        x = torch.randint(0, case.levels, (case.batch, *case.shape), device=device,
+                          generator=torch.Generator(device).manual_seed(0))
+        plain = {}
+        for training, memory_saving in (("plain autograd", False), ("memory saving", True)):
+            model = case.build(device, memory_saving)
+            model.loss(x)
+
+            def step():
+                loss = model.loss(x, torch.Generator(device).manual_seed(1))
+                loss.backward()
+
+            saved, loss = saved_tensor_bytes(
+                lambda: model.loss(x, torch.Generator(device).manual_seed(1)))
+            loss.backward()
+            seconds = _seconds(step, device, repeats)
+            plain = plain or {"saved": saved, "seconds": seconds}
+            rows.append({"model": case.model, "case": case.label, "batch": case.batch,
+                         "training": training, "saved_MB": saved / 2**20,
+                         "saved_vs_plain": saved / plain["saved"], "step_ms": 1e3 * seconds,
+                         "time_vs_plain": seconds / plain["seconds"]})
             if progress is not None:
                 progress.update(1)
     return rows

@@ -35,16 +35,28 @@ def _pyplot():
     return plt
 
 
-def scatter_plot(samples, reference, path, title=""):
-    """Side-by-side scatter plots of `reference` points (the data) and `samples`, to `path`."""
+def scatter_plot(samples, reference, path, title="", log_density=None, resolution=200):
+    """Side-by-side scatter plots of `reference` points (the data) and `samples`, to `path`; with
+    `log_density` (points (M, 2) -> log-densities (M,)) a third panel shows the model's density
+    on a resolution x resolution grid over the same window."""
     plt = _pyplot()
     points = [reference.detach().cpu().numpy(), samples.detach().cpu().numpy()]
     both = np.concatenate(points)
     low, high = np.percentile(both, 0.5, axis=0), np.percentile(both, 99.5, axis=0)
-    figure, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    panels = 2 if log_density is None else 3
+    figure, axes = plt.subplots(1, panels, figsize=(4 * panels, 4), sharex=True, sharey=True)
     for axis, cloud, name in zip(axes, points, ["data", "samples"]):
         axis.scatter(cloud[:, 0], cloud[:, 1], s=1, alpha=0.4, linewidths=0)
         axis.set_title(f"{name} ({len(cloud)} points)")
+    if log_density is not None:
+        xs, ys = (torch.linspace(float(a), float(b), resolution) for a, b in zip(low, high))
+        grid = torch.cartesian_prod(ys, xs).flip(1)  # rows of the picture: y
+        with torch.no_grad():
+            density = log_density(grid).exp().view(resolution, resolution).cpu().numpy()
+        axes[2].imshow(density, origin="lower", extent=(low[0], high[0], low[1], high[1]),
+                       aspect="auto")
+        axes[2].set_title("model density")
+    for axis in axes:
         axis.set_xlim(low[0], high[0])
         axis.set_ylim(low[1], high[1])
         axis.set_aspect("equal")
@@ -79,10 +91,10 @@ def can_draw(data):
     return data.shape == (2,)
 
 
-def save_samples(samples, data, path, title=""):
+def save_samples(samples, data, path, title="", log_density=None):
     """A PNG of samples of `data` (a gdm_engine.data.Data): a grid for images, line plots for
     sequences, a scatter plot against the validation split for 2-D points (training pictures
-    never read the test split)."""
+    never read the test split), beside the model's density where `log_density` is given."""
     if not can_draw(data):
         raise ValueError(f"no picture for examples of shape {data.shape}: save them as .npz")
     if data.discrete and len(data.shape) == 2:
@@ -90,4 +102,4 @@ def save_samples(samples, data, path, title=""):
     elif data.discrete:
         image_grid(samples, data.levels).save(path)
     else:
-        scatter_plot(samples, data.valid, path, title)
+        scatter_plot(samples, data.valid, path, title, log_density)

@@ -1,10 +1,13 @@
 """One results table for every model family: `gdm-engine results`.
 
 Each model trains on the data set by its recipe (gdm_engine.recipes), the checkpoint is chosen on
-the validation split (best.pt), and only that checkpoint is scored on the test split. The first
-row is the independent-pixel baseline, fitted in closed form to the training split. Runs live in
-`out/<model>-<data>/` and resume when interrupted; the table goes to `out/results.md` (and .json)
-with a sample grid per model.
+the validation split (best.pt), and only that checkpoint is scored on the test split. On discrete
+data the figure is bits/dim and the first row is the independent-pixel baseline, fitted in closed
+form to the training split; on continuous data it is the NLL in nats, with the sliced Wasserstein
+distance and MMD of samples to the test split for 2-D toys, and the first row is the true density
+where the toy has one (its NLL on the test points, and the distances of a fresh sample of the toy:
+the floor of each column). Runs live in `out/<model>-<data>/` and resume when interrupted; the
+table goes to `out/results.md` (and .json) with a sample picture per model.
 """
 
 import os
@@ -16,8 +19,19 @@ import torch
 from gdm_engine import data as datasets
 from gdm_engine import metrics, models, pictures, recipes, train
 
-COLUMNS = ["model", "test bits/dim", "likelihood", "parameters", "best step", "steps",
-           "train seconds", "machine"]
+RUN_COLUMNS = ["likelihood", "parameters", "best step", "steps", "train seconds", "machine"]
+SAMPLE_COLUMNS = ["sliced wasserstein", "mmd"]
+
+
+def figure_column(data):
+    """The reported figure's column: test bits/dim for discrete data, else test NLL in nats."""
+    return "test bits/dim" if data.discrete else "test nll nats"
+
+
+def columns(data):
+    """The table's columns for `data`."""
+    samples = SAMPLE_COLUMNS if data.toy is not None else []
+    return ["model", figure_column(data), *samples, *RUN_COLUMNS]
 
 
 def machine():
@@ -35,6 +49,21 @@ def baseline_row(data):
     return {"model": "pixels (independent-pixel baseline)", "test bits/dim": bits,
             "likelihood": "exact", "parameters": _parameters(model), "best step": "closed form",
             "steps": 0, "train seconds": time.perf_counter() - start, "machine": machine()}
+
+
+def true_density_row(data, samples=2000):
+    """A toy's own density: its NLL on the test points, and the sample distances of a fresh
+    draw of `samples` toy points (seed 3, a stream no split uses) to them."""
+    toy = data.toy
+    drawn = toy.sample(samples, torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(0)
+    return {"model": f"true density of {data.name}",
+            "test nll nats": -toy.log_prob(data.test).double().mean().item(),
+            "sliced wasserstein": metrics.sliced_wasserstein(drawn, data.test,
+                                                             generator=generator),
+            "mmd": metrics.mmd(drawn, data.test, generator=generator), "likelihood": "exact",
+            "parameters": 0, "best step": "-", "steps": 0, "train seconds": 0.0,
+            "machine": machine()}
 
 
 def _parameters(model):
@@ -64,26 +93,40 @@ def model_row(name, data, out):
     figures = train.evaluate(model, data, "test", seed=0)
     picture = os.path.join(os.path.dirname(out), f"{name}-{data.name}-samples.png")
     if pictures.can_draw(data):
-        samples = model.sample(64, generator=torch.Generator().manual_seed(0))
-        pictures.save_samples(samples, data, picture, f"{name}, best.pt (step {best['step']})")
-    return {"model": name, "test bits/dim": figures["bits_per_dim"],
+        samples = model.sample(64 if data.discrete else 2000,
+                               generator=torch.Generator().manual_seed(0))
+        exact_2d = data.shape == (2,) and model.likelihood == "exact"
+        pictures.save_samples(samples, data, picture, f"{name}, best.pt (step {best['step']})",
+                              log_density=model.eval().log_prob if exact_2d else None)
+    reported = {figure_column(data): figures["bits_per_dim" if data.discrete else "nll_nats"]}
+    reported.update({column: figures[column.replace(" ", "_")]
+                     for column in SAMPLE_COLUMNS if column.replace(" ", "_") in figures})
+    return {"model": name, **reported,
             "likelihood": model.likelihood, "parameters": _parameters(model),
             "best step": best["step"], "steps": trainer.step,
             "train seconds": trainer.seconds, "machine": machine()}
 
 
 def results(model_names, data_name, out, progress=print):
-    """The table's rows: the baseline first, then each model (trained in out/<model>-<data>)."""
+    """The table's rows: the baseline (discrete data) or the true density (toys that have one)
+    first, then each model (trained in out/<model>-<data>)."""
     data = datasets.load(data_name)
-    if not data.discrete:
-        raise ValueError(f"the results table reports bits/dim, which needs discrete data; "
-                         f"{data_name!r} is continuous")
-    rows = [baseline_row(data)]
-    progress(f"baseline: {rows[0]['test bits/dim']:.4f} bits/dim")
+    figure = figure_column(data)
+    if data.discrete:
+        rows = [baseline_row(data)]
+    elif data.toy is not None and data.toy.log_prob is not None:
+        rows = [true_density_row(data)]
+    else:
+        rows = []
+    for row in rows:
+        progress(f"{row['model']}: {row[figure]:.4f} ({figure})")
     for name in model_names:
         if name == models.IndependentPixels.name:
+            if not data.discrete:
+                raise ValueError(f"the independent-pixel baseline needs discrete data; "
+                                 f"{data_name!r} is continuous")
             continue  # the baseline row
         rows.append(model_row(name, data, os.path.join(out, f"{name}-{data.name}")))
-        progress(f"{name}: {rows[-1]['test bits/dim']:.4f} bits/dim (best.pt, step "
+        progress(f"{name}: {rows[-1][figure]:.4f} ({figure}; best.pt, step "
                  f"{rows[-1]['best step']})")
     return rows

@@ -54,6 +54,10 @@ def test_bench_on_cpu_times_references_and_says_kernels_need_a_gpu(capsys, tmp_p
         (m, s) for m in ("wavenet", "pixelcnn") for s in ("cached", "naive")}
     assert all(r["seconds"] > 0 and r["vs_naive"] > 0 for r in sampling)
     assert "## Sampling" in table.read_text()
+    flows = json.loads(report.read_text())["flow_memory"]
+    assert [r["training"] for r in flows] == ["plain autograd", "memory saving"]
+    assert flows[1]["saved_vs_plain"] < 1 / 8 and all(r["step_ms"] > 0 for r in flows)
+    assert "## Flow training memory" in table.read_text()
 
 
 @pytest.mark.parametrize("argv", [["train"], ["bench", "--seed", "x"]])
@@ -139,6 +143,37 @@ def test_autoregressive_models_train_resume_sample_and_eval(model, data, options
     report = tmp_path / "eval.json"
     assert cli.main(["eval", "--checkpoint", best, "--json", str(report)]) == 0
     assert 0 < json.loads(report.read_text())["bits_per_dim"] < 10
+
+
+@pytest.mark.parametrize("model, data, options", [
+    ("realnvp", "digits", ["scales=2", "couplings=1", "hidden=4", "dropout=0.1"]),
+    ("glow", "digits", ["scales=2", "depth=1", "hidden=4", "memory_saving=true"]),
+    ("nsf", "8gaussians", ["transforms=1", "hidden=4"]),
+])
+def test_flows_train_resume_sample_and_eval(model, data, options, capsys, tmp_path):
+    sets = [arg for option in options for arg in ("--set", option)]
+    common = ["train", model, "--data", data, "--batch-size", "8", "--eval-every", "2",
+              "--out", str(tmp_path), *sets]
+    assert cli.main([*common, "--steps", "2"]) == 0
+    assert cli.main([*common, "--steps", "4", "--resume"]) == 0
+    assert "step 4" in capsys.readouterr().out
+    best = str(tmp_path / "best.pt")
+    assert cli.main(["sample", "--checkpoint", best, "--n", "3", "--temperature", "0.8",
+                     "--out", str(tmp_path / "s.npz")]) == 0
+    samples = np.load(tmp_path / "s.npz")["samples"]
+    assert samples.shape == ((3, 1, 8, 8) if data == "digits" else (3, 2))
+    report = tmp_path / "eval.json"
+    assert cli.main(["eval", "--checkpoint", best, "--iwae-samples", "3", "--json",
+                     str(report)]) == 0
+    figures = json.loads(report.read_text())
+    assert 0 < figures["bits_per_dim"] < 10 if data == "digits" else figures["nll_nats"] > 0
+
+
+def test_sampling_temperature_needs_a_model_that_has_one(capsys, tmp_path):
+    assert cli.main(["train", "vae", "--data", "digits", "--steps", "1", "--eval-every", "1",
+                     "--set", "hidden=8", "--out", str(tmp_path)]) == 0
+    _usage_error(["sample", "--checkpoint", str(tmp_path / "best.pt"), "--temperature", "0.5"],
+                 "no sampling temperature", capsys)
 
 
 def test_data_without_a_picture_trains_and_samples_to_npz(capsys, tmp_path):
@@ -295,11 +330,30 @@ def test_results_table_scores_best_checkpoints_on_test(tiny_vae_recipe, capsys, 
     assert json.loads((tmp_path / "results.json").read_text())["rows"][1] == vae
 
 
-def test_results_refuse_unknown_models_and_continuous_data(capsys, tmp_path):
+def test_results_on_a_toy_report_nll_and_sample_distances_beside_the_true_density(
+        monkeypatch, capsys, tmp_path):
+    from gdm_engine import recipes
+
+    tiny = recipes.Recipe(settings={"steps": 2, "batch_size": 16, "eval_every": 2},
+                          options={"transforms": 1, "hidden": 4})
+    monkeypatch.setitem(recipes.RECIPES, ("nsf", "8gaussians"), tiny)
+    assert cli.main(["results", "--models", "nsf", "--data", "8gaussians",
+                     "--out", str(tmp_path)]) == 0
+    truth, nsf = json.loads((tmp_path / "results.json").read_text())["rows"]
+    toy = data.load("8gaussians")
+    assert truth["test nll nats"] == pytest.approx(-toy.toy.log_prob(toy.test).mean().item())
+    assert nsf["test nll nats"] > truth["test nll nats"] and nsf["likelihood"] == "exact"
+    assert nsf["sliced wasserstein"] > truth["sliced wasserstein"] > 0
+    table = (tmp_path / "results.md").read_text()
+    assert "| model | test nll nats | sliced wasserstein | mmd |" in table
+    assert (tmp_path / "nsf-8gaussians-samples.png").exists()
+
+
+def test_results_refuse_unknown_models_and_the_pixel_baseline_on_continuous_data(capsys, tmp_path):
     _usage_error(["results", "--models", "gan", "--out", str(tmp_path)], "unknown model 'gan'",
                  capsys)
     _usage_error(["results", "--data", "moons", "--models", "pixels", "--out", str(tmp_path)],
-                 "needs discrete data", capsys)
+                 "baseline needs discrete data", capsys)
 
 
 def test_extending_a_finished_run_says_the_learning_rate_rises(capsys, tmp_path):

@@ -90,17 +90,22 @@ def cmd_bench(args):
         rows = benchmark.bench(chosen_specs(args.op), size, device, seed, dtypes, progress=bar)
     table = format_table(rows, benchmark.COLUMNS)
     print(table)
-    sampling = []
+    sampling, flow_memory = [], []
     if args.op is None:  # the whole engine: the samplers too
         cases = benchmark.sampling_cases(device, quick=args.quick)
         print(f"\nsampling: cached against naive ({'; '.join(c.label for c in cases)})")
         with tqdm(desc="samplers", unit="run", disable=None, file=sys.stderr) as bar:
             sampling = benchmark.bench_sampling(cases, device, progress=bar)
         print(format_table(sampling, benchmark.SAMPLING_COLUMNS))
+        print("\nflow training: memory saving against plain autograd")
+        with tqdm(desc="flows", unit="run", disable=None, file=sys.stderr) as bar:
+            flow_memory = benchmark.bench_flow_memory(benchmark.flow_memory_cases(args.quick),
+                                                      device, progress=bar)
+        print(format_table(flow_memory, benchmark.FLOW_MEMORY_COLUMNS))
     report = {"date": datetime.date.today().isoformat(), "device": device_name(device),
               "torch": torch.__version__, "triton": version("triton"), "size": size,
               "copy_bandwidth_gbs": benchmark.copy_bandwidth_gbs(str(device)), "rows": rows,
-              "sampling": sampling}
+              "sampling": sampling, "flow_memory": flow_memory}
     if args.json:
         write_json(args.json, report)
     if args.markdown:
@@ -112,6 +117,10 @@ def cmd_bench(args):
             if sampling:
                 f.write(f"\n## Sampling\n\n"
                         f"{format_table(sampling, benchmark.SAMPLING_COLUMNS, markdown=True)}\n")
+            if flow_memory:
+                f.write(f"\n## Flow training memory\n\n"
+                        f"{format_table(flow_memory, benchmark.FLOW_MEMORY_COLUMNS, markdown=True)}"
+                        f"\n")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime
+import inspect
 import json
 import os
 
@@ -160,11 +161,18 @@ def cmd_sample(args):
     if data is not None and not pictures.can_draw(data):
         raise UsageError(f"examples of shape {data.shape} have no picture: use --out FILE.npz")
     model = train.model_from_checkpoint(saved).to(current_device())
-    samples = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed))
+    options = {}
+    if args.temperature is not None:
+        if "temperature" not in inspect.signature(model.sample).parameters:
+            raise UsageError(f"model {saved['model']!r} has no sampling temperature")
+        options["temperature"] = args.temperature
+    samples = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed), **options)
     if out.endswith(".npz"):
         np.savez(out, samples=samples.cpu().numpy())
     else:
-        pictures.save_samples(samples, data, out, f"{saved['model']}, step {saved['step']}")
+        exact_2d = data.shape == (2,) and model.likelihood == "exact"
+        pictures.save_samples(samples, data, out, f"{saved['model']}, step {saved['step']}",
+                              log_density=model.eval().log_prob if exact_2d else None)
     print(f"wrote {args.n} samples of {saved['model']} (step {saved['step']}) to {out}")
     return 0
 
@@ -199,6 +207,7 @@ def cmd_results(args):
     unknown = [name for name in args.models if name not in models.MODELS]
     if unknown:
         raise UsageError(f"unknown model {unknown[0]!r}; the models are {', '.join(models.MODELS)}")
+    data = _load_data(args.data)
     try:
         rows = results.results(args.models, args.data, args.out)
     except ValueError as error:
@@ -206,9 +215,9 @@ def cmd_results(args):
     os.makedirs(args.out, exist_ok=True)
     command = (f"gdm-engine results --models {' '.join(args.models)} --data {args.data} "
                f"--out {args.out}")
-    shown = [{**row, "test bits/dim": f"{row['test bits/dim']:.4f}",
-              "train seconds": f"{row['train seconds']:.1f}"} for row in rows]
-    table = format_table(shown, results.COLUMNS, markdown=True)
+    shown = [{k: f"{v:.1f}" if k == "train seconds" else f"{v:.4f}" if isinstance(v, float)
+              else v for k, v in row.items()} for row in rows]
+    table = format_table(shown, results.columns(data), markdown=True)
     print(table)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(f"# Results on {args.data}, {datetime.date.today().isoformat()}\n\n{table}\n\n"
@@ -252,12 +261,16 @@ def add_commands(sub):
     p.add_argument("--out", help="a .png picture or an .npz of the samples "
                                  "(default: samples.png beside the checkpoint)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=positive_float,
+                   help="flows: draw the latent from N(0, T^2 I) (default 1)")
 
     p = sub.add_parser("eval", help="bits/dim (discrete data) or NLL (continuous) of a checkpoint")
     p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt or best.pt (the "
                                                        "one chosen on validation)")
     p.add_argument("--split", choices=["test", "valid", "train"], default="test")
-    p.add_argument("--iwae-samples", type=positive_int, help="K of the VAE's IWAE bound")
+    p.add_argument("--iwae-samples", type=positive_int,
+                   help="K of the importance-weighted bound: draws of z (VAE) or of the "
+                        "dequantisation noise (flows)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
 

@@ -160,12 +160,13 @@ def test_memory_saving_rebuilds_dropout_masks_of_a_flat_flow(generator):
     plain = _randomize(models.NSF((4,), transforms=2, hidden=8, dropout=0.3), generator)
     saving = models.NSF((4,), transforms=2, hidden=8, dropout=0.3, memory_saving=True)
     saving.load_state_dict(plain.state_dict())
-    x = torch.randn(5, 4, generator=generator)
+    plain, saving = plain.double(), saving.double()  # float64: masks, not round-off, are tested
+    x = torch.randn(5, 4, generator=generator, dtype=torch.float64)
     for model in (plain, saving):
         torch.manual_seed(7)
         model.loss(x).backward()
     for p, q in zip(plain.parameters(), saving.parameters(), strict=True):
-        assert relative_error(q.grad, p.grad) < 1e-4
+        assert relative_error(q.grad, p.grad) < 1e-8
 
 
 @pytest.mark.parametrize("scale_map", ["softclamp", "sigmoid"])
@@ -214,11 +215,13 @@ def test_image_flows_bound_the_log_probability_of_levels(name, generator):
     model = models.get(name)((1, 4, 4), levels=5, **({"scales": 2} if name != "nsf" else {}))
     _randomize(model, generator, std=0.05).eval()
     x = torch.randint(0, 5, (3, 1, 4, 4), generator=generator)
-    one = model.log_prob(x, samples=1, generator=torch.Generator().manual_seed(1))
-    many = model.log_prob(x, samples=64, generator=torch.Generator().manual_seed(1))
-    assert one.shape == (3,) and torch.isfinite(many).all()
-    # the importance-weighted bound over 64 draws is at least as tight, on average
-    assert many.mean() >= one.mean() - 0.5
+    draws = torch.Generator().manual_seed(1)
+    ones = torch.stack([model.log_prob(x, samples=1, generator=draws) for _ in range(16)])
+    many = model.log_prob(x, samples=16, generator=torch.Generator().manual_seed(1))
+    assert ones.shape == (16, 3) and torch.isfinite(many).all()
+    # on the same 16 draws of the noise the importance-weighted bound is at least their mean
+    # (Jensen), and strictly tighter where the draws differ
+    assert (many >= ones.mean(0) - 1e-4).all() and (many > ones.mean(0)).any()
     assert model.likelihood.startswith("bound")
     samples = model.sample(5, generator=torch.Generator().manual_seed(2), temperature=0.7)
     assert samples.shape == (5, 1, 4, 4) and samples.dtype == torch.long

@@ -21,7 +21,7 @@ from torch import nn
 from gdm_engine import ops
 from gdm_engine.ops._checks import check_choice, check_fraction, check_int
 
-from .invertible import InvertibleLayer, InvertibleSequential
+from .invertible import InvertibleLayer, InvertibleSequential, Replay
 
 PARTITIONS = ("channel", "checkerboard")
 
@@ -114,6 +114,35 @@ class _Coupling(InvertibleLayer):
 
     def inverse(self, y):
         return self._couple(y, reverse=True)
+
+    def replay(self, y, restore_rng=None):
+        """Memory-saving backward's replay with the conditioner run once: the passing part of
+        the input is read from the output, the network's parameters computed from it under
+        autograd, the transformed part inverted with them, then transformed again under
+        autograd (the elementwise op only)."""
+        checkerboard = self.partition == "checkerboard"
+        a_out, b_out = (y, y) if checkerboard else self._halves(y)
+        return self._replay_from(a_out, b_out, lambda a, y_b: y_b if checkerboard
+                                 else self._join(a, y_b))
+
+    def _replay_from(self, a, b_out, output):
+        """The replay given the passing part a of the input and the transformed part b_out of
+        the output; output(a, y_b) assembles the layer's output under autograd."""
+        checkerboard = self.partition == "checkerboard"
+        a = a.detach().requires_grad_()
+        mask = self.mask if checkerboard else None
+        with torch.enable_grad():
+            params = self._params(a * mask if checkerboard else a, b_out)
+        with torch.no_grad():
+            x_b, _ = self._transform(b_out, [p.detach() for p in params], mask, reverse=True)
+        x_b = x_b.detach().requires_grad_()
+        with torch.enable_grad():
+            y_b, logdet = self._transform(x_b, params, mask, reverse=False)
+            out = output(a, y_b)
+        if checkerboard:  # x_b holds the whole input; the network saw its passing pixels
+            return Replay(x_b.detach(), [a, x_b], lambda g: g[0] + g[1], out, logdet)
+        return Replay(self._join(a.detach(), x_b.detach()), [a, x_b], lambda g: self._join(*g),
+                      out, logdet)
 
 
 class AffineCoupling(_Coupling):
@@ -216,3 +245,19 @@ class Split(AffineCoupling):
         z1, inner_logdet = self.inner.inverse(z1)
         x, logdet = self._couple(self._join(z1, z2), reverse=True)
         return x, logdet + inner_logdet
+
+    def backward_from_output(self, y, grad_y, grad_logdet, restore_rng=None):
+        """The next scale first, by its own memory-saving backward, which also rebuilds z_1;
+        then the prior's coupling, replayed from z_1 (no inverse of the next scale twice)."""
+        z1_out, e2 = self._halves(y)
+        grad_z1_out, grad_e2 = self._halves(grad_y)
+        z1, grad_z1, param_grads = self.inner.backward_from_output(z1_out, grad_z1_out,
+                                                                   grad_logdet)
+        replay = self._replay_from(z1, e2, lambda z1, e2: e2)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        leaves = replay.leaves
+        grads = torch.autograd.grad((replay.output, replay.logdet), [*leaves, *params],
+                                    (grad_e2, grad_logdet))
+        grad_x = self._join(grad_z1 + grads[0], grads[1])
+        param_grads.update(zip(params, grads[len(leaves):]))
+        return replay.input, grad_x, param_grads

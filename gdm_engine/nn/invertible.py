@@ -12,7 +12,9 @@ backprop of Gomez et al., 2017, sec. 4, applied to whole flows). Memory then sta
 depth, at the price of an inverse and a second forward per layer.
 """
 
+import dataclasses
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -20,14 +22,60 @@ from torch import nn
 from gdm_engine.ops._checks import check_int
 
 
+@dataclasses.dataclass
+class Replay:
+    """A layer's input rebuilt from its output, and the layer's pass recorded by autograd:
+    `output` and `logdet` as functions of the `leaves`, tensors that stand for the input
+    (`input_grad` turns their gradients into the input's)."""
+
+    input: torch.Tensor
+    leaves: list
+    input_grad: Callable
+    output: torch.Tensor
+    logdet: torch.Tensor
+
+
+def _nothing():
+    pass
+
+
 class InvertibleLayer(nn.Module):
-    """The protocol: forward(x) -> (y, logdet), inverse(y) -> (x, logdet)."""
+    """The protocol: forward(x) -> (y, logdet), inverse(y) -> (x, logdet), and replay(y) for
+    memory-saving backward."""
 
     def forward(self, x):
         raise NotImplementedError
 
     def inverse(self, y):
         raise NotImplementedError
+
+    def replay(self, y, restore_rng=_nothing):
+        """The input x that gave y, and self(x) recorded by autograd (a Replay). This one inverts,
+        then runs forward again; a layer that can share work between the two (a coupling's
+        network, whose input passes through unchanged) overrides it. `restore_rng()` puts back
+        the random state the forward pass saw, before each part that draws random numbers."""
+        with torch.no_grad():
+            x, _ = self.inverse(y)
+        restore_rng()
+        x = x.detach().requires_grad_()
+        with torch.enable_grad():
+            out, logdet = self(x)
+        return Replay(x.detach(), [x], lambda grads: grads[0], out, logdet)
+
+    def backward_from_output(self, y, grad_y, grad_logdet, restore_rng=_nothing):
+        """Memory-saving backward through this layer from its output y: (x, the gradient of x,
+        {parameter: gradient}) for the incoming gradients of y and of the logdet."""
+        replay = self.replay(y, restore_rng)
+        params = [p for p in self.parameters() if p.requires_grad]
+        pairs = [(t, g) for t, g in ((replay.output, grad_y), (replay.logdet, grad_logdet))
+                 if t.requires_grad]  # a permutation's logdet is a constant
+        outputs, grad_outputs = zip(*pairs)
+        leaves = replay.leaves
+        grads = torch.autograd.grad(outputs, [*leaves, *params], grad_outputs, allow_unused=True)
+        grad_x = replay.input_grad([g if g is not None else torch.zeros_like(leaf)
+                                    for g, leaf in zip(grads, leaves)])
+        return replay.input, grad_x, {p: g for p, g in zip(params, grads[len(leaves):])
+                                      if g is not None}
 
 
 def logdet_dtype(x):
@@ -67,6 +115,24 @@ class InvertibleSequential(InvertibleLayer):
         if self.memory_saving and needs_grad:
             return _RebuiltFromOutputs.apply(self, x, *params)
         return _run(self.layers, x)
+
+    def backward_from_output(self, y, grad_y, grad_logdet, restore_rng=None, *, rng_states=None):
+        """Memory-saving backward through every layer, from the last (see
+        InvertibleLayer.backward_from_output); `rng_states`, one per layer, are the random states
+        their forward passes saw (a nested sequence has none: it holds no dropout)."""
+        rng_states = rng_states or [None] * len(self.layers)
+        device = y.device
+        param_grads = {}
+        for layer, state in zip(reversed(self.layers), reversed(rng_states)):
+            def restore_rng(state=state):
+                if state is not None:
+                    _set_rng_state(state, device)
+
+            restore_rng()
+            y, grad_y, grads = layer.backward_from_output(y, grad_y, grad_logdet, restore_rng)
+            for p, g in grads.items():
+                param_grads[p] = param_grads[p] + g if p in param_grads else g
+        return y, grad_y, param_grads
 
     def inverse(self, y):
         logdet = _no_logdet(y)
@@ -110,46 +176,27 @@ def _set_rng_state(state, device):
 
 
 class _RebuiltFromOutputs(torch.autograd.Function):
-    """forward: the layers without autograd, saving only the output. backward: layer by layer
-    from the last, rebuild the input by the inverse, run the layer again with autograd and take
-    the vector-Jacobian product of (y, logdet) with the incoming gradients."""
+    """forward: the layers without autograd, saving only the output. backward: the sequence's
+    backward_from_output, layer by layer from the last."""
 
     @staticmethod
     def forward(ctx, sequence, x, *params):
         rng_states = []
         with torch.no_grad():
             y, logdet = _run(sequence.layers, x, rng_states)
-        ctx.sequence, ctx.rng_states, ctx.device = sequence, rng_states, x.device
+        ctx.sequence, ctx.rng_states = sequence, rng_states
         ctx.save_for_backward(y)
         return y, logdet
 
     @staticmethod
     def backward(ctx, grad_y, grad_logdet):
         (y,) = ctx.saved_tensors
-        layers, device = ctx.sequence.layers, ctx.device
-        param_grads = {}
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            for layer, state in zip(reversed(layers), reversed(ctx.rng_states)):
-                _set_rng_state(state, device)
-                with torch.no_grad():
-                    x, _ = layer.inverse(y)
-                _set_rng_state(state, device)
-                x = x.detach().requires_grad_()
-                params = [p for p in layer.parameters() if p.requires_grad]
-                with torch.enable_grad():
-                    out, logdet = layer(x)
-                pairs = [(t, g) for t, g in ((out, grad_y), (logdet, grad_logdet))
-                         if t.requires_grad]  # a permutation's logdet is a constant
-                outputs, grad_outputs = zip(*pairs)
-                grads = torch.autograd.grad(outputs, [x, *params], grad_outputs,
-                                            allow_unused=True)
-                grad_y = grads[0] if grads[0] is not None else torch.zeros_like(x)
-                for p, g in zip(params, grads[1:]):
-                    if g is not None:
-                        param_grads[p] = param_grads[p] + g if p in param_grads else g
-                y = x.detach()
-        all_params = [p for p in ctx.sequence.parameters() if p.requires_grad]
-        return (None, grad_y, *[param_grads.get(p) for p in all_params])
+        devices = [y.device] if y.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.enable_grad():
+            _, grad_x, param_grads = ctx.sequence.backward_from_output(
+                y, grad_y, grad_logdet, rng_states=ctx.rng_states)
+        params = [p for p in ctx.sequence.parameters() if p.requires_grad]
+        return (None, grad_x, *[param_grads.get(p) for p in params])
 
 
 class Squeeze(InvertibleLayer):

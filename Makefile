@@ -21,6 +21,8 @@ $(VENV)/.installed: setup.py
 
 DEMO_RUN := runs/demo-vae
 DEMO_PIXELCNN := runs/demo-pixelcnn
+DEMO_NSF := runs/demo-nsf
+DEMO_REALNVP := runs/demo-realnvp
 
 demo: setup
 	$(BIN)/gdm-engine info
@@ -32,9 +34,17 @@ demo: setup
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_RUN)/best.pt --out $(DEMO_RUN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_RUN)/best.pt --json $(DEMO_RUN)/eval.json
 	rm -rf $(DEMO_PIXELCNN)
-	$(BIN)/gdm-engine train pixelcnn --data digits --steps 500 --eval-every 250 --out $(DEMO_PIXELCNN)
+	$(BIN)/gdm-engine train pixelcnn --data digits --steps 500 --eval-every 250 --set channels=32 --out $(DEMO_PIXELCNN)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_PIXELCNN)/best.pt --out $(DEMO_PIXELCNN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_PIXELCNN)/best.pt --json $(DEMO_PIXELCNN)/eval.json
+	rm -rf $(DEMO_NSF)
+	$(BIN)/gdm-engine train nsf --data 8gaussians --steps 1000 --batch-size 256 --eval-every 500 --out $(DEMO_NSF)
+	$(BIN)/gdm-engine sample --checkpoint $(DEMO_NSF)/best.pt --n 2000 --out $(DEMO_NSF)/samples.png
+	$(BIN)/gdm-engine eval --checkpoint $(DEMO_NSF)/best.pt --json $(DEMO_NSF)/eval.json
+	rm -rf $(DEMO_REALNVP)
+	$(BIN)/gdm-engine train realnvp --data digits --steps 600 --batch-size 64 --eval-every 300 --weight-decay 0.05 --set dropout=0.3 --out $(DEMO_REALNVP)
+	$(BIN)/gdm-engine sample --checkpoint $(DEMO_REALNVP)/best.pt --temperature 0.8 --out $(DEMO_REALNVP)/samples.png
+	$(BIN)/gdm-engine eval --checkpoint $(DEMO_REALNVP)/best.pt --iwae-samples 100 --json $(DEMO_REALNVP)/eval.json
 
 test: setup
 	$(BIN)/python -m pytest tests bench --benchmark-disable

@@ -181,7 +181,9 @@ class _RebuiltFromOutputs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sequence, x, *params):
-        rng_states = []
+        # the random states (5 KB each on a CPU) are kept only where a layer draws from them
+        draws = any(isinstance(m, nn.Dropout) and m.p > 0 for m in sequence.modules())
+        rng_states = [] if draws and sequence.training else None
         with torch.no_grad():
             y, logdet = _run(sequence.layers, x, rng_states)
         ctx.sequence, ctx.rng_states = sequence, rng_states

@@ -14,7 +14,7 @@ CASES = flow_memory_cases()
 @pytest.mark.parametrize("memory_saving", [False, True], ids=["plain", "memory-saving"])
 @pytest.mark.parametrize("case", CASES, ids=[c.label for c in CASES])
 def bench_flow_training_step(benchmark, case, memory_saving):
-    model = case.build(DEVICE, memory_saving)
+    model = case.build(DEVICE, memory_saving=memory_saving)
     x = torch.randint(0, case.levels, (case.batch, *case.shape), device=DEVICE)
     model.loss(x)  # ActNorm's data-dependent initialisation
 

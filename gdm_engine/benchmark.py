@@ -165,7 +165,9 @@ SAMPLING_COLUMNS = ["model", "case", "batch", "steps", "sampler", "seconds", "ms
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplingCase:
+class ModelCase:
+    """A model to time: a registered model, its data shape and levels, options and batch."""
+
     label: str
     model: str  # the registered name
     shape: tuple
@@ -173,11 +175,13 @@ class SamplingCase:
     options: dict
     batch: int
 
-    def build(self, device):
+    def build(self, device, **options):
+        """The model with weights drawn from seed 0; `options` add to the case's own."""
         from gdm_engine import models
 
         torch.manual_seed(0)
-        return models.get(self.model)(self.shape, self.levels, **self.options).to(device)
+        cls = models.get(self.model)
+        return cls(self.shape, self.levels, **self.options, **options).to(device)
 
 
 def sampling_cases(device, quick=False):
@@ -185,17 +189,17 @@ def sampling_cases(device, quick=False):
     batch 16, 1,024 steps; PixelCNN, 6 layers, 32 channels, batch 8, 16 x 16 (256 levels each);
     on a GPU also PixelCNN at 28 x 28, batch 64. `quick`: small stand-ins for tests."""
     if quick:
-        return [SamplingCase("4 layers, 8 ch, 64 steps", "wavenet", (1, 64), 256,
-                             {"channels": 8, "layers": 4}, 2),
-                SamplingCase("2 layers, 8 ch, 6x6", "pixelcnn", (1, 6, 6), 256,
-                             {"channels": 8, "layers": 2}, 2)]
-    cases = [SamplingCase("10 layers, 32 ch, 1024 steps", "wavenet", (1, 1024), 256,
-                          {"channels": 32, "layers": 10}, 16),
-             SamplingCase("6 layers, 32 ch, 16x16", "pixelcnn", (1, 16, 16), 256,
-                          {"channels": 32, "layers": 6}, 8)]
+        return [ModelCase("4 layers, 8 ch, 64 steps", "wavenet", (1, 64), 256,
+                          {"channels": 8, "layers": 4}, 2),
+                ModelCase("2 layers, 8 ch, 6x6", "pixelcnn", (1, 6, 6), 256,
+                          {"channels": 8, "layers": 2}, 2)]
+    cases = [ModelCase("10 layers, 32 ch, 1024 steps", "wavenet", (1, 1024), 256,
+                       {"channels": 32, "layers": 10}, 16),
+             ModelCase("6 layers, 32 ch, 16x16", "pixelcnn", (1, 16, 16), 256,
+                       {"channels": 32, "layers": 6}, 8)]
     if device.type == "cuda":
-        cases.append(SamplingCase("6 layers, 32 ch, 28x28", "pixelcnn", (1, 28, 28), 256,
-                                  {"channels": 32, "layers": 6}, 64))
+        cases.append(ModelCase("6 layers, 32 ch, 28x28", "pixelcnn", (1, 28, 28), 256,
+                               {"channels": 32, "layers": 6}, 64))
     return cases
 
 
@@ -247,33 +251,15 @@ FLOW_MEMORY_COLUMNS = ["model", "case", "batch", "training", "saved_MB", "saved_
                        "step_ms", "time_vs_plain"]
 
 
-@dataclasses.dataclass(frozen=True)
-class FlowMemoryCase:
-    label: str
-    model: str  # the registered name
-    shape: tuple
-    levels: int
-    options: dict
-    batch: int
-
-    def build(self, device, memory_saving):
-        from gdm_engine import models
-
-        torch.manual_seed(0)
-        cls = models.get(self.model)
-        return cls(self.shape, self.levels, memory_saving=memory_saving,
-                   **self.options).to(device)
-
-
 def flow_memory_cases(quick=False):
     """The issue's case: a Glow of depth 32 (K = 32 steps per level, L = 3 levels, as the Glow
     paper's CIFAR-10 model, with 64 hidden channels instead of 512 so that it runs on a CPU) on
     3 x 32 x 32 images of 256 levels, batch 16. `quick`: a small stand-in for tests."""
     if quick:
-        return [FlowMemoryCase("depth 2, 2 levels, 8 hidden, 1x8x8", "glow", (1, 8, 8), 17,
-                               {"scales": 2, "depth": 2, "hidden": 8}, 4)]
-    return [FlowMemoryCase("depth 32, 3 levels, 64 hidden, 3x32x32", "glow", (3, 32, 32), 256,
-                           {"scales": 3, "depth": 32, "hidden": 64}, 16)]
+        return [ModelCase("depth 2, 2 levels, 8 hidden, 1x8x8", "glow", (1, 8, 8), 17,
+                          {"scales": 2, "depth": 2, "hidden": 8}, 4)]
+    return [ModelCase("depth 32, 3 levels, 64 hidden, 3x32x32", "glow", (3, 32, 32), 256,
+                      {"scales": 3, "depth": 32, "hidden": 64}, 16)]
 
 
 def saved_tensor_bytes(fn):
@@ -301,7 +287,7 @@ def bench_flow_memory(cases, device, repeats=3, progress=None):
                           generator=torch.Generator(device).manual_seed(0))
         plain = {}
         for training, memory_saving in (("plain autograd", False), ("memory saving", True)):
-            model = case.build(device, memory_saving)
+            model = case.build(device, memory_saving=memory_saving)
             model.loss(x)
 
             def step():

@@ -120,26 +120,26 @@ class _Coupling(InvertibleLayer):
         the input is read from the output, the network's parameters computed from it under
         autograd, the transformed part inverted with them, then transformed again under
         autograd (the elementwise op only)."""
-        checkerboard = self.partition == "checkerboard"
-        a_out, b_out = (y, y) if checkerboard else self._halves(y)
-        return self._replay_from(a_out, b_out, lambda a, y_b: y_b if checkerboard
+        masked = self.partition == "checkerboard"
+        a_out, b_out = (y, y) if masked else self._halves(y)
+        return self._replay_from(a_out, b_out, lambda a, y_b: y_b if masked
                                  else self._join(a, y_b))
 
     def _replay_from(self, a, b_out, output):
         """The replay given the passing part a of the input and the transformed part b_out of
         the output; output(a, y_b) assembles the layer's output under autograd."""
-        checkerboard = self.partition == "checkerboard"
+        masked = self.partition == "checkerboard"
         a = a.detach().requires_grad_()
-        mask = self.mask if checkerboard else None
+        mask = self.mask if masked else None
         with torch.enable_grad():
-            params = self._params(a * mask if checkerboard else a, b_out)
+            params = self._params(a * mask if masked else a, b_out)
         with torch.no_grad():
             x_b, _ = self._transform(b_out, [p.detach() for p in params], mask, reverse=True)
         x_b = x_b.detach().requires_grad_()
         with torch.enable_grad():
             y_b, logdet = self._transform(x_b, params, mask, reverse=False)
             out = output(a, y_b)
-        if checkerboard:  # x_b holds the whole input; the network saw its passing pixels
+        if masked:  # x_b holds the whole input; the network saw its passing pixels
             return Replay(x_b.detach(), [a, x_b], lambda g: g[0] + g[1], out, logdet)
         return Replay(self._join(a.detach(), x_b.detach()), [a, x_b], lambda g: self._join(*g),
                       out, logdet)
@@ -233,6 +233,10 @@ class Split(AffineCoupling):
 
     def extra_repr(self):
         return f"shape={self.shape}"
+
+    # the coupling's shortcut would read z_1 from the output, which the next scale changed:
+    # a Split replays by inverse and forward (backward_from_output below avoids it altogether)
+    replay = InvertibleLayer.replay
 
     def forward(self, x):
         y, logdet = self._couple(x, reverse=False)

@@ -9,7 +9,8 @@ log p(x) = log N(f(x); 0, I) + sum of the forward logdets (Dinh et al., 2017, eq
 pass rebuilds each layer's input from its output with the layer's inverse, runs that one layer
 forward again under autograd and back-propagates through it, log-det included (the reversible
 backprop of Gomez et al., 2017, sec. 4, applied to whole flows). Memory then stays flat in
-depth, at the price of an inverse and a second forward per layer.
+depth, at the price of one forward pass without autograd and a replay per layer: its inverse
+and its forward under autograd, which a coupling shares by running its network once.
 """
 
 import dataclasses

@@ -95,6 +95,17 @@ def test_inverse_undoes_forward_and_negates_the_logdet_in_fp32(name, factory, sh
     assert relative_error(again, z.double()) < 1e-5
 
 
+@pytest.mark.parametrize("name, factory, shape", LAYERS, ids=IDS)
+def test_replay_rebuilds_the_input_and_records_the_output(name, factory, shape, generator):
+    layer, x = _layer_and_input(factory, shape, generator)
+    y, logdet = layer(x)
+    replay = layer.replay(y)
+    assert relative_error(replay.input, x) < 1e-10
+    assert relative_error(replay.output, y) < 1e-10
+    assert relative_error(replay.logdet, logdet) < 1e-10
+    assert all(leaf.requires_grad for leaf in replay.leaves)
+
+
 def _grads(layer, x, weights):
     x = x.clone().requires_grad_()
     y, logdet = layer(x)

@@ -1,7 +1,8 @@
 """The PyTorch reference of rq_spline against nflows' `unconstrained_rational_quadratic_spline`
 on a CPU, at the catalog's "bench" cases (K = 8, 2^20 elements, forward and inverse), forward
-alone and forward plus backward. `gdm-engine bench` times the peer on a GPU only; this script is
-the CPU comparison. Usage: .venv/bin/python bench/rq_spline_cpu_vs_nflows.py [--threads N]
+alone and forward plus backward. On a CPU `gdm-engine bench --op rq_spline` times the peer at the
+smaller "medium" cases; this script is the CPU comparison at the benchmark's size.
+Usage: .venv/bin/python bench/rq_spline_cpu_vs_nflows.py [--threads N]
 """
 
 import argparse

@@ -77,7 +77,7 @@ def providers(spec, case, device):
     if device.type == "cuda":
         found["triton"] = lambda: spec.kernel(*args, **kwargs)
     for name, make in spec.peers.items():
-        fn = make(case) if device.type == "cuda" else None
+        fn = make(case)
         if fn is not None:
             found[name] = fn
     return found

@@ -48,7 +48,8 @@ class OpSpec:
     bytes_moved: Callable
     flops: Callable
     tolerance: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
-    peers: dict = dataclasses.field(default_factory=dict)  # name -> (case -> callable or None)
+    # name -> (case -> callable, or None where the peer cannot run the case, e.g. on this device)
+    peers: dict = dataclasses.field(default_factory=dict)
     outputs: tuple = ("out",)  # names of the returned tensors, for ops that return several
     # (args, kwargs) of `library_op` for a case, where the public op prepares its arguments
     library_inputs: Callable = lambda case: (case.args, case.kwargs)  # noqa: E731
@@ -133,7 +134,8 @@ def _dao_causal_conv1d(case):
     x, w, b = case.args
     kw = case.kwargs
     depthwise = kw["groups"] == x.shape[1] == w.shape[0]
-    if not depthwise or kw["dilation"] != 1 or w.shape[2] > 4 or kw["activation"] is not None:
+    if x.device.type != "cuda" or not depthwise or kw["dilation"] != 1 or w.shape[2] > 4 \
+            or kw["activation"] is not None:
         return None
     return lambda: causal_conv1d_fn(x, w[:, 0], b)
 

@@ -83,7 +83,8 @@ def cmd_bench(args):
     else:
         size = "tiny" if args.quick else "medium"
         dtypes = [torch.float32]
-        print("no GPU: timing the reference providers (eager, torch.compile) on the CPU in float32."
+        print("no GPU: timing the reference providers (eager, torch.compile) and installed peers "
+              "on the CPU in float32."
               " Kernel timings need a GPU: the interpreter's speed says nothing of the kernels'.")
     seed = args.seed if args.seed is not None else secrets.randbits(31)
     with tqdm(desc="cases", unit="case", disable=None, file=sys.stderr) as bar:

@@ -8,7 +8,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["gdm_engine", "gdm_engine.reference", "gdm_engine.ops", "gdm_engine.nn",
-              "gdm_engine.models", "gdm_engine.cli", "gdm_engine.kernels"],
+              "gdm_engine.models", "gdm_engine.cli", "gdm_engine.diffusion",
+              "gdm_engine.kernels"],
     # The kernels live in the top-level kernels/ folder but install under the engine's name, so
     # they cannot clash with any other top-level "kernels" package.
     package_dir={"gdm_engine.kernels": "kernels"},

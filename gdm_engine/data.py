@@ -56,6 +56,9 @@ class Data:
     test: torch.Tensor
     levels: Optional[int] = None
     toy: Optional["Toy"] = None
+    # class labels per split, (N,) int64, where the data set has them (digits: 0 .. 9)
+    labels: Optional[dict] = None
+    classes: Optional[int] = None
 
     @property
     def discrete(self):
@@ -92,13 +95,16 @@ def dequantized_log_prob(log_density, x, levels, generator=None):
 
 
 def digits():
-    """scikit-learn's bundled 8x8 digits: (N, 1, 8, 8) levels 0..16, fixed split."""
+    """scikit-learn's bundled 8x8 digits: (N, 1, 8, 8) levels 0..16, fixed split, with the
+    digit each image shows as its label (`data.labels[split]`, 0 .. 9)."""
     from sklearn.datasets import load_digits
 
-    images = torch.from_numpy(load_digits().images.astype(np.int64)).unsqueeze(1)
-    train, valid, test = images.split([DIGITS_TRAIN, DIGITS_VALID, len(images) - DIGITS_TRAIN
-                                       - DIGITS_VALID])
-    return Data("digits", train, valid, test, levels=17)
+    bundle = load_digits()
+    images = torch.from_numpy(bundle.images.astype(np.int64)).unsqueeze(1)
+    sizes = [DIGITS_TRAIN, DIGITS_VALID, len(images) - DIGITS_TRAIN - DIGITS_VALID]
+    train, valid, test = images.split(sizes)
+    labels = dict(zip(SPLITS, torch.from_numpy(bundle.target.astype(np.int64)).split(sizes)))
+    return Data("digits", train, valid, test, levels=17, labels=labels, classes=10)
 
 
 def _user_split(name, array, levels):

@@ -24,6 +24,17 @@ def test_digits_are_the_bundled_images_with_a_fixed_split():
     assert torch.equal(torch.cat([digits.train, digits.valid, digits.test]), images)
 
 
+def test_digits_carry_their_labels_split_alike():
+    from sklearn.datasets import load_digits
+
+    digits = data.load("digits")
+    assert digits.classes == 10 and set(digits.labels) == {"train", "valid", "test"}
+    labels = torch.cat([digits.labels[split] for split in ("train", "valid", "test")])
+    assert torch.equal(labels, torch.from_numpy(load_digits().target).long())
+    assert all(len(digits.labels[s]) == len(getattr(digits, s)) for s in digits.labels)
+    assert data.load("8gaussians").labels is None
+
+
 @pytest.mark.parametrize("name", ["moons", "checkerboard"])
 def test_toys_have_three_independent_samples(name):
     toy = data.load(name)

@@ -53,6 +53,8 @@ class OpSpec:
     outputs: tuple = ("out",)  # names of the returned tensors, for ops that return several
     # (args, kwargs) of `library_op` for a case, where the public op prepares its arguments
     library_inputs: Callable = lambda case: (case.args, case.kwargs)  # noqa: E731
+    # False for forward-only ops (the samplers' steps): no gradients to check, no autograd
+    differentiable: bool = True
 
     def kernel(self, *args, **kwargs):
         """The op with its Triton kernel, whatever the global backend."""
@@ -531,9 +533,174 @@ ACTNORM = OpSpec(
     outputs=("y", "logdet"),
 )
 
+# --------------------------------------------------------------------------------------------------
+# diffusion: ddpm_step, ddim_step, langevin_step (forward-only, explicit noise so kernel and
+# reference agree; the in-kernel noise is tested statistically in tests/test_diffusion.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def _ddpm_op(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, **kwargs):
+    return ops.ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=noise, **kwargs)
+
+
+def _ddim_op(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, **kwargs):
+    return ops.ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=noise, **kwargs)
+
+
+def _langevin_op(x, score, step_size, noise=None, **kwargs):
+    return ops.langevin_step(x, score, step_size, noise=noise, **kwargs)
+
+
+def _diffusion_tensors(shape, dtype, device, generator, noise=True):
+    """x, model output (or score) and explicit noise z (None: drawn in the kernel)."""
+    drawn = [torch.randn(shape, generator=generator) for _ in range(3)]
+    x, m, z = (t.to(device=device, dtype=dtype) for t in drawn)
+    return x, m, (z if noise else None)
+
+
+def _alpha_bars(n, per_example, dtype, device, generator, last=False):
+    """(ᾱ_t, ᾱ_prev): floats, or (N,) tensors in x's dtype; ᾱ_prev = 1 where `last`."""
+    a = 0.05 + 0.85 * torch.rand(n, generator=generator)
+    gap = 0.1 * torch.rand(n, generator=generator)
+    a_prev = torch.ones(n) if last else torch.minimum(a + gap, torch.ones(n))
+    if per_example:
+        if last and n > 1:  # a batch that mixes the last step with others
+            a_prev[::2] = torch.minimum(a[::2] + gap[::2], torch.ones(1))
+        return a.to(device=device, dtype=dtype), a_prev.to(device=device, dtype=dtype)
+    return float(a[0]), float(a_prev[0])
+
+
+def _denoising_inputs(size, dtype, device, generator, settings):
+    """One Case per (shape, per-example schedule?, last step?, kwargs) in `settings`."""
+    cases = []
+    for shape, per_example, last, kwargs in settings:
+        x, m, z = _diffusion_tensors(shape, dtype, device, generator,
+                                     noise=kwargs.pop("noise", True))
+        a, a_prev = _alpha_bars(shape[0], per_example, dtype, device, generator, last)
+        label = (f"{tuple(shape)} {'per-example' if per_example else 'float'} schedule"
+                 + (" last step" if last else "") + "".join(f" {k}={v}" for k, v in kwargs.items())
+                 + (" drawn noise" if z is None else ""))
+        cases.append(Case(label, (x, m, a, a_prev, z), kwargs))
+    return cases
+
+
+def _denoising_shapes(size, generator):
+    r = lambda low, high: _randint(generator, low, high)  # noqa: E731
+    if size == "tiny":
+        return [(1, 1), (r(2, 5), r(1, 3), r(2, 7), r(2, 7)), (3, 17), (r(2, 6), 2)]
+    return [(r(2, 16), 4, r(8, 40), r(8, 40)), (r(30, 200), 2), (7, 3, 31, 29), (5, 1)]
+
+
+def _ddpm_inputs(size, dtype, device, generator):
+    if size == "bench":  # the issue's latent batch: (64, 4, 64, 64), given and drawn noise
+        shape = (64, 4, 64, 64)
+        return _denoising_inputs(size, dtype, device, generator, [
+            (shape, True, False, {}), (shape, True, False, {"noise": False}),
+            (shape, True, False, {"threshold": 0.995})])
+    s = _denoising_shapes(size, generator)
+    return _denoising_inputs(size, dtype, device, generator, [
+        (s[0], False, False, {}),
+        (s[1], True, False, {"prediction": "v", "variance": "fixed_large"}),
+        (s[2], True, False, {"prediction": "x0", "clip": 1.0}),
+        (s[1], False, False, {"threshold": 0.9}),
+        (s[3], True, True, {"prediction": "eps", "clip": 1.5, "threshold": 0.8}),
+        (s[2], False, True, {"variance": "fixed_large"}),
+    ])
+
+
+def _ddim_inputs(size, dtype, device, generator):
+    if size == "bench":
+        shape = (64, 4, 64, 64)
+        return _denoising_inputs(size, dtype, device, generator, [
+            (shape, True, False, {}), (shape, True, False, {"eta": 1.0, "noise": False})])
+    s = _denoising_shapes(size, generator)
+    return _denoising_inputs(size, dtype, device, generator, [
+        (s[0], False, False, {}),
+        (s[1], True, False, {"prediction": "v", "eta": 0.5}),
+        (s[2], True, False, {"prediction": "x0", "clip": 1.0, "eta": 1.0}),
+        (s[1], False, False, {"threshold": 0.9, "eta": 0.3}),
+        (s[3], True, True, {"eta": 1.0}),
+    ])
+
+
+def _denoising_bytes(case):
+    x, m, _, _, z = case.args
+    return _bytes_of(x, m, z, x)
+
+
+def _denoising_flops(case):
+    return 8 * case.args[0].numel()
+
+
+def _langevin_inputs(size, dtype, device, generator):
+    def case(shape, per_example, noise=True):
+        x, score, z = _diffusion_tensors(shape, dtype, device, generator, noise)
+        h = 0.2 * torch.rand(shape[0], generator=generator)
+        step = h.to(device=device, dtype=dtype) if per_example else float(h[0])
+        label = f"{tuple(shape)} {'per-example' if per_example else 'float'} step size"
+        return Case(label + ("" if noise else " drawn noise"), (x, score, step, z), {})
+
+    if size == "bench":
+        return [case((64, 4, 64, 64), False), case((64, 4, 64, 64), True, noise=False)]
+    s = _denoising_shapes(size, generator)
+    return [case(s[0], False), case(s[1], True), case(s[2], True), case(s[3], False)]
+
+
+def _langevin_bytes(case):
+    x, score, _, z = case.args
+    return _bytes_of(x, score, z, x)
+
+
+def _langevin_flops(case):
+    return 4 * case.args[0].numel()
+
+
+def _library_inputs(prepare):
+    return lambda case: prepare(*case.args, **case.kwargs)
+
+
+DDPM_STEP = OpSpec(
+    name="ddpm_step",
+    family="diffusion",
+    op=_ddpm_op,
+    library_op=ops.ddpm_library_op,
+    reference=reference.ddpm_step,
+    make_inputs=_ddpm_inputs,
+    bytes_moved=_denoising_bytes,
+    flops=_denoising_flops,
+    library_inputs=_library_inputs(ops.diffusion.ddpm_library_inputs),
+    differentiable=False,
+)
+
+DDIM_STEP = OpSpec(
+    name="ddim_step",
+    family="diffusion",
+    op=_ddim_op,
+    library_op=ops.ddim_library_op,
+    reference=reference.ddim_step,
+    make_inputs=_ddim_inputs,
+    bytes_moved=_denoising_bytes,
+    flops=_denoising_flops,
+    library_inputs=_library_inputs(ops.diffusion.ddim_library_inputs),
+    differentiable=False,
+)
+
+LANGEVIN_STEP = OpSpec(
+    name="langevin_step",
+    family="diffusion",
+    op=_langevin_op,
+    library_op=ops.langevin_library_op,
+    reference=reference.langevin_step,
+    make_inputs=_langevin_inputs,
+    bytes_moved=_langevin_bytes,
+    flops=_langevin_flops,
+    library_inputs=_library_inputs(ops.diffusion.langevin_library_inputs),
+    differentiable=False,
+)
+
 CATALOG = {spec.name: spec for spec in [ACTNORM, AFFINE_COUPLING,
-                                        CAUSAL_CONV1D, GAUSSIAN_REPARAM_KL, MASKED_CONV2D,
-                                        RQ_SPLINE]}
+                                        CAUSAL_CONV1D, DDIM_STEP, DDPM_STEP, GAUSSIAN_REPARAM_KL,
+                                        LANGEVIN_STEP, MASKED_CONV2D, RQ_SPLINE]}
 
 
 def get(name):

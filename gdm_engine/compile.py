@@ -111,11 +111,13 @@ def record_launches(spec, sizes=SIZES, dtypes=DTYPES, seed=0):
         for tf32 in ([True, False] if dtype == torch.float32 else [True]):
             for size in sizes:
                 for case in spec.make_inputs(size, dtype, torch.device("cpu"), generator):
-                    case = with_tensors(case, lambda t: t.detach().requires_grad_())
+                    grads = spec.differentiable  # forward-only ops have no backward kernels
+                    case = with_tensors(case, lambda t: t.detach().requires_grad_(grads))
                     with recording_launches() as recorded, use_backend("triton"), allow_tf32(tf32):
                         outs = as_tuple(spec.op(*case.args, **case.kwargs))
-                        torch.autograd.grad(outs, case.tensors(),
-                                            [torch.empty_like(o) for o in outs])
+                        if grads:
+                            torch.autograd.grad(outs, case.tensors(),
+                                                [torch.empty_like(o) for o in outs])
                     launches += recorded
     return launches
 

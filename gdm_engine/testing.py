@@ -78,12 +78,14 @@ def allow_tf32(enabled):
 
 
 def check_case(spec, case, grads=True, generator=None, tf32=False):
-    """Checks of one case: the forward output, then the gradient of every floating input.
+    """Checks of one case: the forward output, then the gradient of every floating input
+    (of differentiable ops).
 
     fp32 kernels run with TF32 products when `tf32` (PyTorch's default for convolutions, checked
     against the catalog's "tf32" tolerance) and with IEEE fp32 products otherwise."""
     from gdm_engine.kernels import poisoned_outputs
 
+    grads = grads and spec.differentiable  # forward-only ops have no gradients to check
     dtype = case.tensors()[0].dtype
     tf32 = tf32 and dtype == torch.float32
     tolerance = spec.tolerance["tf32" if tf32 else dtype]

@@ -6,6 +6,8 @@ from .affine_coupling import affine_coupling
 from .affine_coupling import library_op as affine_coupling_library_op
 from .causal_conv1d import causal_conv1d
 from .causal_conv1d import library_op as causal_conv1d_library_op
+from .diffusion import ddim_library_op, ddim_step, ddpm_library_op, ddpm_step
+from .diffusion import langevin_library_op, langevin_step
 from .gaussian_reparam_kl import gaussian_reparam_kl
 from .gaussian_reparam_kl import library_op as gaussian_reparam_kl_library_op
 from .masked_conv2d import library_op as masked_conv2d_library_op
@@ -14,6 +16,7 @@ from .rq_spline import library_op as rq_spline_library_op
 from .rq_spline import rq_spline
 
 __all__ = ["actnorm", "actnorm_library_op", "affine_coupling", "affine_coupling_library_op",
-           "causal_conv1d", "causal_conv1d_library_op", "gaussian_reparam_kl",
-           "gaussian_reparam_kl_library_op", "masked_conv2d", "masked_conv2d_library_op",
+           "causal_conv1d", "causal_conv1d_library_op", "ddim_library_op", "ddim_step",
+           "ddpm_library_op", "ddpm_step", "gaussian_reparam_kl", "gaussian_reparam_kl_library_op",
+           "langevin_library_op", "langevin_step", "masked_conv2d", "masked_conv2d_library_op",
            "rq_spline", "rq_spline_library_op"]

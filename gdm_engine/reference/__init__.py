@@ -3,9 +3,10 @@
 from .actnorm import actnorm
 from .affine_coupling import affine_coupling
 from .causal_conv1d import causal_conv1d
+from .diffusion import ddim_step, ddpm_step, langevin_step
 from .gaussian_reparam_kl import gaussian_reparam_kl
 from .masked_conv2d import masked_conv2d
 from .rq_spline import rq_spline
 
-__all__ = ["actnorm", "affine_coupling", "causal_conv1d", "gaussian_reparam_kl", "masked_conv2d",
-           "rq_spline"]
+__all__ = ["actnorm", "affine_coupling", "causal_conv1d", "ddim_step", "ddpm_step",
+           "gaussian_reparam_kl", "langevin_step", "masked_conv2d", "rq_spline"]

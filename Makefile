@@ -30,7 +30,7 @@ demo: setup
 	$(BIN)/gdm-engine bench --quick
 	$(BIN)/gdm-engine compile --arch sm_90 --op masked_conv2d
 	rm -rf $(DEMO_RUN)
-	$(BIN)/gdm-engine train vae --data digits --steps 3000 --eval-every 1000 --out $(DEMO_RUN)
+	$(BIN)/gdm-engine train vae --data digits --steps 2000 --eval-every 1000 --out $(DEMO_RUN)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_RUN)/best.pt --out $(DEMO_RUN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_RUN)/best.pt --json $(DEMO_RUN)/eval.json
 	rm -rf $(DEMO_PIXELCNN)
@@ -38,7 +38,7 @@ demo: setup
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_PIXELCNN)/best.pt --out $(DEMO_PIXELCNN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_PIXELCNN)/best.pt --json $(DEMO_PIXELCNN)/eval.json
 	rm -rf $(DEMO_NSF)
-	$(BIN)/gdm-engine train nsf --data 8gaussians --steps 1000 --batch-size 256 --eval-every 500 --out $(DEMO_NSF)
+	$(BIN)/gdm-engine train nsf --data 8gaussians --steps 800 --batch-size 256 --eval-every 400 --out $(DEMO_NSF)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_NSF)/best.pt --n 2000 --out $(DEMO_NSF)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_NSF)/best.pt --json $(DEMO_NSF)/eval.json
 	rm -rf $(DEMO_REALNVP)

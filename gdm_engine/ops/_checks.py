@@ -1,4 +1,5 @@
-"""Input checks shared by every op: each error names the argument, what was expected and what came."""
+"""Input checks shared by every op (each error names the argument, what was expected and what
+came), and the seed of the noise that kernels draw themselves."""
 
 import torch
 
@@ -59,3 +60,30 @@ def check_choice(name, value, choices):
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {listed}; got {value!r}")
+
+
+def check_shape_of(name, value, ref_name, ref):
+    """`value` is a tensor with the dtype, device and shape of `ref`."""
+    check_tensor(name, value)
+    check_like(name, value, ref_name, ref)
+    if value.shape != ref.shape:
+        raise ValueError(f"{name} must have the shape of {ref_name}, {tuple(ref.shape)}, got "
+                         f"{tuple(value.shape)}")
+
+
+def check_noise_source(noise, generator):
+    """An op that adds noise takes `noise` or a torch.Generator that draws it, not both."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
+    if generator is not None and noise is not None:
+        raise ValueError("pass noise or generator, not both: the generator only draws the noise")
+
+
+def noise_seed(noise, generator):
+    """The seed a kernel draws its noise from: taken from `generator` (torch's global one when
+    None) on the generator's device; 0, unused, when the noise is given."""
+    if noise is not None:
+        return 0
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2**31 - 1, (), generator=generator, device=device))

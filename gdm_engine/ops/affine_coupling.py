@@ -15,7 +15,7 @@ import torch
 from gdm_engine import backend, reference
 from gdm_engine.reference.affine_coupling import SCALE_MAPS
 
-from ._checks import check_choice, check_like, check_tensor
+from ._checks import check_choice, check_shape_of, check_tensor
 from ._flow import logdet_dtype, reference_vjp
 
 
@@ -98,11 +98,7 @@ def check_inputs(x, shift, scale_raw, scale_map, mask, reverse, clamp):
     if x.ndim < 1:
         raise ValueError("x must have shape (N, ...): a batch of examples, got a 0-d tensor")
     for name, value in (("shift", shift), ("scale_raw", scale_raw)):
-        check_tensor(name, value)
-        check_like(name, value, "x", x)
-        if value.shape != x.shape:
-            raise ValueError(f"{name} must have the shape of x, {tuple(x.shape)}, got "
-                             f"{tuple(value.shape)}")
+        check_shape_of(name, value, "x", x)
     check_choice("scale_map", scale_map, SCALE_MAPS)
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")

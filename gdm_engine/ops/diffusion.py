@@ -15,7 +15,7 @@ import torch
 from gdm_engine import backend
 from gdm_engine.reference import diffusion as ref
 
-from ._checks import check_choice, check_like, check_tensor
+from ._checks import check_choice, check_noise_source, check_shape_of, check_tensor, noise_seed
 
 PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("fixed_small", "fixed_large")
@@ -176,16 +176,8 @@ def _check_pair(x_name, x, m_name, m, noise, generator):
         raise ValueError(f"{x_name} must have shape (N, ...): a batch of examples, got a scalar")
     named = [(m_name, m)] + ([("noise", noise)] if noise is not None else [])
     for name, value in named:
-        check_tensor(name, value)
-        check_like(name, value, x_name, x)
-        if value.shape != x.shape:
-            raise ValueError(f"{name} must have the shape of {x_name}, {tuple(x.shape)}, got "
-                             f"{tuple(value.shape)}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got "
-                        f"{type(generator).__name__}")
-    if generator is not None and noise is not None:
-        raise ValueError("pass noise or generator, not both: the generator only draws the noise")
+        check_shape_of(name, value, x_name, x)
+    check_noise_source(noise, generator)
 
 
 def _can_read_values(t):
@@ -270,13 +262,6 @@ def _check_denoising(x_t, model_output, alpha_bar_t, alpha_bar_prev, prediction,
 # --------------------------------------------------------------------------------------------------
 
 
-def _seed(noise, generator):
-    if noise is not None:
-        return 0
-    device = generator.device if generator is not None else "cpu"
-    return int(torch.randint(0, 2**31 - 1, (), generator=generator, device=device))
-
-
 def _as_tensor(value, x):
     """The (N,) tensor the registered op takes (float64 for float64 x, else float32)."""
     if isinstance(value, torch.Tensor):
@@ -294,7 +279,7 @@ def ddpm_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=No
                         generator=None):
     """(args, kwargs) of `ddpm_library_op` for a checked call of `ddpm_step`."""
     kwargs = dict(prediction=prediction, variance=variance, clip=clip, threshold=threshold,
-                  seed=_seed(noise, generator), deterministic=_is_one(alpha_bar_prev))
+                  seed=noise_seed(noise, generator), deterministic=_is_one(alpha_bar_prev))
     return (x_t, model_output, _as_tensor(alpha_bar_t, x_t), _as_tensor(alpha_bar_prev, x_t),
             noise), kwargs
 
@@ -326,7 +311,7 @@ def ddim_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=No
     """(args, kwargs) of `ddim_library_op` for a checked call of `ddim_step`."""
     deterministic = eta == 0 or _is_one(alpha_bar_prev)
     kwargs = dict(eta=float(eta), prediction=prediction, clip=clip, threshold=threshold,
-                  seed=_seed(noise, generator) if not deterministic else 0,
+                  seed=noise_seed(noise, generator) if not deterministic else 0,
                   deterministic=deterministic)
     return (x_t, model_output, _as_tensor(alpha_bar_t, x_t), _as_tensor(alpha_bar_prev, x_t),
             noise), kwargs
@@ -355,7 +340,7 @@ def ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, *, eta=0.0, predic
 def langevin_library_inputs(x, score, step_size, noise=None, *, generator=None):
     """(args, kwargs) of `langevin_library_op` for a checked call of `langevin_step`."""
     deterministic = not isinstance(step_size, torch.Tensor) and float(step_size) == 0
-    kwargs = dict(seed=_seed(noise, generator) if not deterministic else 0,
+    kwargs = dict(seed=noise_seed(noise, generator) if not deterministic else 0,
                   deterministic=deterministic)
     return (x, score, _as_tensor(step_size, x), noise), kwargs
 

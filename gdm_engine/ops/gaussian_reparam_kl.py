@@ -11,7 +11,7 @@ import torch
 from gdm_engine import backend, reference
 from gdm_engine.reference.gaussian_reparam_kl import standard_normal_like
 
-from ._checks import check_like, check_tensor
+from ._checks import check_noise_source, check_shape_of, check_tensor, noise_seed
 
 
 def _kernels():
@@ -98,16 +98,8 @@ def check_inputs(mean, log_var, noise, generator):
                          f"{tuple(mean.shape)}")
     named = [("log_var", log_var)] + ([("noise", noise)] if noise is not None else [])
     for name, value in named:
-        check_tensor(name, value)
-        check_like(name, value, "mean", mean)
-        if value.shape != mean.shape:
-            raise ValueError(f"{name} must have the shape of mean, {tuple(mean.shape)}, got "
-                             f"{tuple(value.shape)}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got "
-                        f"{type(generator).__name__}")
-    if generator is not None and noise is not None:
-        raise ValueError("pass noise or generator, not both: the generator only draws the noise")
+        check_shape_of(name, value, "mean", mean)
+    check_noise_source(noise, generator)
 
 
 def gaussian_reparam_kl(mean, log_var, noise=None, *, generator=None):
@@ -121,8 +113,4 @@ def gaussian_reparam_kl(mean, log_var, noise=None, *, generator=None):
     log_var and a given noise.
     """
     check_inputs(mean, log_var, noise, generator)
-    seed = 0
-    if noise is None:
-        device = generator.device if generator is not None else "cpu"
-        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator, device=device))
-    return library_op(mean, log_var, noise, seed=seed)
+    return library_op(mean, log_var, noise, seed=noise_seed(noise, generator))

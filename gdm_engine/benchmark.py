@@ -87,16 +87,16 @@ def timed_calls(spec, case, device):
     """(pass, provider, zero-argument callable) for every provider: the forward pass alone, under
     no_grad, and (for differentiable ops) the forward pass followed by the gradients of every
     input (the backward's cost)."""
-    from gdm_engine.testing import with_tensors
+    from gdm_engine.testing import varied, with_grads
 
     calls = []
     for name, fn in providers(spec, case, device).items():
         calls.append(("forward", name, _without_grad(fn)))
     if not spec.differentiable:  # forward-only ops (the samplers' steps)
         return calls
-    grad_case = with_tensors(case, lambda t: t.detach().requires_grad_())
+    grad_case = with_grads(spec, case)
     for name, fn in providers(spec, grad_case, device).items():
-        calls.append(("forward+backward", name, _with_backward(fn, grad_case.tensors())))
+        calls.append(("forward+backward", name, _with_backward(fn, varied(grad_case))))
     return calls
 
 

@@ -55,6 +55,8 @@ class OpSpec:
     library_inputs: Callable = lambda case: (case.args, case.kwargs)  # noqa: E731
     # False for forward-only ops (the samplers' steps): no gradients to check, no autograd
     differentiable: bool = True
+    # inputs of a differentiable op that take no gradient (schedule values): not checked
+    constant_inputs: tuple = ()
 
     def kernel(self, *args, **kwargs):
         """The op with its Triton kernel, whatever the global backend."""
@@ -534,28 +536,49 @@ ACTNORM = OpSpec(
 )
 
 # --------------------------------------------------------------------------------------------------
-# diffusion: ddpm_step, ddim_step, langevin_step (forward-only, explicit noise so kernel and
-# reference agree; the in-kernel noise is tested statistically in tests/test_diffusion.py)
+# diffusion: the sampler steps (forward-only, explicit noise so kernel and reference agree; the
+# in-kernel noise is tested statistically in tests/test_diffusion.py), q_sample and the loss.
+# The catalog's callables take every tensor positionally (the harness converts positional
+# tensors for the float64 reference) and pass them to the public ops by name.
 # --------------------------------------------------------------------------------------------------
 
 
-def _ddpm_op(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, **kwargs):
-    return ops.ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=noise, **kwargs)
+def _ddpm_op(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, **kwargs):
+    return ops.ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=noise,
+                         uncond=uncond, **kwargs)
 
 
-def _ddim_op(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, **kwargs):
-    return ops.ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=noise, **kwargs)
+def _ddim_op(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, **kwargs):
+    return ops.ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=noise,
+                         uncond=uncond, **kwargs)
+
+
+def _euler_op(x, model_output, sigma, sigma_next, noise=None, uncond=None, **kwargs):
+    return ops.euler_step(x, model_output, sigma, sigma_next, noise=noise, uncond=uncond,
+                          **kwargs)
+
+
+def _heun_op(x, model_output, model_output_next, sigma, sigma_next, noise=None, uncond=None,
+             uncond_next=None, **kwargs):
+    return ops.heun_step(x, model_output, model_output_next, sigma, sigma_next, noise=noise,
+                         uncond=uncond, uncond_next=uncond_next, **kwargs)
+
+
+def _dpmpp_op(x, model_output, sigma, sigma_next, previous_denoised=None, uncond=None, **kwargs):
+    return ops.dpmpp_2m_step(x, model_output, sigma, sigma_next,
+                             previous_denoised=previous_denoised, uncond=uncond, **kwargs)
 
 
 def _langevin_op(x, score, step_size, noise=None, **kwargs):
     return ops.langevin_step(x, score, step_size, noise=noise, **kwargs)
 
 
-def _diffusion_tensors(shape, dtype, device, generator, noise=True):
-    """x, model output (or score) and explicit noise z (None: drawn in the kernel)."""
-    drawn = [torch.randn(shape, generator=generator) for _ in range(3)]
-    x, m, z = (t.to(device=device, dtype=dtype) for t in drawn)
-    return x, m, (z if noise else None)
+def _diffusion_tensors(shape, dtype, device, generator, noise=True, count=3):
+    """x, model output (or score), `count` − 3 more outputs, and explicit noise z (None: drawn
+    in the kernel), last."""
+    drawn = [torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+             for _ in range(count)]
+    return (*drawn[:-1], drawn[-1] if noise else None)
 
 
 def _alpha_bars(n, per_example, dtype, device, generator, last=False):
@@ -570,17 +593,24 @@ def _alpha_bars(n, per_example, dtype, device, generator, last=False):
     return float(a[0]), float(a_prev[0])
 
 
+def _label(shape, schedule, kwargs, z):
+    return (f"{tuple(shape)} {schedule}" + "".join(f" {k}={v}" for k, v in kwargs.items())
+            + (" drawn noise" if z is None else ""))
+
+
 def _denoising_inputs(size, dtype, device, generator, settings):
-    """One Case per (shape, per-example schedule?, last step?, kwargs) in `settings`."""
+    """One Case per (shape, per-example schedule?, last step?, kwargs) in `settings`; a
+    guidance_scale in kwargs adds an unconditional output."""
     cases = []
     for shape, per_example, last, kwargs in settings:
-        x, m, z = _diffusion_tensors(shape, dtype, device, generator,
-                                     noise=kwargs.pop("noise", True))
+        x, m, u, z = _diffusion_tensors(shape, dtype, device, generator,
+                                        noise=kwargs.pop("noise", True), count=4)
         a, a_prev = _alpha_bars(shape[0], per_example, dtype, device, generator, last)
-        label = (f"{tuple(shape)} {'per-example' if per_example else 'float'} schedule"
-                 + (" last step" if last else "") + "".join(f" {k}={v}" for k, v in kwargs.items())
-                 + (" drawn noise" if z is None else ""))
-        cases.append(Case(label, (x, m, a, a_prev, z), kwargs))
+        schedule = ("per-example" if per_example else "float") + " schedule" + (
+            " last step" if last else "")
+        uncond = u if "guidance_scale" in kwargs else None
+        cases.append(Case(_label(shape, schedule, kwargs, z), (x, m, a, a_prev, z, uncond),
+                          kwargs))
     return cases
 
 
@@ -596,6 +626,7 @@ def _ddpm_inputs(size, dtype, device, generator):
         shape = (64, 4, 64, 64)
         return _denoising_inputs(size, dtype, device, generator, [
             (shape, True, False, {}), (shape, True, False, {"noise": False}),
+            (shape, True, False, {"guidance_scale": 3.0}),
             (shape, True, False, {"threshold": 0.995})])
     s = _denoising_shapes(size, generator)
     return _denoising_inputs(size, dtype, device, generator, [
@@ -605,6 +636,8 @@ def _ddpm_inputs(size, dtype, device, generator):
         (s[1], False, False, {"threshold": 0.9}),
         (s[3], True, True, {"prediction": "eps", "clip": 1.5, "threshold": 0.8}),
         (s[2], False, True, {"variance": "fixed_large"}),
+        (s[1], True, False, {"guidance_scale": 2.5, "prediction": "v"}),
+        (s[2], False, False, {"guidance_scale": 4.0, "threshold": 0.95}),
     ])
 
 
@@ -620,12 +653,148 @@ def _ddim_inputs(size, dtype, device, generator):
         (s[2], True, False, {"prediction": "x0", "clip": 1.0, "eta": 1.0}),
         (s[1], False, False, {"threshold": 0.9, "eta": 0.3}),
         (s[3], True, True, {"eta": 1.0}),
+        (s[0], True, False, {"guidance_scale": 2.0, "clip": 1.0}),
     ])
 
 
-def _denoising_bytes(case):
-    x, m, _, _, z = case.args
-    return _bytes_of(x, m, z, x)
+
+
+# the σ-form steps: Euler, Heun (Karras et al., 2022) and DPM-Solver++(2M)
+
+
+def _sigmas(n, per_example, dtype, device, generator, last=False):
+    """(σ, σ_next, σ_prev) with σ_prev > σ >= σ_next >= 0; σ_next = 0 where `last`."""
+    sigma = 0.05 + 10 * torch.rand(n, generator=generator)
+    sigma_next = torch.zeros(n) if last else sigma * torch.rand(n, generator=generator)
+    sigma_prev = sigma * (1.1 + torch.rand(n, generator=generator))
+    if last and per_example and n > 1:  # a batch that mixes the last step with others
+        sigma_next[::2] = sigma[::2] / 2
+    values = (sigma, sigma_next, sigma_prev)
+    if per_example:
+        return tuple(v.to(device=device, dtype=dtype) for v in values)
+    return tuple(float(v[0]) for v in values)
+
+
+def _sigma_form_inputs(size, dtype, device, generator, outputs, settings):
+    """Cases of (x, `outputs` model outputs, σ, σ_next, z, `outputs` unconditional ones) per
+    (shape, per-example?, last?, kwargs); guidance_scale in kwargs adds the unconditional ones,
+    churn the noise."""
+    cases = []
+    for shape, per_example, last, kwargs in settings:
+        tensors = _diffusion_tensors(shape, dtype, device, generator,
+                                     noise=kwargs.pop("noise", True), count=2 + 2 * outputs)
+        x, models, uncond, z = (tensors[0], tensors[1:1 + outputs], tensors[1 + outputs:-1],
+                                tensors[-1])
+        sigma, sigma_next, _ = _sigmas(shape[0], per_example, dtype, device, generator, last)
+        z = z if kwargs.get("churn") else None
+        uncond = uncond if "guidance_scale" in kwargs else (None,) * outputs
+        schedule = ("per-example" if per_example else "float") + " sigmas" + (
+            " last step" if last else "")
+        cases.append(Case(_label(shape, schedule, kwargs, z),
+                          (x, *models, sigma, sigma_next, z, *uncond), kwargs))
+    return cases
+
+
+def _euler_inputs(size, dtype, device, generator):
+    if size == "bench":
+        shape = (64, 4, 64, 64)
+        return _sigma_form_inputs(size, dtype, device, generator, 1, [
+            (shape, True, False, {}), (shape, True, False, {"guidance_scale": 3.0}),
+            (shape, True, False, {"churn": 0.2, "noise": False})])
+    s = _denoising_shapes(size, generator)
+    return _sigma_form_inputs(size, dtype, device, generator, 1, [
+        (s[0], False, False, {}),
+        (s[1], True, False, {"prediction": "v", "churn": 0.3}),
+        (s[2], True, True, {"prediction": "x0", "guidance_scale": 2.0}),
+        (s[3], False, False, {"churn": 0.1, "s_noise": 1.007, "guidance_scale": 0.5}),
+        (s[1], True, True, {}),
+    ])
+
+
+def _heun_inputs(size, dtype, device, generator):
+    if size == "bench":
+        shape = (64, 4, 64, 64)
+        return _sigma_form_inputs(size, dtype, device, generator, 2, [
+            (shape, True, False, {}), (shape, True, False, {"guidance_scale": 3.0})])
+    s = _denoising_shapes(size, generator)
+    return _sigma_form_inputs(size, dtype, device, generator, 2, [
+        (s[0], False, False, {}),
+        (s[1], True, False, {"prediction": "v", "churn": 0.3}),
+        (s[2], True, False, {"prediction": "x0", "guidance_scale": 2.0}),
+        (s[3], False, False, {"churn": 0.1, "guidance_scale": 1.5}),
+    ])
+
+
+def _dpmpp_inputs(size, dtype, device, generator):
+    def case(shape, per_example, last, second_order, **kwargs):
+        x, m, previous, u = _diffusion_tensors(shape, dtype, device, generator, count=4)
+        sigma, sigma_next, sigma_prev = _sigmas(shape[0], per_example, dtype, device, generator,
+                                                last)
+        if second_order:
+            kwargs["sigma_prev"] = sigma_prev
+        uncond = u if "guidance_scale" in kwargs else None
+        schedule = ("per-example" if per_example else "float") + " sigmas" + (
+            " last step" if last else "") + (" second order" if second_order else "")
+        label = _label(shape, schedule, {k: v for k, v in kwargs.items() if k != "sigma_prev"},
+                       True)
+        return Case(label, (x, m, sigma, sigma_next, previous if second_order else None, uncond),
+                    kwargs)
+
+    if size == "bench":
+        shape = (64, 4, 64, 64)
+        return [case(shape, True, False, True), case(shape, True, False, True,
+                                                     guidance_scale=3.0)]
+    s = _denoising_shapes(size, generator)
+    return [case(s[0], False, False, False), case(s[1], True, False, True, prediction="v"),
+            case(s[2], True, True, True, prediction="x0", guidance_scale=2.0),
+            case(s[3], False, False, True, guidance_scale=1.5), case(s[1], True, True, False)]
+
+
+def _sigma_form_flops(case):
+    return 10 * case.args[0].numel()
+
+
+# training: q_sample and the loss
+
+
+def _q_sample_op(x0, alpha_bar, noise):
+    return ops.q_sample(x0, alpha_bar, noise)
+
+
+def _loss_op(model_output, x0, noise, alpha_bar, **kwargs):
+    return ops.diffusion_loss(model_output, x0, noise, alpha_bar, **kwargs)
+
+
+def _training_inputs(size, dtype, device, generator, loss):
+    """(model_output,) x0, noise and ᾱ (float or per-example) per setting."""
+    if size == "bench":
+        shapes = [(64, 4, 64, 64)] * 2
+    else:
+        shapes = _denoising_shapes(size, generator)
+    settings = ([{}, {"prediction": "v", "min_snr_gamma": 5.0}, {"prediction": "x0"},
+                 {"min_snr_gamma": 1.0}] if loss else [{}, {}, {}, {}])
+    cases = []
+    for i, (shape, kwargs) in enumerate(zip(shapes, settings)):
+        tensors = _diffusion_tensors(shape, dtype, device, generator, count=3 if loss else 2)
+        a, _ = _alpha_bars(shape[0], i % 2 == 1, dtype, device, generator)
+        schedule = "per-example" if i % 2 == 1 else "float"
+        args = (tensors[0], *tensors[1:], a) if loss else (tensors[0], a, tensors[1])
+        cases.append(Case(_label(shape, schedule + " alpha_bar", kwargs, True), args, kwargs))
+    return cases
+
+
+def _training_flops(case):
+    return 4 * case.args[0].numel()
+
+
+def _elementwise_bytes(outputs=1):
+    """bytes_moved of an elementwise step: every full-size tensor read once (the (N,) schedule
+    values are negligible), `outputs` x-sized tensors written."""
+    def moved(case):
+        full = [a for a in case.args if isinstance(a, torch.Tensor) and a.ndim > 1]
+        return _bytes_of(*full) + outputs * _bytes_of(case.args[0])
+
+    return moved
 
 
 def _denoising_flops(case):
@@ -646,11 +815,6 @@ def _langevin_inputs(size, dtype, device, generator):
     return [case(s[0], False), case(s[1], True), case(s[2], True), case(s[3], False)]
 
 
-def _langevin_bytes(case):
-    x, score, _, z = case.args
-    return _bytes_of(x, score, z, x)
-
-
 def _langevin_flops(case):
     return 4 * case.args[0].numel()
 
@@ -666,7 +830,7 @@ DDPM_STEP = OpSpec(
     library_op=ops.ddpm_library_op,
     reference=reference.ddpm_step,
     make_inputs=_ddpm_inputs,
-    bytes_moved=_denoising_bytes,
+    bytes_moved=_elementwise_bytes(),
     flops=_denoising_flops,
     library_inputs=_library_inputs(ops.diffusion.ddpm_library_inputs),
     differentiable=False,
@@ -679,10 +843,78 @@ DDIM_STEP = OpSpec(
     library_op=ops.ddim_library_op,
     reference=reference.ddim_step,
     make_inputs=_ddim_inputs,
-    bytes_moved=_denoising_bytes,
+    bytes_moved=_elementwise_bytes(),
     flops=_denoising_flops,
     library_inputs=_library_inputs(ops.diffusion.ddim_library_inputs),
     differentiable=False,
+)
+
+EULER_STEP = OpSpec(
+    name="euler_step",
+    family="diffusion",
+    op=_euler_op,
+    library_op=ops.euler_library_op,
+    reference=reference.euler_step,
+    make_inputs=_euler_inputs,
+    bytes_moved=_elementwise_bytes(),
+    flops=_sigma_form_flops,
+    library_inputs=_library_inputs(ops.diffusion.euler_library_inputs),
+    differentiable=False,
+)
+
+HEUN_STEP = OpSpec(
+    name="heun_step",
+    family="diffusion",
+    op=_heun_op,
+    library_op=ops.heun_library_op,
+    reference=reference.heun_step,
+    make_inputs=_heun_inputs,
+    bytes_moved=_elementwise_bytes(),
+    flops=_sigma_form_flops,
+    library_inputs=_library_inputs(ops.diffusion.heun_library_inputs),
+    differentiable=False,
+)
+
+DPMPP_2M_STEP = OpSpec(
+    name="dpmpp_2m_step",
+    family="diffusion",
+    op=_dpmpp_op,
+    library_op=ops.dpmpp_2m_library_op,
+    reference=reference.dpmpp_2m_step,
+    make_inputs=_dpmpp_inputs,
+    bytes_moved=_elementwise_bytes(outputs=2),
+    flops=_sigma_form_flops,
+    library_inputs=_library_inputs(ops.diffusion.dpmpp_2m_library_inputs),
+    differentiable=False,
+    outputs=("x_next", "denoised"),
+)
+
+Q_SAMPLE = OpSpec(
+    name="q_sample",
+    family="diffusion",
+    op=_q_sample_op,
+    library_op=ops.q_sample_library_op,
+    reference=reference.q_sample,
+    make_inputs=lambda size, dtype, device, generator: _training_inputs(
+        size, dtype, device, generator, loss=False),
+    bytes_moved=_elementwise_bytes(),
+    flops=_training_flops,
+    library_inputs=_library_inputs(ops.diffusion.q_sample_library_inputs),
+    constant_inputs=("alpha_bar",),
+)
+
+DIFFUSION_LOSS = OpSpec(
+    name="diffusion_loss",
+    family="diffusion",
+    op=_loss_op,
+    library_op=ops.diffusion_loss_library_op,
+    reference=reference.diffusion_loss,
+    make_inputs=lambda size, dtype, device, generator: _training_inputs(
+        size, dtype, device, generator, loss=True),
+    bytes_moved=_elementwise_bytes(outputs=0),
+    flops=_training_flops,
+    library_inputs=_library_inputs(ops.diffusion.diffusion_loss_library_inputs),
+    constant_inputs=("alpha_bar",),
 )
 
 LANGEVIN_STEP = OpSpec(
@@ -692,15 +924,16 @@ LANGEVIN_STEP = OpSpec(
     library_op=ops.langevin_library_op,
     reference=reference.langevin_step,
     make_inputs=_langevin_inputs,
-    bytes_moved=_langevin_bytes,
+    bytes_moved=_elementwise_bytes(),
     flops=_langevin_flops,
     library_inputs=_library_inputs(ops.diffusion.langevin_library_inputs),
     differentiable=False,
 )
 
-CATALOG = {spec.name: spec for spec in [ACTNORM, AFFINE_COUPLING,
-                                        CAUSAL_CONV1D, DDIM_STEP, DDPM_STEP, GAUSSIAN_REPARAM_KL,
-                                        LANGEVIN_STEP, MASKED_CONV2D, RQ_SPLINE]}
+CATALOG = {spec.name: spec for spec in [ACTNORM, AFFINE_COUPLING, CAUSAL_CONV1D, DDIM_STEP,
+                                        DDPM_STEP, DIFFUSION_LOSS, DPMPP_2M_STEP, EULER_STEP,
+                                        GAUSSIAN_REPARAM_KL, HEUN_STEP, LANGEVIN_STEP,
+                                        MASKED_CONV2D, Q_SAMPLE, RQ_SPLINE]}
 
 
 def get(name):

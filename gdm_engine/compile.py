@@ -103,7 +103,7 @@ def record_launches(spec, sizes=SIZES, dtypes=DTYPES, seed=0):
     """Every Launch the op makes, forward and backward, on its cases at `sizes` in `dtypes`."""
     from gdm_engine import use_backend
     from gdm_engine.kernels import recording_launches
-    from gdm_engine.testing import allow_tf32, as_tuple, with_tensors
+    from gdm_engine.testing import allow_tf32, as_tuple, varied, with_grads
 
     generator = torch.Generator().manual_seed(seed)
     launches = []
@@ -112,11 +112,11 @@ def record_launches(spec, sizes=SIZES, dtypes=DTYPES, seed=0):
             for size in sizes:
                 for case in spec.make_inputs(size, dtype, torch.device("cpu"), generator):
                     grads = spec.differentiable  # forward-only ops have no backward kernels
-                    case = with_tensors(case, lambda t: t.detach().requires_grad_(grads))
+                    case = with_grads(spec, case, grads)
                     with recording_launches() as recorded, use_backend("triton"), allow_tf32(tf32):
                         outs = as_tuple(spec.op(*case.args, **case.kwargs))
                         if grads:
-                            torch.autograd.grad(outs, case.tensors(),
+                            torch.autograd.grad(outs, varied(case),
                                                 [torch.empty_like(o) for o in outs])
                     launches += recorded
     return launches

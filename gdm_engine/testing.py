@@ -90,9 +90,9 @@ def check_case(spec, case, grads=True, generator=None, tf32=False):
     tf32 = tf32 and dtype == torch.float32
     tolerance = spec.tolerance["tf32" if tf32 else dtype]
     label = str(dtype).replace("torch.", "") + (" tf32" if tf32 else "")
-    named = _tensor_names(spec, case)
-    ours = with_tensors(case, lambda t: t.detach().requires_grad_(grads))
-    ref_case = with_tensors(case, lambda t: t.detach().double().requires_grad_(grads))
+    named = varied_inputs(spec, case)
+    ours = with_grads(spec, case, grads)
+    ref_case = with_grads(spec, with_tensors(case, lambda t: t.double()), grads)
     with poisoned_outputs(), allow_tf32(tf32):
         out = spec.kernel(*ours.args, **ours.kwargs)
     ref = spec.reference(*ref_case.args, **ref_case.kwargs)
@@ -106,10 +106,30 @@ def check_case(spec, case, grads=True, generator=None, tf32=False):
     if grads and any(o.numel() for o in outs):
         grad_outs = [torch.randn(o.shape, generator=generator).to(o.device, dtype) for o in outs]
         with poisoned_outputs(), allow_tf32(tf32):
-            got = torch.autograd.grad(outs, ours.tensors(), grad_outs)
-        want = torch.autograd.grad(refs, ref_case.tensors(), [g.double() for g in grad_outs])
+            got = torch.autograd.grad(outs, varied(ours), grad_outs)
+        # an input the reference does not use (x0 of an "eps" loss) has a zero gradient
+        want = torch.autograd.grad(refs, varied(ref_case), [g.double() for g in grad_outs],
+                                   materialize_grads=True)
         checks += [check(f"grad {name}", g, w) for (name, _), g, w in zip(named, got, want)]
     return checks
+
+
+def varied_inputs(spec, case):
+    """(name, tensor) of the case's inputs that take gradients: all but spec.constant_inputs."""
+    return [(name, t) for name, t in _tensor_names(spec, case)
+            if name not in spec.constant_inputs]
+
+
+def with_grads(spec, case, grads=True):
+    """A copy of `case` with detached tensors, those of varied_inputs requiring grad (if
+    `grads`); `varied` of it lists them."""
+    varied = {id(t) for _, t in varied_inputs(spec, case)}
+    return with_tensors(case, lambda t: t.detach().requires_grad_(grads and id(t) in varied))
+
+
+def varied(case):
+    """The case's tensors that take gradients."""
+    return [t for t in case.tensors() if t.requires_grad]
 
 
 def as_tuple(out):

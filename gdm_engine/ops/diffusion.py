@@ -33,14 +33,27 @@ def _rows(t):
 
 
 # --------------------------------------------------------------------------------------------------
-# per-example coefficients of the kernel: out = cx·x + cm·m + σ·z, or with clamping
-# x0 = clamp(cx·x + cm·m, −s, s) · inv and out = a0·x0 + ax·x + σ·z. Computed in float64 from
-# the schedule (N entries: cheap anywhere), stored as an (N, 8) float32 table.
+# per-example coefficients of the kernel (kernels/diffusion.py): out = cx·x + cm·M + c2·M2 + σ·z,
+# or with clamping x0 = clamp(cx·x + cm·M, −s, s) · inv and out = a0·x0 + ax·x + σ·z; M is the
+# (guided) model output. Computed in float64 from the schedule (N entries: cheap anywhere),
+# stored as an (N, 16) float32 table.
 # --------------------------------------------------------------------------------------------------
+
+_DEFAULTS = {"s": 1.0, "inv": 1.0, "g": 1.0}
+
+
+def _table(x, **columns):
+    """The (N, 16) float32 coefficient table; absent columns take their neutral value."""
+    kernels = _kernels()
+    n = x.shape[0]
+    cols = [_schedule(columns.get(name, _DEFAULTS.get(name, 0.0)), x)
+            for name in kernels.STEP_COLUMNS]
+    cols += [torch.zeros_like(cols[0])] * (kernels.TABLE_COLUMNS - len(cols))
+    return torch.stack(cols, dim=1).float().contiguous() if n else x.new_zeros(0, 16).float()
 
 
 def _x0_coefficients(a, prediction):
-    """(cx, cm) with x0 = cx·x_t + cm·model_output."""
+    """(cx, cm) with x0 = cx·x_t + cm·model_output (VP form)."""
     if prediction == "eps":
         return 1 / a.sqrt(), -(1 - a).sqrt() / a.sqrt()
     if prediction == "x0":
@@ -48,21 +61,70 @@ def _x0_coefficients(a, prediction):
     return a.sqrt(), -(1 - a).sqrt()
 
 
-def _table(x, m, cx, cm, a0, ax, sigma, clip, threshold):
-    """The (N, 8) float32 table [cx, cm, a0, ax, σ, s, inv, 0] and whether the kernel clamps."""
+def _denoised_coefficients(sigma, prediction):
+    """(dx, dm) with D(x; σ) = dx·x + dm·model_output (σ form, reference.denoised)."""
+    if prediction == "eps":
+        return torch.ones_like(sigma), -sigma
+    if prediction == "x0":
+        return torch.zeros_like(sigma), torch.ones_like(sigma)
+    return 1 / (1 + sigma**2), -sigma / (1 + sigma**2).sqrt()
+
+
+def _denoising_table(x, m, uncond, guidance_scale, cx, cm, a0, ax, sigma, clip, threshold):
+    """The table of a DDPM or DDIM step, x0 = cx·x + cm·M, out = a0·x0 + ax·x + σ·z, and
+    whether the kernel clamps. The threshold's quantile is computed here, in torch."""
     clamp = clip is not None or threshold is not None
     s = torch.full_like(cx, clip if clip is not None else 1.0)
     inv = torch.ones_like(cx)
     if threshold is not None:
-        x0 = cx.float()[:, None] * _rows(x).float() + cm.float()[:, None] * _rows(m).float()
+        guided = ref.guided(_rows(m).float(), _rows(uncond).float() if uncond is not None else None,
+                            guidance_scale)
+        x0 = cx.float()[:, None] * _rows(x).float() + cm.float()[:, None] * guided
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
         s = ref.threshold_scale(x0, threshold).double()
         inv = 1 / s
     if not clamp:  # fold x0 into the step: one linear combination, no cancellation in fp32
         cx, cm = a0 * cx + ax, a0 * cm
-    table = torch.stack([cx, cm, a0, ax, sigma, s, inv, torch.zeros_like(cx)], dim=1)
-    return table.float().contiguous(), clamp
+    return _table(x, cx=cx, cm=cm, a0=a0, ax=ax, sigma=sigma, s=s, inv=inv,
+                  g=guidance_scale), clamp
+
+
+def _churn_sigma(sigma_next, churn, s_noise):
+    """The noise level that lifts σ_next to σ̂ = σ_next (1 + churn) (Karras et al., Alg. 2)."""
+    return s_noise * sigma_next * math.sqrt((1 + churn) ** 2 - 1)
+
+
+def _euler_coefficients(sigma, sigma_next, prediction):
+    """(cx, cm) of x' = (σ_next/σ) x + (1 − σ_next/σ) D with D = dx·x + dm·M."""
+    dx, dm = _denoised_coefficients(sigma, prediction)
+    ratio = sigma_next / sigma
+    return ratio + (1 - ratio) * dx, (1 - ratio) * dm
+
+
+def _heun_coefficients(sigma, sigma_next, prediction):
+    """(cx, cm, c2) of x' = x + h/2 (d + d'), h = σ_next − σ, d = (x − D)/σ, the Euler point
+    x_e = x + h d = ex·x + em·M and d' = (x_e − D(x_e; σ_next))/σ_next with D(x_e) from M2."""
+    h = sigma_next - sigma
+    dx, dm = _denoised_coefficients(sigma, prediction)
+    dx_next, dm_next = _denoised_coefficients(sigma_next, prediction)
+    ex, em = 1 + h * (1 - dx) / sigma, -h * dm / sigma
+    slope = (1 - dx_next) / sigma_next  # d' per unit of x_e
+    return (1 + h / 2 * ((1 - dx) / sigma + slope * ex), h / 2 * (-dm / sigma + slope * em),
+            -h / 2 * dm_next / sigma_next)
+
+
+def _dpmpp_coefficients(sigma, sigma_next, sigma_prev, prediction):
+    """(cx, cm, c2) of x' = (σ_next/σ) x + (1 − σ_next/σ) ((1 + k) D − k D_prev) with
+    k = 1/2r = h / (2 h_prev) (0 on a first-order step, sigma_prev None, or where σ_next = 0)."""
+    dx, dm = _denoised_coefficients(sigma, prediction)
+    ratio = sigma_next / sigma
+    k = torch.zeros_like(sigma)
+    if sigma_prev is not None:
+        k = torch.where(sigma_next > 0, torch.log(sigma / sigma_next)
+                        / (2 * torch.log(sigma_prev / sigma)), 0.0)
+    combined = (1 - ratio) * (1 + k)
+    return ratio + combined * dx, combined * dm, -(1 - ratio) * k
 
 
 def _schedule(value, x):
@@ -72,9 +134,15 @@ def _schedule(value, x):
     return torch.full((x.shape[0],), float(value), dtype=torch.float64, device=x.device)
 
 
-def _run(x, m, noise, table, clamp, seed, draw):
-    out = _kernels().diffusion_step(_rows(x), _rows(m), _rows(noise), table, seed, clamp=clamp,
-                                    draw=draw)
+def _run(x, m, table, seed=0, *, noise=None, draw=False, clamp=False, uncond=None, second=None,
+         uncond_second=None, store_denoised=False):
+    """The step kernel on (N, D) views; outputs shaped like x."""
+    out = _kernels().diffusion_step(_rows(x), _rows(m), table, seed, noise=_rows(noise),
+                                    draw=draw, clamp=clamp, uncond=_rows(uncond),
+                                    second=_rows(second), uncond_second=_rows(uncond_second),
+                                    store_denoised=store_denoised)
+    if store_denoised:
+        return tuple(t.view(x.shape) for t in out)
     return out.view(x.shape)
 
 
@@ -90,16 +158,18 @@ def _draws(noise, sigma_is_zero):
 
 @torch.library.custom_op("gdm_engine::ddpm_step", mutates_args=())
 def ddpm_library_op(x_t: torch.Tensor, model_output: torch.Tensor, alpha_bar_t: torch.Tensor,
-                    alpha_bar_prev: torch.Tensor, noise: Optional[torch.Tensor] = None, *,
-                    prediction: str = "eps", variance: str = "fixed_small",
-                    clip: Optional[float] = None, threshold: Optional[float] = None,
+                    alpha_bar_prev: torch.Tensor, noise: Optional[torch.Tensor] = None,
+                    uncond: Optional[torch.Tensor] = None, *, prediction: str = "eps",
+                    variance: str = "fixed_small", clip: Optional[float] = None,
+                    threshold: Optional[float] = None, guidance_scale: float = 1.0,
                     seed: int = 0, deterministic: bool = False) -> torch.Tensor:
     """The registered ddpm_step; schedule values are (N,) tensors. `deterministic`: σ is known
     to be 0 (the last step), so no noise is drawn."""
     if backend.resolve(x_t) != "triton":
-        return ref.ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise,
+        return ref.ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise, uncond,
                              prediction=prediction, variance=variance, clip=clip,
-                             threshold=threshold, seed=seed).contiguous()
+                             threshold=threshold, guidance_scale=guidance_scale,
+                             seed=seed).contiguous()
     a, a_prev = _schedule(alpha_bar_t, x_t), _schedule(alpha_bar_prev, x_t)
     cx, cm = _x0_coefficients(a, prediction)
     alpha = a / a_prev
@@ -108,27 +178,29 @@ def ddpm_library_op(x_t: torch.Tensor, model_output: torch.Tensor, alpha_bar_t: 
     ax = alpha.sqrt() * (1 - a_prev) / (1 - a)
     var = (1 - a_prev) / (1 - a) * beta if variance == "fixed_small" else beta
     sigma = torch.where(a_prev == 1, 0.0, var.clamp(min=0).sqrt())
-    table, clamp = _table(x_t, model_output, cx, cm, a0, ax, sigma, clip, threshold)
-    return _run(x_t, model_output, noise, table, clamp, seed, _draws(noise, deterministic))
+    table, clamp = _denoising_table(x_t, model_output, uncond, guidance_scale, cx, cm, a0, ax,
+                                    sigma, clip, threshold)
+    return _run(x_t, model_output, table, seed, noise=noise, draw=_draws(noise, deterministic),
+                clamp=clamp, uncond=uncond)
 
 
 @ddpm_library_op.register_fake
-def _(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, *, prediction="eps",
-      variance="fixed_small", clip=None, threshold=None, seed=0, deterministic=False):
+def _(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, **kwargs):
     return torch.empty_like(x_t, memory_format=torch.contiguous_format)
 
 
 @torch.library.custom_op("gdm_engine::ddim_step", mutates_args=())
 def ddim_library_op(x_t: torch.Tensor, model_output: torch.Tensor, alpha_bar_t: torch.Tensor,
-                    alpha_bar_prev: torch.Tensor, noise: Optional[torch.Tensor] = None, *,
-                    eta: float = 0.0, prediction: str = "eps", clip: Optional[float] = None,
-                    threshold: Optional[float] = None, seed: int = 0,
-                    deterministic: bool = False) -> torch.Tensor:
+                    alpha_bar_prev: torch.Tensor, noise: Optional[torch.Tensor] = None,
+                    uncond: Optional[torch.Tensor] = None, *, eta: float = 0.0,
+                    prediction: str = "eps", clip: Optional[float] = None,
+                    threshold: Optional[float] = None, guidance_scale: float = 1.0,
+                    seed: int = 0, deterministic: bool = False) -> torch.Tensor:
     """The registered ddim_step; schedule values are (N,) tensors."""
     if backend.resolve(x_t) != "triton":
-        return ref.ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise, eta=eta,
-                             prediction=prediction, clip=clip, threshold=threshold,
-                             seed=seed).contiguous()
+        return ref.ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise, uncond,
+                             eta=eta, prediction=prediction, clip=clip, threshold=threshold,
+                             guidance_scale=guidance_scale, seed=seed).contiguous()
     a, a_prev = _schedule(alpha_bar_t, x_t), _schedule(alpha_bar_prev, x_t)
     cx, cm = _x0_coefficients(a, prediction)
     sigma = eta * ((1 - a_prev) / (1 - a)).sqrt() * (1 - a / a_prev).clamp(min=0).sqrt()
@@ -136,14 +208,93 @@ def ddim_library_op(x_t: torch.Tensor, model_output: torch.Tensor, alpha_bar_t: 
     # x_{t−1} = sqrt(ᾱ_prev) x0 + d ε̂ + σ z with ε̂ = (x_t − sqrt(ᾱ_t) x0) / sqrt(1 − ᾱ_t)
     a0 = a_prev.sqrt() - direction * a.sqrt() / (1 - a).sqrt()
     ax = direction / (1 - a).sqrt()
-    table, clamp = _table(x_t, model_output, cx, cm, a0, ax, sigma, clip, threshold)
-    return _run(x_t, model_output, noise, table, clamp, seed, _draws(noise, deterministic))
+    table, clamp = _denoising_table(x_t, model_output, uncond, guidance_scale, cx, cm, a0, ax,
+                                    sigma, clip, threshold)
+    return _run(x_t, model_output, table, seed, noise=noise, draw=_draws(noise, deterministic),
+                clamp=clamp, uncond=uncond)
 
 
 @ddim_library_op.register_fake
-def _(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, *, eta=0.0, prediction="eps",
-      clip=None, threshold=None, seed=0, deterministic=False):
+def _(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, **kwargs):
     return torch.empty_like(x_t, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("gdm_engine::euler_step", mutates_args=())
+def euler_library_op(x: torch.Tensor, model_output: torch.Tensor, sigma: torch.Tensor,
+                     sigma_next: torch.Tensor, noise: Optional[torch.Tensor] = None,
+                     uncond: Optional[torch.Tensor] = None, *, prediction: str = "eps",
+                     churn: float = 0.0, s_noise: float = 1.0, guidance_scale: float = 1.0,
+                     seed: int = 0) -> torch.Tensor:
+    """The registered euler_step; sigmas are (N,) tensors."""
+    if backend.resolve(x) != "triton":
+        return ref.euler_step(x, model_output, sigma, sigma_next, noise, uncond,
+                              prediction=prediction, churn=churn, s_noise=s_noise,
+                              guidance_scale=guidance_scale, seed=seed).contiguous()
+    s, s_next = _schedule(sigma, x), _schedule(sigma_next, x)
+    cx, cm = _euler_coefficients(s, s_next, prediction)
+    table = _table(x, cx=cx, cm=cm, sigma=_churn_sigma(s_next, churn, s_noise),
+                   g=guidance_scale)
+    return _run(x, model_output, table, seed, noise=noise, draw=_draws(noise, churn == 0),
+                uncond=uncond)
+
+
+@euler_library_op.register_fake
+def _(x, model_output, sigma, sigma_next, noise=None, uncond=None, **kwargs):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("gdm_engine::heun_step", mutates_args=())
+def heun_library_op(x: torch.Tensor, model_output: torch.Tensor, model_output_next: torch.Tensor,
+                    sigma: torch.Tensor, sigma_next: torch.Tensor,
+                    noise: Optional[torch.Tensor] = None, uncond: Optional[torch.Tensor] = None,
+                    uncond_next: Optional[torch.Tensor] = None, *, prediction: str = "eps",
+                    churn: float = 0.0, s_noise: float = 1.0, guidance_scale: float = 1.0,
+                    seed: int = 0) -> torch.Tensor:
+    """The registered heun_step; sigmas are (N,) tensors."""
+    if backend.resolve(x) != "triton":
+        return ref.heun_step(x, model_output, model_output_next, sigma, sigma_next, noise, uncond,
+                             uncond_next, prediction=prediction, churn=churn, s_noise=s_noise,
+                             guidance_scale=guidance_scale, seed=seed).contiguous()
+    s, s_next = _schedule(sigma, x), _schedule(sigma_next, x)
+    cx, cm, c2 = _heun_coefficients(s, s_next, prediction)
+    table = _table(x, cx=cx, cm=cm, c2=c2, sigma=_churn_sigma(s_next, churn, s_noise),
+                   g=guidance_scale)
+    return _run(x, model_output, table, seed, noise=noise, draw=_draws(noise, churn == 0),
+                uncond=uncond, second=model_output_next, uncond_second=uncond_next)
+
+
+@heun_library_op.register_fake
+def _(x, model_output, model_output_next, sigma, sigma_next, noise=None, uncond=None,
+      uncond_next=None, **kwargs):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("gdm_engine::dpmpp_2m_step", mutates_args=())
+def dpmpp_2m_library_op(x: torch.Tensor, model_output: torch.Tensor, sigma: torch.Tensor,
+                        sigma_next: torch.Tensor, previous_denoised: Optional[torch.Tensor] = None,
+                        uncond: Optional[torch.Tensor] = None,
+                        sigma_prev: Optional[torch.Tensor] = None, *, prediction: str = "eps",
+                        guidance_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The registered dpmpp_2m_step; sigmas are (N,) tensors. Returns (x', denoised)."""
+    if backend.resolve(x) != "triton":
+        out, d = ref.dpmpp_2m_step(x, model_output, sigma, sigma_next, previous_denoised, uncond,
+                                   sigma_prev=sigma_prev, prediction=prediction,
+                                   guidance_scale=guidance_scale)
+        return out.contiguous(), d.contiguous()
+    s, s_next = _schedule(sigma, x), _schedule(sigma_next, x)
+    s_prev = _schedule(sigma_prev, x) if previous_denoised is not None else None
+    cx, cm, c2 = _dpmpp_coefficients(s, s_next, s_prev, prediction)
+    dx, dm = _denoised_coefficients(s, prediction)
+    table = _table(x, cx=cx, cm=cm, c2=c2, g=guidance_scale, dx=dx, dm=dm)
+    return _run(x, model_output, table, uncond=uncond, second=previous_denoised,
+                store_denoised=True)
+
+
+@dpmpp_2m_library_op.register_fake
+def _(x, model_output, sigma, sigma_next, previous_denoised=None, uncond=None, sigma_prev=None,
+      **kwargs):
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(x, memory_format=torch.contiguous_format))
 
 
 @torch.library.custom_op("gdm_engine::langevin_step", mutates_args=())
@@ -154,10 +305,8 @@ def langevin_library_op(x: torch.Tensor, score: torch.Tensor, step_size: torch.T
     if backend.resolve(x) != "triton":
         return ref.langevin_step(x, score, step_size, noise, seed=seed).contiguous()
     h = _schedule(step_size, x)
-    # the step is a0·x0 + ax·x + σ·z with x0 := score: a0 = h/2, ax = 1, σ = sqrt(h)
-    table, clamp = _table(x, score, torch.zeros_like(h), torch.ones_like(h), h / 2,
-                          torch.ones_like(h), h.sqrt(), None, None)
-    return _run(x, score, noise, table, clamp, seed, _draws(noise, deterministic))
+    table = _table(x, cx=1.0, cm=h / 2, sigma=h.sqrt())
+    return _run(x, score, table, seed, noise=noise, draw=_draws(noise, deterministic))
 
 
 @langevin_library_op.register_fake
@@ -166,18 +315,150 @@ def _(x, score, step_size, noise=None, *, seed=0, deterministic=False):
 
 
 # --------------------------------------------------------------------------------------------------
+# training: q_sample and the loss (differentiable)
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("gdm_engine::q_sample", mutates_args=())
+def q_sample_library_op(x0: torch.Tensor, alpha_bar: torch.Tensor,
+                        noise: torch.Tensor) -> torch.Tensor:
+    """The registered q_sample; alpha_bar is an (N,) tensor."""
+    if backend.resolve(x0) != "triton":
+        return ref.q_sample(x0, alpha_bar, noise).contiguous()
+    a = _schedule(alpha_bar, x0)
+    return _run(x0, noise, _table(x0, cx=a.sqrt(), cm=(1 - a).sqrt()))
+
+
+@q_sample_library_op.register_fake
+def _(x0, alpha_bar, noise):
+    return torch.empty_like(x0, memory_format=torch.contiguous_format)
+
+
+def _q_sample_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _q_sample_backward(ctx, grad):
+    # x_t is linear in x0 and ε: the gradients are the coefficients times grad (no kernel needed:
+    # one scaling each; models never need them, x0 and ε being data).
+    (alpha_bar,) = ctx.saved_tensors
+    a = alpha_bar.to(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
+    return a.sqrt() * grad, None, (1 - a).sqrt() * grad
+
+
+q_sample_library_op.register_autograd(_q_sample_backward, setup_context=_q_sample_setup)
+
+
+def _loss_table(x0, alpha_bar, prediction, min_snr_gamma, grad=None):
+    """(N, 16) table of the loss kernels: target = tx·x0 + tz·ε, and dL/dm's factor."""
+    a = _schedule(alpha_bar, x0)
+    tx, tz = {"eps": (0.0, 1.0), "x0": (1.0, 0.0), "v": (-(1 - a).sqrt(), a.sqrt())}[prediction]
+    columns = [_schedule(tx, x0), _schedule(tz, x0), _schedule(grad if grad is not None else 0.0,
+                                                               x0)]
+    columns += [torch.zeros_like(a)] * (16 - len(columns))
+    return torch.stack(columns, dim=1).float().contiguous()
+
+
+def _loss_scale(x0, alpha_bar, prediction, min_snr_gamma):
+    """(N,) float64 weight / D: the loss is the weighted mean of the squared error."""
+    weight = ref.min_snr_weight(_schedule(alpha_bar, x0), prediction, min_snr_gamma)
+    return weight / max(x0[0].numel(), 1) if x0.shape[0] else weight
+
+
+@torch.library.custom_op("gdm_engine::diffusion_loss", mutates_args=())
+def diffusion_loss_library_op(model_output: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
+                              alpha_bar: torch.Tensor, *, prediction: str = "eps",
+                              min_snr_gamma: Optional[float] = None) -> torch.Tensor:
+    """The registered diffusion_loss; alpha_bar is an (N,) tensor. Returns (N,) losses."""
+    if backend.resolve(model_output) != "triton":
+        return ref.diffusion_loss(model_output, x0, noise, alpha_bar, prediction=prediction,
+                                  min_snr_gamma=min_snr_gamma)
+    table = _loss_table(x0, alpha_bar, prediction, min_snr_gamma)
+    partial = _kernels().loss_partial_sums(_rows(model_output), _rows(x0), _rows(noise), table)
+    scale = _loss_scale(x0, alpha_bar, prediction, min_snr_gamma)
+    return (partial.double().sum(dim=1) * scale).to(_loss_dtype(model_output))
+
+
+def _loss_dtype(model_output):
+    return torch.promote_types(model_output.dtype, torch.float32)
+
+
+@diffusion_loss_library_op.register_fake
+def _(model_output, x0, noise, alpha_bar, **kwargs):
+    return model_output.new_empty(model_output.shape[:1], dtype=_loss_dtype(model_output))
+
+
+@torch.library.custom_op("gdm_engine::diffusion_loss_backward", mutates_args=())
+def _loss_backward(grad: torch.Tensor, model_output: torch.Tensor, x0: torch.Tensor,
+                   noise: torch.Tensor, alpha_bar: torch.Tensor, prediction: str,
+                   min_snr_gamma: Optional[float], implementation: str) -> torch.Tensor:
+    """dL/dmodel_output = 2 · grad_n · weight_n / D · (model_output − target)."""
+    factor = 2 * grad.double() * _loss_scale(x0, alpha_bar, prediction, min_snr_gamma)
+    if implementation == "triton":
+        table = _loss_table(x0, alpha_bar, prediction, min_snr_gamma, grad=factor)
+        out = _kernels().loss_backward(_rows(model_output), _rows(x0), _rows(noise), table)
+        return out.view(model_output.shape)
+    target = ref.loss_target(x0, noise, alpha_bar, prediction)
+    factor = factor.to(model_output.dtype).reshape((-1,) + (1,) * (model_output.ndim - 1))
+    return (factor * (model_output - target)).contiguous()
+
+
+@_loss_backward.register_fake
+def _(grad, model_output, x0, noise, alpha_bar, prediction, min_snr_gamma, implementation):
+    return torch.empty_like(model_output, memory_format=torch.contiguous_format)
+
+
+def _loss_setup(ctx, inputs, keyword_only_inputs, output):
+    ctx.save_for_backward(*inputs)
+    ctx.config = (keyword_only_inputs["prediction"], keyword_only_inputs["min_snr_gamma"],
+                  backend.resolve(inputs[0]))
+
+
+def _loss_autograd(ctx, grad):
+    model_output, x0, noise, alpha_bar = ctx.saved_tensors
+    d_output = _loss_backward(grad, model_output, x0, noise, alpha_bar, *ctx.config)
+    # the target is tx·x0 + tz·ε: its inputs get −tx and −tz times dL/dmodel_output
+    table = _loss_table(x0, alpha_bar, ctx.config[0], ctx.config[1])
+    grads = []
+    for column, wanted in ((0, ctx.needs_input_grad[1]), (1, ctx.needs_input_grad[2])):
+        factor = -table[:, column].to(d_output.dtype).reshape((-1,) + (1,) * (x0.ndim - 1))
+        grads.append(factor * d_output if wanted else None)
+    return d_output, *grads, None
+
+
+diffusion_loss_library_op.register_autograd(_loss_autograd, setup_context=_loss_setup)
+
+
+# --------------------------------------------------------------------------------------------------
 # checks
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_pair(x_name, x, m_name, m, noise, generator):
+def _check_pair(x_name, x, m_name, m, noise, generator, **others):
+    """x a batch; m, the noise and the `others` given (name=tensor or None) shaped like it."""
     check_tensor(x_name, x)
     if x.ndim < 1:
         raise ValueError(f"{x_name} must have shape (N, ...): a batch of examples, got a scalar")
-    named = [(m_name, m)] + ([("noise", noise)] if noise is not None else [])
+    named = [(m_name, m), ("noise", noise), *others.items()]
     for name, value in named:
-        check_shape_of(name, value, x_name, x)
+        if value is not None:
+            check_shape_of(name, value, x_name, x)
     check_noise_source(noise, generator)
+
+
+def _check_float(name, value, low=-math.inf, what="a float"):
+    """A finite Python float (or int) >= low."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    if not value >= low or math.isinf(value):
+        raise ValueError(f"{name} must be a finite float >= {low}, got {value!r}")
+
+
+def _check_guidance(uncond, guidance_scale):
+    _check_float("guidance_scale", guidance_scale)
+    if uncond is None and guidance_scale != 1:
+        raise ValueError("guidance_scale needs uncond, the model's unconditional output "
+                         "(classifier-free guidance combines the two)")
 
 
 def _can_read_values(t):
@@ -216,20 +497,19 @@ def _check_schedule(name, value, x, low, high, low_open=True, high_open=False):
         raise ValueError(f"{name} must lie in {describe()}, got {value!r}")
 
 
-def _check_order(alpha_bar_t, alpha_bar_prev):
-    """ᾱ decreases with t: ᾱ_prev ≥ ᾱ_t (checked where both values can be read)."""
+def _check_order(low_name, low, high_name, high, why, strict=False):
+    """low <= high (low < high where `strict`), checked where both values can be read."""
     values = []
-    for v in (alpha_bar_t, alpha_bar_prev):
+    for v in (low, high):
         if isinstance(v, torch.Tensor):
             if not _can_read_values(v):
                 return
             v = v.double()
         values.append(v)
-    a, a_prev = values
-    bad = torch.as_tensor(a_prev < a)
+    bad = torch.as_tensor(values[0] >= values[1] if strict else values[0] > values[1])
     if bool(bad.any()):
-        raise ValueError("alpha_bar_prev must be >= alpha_bar_t (ᾱ decreases along the chain), "
-                         f"got alpha_bar_prev={alpha_bar_prev!r} and alpha_bar_t={alpha_bar_t!r}")
+        raise ValueError(f"{high_name} must be {'>' if strict else '>='} {low_name} ({why}), got "
+                         f"{high_name}={high!r} and {low_name}={low!r}")
 
 
 def _check_clip_threshold(clip, threshold):
@@ -247,14 +527,31 @@ def _check_clip_threshold(clip, threshold):
 
 
 def _check_denoising(x_t, model_output, alpha_bar_t, alpha_bar_prev, prediction, clip,
-                     threshold, noise, generator):
-    _check_pair("x_t", x_t, "model_output", model_output, noise, generator)
+                     threshold, noise, generator, uncond, guidance_scale):
+    _check_pair("x_t", x_t, "model_output", model_output, noise, generator, uncond=uncond)
     # ᾱ_t = 1 would be a step from clean data: the posterior divides by 1 − ᾱ_t.
     _check_schedule("alpha_bar_t", alpha_bar_t, x_t, 0, 1, high_open=True)
     _check_schedule("alpha_bar_prev", alpha_bar_prev, x_t, 0, 1)
-    _check_order(alpha_bar_t, alpha_bar_prev)
+    _check_order("alpha_bar_t", alpha_bar_t, "alpha_bar_prev", alpha_bar_prev,
+                 "ᾱ decreases along the chain")
     check_choice("prediction", prediction, PREDICTIONS)
     _check_clip_threshold(clip, threshold)
+    _check_guidance(uncond, guidance_scale)
+
+
+def _check_sigmas(x, sigma, sigma_next, prediction, uncond, guidance_scale, next_positive=False):
+    """A step of the σ form from σ > 0 down to 0 <= σ_next <= σ (> 0 where `next_positive`)."""
+    _check_schedule("sigma", sigma, x, 0, math.inf, high_open=True)
+    _check_schedule("sigma_next", sigma_next, x, 0, math.inf, low_open=next_positive,
+                    high_open=True)
+    _check_order("sigma_next", sigma_next, "sigma", sigma, "the noise level decreases")
+    check_choice("prediction", prediction, PREDICTIONS)
+    _check_guidance(uncond, guidance_scale)
+
+
+def _check_churn(churn, s_noise):
+    _check_float("churn", churn, 0.0)
+    _check_float("s_noise", s_noise, 0.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -270,55 +567,64 @@ def _as_tensor(value, x):
     return torch.full((x.shape[0],), float(value), dtype=dtype, device=x.device)
 
 
-def _is_one(value):
-    return not isinstance(value, torch.Tensor) and float(value) == 1.0
+def _is_float(value, number):
+    return not isinstance(value, torch.Tensor) and float(value) == number
 
 
-def ddpm_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, *,
-                        prediction="eps", variance="fixed_small", clip=None, threshold=None,
-                        generator=None):
+def ddpm_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None,
+                        *, prediction="eps", variance="fixed_small", clip=None, threshold=None,
+                        guidance_scale=1.0, generator=None):
     """(args, kwargs) of `ddpm_library_op` for a checked call of `ddpm_step`."""
     kwargs = dict(prediction=prediction, variance=variance, clip=clip, threshold=threshold,
-                  seed=noise_seed(noise, generator), deterministic=_is_one(alpha_bar_prev))
+                  guidance_scale=float(guidance_scale), seed=noise_seed(noise, generator),
+                  deterministic=_is_float(alpha_bar_prev, 1))
     return (x_t, model_output, _as_tensor(alpha_bar_t, x_t), _as_tensor(alpha_bar_prev, x_t),
-            noise), kwargs
+            noise, uncond), kwargs
 
 
 def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, *, prediction="eps",
-              variance="fixed_small", clip=None, threshold=None, noise=None, generator=None):
+              variance="fixed_small", clip=None, threshold=None, uncond=None,
+              guidance_scale=1.0, noise=None, generator=None):
     """One DDPM ancestral step x_t -> x_{t−1} (Ho et al., 2020), fused in one pass.
 
     x_t, model_output: (N, ...), the model's prediction of "eps" (the noise), "x0" or "v"
     (Salimans & Ho, 2022). alpha_bar_t in (0, 1) and alpha_bar_prev in [alpha_bar_t, 1]: floats,
     or per-example (N,) tensors (float32 or x_t's dtype). x0 is optionally clipped to
     [−clip, clip] and/or dynamically thresholded at the per-example quantile `threshold`
-    (Saharia et al., 2022). variance: "fixed_small" (β̃_t) or "fixed_large" (β_t). Returns
-    x_{t−1} = μ + σ z; no noise where alpha_bar_prev = 1 (the last step). z is `noise` when given
-    (then kernel and reference agree), otherwise drawn by the running implementation from a seed
-    taken from `generator`: reproducible per backend, not across them. Forward only (no autograd).
+    (Saharia et al., 2022). variance: "fixed_small" (β̃_t) or "fixed_large" (β_t). With
+    `uncond`, the model's unconditional output, the step uses the classifier-free guided output
+    uncond + guidance_scale · (model_output − uncond) (Ho & Salimans, 2022), combined in the
+    same pass. Returns x_{t−1} = μ + σ z; no noise where alpha_bar_prev = 1 (the last step).
+    z is `noise` when given (then kernel and reference agree), otherwise drawn by the running
+    implementation from a seed taken from `generator`: reproducible per backend, not across
+    them. Forward only (no autograd).
     """
     _check_denoising(x_t, model_output, alpha_bar_t, alpha_bar_prev, prediction, clip, threshold,
-                     noise, generator)
+                     noise, generator, uncond, guidance_scale)
     check_choice("variance", variance, VARIANCES)
     args, kwargs = ddpm_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise,
-                                       prediction=prediction, variance=variance, clip=clip,
-                                       threshold=threshold, generator=generator)
+                                       uncond, prediction=prediction, variance=variance,
+                                       clip=clip, threshold=threshold,
+                                       guidance_scale=guidance_scale, generator=generator)
     return ddpm_library_op(*args, **kwargs)
 
 
-def ddim_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, *, eta=0.0,
-                        prediction="eps", clip=None, threshold=None, generator=None):
+def ddim_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None,
+                        *, eta=0.0, prediction="eps", clip=None, threshold=None,
+                        guidance_scale=1.0, generator=None):
     """(args, kwargs) of `ddim_library_op` for a checked call of `ddim_step`."""
-    deterministic = eta == 0 or _is_one(alpha_bar_prev)
+    deterministic = eta == 0 or _is_float(alpha_bar_prev, 1)
     kwargs = dict(eta=float(eta), prediction=prediction, clip=clip, threshold=threshold,
+                  guidance_scale=float(guidance_scale),
                   seed=noise_seed(noise, generator) if not deterministic else 0,
                   deterministic=deterministic)
     return (x_t, model_output, _as_tensor(alpha_bar_t, x_t), _as_tensor(alpha_bar_prev, x_t),
-            noise), kwargs
+            noise, uncond), kwargs
 
 
 def ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, *, eta=0.0, prediction="eps",
-              clip=None, threshold=None, noise=None, generator=None):
+              clip=None, threshold=None, uncond=None, guidance_scale=1.0, noise=None,
+              generator=None):
     """One DDIM step x_t -> x_{t−1} (Song et al., 2021, eq. 12), fused in one pass.
 
     Arguments as `ddpm_step`; eta ≥ 0 scales the noise: 0 is deterministic DDIM, 1 matches
@@ -326,20 +632,118 @@ def ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, *, eta=0.0, predic
     σ = eta sqrt((1 − ᾱ_prev)/(1 − ᾱ_t)) sqrt(1 − ᾱ_t/ᾱ_prev). Forward only (no autograd).
     """
     _check_denoising(x_t, model_output, alpha_bar_t, alpha_bar_prev, prediction, clip, threshold,
-                     noise, generator)
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)):
-        raise TypeError(f"eta must be a float, got {type(eta).__name__}")
-    if not eta >= 0 or math.isinf(eta):
-        raise ValueError(f"eta must be a finite float >= 0, got {eta!r}")
+                     noise, generator, uncond, guidance_scale)
+    _check_float("eta", eta, 0.0)
     args, kwargs = ddim_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise,
-                                       eta=eta, prediction=prediction, clip=clip,
-                                       threshold=threshold, generator=generator)
+                                       uncond, eta=eta, prediction=prediction, clip=clip,
+                                       threshold=threshold, guidance_scale=guidance_scale,
+                                       generator=generator)
     return ddim_library_op(*args, **kwargs)
+
+
+def euler_library_inputs(x, model_output, sigma, sigma_next, noise=None, uncond=None, *,
+                         prediction="eps", churn=0.0, s_noise=1.0, guidance_scale=1.0,
+                         generator=None):
+    """(args, kwargs) of `euler_library_op` for a checked call of `euler_step`."""
+    kwargs = dict(prediction=prediction, churn=float(churn), s_noise=float(s_noise),
+                  guidance_scale=float(guidance_scale),
+                  seed=noise_seed(noise, generator) if churn else 0)
+    return (x, model_output, _as_tensor(sigma, x), _as_tensor(sigma_next, x), noise,
+            uncond), kwargs
+
+
+def euler_step(x, model_output, sigma, sigma_next, *, prediction="eps", churn=0.0, s_noise=1.0,
+               uncond=None, guidance_scale=1.0, noise=None, generator=None):
+    """One Euler step of the probability-flow ODE in the σ form x = x0 + σ ε (Karras et al.,
+    2022, Algorithms 1-2), fused in one pass: x' = x + (σ_next − σ) (x − D) / σ, where
+    D = x − σ ε̂ ("eps"), the model's x0 ("x0"), or x/(1+σ²) − σ/sqrt(1+σ²) v̂ ("v", v of the
+    VP-scaled input x/sqrt(1+σ²)). sigma > 0 and 0 <= sigma_next <= sigma: floats or (N,)
+    tensors. churn γ >= 0 (Karras et al. cap it at sqrt(2) − 1) lifts the result to the next
+    step's level σ̂ = σ_next (1 + γ) with s_noise · sqrt(σ̂² − σ_next²) z (Algorithm 2, lines
+    5-6, of the next step, fused here): evaluate the model next at σ̂. Guidance and z as in
+    `ddpm_step`. Forward only (no autograd).
+    """
+    _check_pair("x", x, "model_output", model_output, noise, generator, uncond=uncond)
+    _check_sigmas(x, sigma, sigma_next, prediction, uncond, guidance_scale)
+    _check_churn(churn, s_noise)
+    args, kwargs = euler_library_inputs(x, model_output, sigma, sigma_next, noise, uncond,
+                                        prediction=prediction, churn=churn, s_noise=s_noise,
+                                        guidance_scale=guidance_scale, generator=generator)
+    return euler_library_op(*args, **kwargs)
+
+
+def heun_library_inputs(x, model_output, model_output_next, sigma, sigma_next, noise=None,
+                        uncond=None, uncond_next=None, *, prediction="eps", churn=0.0,
+                        s_noise=1.0, guidance_scale=1.0, generator=None):
+    """(args, kwargs) of `heun_library_op` for a checked call of `heun_step`."""
+    kwargs = dict(prediction=prediction, churn=float(churn), s_noise=float(s_noise),
+                  guidance_scale=float(guidance_scale),
+                  seed=noise_seed(noise, generator) if churn else 0)
+    return (x, model_output, model_output_next, _as_tensor(sigma, x), _as_tensor(sigma_next, x),
+            noise, uncond, uncond_next), kwargs
+
+
+def heun_step(x, model_output, model_output_next, sigma, sigma_next, *, prediction="eps",
+              churn=0.0, s_noise=1.0, uncond=None, uncond_next=None, guidance_scale=1.0,
+              noise=None, generator=None):
+    """Heun's second-order step (Karras et al., 2022, Algorithm 2, lines 7-11), fused in one pass:
+    `model_output` is the model at (x, σ), `model_output_next` the model at the Euler point
+    x_e = euler_step(x, model_output, σ, σ_next) and σ_next, which the kernel recomputes rather
+    than reads; x' = x + (σ_next − σ) (d + d') / 2. sigma_next > 0 (a last step to 0 is Euler's).
+    uncond / uncond_next guide the two outputs with one guidance_scale. Churn, prediction and z
+    as in `euler_step`. Forward only (no autograd).
+    """
+    _check_pair("x", x, "model_output", model_output, noise, generator, uncond=uncond,
+                model_output_next=model_output_next, uncond_next=uncond_next)
+    _check_sigmas(x, sigma, sigma_next, prediction, uncond, guidance_scale, next_positive=True)
+    if (uncond is None) != (uncond_next is None):
+        raise ValueError("uncond and uncond_next go together: guidance needs the unconditional "
+                         "output at both points")
+    _check_churn(churn, s_noise)
+    args, kwargs = heun_library_inputs(x, model_output, model_output_next, sigma, sigma_next,
+                                       noise, uncond, uncond_next, prediction=prediction,
+                                       churn=churn, s_noise=s_noise,
+                                       guidance_scale=guidance_scale, generator=generator)
+    return heun_library_op(*args, **kwargs)
+
+
+def dpmpp_2m_library_inputs(x, model_output, sigma, sigma_next, previous_denoised=None,
+                            uncond=None, *, sigma_prev=None, prediction="eps",
+                            guidance_scale=1.0):
+    """(args, kwargs) of `dpmpp_2m_library_op` for a checked call of `dpmpp_2m_step`."""
+    prev = _as_tensor(sigma_prev, x) if sigma_prev is not None else None
+    return (x, model_output, _as_tensor(sigma, x), _as_tensor(sigma_next, x), previous_denoised,
+            uncond, prev), dict(prediction=prediction, guidance_scale=float(guidance_scale))
+
+
+def dpmpp_2m_step(x, model_output, sigma, sigma_next, *, previous_denoised=None, sigma_prev=None,
+                  prediction="eps", uncond=None, guidance_scale=1.0):
+    """One DPM-Solver++(2M) step (Lu et al., 2022, Algorithm 2) in the σ form, fused in one pass:
+    x' = (σ_next/σ) x + (1 − σ_next/σ) D̄ with D̄ = (1 + 1/2r) D − D_prev/2r, r = h_prev/h,
+    h = log(σ/σ_next), h_prev = log(sigma_prev/σ); first order (D̄ = D) without
+    previous_denoised and where σ_next = 0. Returns (x', D), D = D(x; σ) of this step: pass it
+    as the next step's previous_denoised, with this σ as its sigma_prev. Prediction and guidance
+    as in `euler_step`. Deterministic; forward only (no autograd).
+    """
+    _check_pair("x", x, "model_output", model_output, None, None, uncond=uncond,
+                previous_denoised=previous_denoised)
+    _check_sigmas(x, sigma, sigma_next, prediction, uncond, guidance_scale)
+    if (previous_denoised is None) != (sigma_prev is None):
+        raise ValueError("previous_denoised and sigma_prev go together: the second-order step "
+                         "needs the previous estimate and its noise level")
+    if sigma_prev is not None:
+        _check_schedule("sigma_prev", sigma_prev, x, 0, math.inf, high_open=True)
+        _check_order("sigma", sigma, "sigma_prev", sigma_prev, "the noise level decreases",
+                     strict=True)
+    args, kwargs = dpmpp_2m_library_inputs(x, model_output, sigma, sigma_next, previous_denoised,
+                                           uncond, sigma_prev=sigma_prev, prediction=prediction,
+                                           guidance_scale=guidance_scale)
+    return dpmpp_2m_library_op(*args, **kwargs)
 
 
 def langevin_library_inputs(x, score, step_size, noise=None, *, generator=None):
     """(args, kwargs) of `langevin_library_op` for a checked call of `langevin_step`."""
-    deterministic = not isinstance(step_size, torch.Tensor) and float(step_size) == 0
+    deterministic = _is_float(step_size, 0)
     kwargs = dict(seed=noise_seed(noise, generator) if not deterministic else 0,
                   deterministic=deterministic)
     return (x, score, _as_tensor(step_size, x), noise), kwargs
@@ -356,3 +760,46 @@ def langevin_step(x, score, step_size, *, noise=None, generator=None):
     _check_schedule("step_size", step_size, x, 0, math.inf, low_open=False, high_open=True)
     args, kwargs = langevin_library_inputs(x, score, step_size, noise, generator=generator)
     return langevin_library_op(*args, **kwargs)
+
+
+def q_sample_library_inputs(x0, alpha_bar, noise):
+    """(args, kwargs) of `q_sample_library_op` for a checked call of `q_sample`."""
+    return (x0, _as_tensor(alpha_bar, x0), noise), {}
+
+
+def q_sample(x0, alpha_bar, noise):
+    """x_t = sqrt(ᾱ) x0 + sqrt(1 − ᾱ) ε, a draw of q(x_t | x0) (Ho et al., 2020, eq. 4), in one
+    pass. alpha_bar in (0, 1]: a float or an (N,) tensor. Differentiable in x0 and noise."""
+    _check_pair("x0", x0, "noise", noise, None, None)
+    _check_schedule("alpha_bar", alpha_bar, x0, 0, 1)
+    args, kwargs = q_sample_library_inputs(x0, alpha_bar, noise)
+    return q_sample_library_op(*args, **kwargs)
+
+
+def diffusion_loss_library_inputs(model_output, x0, noise, alpha_bar, *, prediction="eps",
+                                  min_snr_gamma=None):
+    """(args, kwargs) of `diffusion_loss_library_op` for a checked call of `diffusion_loss`."""
+    gamma = float(min_snr_gamma) if min_snr_gamma is not None else None
+    return (model_output, x0, noise, _as_tensor(alpha_bar, x0)), dict(prediction=prediction,
+                                                                      min_snr_gamma=gamma)
+
+
+def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_snr_gamma=None):
+    """The simple loss of Ho et al. (2020, eq. 14) per example, fused: the mean over an example's
+    elements of (model_output − target)², target = noise ("eps"), x0 ("x0") or
+    sqrt(ᾱ) noise − sqrt(1 − ᾱ) x0 ("v", Salimans & Ho, 2022), weighted by min-SNR-γ (Hang et
+    al., 2023: min(SNR, γ)/SNR for eps, min(SNR, γ) for x0, min(SNR, γ)/(SNR + 1) for v, with
+    SNR = ᾱ/(1 − ᾱ)) when min_snr_gamma is given. x_t = q_sample(x0, alpha_bar, noise) is what
+    the model saw. Returns (N,) losses in at least fp32. Differentiable: the backward is one
+    more fused pass for model_output (x0 and noise, usually data, get a scaling of it)."""
+    _check_pair("model_output", model_output, "x0", x0, noise, None)
+    _check_schedule("alpha_bar", alpha_bar, x0, 0, 1, high_open=True)
+    check_choice("prediction", prediction, PREDICTIONS)
+    if min_snr_gamma is not None:
+        _check_float("min_snr_gamma", min_snr_gamma, 0.0, "a positive float or None")
+        if min_snr_gamma == 0:
+            raise ValueError("min_snr_gamma must be > 0 (Hang et al. use 5)")
+    args, kwargs = diffusion_loss_library_inputs(model_output, x0, noise, alpha_bar,
+                                                 prediction=prediction,
+                                                 min_snr_gamma=min_snr_gamma)
+    return diffusion_loss_library_op(*args, **kwargs)

@@ -1,9 +1,14 @@
-"""Reference denoising and Langevin steps: DDPM (Ho et al., 2020), DDIM (Song et al., 2021) and
-unadjusted Langevin dynamics. The specification of kernels/diffusion.py.
+"""Reference denoising and Langevin steps, and the training objective: DDPM (Ho et al., 2020),
+DDIM (Song et al., 2021), Euler and Heun in the σ form of Karras et al. (2022), DPM-Solver++(2M)
+(Lu et al., 2022), unadjusted Langevin dynamics, q_sample and the simple loss with min-SNR-γ
+weighting (Hang et al., 2023). The specification of kernels/diffusion.py.
 
-Schedule values (alpha_bar_t, alpha_bar_prev, step_size) are Python floats or per-example
-tensors of shape (N,). `noise` is z ~ N(0, I) shaped like x; None draws it from `seed` (the
-reference's own stream: the Triton kernel draws different numbers from the same seed).
+Schedule values (alpha_bar_t, alpha_bar_prev, sigma, sigma_next, step_size) are Python floats or
+per-example tensors of shape (N,). `noise` is z ~ N(0, I) shaped like x; None draws it from
+`seed` (the reference's own stream: the Triton kernel draws different numbers from the same
+seed). `uncond`, where given, is the unconditional output of the model, and the step uses the
+classifier-free guided output u + guidance_scale · (model_output − u) (Ho & Salimans, 2022,
+eq. 6) in place of model_output.
 """
 
 import math
@@ -24,6 +29,13 @@ def _noise(x, noise, seed):
         return noise
     generator = torch.Generator(x.device).manual_seed(seed)
     return torch.randn(x.shape, generator=generator, device=x.device).to(x.dtype)
+
+
+def guided(model_output, uncond=None, guidance_scale=1.0):
+    """Classifier-free guidance (Ho & Salimans, 2022, eq. 6): u + w (c − u); c without uncond."""
+    if uncond is None:
+        return model_output
+    return uncond + _per_example(guidance_scale, model_output) * (model_output - uncond)
 
 
 def predicted_x0(x_t, model_output, alpha_bar_t, prediction="eps", clip=None, threshold=None):
@@ -74,8 +86,9 @@ def threshold_scale(x0, threshold):
     return q.clamp(min=1.0).to(x0.dtype)
 
 
-def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, *, prediction="eps",
-              variance="fixed_small", clip=None, threshold=None, seed=0):
+def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, *,
+              prediction="eps", variance="fixed_small", clip=None, threshold=None,
+              guidance_scale=1.0, seed=0):
     """One ancestral step x_t -> x_{t−1} (Ho et al., 2020, Algorithm 2 with eq. 6-7):
 
     α_t = ᾱ_t / ᾱ_prev, β_t = 1 − α_t,
@@ -83,6 +96,7 @@ def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, *, pre
     σ² = β̃_t = (1 − ᾱ_prev) / (1 − ᾱ_t) β_t ("fixed_small") or β_t ("fixed_large")  (sec. 3.2)
     x_{t−1} = μ + σ z, with no noise on the last step (ᾱ_prev = 1).
     """
+    model_output = guided(model_output, uncond, guidance_scale)
     x0 = predicted_x0(x_t, model_output, alpha_bar_t, prediction, clip, threshold)
     a, a_prev = _per_example(alpha_bar_t, x_t), _per_example(alpha_bar_prev, x_t)
     alpha = a / a_prev
@@ -94,14 +108,15 @@ def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, *, pre
     return mean + torch.sqrt(var) * _noise(x_t, noise, seed)
 
 
-def ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, *, eta=0.0,
-              prediction="eps", clip=None, threshold=None, seed=0):
+def ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, *,
+              eta=0.0, prediction="eps", clip=None, threshold=None, guidance_scale=1.0, seed=0):
     """One DDIM step (Song et al., 2021, eq. 12 with eq. 16's σ):
 
     σ_t = eta sqrt((1 − ᾱ_prev) / (1 − ᾱ_t)) sqrt(1 − ᾱ_t / ᾱ_prev)
     x_{t−1} = sqrt(ᾱ_prev) x0 + sqrt(1 − ᾱ_prev − σ_t²) ε̂ + σ_t z,
     ε̂ = (x_t − sqrt(ᾱ_t) x0) / sqrt(1 − ᾱ_t), the noise implied by x0 and x_t.
     """
+    model_output = guided(model_output, uncond, guidance_scale)
     x0 = predicted_x0(x_t, model_output, alpha_bar_t, prediction, clip, threshold)
     a, a_prev = _per_example(alpha_bar_t, x_t), _per_example(alpha_bar_prev, x_t)
     eps = (x_t - torch.sqrt(a) * x0) / torch.sqrt(1 - a)
@@ -117,4 +132,130 @@ def langevin_step(x, score, step_size, noise=None, *, seed=0):
     return x + h / 2 * score + torch.sqrt(h) * _noise(x, noise, seed)
 
 
-__all__ = ["ddim_step", "ddpm_step", "langevin_step", "predicted_x0", "threshold_scale"]
+# --------------------------------------------------------------------------------------------------
+# the σ form: x = x0 + σ ε (Karras et al., 2022, eq. 1-2; VP's x_t is x / sqrt(1 + σ²) with
+# ᾱ = 1 / (1 + σ²))
+# --------------------------------------------------------------------------------------------------
+
+
+def denoised(x, model_output, sigma, prediction="eps"):
+    """D(x; σ), the model's estimate of x0 at noise level σ > 0:
+
+    "eps": D = x − σ ε̂
+    "x0":  D = model_output
+    "v":   D = x / (1 + σ²) − σ / sqrt(1 + σ²) v̂, v̂ predicted for the VP-scaled input
+           x / sqrt(1 + σ²) (Salimans & Ho, 2022: x0 = sqrt(ᾱ) x_vp − sqrt(1 − ᾱ) v).
+    """
+    s = _per_example(sigma, x)
+    if prediction == "eps":
+        return x - s * model_output
+    if prediction == "x0":
+        return model_output
+    return x / (1 + s**2) - s / torch.sqrt(1 + s**2) * model_output
+
+
+def _churn(x, sigma_next, churn, s_noise, noise, seed):
+    """Karras et al. (2022), Algorithm 2, lines 5-6 of the next step, fused into this one: raise
+    the noise level from σ_next to σ̂ = σ_next (1 + churn) by adding s_noise sqrt(σ̂² − σ_next²) z."""
+    if churn == 0:
+        return x
+    s_next = _per_example(sigma_next, x)
+    level = s_noise * s_next * math.sqrt((1 + churn) ** 2 - 1)
+    return x + level * _noise(x, noise, seed)
+
+
+def euler_step(x, model_output, sigma, sigma_next, noise=None, uncond=None, *, prediction="eps",
+               churn=0.0, s_noise=1.0, guidance_scale=1.0, seed=0):
+    """One Euler step of the probability-flow ODE dx/dσ = (x − D(x; σ)) / σ from σ to σ_next
+    (Karras et al., 2022, Algorithm 1-2, line 8): x' = x + (σ_next − σ) d, d = (x − D) / σ.
+    With churn γ > 0, noise then lifts x' to the next step's σ̂ = σ_next (1 + γ) (Algorithm 2,
+    lines 5-6), where the model is evaluated next."""
+    d = (x - denoised(x, guided(model_output, uncond, guidance_scale), sigma, prediction))
+    d = d / _per_example(sigma, x)
+    out = x + (_per_example(sigma_next, x) - _per_example(sigma, x)) * d
+    return _churn(out, sigma_next, churn, s_noise, noise, seed)
+
+
+def heun_step(x, model_output, model_output_next, sigma, sigma_next, noise=None, uncond=None,
+              uncond_next=None, *, prediction="eps", churn=0.0, s_noise=1.0, guidance_scale=1.0,
+              seed=0):
+    """Heun's second-order correction (Karras et al., 2022, Algorithm 2, lines 9-11): with
+    d = (x − D(x; σ)) / σ, the Euler point x_e = x + (σ_next − σ) d (recomputed here) and
+    d' = (x_e − D(x_e; σ_next)) / σ_next from `model_output_next`, the model at (x_e, σ_next),
+    x' = x + (σ_next − σ) (d + d') / 2. σ_next > 0 (the last step is Euler's). Churn as in
+    `euler_step`."""
+    s, s_next = _per_example(sigma, x), _per_example(sigma_next, x)
+    d = (x - denoised(x, guided(model_output, uncond, guidance_scale), sigma, prediction)) / s
+    x_euler = x + (s_next - s) * d
+    d_next = x_euler - denoised(x_euler, guided(model_output_next, uncond_next, guidance_scale),
+                                sigma_next, prediction)
+    out = x + (s_next - s) * (d + d_next / s_next) / 2
+    return _churn(out, sigma_next, churn, s_noise, noise, seed)
+
+
+def dpmpp_2m_step(x, model_output, sigma, sigma_next, previous_denoised=None, uncond=None, *,
+                  sigma_prev=None, prediction="eps", guidance_scale=1.0):
+    """DPM-Solver++(2M) (Lu et al., 2022, Algorithm 2) in the σ form, where α = 1 and
+    λ = −log σ: with h = λ_next − λ, x' = (σ_next / σ) x − (e^{−h} − 1) D̄ = (σ_next / σ) x +
+    (1 − σ_next / σ) D̄. D̄ = D (first order) on the first step (no previous_denoised) and where
+    σ_next = 0, else D̄ = (1 + 1 / 2r) D − D_prev / 2r with r = h_prev / h, h_prev = λ − λ_prev.
+    Returns (x', D): D is the next step's previous_denoised."""
+    s, s_next = _per_example(sigma, x), _per_example(sigma_next, x)
+    d_now = denoised(x, guided(model_output, uncond, guidance_scale), sigma, prediction)
+    combined = d_now
+    if previous_denoised is not None:
+        h = torch.log(s / s_next)  # inf where σ_next = 0: 1 / 2r = 0, the first-order step
+        h_prev = torch.log(_per_example(sigma_prev, x) / s)
+        half_inverse_r = h / (2 * h_prev)
+        half_inverse_r = torch.where(s_next == 0, torch.zeros_like(half_inverse_r),
+                                     half_inverse_r)
+        combined = (1 + half_inverse_r) * d_now - half_inverse_r * previous_denoised
+    ratio = s_next / s
+    return ratio * x + (1 - ratio) * combined, d_now
+
+
+# --------------------------------------------------------------------------------------------------
+# training: the forward process and the simple loss
+# --------------------------------------------------------------------------------------------------
+
+
+def q_sample(x0, alpha_bar, noise):
+    """x_t = sqrt(ᾱ) x0 + sqrt(1 − ᾱ) ε, a draw of q(x_t | x0) (Ho et al., 2020, eq. 4)."""
+    a = _per_example(alpha_bar, x0)
+    return torch.sqrt(a) * x0 + torch.sqrt(1 - a) * noise
+
+
+def loss_target(x0, noise, alpha_bar, prediction="eps"):
+    """What the model learns to predict: ε, x0, or v = sqrt(ᾱ) ε − sqrt(1 − ᾱ) x0 (Salimans &
+    Ho, 2022, sec. 4)."""
+    if prediction == "eps":
+        return noise
+    if prediction == "x0":
+        return x0
+    a = _per_example(alpha_bar, x0)
+    return torch.sqrt(a) * noise - torch.sqrt(1 - a) * x0
+
+
+def min_snr_weight(alpha_bar, prediction="eps", gamma=None):
+    """The per-example weight of the min-SNR-γ strategy (Hang et al., 2023, sec. 3.4): with
+    SNR = ᾱ / (1 − ᾱ), min(SNR, γ) on the x0 loss, which is min(SNR, γ) / SNR on the ε loss and
+    min(SNR, γ) / (SNR + 1) on the v loss. 1 without gamma."""
+    a = alpha_bar if isinstance(alpha_bar, torch.Tensor) else torch.tensor(float(alpha_bar))
+    if gamma is None:
+        return torch.ones_like(a)
+    snr = a / (1 - a)
+    clipped = snr.clamp(max=gamma)
+    return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[prediction]
+
+
+def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_snr_gamma=None):
+    """The simple loss of Ho et al. (2020, eq. 14) per example: the mean over an example's
+    elements of (model_output − target)², times the min-SNR-γ weight. Returns shape (N,)."""
+    error = (model_output - loss_target(x0, noise, alpha_bar, prediction)).square()
+    weight = min_snr_weight(alpha_bar, prediction, min_snr_gamma).to(error.device, error.dtype)
+    return error.reshape(error.shape[0], -1).mean(dim=1) * weight
+
+
+__all__ = ["ddim_step", "ddpm_step", "denoised", "diffusion_loss", "dpmpp_2m_step", "euler_step",
+           "guided", "heun_step", "langevin_step", "loss_target", "min_snr_weight",
+           "predicted_x0", "q_sample", "threshold_scale"]

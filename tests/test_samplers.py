@@ -55,7 +55,9 @@ def test_samplers_are_reproducible_from_the_generator():
     for sample in (lambda g: diffusion.ddpm_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars,
                                                    generator=g),
                    lambda g: diffusion.ddim_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
-                                                   eta=0.5, generator=g)):
+                                                   eta=0.5, generator=g),
+                   lambda g: diffusion.heun_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
+                                                   churn=0.3, generator=g)):
         first, again = (sample(torch.Generator().manual_seed(3)) for _ in range(2))
         assert torch.equal(first, again)
         assert not torch.equal(first, sample(torch.Generator().manual_seed(4)))
@@ -73,13 +75,16 @@ def test_annealed_langevin_draws_the_data():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_ddim_loop_makes_no_host_synchronisation():
-    alpha_bars = _schedule().cuda()
-    denoiser = _exact_eps(alpha_bars, MEAN.cuda())
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m", "heun"])
+def test_sampler_loop_makes_no_host_synchronisation(sampler):
+    # the schedule is handed over on the CPU (where its steps are placed) and the loop runs on
+    # the GPU: 50 steps without a single read back to the host
+    alpha_bars = _schedule()
+    denoiser = _exact_eps(alpha_bars.cuda(), MEAN.cuda())
 
     def sample():
-        return diffusion.ddim_sample(denoiser, (64, 2), alpha_bars, 50,
-                                     generator=torch.Generator().manual_seed(0))
+        return diffusion.sample(denoiser, (64, 2), alpha_bars, sampler, 50, device="cuda",
+                                generator=torch.Generator().manual_seed(0))
 
     sample()  # the kernels' first launch compiles and tunes, which synchronises
     torch.cuda.set_sync_debug_mode("error")
@@ -99,3 +104,67 @@ def test_deterministic_ddim_runs_alike_on_the_kernels_and_the_reference():
             runs.append(diffusion.ddim_sample(_exact_eps(alpha_bars), (8, 2), alpha_bars, 10,
                                               generator=torch.Generator().manual_seed(0)))
     assert torch.allclose(*runs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler, steps, bound", [("euler", 50, 0.06), ("heun", 20, 0.05),
+                                                   ("heun", 50, 0.01), ("dpmpp_2m", 20, 0.03)])
+def test_sigma_form_samplers_draw_the_data(sampler, steps, bound):
+    # the exact denoiser leaves only the discretisation error: second-order methods need far
+    # fewer steps than Euler (= DDIM) for the same spread
+    alpha_bars = _schedule()
+    x = diffusion.sample(_exact_eps(alpha_bars), (N, 2), alpha_bars, sampler, steps,
+                         generator=torch.Generator().manual_seed(0))
+    assert _std_error(x) < bound
+
+
+def test_churn_keeps_the_samplers_on_the_data():
+    alpha_bars = _schedule()
+    x = diffusion.heun_sample(_exact_eps(alpha_bars), (N, 2), alpha_bars, 50, churn=0.2,
+                              generator=torch.Generator().manual_seed(0))
+    assert _std_error(x) < 0.05
+
+
+@pytest.mark.parametrize("sampler", list(diffusion.SAMPLERS))
+def test_guidance_combines_the_two_outputs(sampler):
+    # the pair (c, u) with scale w samples as the single output u + w (c − u) does
+    alpha_bars = _schedule()
+    exact = _exact_eps(alpha_bars)
+    shifted = _exact_eps(alpha_bars, MEAN + 1)
+    w = 2.0
+
+    def pair(x, t):
+        return exact(x, t), shifted(x, t)
+
+    def combined(x, t):
+        return shifted(x, t) + w * (exact(x, t) - shifted(x, t))
+
+    steps = None if sampler == "ddpm" else 10
+    runs = [diffusion.sample(fn, (64, 2), alpha_bars, sampler, steps,
+                             generator=torch.Generator().manual_seed(0), **kwargs)
+            for fn, kwargs in ((pair, {"guidance_scale": w}), (combined, {}))]
+    assert torch.allclose(*runs, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="pair"):
+        diffusion.sample(exact, (4, 2), alpha_bars, sampler, steps, guidance_scale=w)
+
+
+def test_sampler_choice_and_steps_are_checked():
+    alpha_bars = _schedule()
+    with pytest.raises(ValueError, match="sampler"):
+        diffusion.sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, "plms", 10)
+    with pytest.raises(ValueError, match="ddpm"):
+        diffusion.sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, "ddpm", 10)
+    with pytest.raises(ValueError, match="churn"):
+        diffusion.euler_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10, churn=-1.0)
+    with pytest.raises(ValueError, match="prediction"):
+        diffusion.dpmpp_2m_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
+                                  prediction="score")
+
+
+@pytest.mark.parametrize("spacing", diffusion.SPACINGS)
+def test_timestep_spacings_run_down_the_whole_schedule(spacing):
+    alpha_bars = _schedule()
+    times = diffusion.timestep_spacing(alpha_bars, 20, spacing)
+    assert times[0] == 999 and times[-1] == 0 and 18 <= len(times) <= 20
+    assert all(a > b for a, b in zip(times, times[1:]))
+    with pytest.raises(ValueError, match="spacing"):
+        diffusion.timestep_spacing(alpha_bars, 20, "quadratic")

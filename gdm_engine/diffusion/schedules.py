@@ -93,3 +93,32 @@ def spaced_timesteps(total, steps, device=None):
         raise ValueError(f"steps must be <= total ({total}), got {steps}")
     spaced = torch.linspace(total - 1, 0, steps, dtype=torch.float64).round().long()
     return spaced.to(device)
+
+
+SPACINGS = ("uniform", "logsnr", "karras")
+
+
+def timestep_spacing(alpha_bars, steps, spacing="logsnr"):
+    """Decreasing 0-based indices into the schedule `alpha_bars` for a sampler of `steps` steps,
+    as a host list: "uniform" in t (spaced_timesteps); "logsnr", uniform in log σ (= uniform in
+    log-SNR / 2, the spacing Lu et al. 2022 use for DPM-Solver); "karras", the model's levels
+    nearest to Karras et al.'s σ (eq. 5, ρ = 7) between its own σ_min and σ_max. The last two
+    keep each level once, so they may give a step or two fewer where `steps` approaches the
+    schedule's length. Reads alpha_bars on the host (once, before any loop)."""
+    check_int("steps", steps, 1)
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    total = len(alpha_bars)
+    if spacing == "uniform" or steps == 1:
+        return spaced_timesteps(total, steps).tolist()
+    if steps > total:
+        raise ValueError(f"steps must be <= the schedule's length ({total}), got {steps}")
+    log_sigmas = sigmas_from_alpha_bars(alpha_bars.detach().double().cpu()).log()
+    high, low = log_sigmas[-1].item(), log_sigmas[0].item()
+    if spacing == "logsnr":
+        targets = torch.linspace(high, low, steps, dtype=torch.float64)
+    else:
+        targets = karras_sigmas(steps, math.exp(low), math.exp(high), dtype=torch.float64)[:-1]
+        targets = targets.log()
+    nearest = (log_sigmas[None, :] - targets[:, None]).abs().argmin(dim=1)
+    return nearest.unique_consecutive().tolist()

@@ -1,24 +1,15 @@
-"""diffusion (ddpm_step, ddim_step, langevin_step): kernel, eager and compiled reference, at the
-catalog's shapes (forward only: the samplers' steps have no backward)."""
+"""diffusion (ddpm_step, ddim_step, euler_step, heun_step, dpmpp_2m_step, langevin_step, q_sample,
+diffusion_loss): kernel, eager and compiled reference and installed peers (diffusers' schedulers),
+at the catalog's shapes (the samplers' steps are forward only)."""
 
 import pytest
 from catalog_suite import provider_params, run
 
-DDPM = provider_params("ddpm_step")
-DDIM = provider_params("ddim_step")
-LANGEVIN = provider_params("langevin_step")
+OPS = ["ddpm_step", "ddim_step", "euler_step", "heun_step", "dpmpp_2m_step", "langevin_step",
+       "q_sample", "diffusion_loss"]
+CASES = [(f"{op}-{label}", fn) for op in OPS for label, fn in provider_params(op)]
 
 
-@pytest.mark.parametrize("fn", [fn for _, fn in DDPM], ids=[label for label, _ in DDPM])
-def bench_ddpm_step(benchmark, fn):
-    run(benchmark, fn)
-
-
-@pytest.mark.parametrize("fn", [fn for _, fn in DDIM], ids=[label for label, _ in DDIM])
-def bench_ddim_step(benchmark, fn):
-    run(benchmark, fn)
-
-
-@pytest.mark.parametrize("fn", [fn for _, fn in LANGEVIN], ids=[label for label, _ in LANGEVIN])
-def bench_langevin_step(benchmark, fn):
+@pytest.mark.parametrize("fn", [fn for _, fn in CASES], ids=[label for label, _ in CASES])
+def bench_diffusion(benchmark, fn):
     run(benchmark, fn)

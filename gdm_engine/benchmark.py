@@ -110,7 +110,8 @@ def _with_backward(fn, inputs):
         outs = as_tuple(fn())
         if not grads:
             grads.extend(torch.randn_like(o) for o in outs)
-        return torch.autograd.grad(outs, inputs, grads)
+        # an input a provider does not use (x0 of an "eps" loss) gets zeros
+        return torch.autograd.grad(outs, inputs, grads, materialize_grads=True)
 
     return call
 
@@ -242,6 +243,99 @@ def bench_sampling(cases, device, progress=None):
                          "vs_naive": timed["naive"] / timed[sampler]})
             if progress is not None:
                 progress.update(1)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Diffusion sampler loops: the fused steps against diffusers' schedulers, around the same stand-in
+# model (an elementwise function: the loop's own cost is what differs)
+# --------------------------------------------------------------------------------------------------
+
+DIFFUSION_LOOP_COLUMNS = ["loop", "shape", "steps", "provider", "seconds", "ms/step",
+                          "vs_diffusers"]
+_DIFFUSERS_SCHEDULERS = {"ddim": ("DDIMScheduler", {}),
+                         "dpmpp_2m": ("DPMSolverMultistepScheduler",
+                                      {"algorithm_type": "dpmsolver++", "solver_order": 2})}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopCase:
+    sampler: str  # a name of gdm_engine.diffusion.SAMPLERS with a diffusers counterpart
+    shape: tuple
+    steps: int
+    guidance_scale: float = None  # classifier-free guidance: the model returns two outputs
+
+    @property
+    def label(self):
+        return self.sampler + (f" + guidance {self.guidance_scale}" if self.guidance_scale else "")
+
+
+def diffusion_loop_cases(device, quick=False):
+    """The issue's latents, (64, 4, 64, 64) fp32, on a GPU; (16, 4, 32, 32) on a CPU; 50 DDIM
+    steps with and without guidance, 20 DPM-Solver++(2M) steps."""
+    shape = (2, 4, 8, 8) if quick else (64, 4, 64, 64) if device.type == "cuda" else (16, 4, 32, 32)
+    return [LoopCase("ddim", shape, 50), LoopCase("ddim", shape, 50, guidance_scale=7.5),
+            LoopCase("dpmpp_2m", shape, 20)]
+
+
+def _stand_in_model(guidance_scale):
+    """ε̂ = 0.1·x (and 0.05·x unconditionally): one elementwise pass, the same for both loops."""
+    if guidance_scale is None:
+        return lambda x, t: 0.1 * x
+    return lambda x, t: (0.1 * x, 0.05 * x)
+
+
+def _diffusers_loop(case, device):
+    """diffusers' loop, as its pipelines write it, or None where diffusers is not installed."""
+    try:
+        import diffusers
+    except ImportError:
+        return None
+    name, options = _DIFFUSERS_SCHEDULERS[case.sampler]
+    scheduler = getattr(diffusers, name)(num_train_timesteps=1000, **options)
+    model = _stand_in_model(case.guidance_scale)
+
+    def loop():
+        scheduler.set_timesteps(case.steps, device=device)
+        x = torch.randn(case.shape, device=device)
+        for t in scheduler.timesteps:
+            output = model(x, t)
+            if case.guidance_scale is not None:
+                output = output[1] + case.guidance_scale * (output[0] - output[1])
+            x = scheduler.step(output, t, x).prev_sample
+        return x
+
+    return loop
+
+
+def _engine_loop(case, device):
+    from gdm_engine import diffusion
+
+    alpha_bars = diffusion.linear_alpha_bars(1000)  # diffusers' default schedule, on the CPU
+    model = _stand_in_model(case.guidance_scale)
+    return lambda: diffusion.sample(model, case.shape, alpha_bars, case.sampler, case.steps,
+                                    device=device, guidance_scale=case.guidance_scale,
+                                    generator=torch.Generator().manual_seed(0))
+
+
+def bench_diffusion_loops(cases, device, progress=None):
+    """One row per case and provider: a whole sampler loop's time (median of 3, after a warm-up
+    run), ours (the fused steps: kernels on a GPU, the reference on a CPU) and diffusers'."""
+    rows = []
+    for case in cases:
+        timed = {}
+        for provider, make in (("diffusers", _diffusers_loop), ("gdm_engine", _engine_loop)):
+            loop = make(case, device)
+            if loop is None:
+                continue
+            loop()
+            timed[provider] = _seconds(loop, device, 3)
+            rows.append({"loop": case.label, "shape": "x".join(map(str, case.shape)),
+                         "steps": case.steps, "provider": provider, "seconds": timed[provider],
+                         "ms/step": 1e3 * timed[provider] / case.steps,
+                         "vs_diffusers": timed.get("diffusers", math.nan) / timed[provider]})
+        if progress is not None:
+            progress.update(1)
     return rows
 
 

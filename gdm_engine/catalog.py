@@ -614,6 +614,43 @@ def _denoising_inputs(size, dtype, device, generator, settings):
     return cases
 
 
+_DIFFUSERS_PREDICTIONS = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
+
+
+def _diffusers_step(scheduler_name, steps=None):
+    """A peer running diffusers' `<scheduler_name>.step` on a case of the same size, where
+    diffusers is installed (a benchmark-only peer): at t = 500 of its own linear schedule, so the
+    values differ while the work is the same. Classifier-free guidance is the separate
+    u + w·(c − u) that diffusers' pipelines compute before the step. Cases with per-example
+    schedule values, clipping or thresholding have no diffusers counterpart (None)."""
+    def peer(case):
+        try:
+            import diffusers
+        except ImportError:
+            return None
+        x, m, a, _, _, uncond = case.args
+        kw = dict(case.kwargs)
+        w = kw.pop("guidance_scale", 1.0)
+        if isinstance(a, torch.Tensor) or {"clip", "threshold"} & set(kw):
+            return None
+        options = {"prediction_type": _DIFFUSERS_PREDICTIONS[kw.pop("prediction", "eps")],
+                   "clip_sample": False}
+        if "variance" in kw:
+            options["variance_type"] = kw.pop("variance")
+        scheduler = getattr(diffusers, scheduler_name)(num_train_timesteps=1000, **options)
+        if steps:
+            scheduler.set_timesteps(steps)
+        step_options = {"eta": kw.pop("eta")} if "eta" in kw else {}
+
+        def run():
+            output = m if uncond is None else uncond + w * (m - uncond)
+            return scheduler.step(output, 500, x, **step_options).prev_sample
+
+        return run
+
+    return peer
+
+
 def _denoising_shapes(size, generator):
     r = lambda low, high: _randint(generator, low, high)  # noqa: E731
     if size == "tiny":
@@ -625,8 +662,8 @@ def _ddpm_inputs(size, dtype, device, generator):
     if size == "bench":  # the issue's latent batch: (64, 4, 64, 64), given and drawn noise
         shape = (64, 4, 64, 64)
         return _denoising_inputs(size, dtype, device, generator, [
-            (shape, True, False, {}), (shape, True, False, {"noise": False}),
-            (shape, True, False, {"guidance_scale": 3.0}),
+            (shape, True, False, {}), (shape, False, False, {"noise": False}),
+            (shape, False, False, {"guidance_scale": 3.0, "noise": False}),
             (shape, True, False, {"threshold": 0.995})])
     s = _denoising_shapes(size, generator)
     return _denoising_inputs(size, dtype, device, generator, [
@@ -645,7 +682,9 @@ def _ddim_inputs(size, dtype, device, generator):
     if size == "bench":
         shape = (64, 4, 64, 64)
         return _denoising_inputs(size, dtype, device, generator, [
-            (shape, True, False, {}), (shape, True, False, {"eta": 1.0, "noise": False})])
+            (shape, True, False, {}), (shape, False, False, {}),
+            (shape, False, False, {"eta": 1.0, "noise": False}),
+            (shape, False, False, {"guidance_scale": 3.0})])
     s = _denoising_shapes(size, generator)
     return _denoising_inputs(size, dtype, device, generator, [
         (s[0], False, False, {}),
@@ -834,6 +873,7 @@ DDPM_STEP = OpSpec(
     flops=_denoising_flops,
     library_inputs=_library_inputs(ops.diffusion.ddpm_library_inputs),
     differentiable=False,
+    peers={"diffusers": _diffusers_step("DDPMScheduler")},
 )
 
 DDIM_STEP = OpSpec(
@@ -847,6 +887,7 @@ DDIM_STEP = OpSpec(
     flops=_denoising_flops,
     library_inputs=_library_inputs(ops.diffusion.ddim_library_inputs),
     differentiable=False,
+    peers={"diffusers": _diffusers_step("DDIMScheduler", steps=50)},
 )
 
 EULER_STEP = OpSpec(

@@ -59,6 +59,10 @@ def test_bench_on_cpu_times_references_and_says_kernels_need_a_gpu(capsys, tmp_p
     assert [r["training"] for r in flows] == ["plain autograd", "memory saving"]
     assert flows[1]["saved_vs_plain"] < 1 / 8 and all(r["step_ms"] > 0 for r in flows)
     assert "## Flow training memory" in table.read_text()
+    loops = json.loads(report.read_text())["diffusion_loops"]
+    assert {r["loop"] for r in loops} == {"ddim", "ddim + guidance 7.5", "dpmpp_2m"}
+    assert "gdm_engine" in {r["provider"] for r in loops} and all(r["seconds"] > 0 for r in loops)
+    assert "## Diffusion sampler loops" in table.read_text()
 
 
 @pytest.mark.parametrize("argv", [["train"], ["bench", "--seed", "x"]])

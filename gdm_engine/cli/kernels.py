@@ -91,7 +91,7 @@ def cmd_bench(args):
         rows = benchmark.bench(chosen_specs(args.op), size, device, seed, dtypes, progress=bar)
     table = format_table(rows, benchmark.COLUMNS)
     print(table)
-    sampling, flow_memory = [], []
+    sampling, flow_memory, loops = [], [], []
     if args.op is None:  # the whole engine: the samplers too
         cases = benchmark.sampling_cases(device, quick=args.quick)
         print(f"\nsampling: cached against naive ({'; '.join(c.label for c in cases)})")
@@ -103,10 +103,16 @@ def cmd_bench(args):
             flow_memory = benchmark.bench_flow_memory(benchmark.flow_memory_cases(args.quick),
                                                       device, progress=bar)
         print(format_table(flow_memory, benchmark.FLOW_MEMORY_COLUMNS))
+        print("\ndiffusion sampler loops: the fused steps against diffusers' schedulers "
+              "(a stand-in elementwise model)")
+        with tqdm(desc="loops", unit="case", disable=None, file=sys.stderr) as bar:
+            loops = benchmark.bench_diffusion_loops(
+                benchmark.diffusion_loop_cases(device, args.quick), device, progress=bar)
+        print(format_table(loops, benchmark.DIFFUSION_LOOP_COLUMNS))
     report = {"date": datetime.date.today().isoformat(), "device": device_name(device),
               "torch": torch.__version__, "triton": version("triton"), "size": size,
               "copy_bandwidth_gbs": benchmark.copy_bandwidth_gbs(str(device)), "rows": rows,
-              "sampling": sampling, "flow_memory": flow_memory}
+              "sampling": sampling, "flow_memory": flow_memory, "diffusion_loops": loops}
     if args.json:
         write_json(args.json, report)
     if args.markdown:
@@ -121,6 +127,10 @@ def cmd_bench(args):
             if flow_memory:
                 f.write(f"\n## Flow training memory\n\n"
                         f"{format_table(flow_memory, benchmark.FLOW_MEMORY_COLUMNS, markdown=True)}"
+                        f"\n")
+            if loops:
+                f.write(f"\n## Diffusion sampler loops\n\n"
+                        f"{format_table(loops, benchmark.DIFFUSION_LOOP_COLUMNS, markdown=True)}"
                         f"\n")
     return 0
 

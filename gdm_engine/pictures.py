@@ -91,15 +91,16 @@ def can_draw(data):
     return data.shape == (2,)
 
 
-def save_samples(samples, data, path, title="", log_density=None):
-    """A PNG of samples of `data` (a gdm_engine.data.Data): a grid for images, line plots for
-    sequences, a scatter plot against the validation split for 2-D points (training pictures
-    never read the test split), beside the model's density where `log_density` is given."""
+def save_samples(samples, data, path, title="", log_density=None, columns=None):
+    """A PNG of samples of `data` (a gdm_engine.data.Data): a grid for images (`columns` wide,
+    default square), line plots for sequences, a scatter plot against the validation split for
+    2-D points (training pictures never read the test split), beside the model's density where
+    `log_density` is given."""
     if not can_draw(data):
         raise ValueError(f"no picture for examples of shape {data.shape}: save them as .npz")
     if data.discrete and len(data.shape) == 2:
         line_plot(samples, data.levels, path, title)
     elif data.discrete:
-        image_grid(samples, data.levels).save(path)
+        image_grid(samples, data.levels, columns).save(path)
     else:
         scatter_plot(samples, data.valid, path, title, log_density)

@@ -98,13 +98,21 @@ def model_row(name, data, out):
         exact_2d = data.shape == (2,) and model.likelihood == "exact"
         pictures.save_samples(samples, data, picture, f"{name}, best.pt (step {best['step']})",
                               log_density=model.eval().log_prob if exact_2d else None)
-    reported = {figure_column(data): figures["bits_per_dim" if data.discrete else "nll_nats"]}
+    # a model without a likelihood (an EBM) has no figure there: None, shown as "—"
+    reported = {figure_column(data): figures.get("bits_per_dim" if data.discrete else "nll_nats")}
     reported.update({column: figures[column.replace(" ", "_")]
                      for column in SAMPLE_COLUMNS if column.replace(" ", "_") in figures})
     return {"model": name, **reported,
             "likelihood": model.likelihood, "parameters": _parameters(model),
             "best step": best["step"], "steps": trainer.step,
             "train seconds": trainer.seconds, "machine": machine()}
+
+
+def _headline(row, figure):
+    """The row's figure in words, or its sample distance for a model without a likelihood."""
+    if row[figure] is None:
+        return f"{row['sliced wasserstein']:.4f} (test sliced wasserstein; no likelihood)"
+    return f"{row[figure]:.4f} ({figure})"
 
 
 def results(model_names, data_name, out, progress=print):
@@ -119,7 +127,7 @@ def results(model_names, data_name, out, progress=print):
     else:
         rows = []
     for row in rows:
-        progress(f"{row['model']}: {row[figure]:.4f} ({figure})")
+        progress(f"{row['model']}: {_headline(row, figure)}")
     for name in model_names:
         if name == models.IndependentPixels.name:
             if not data.discrete:
@@ -127,6 +135,6 @@ def results(model_names, data_name, out, progress=print):
                                  f"{data_name!r} is continuous")
             continue  # the baseline row
         rows.append(model_row(name, data, os.path.join(out, f"{name}-{data.name}")))
-        progress(f"{name}: {rows[-1][figure]:.4f} ({figure}; best.pt, step "
+        progress(f"{name}: {_headline(rows[-1], figure)} (best.pt, step "
                  f"{rows[-1]['best step']})")
     return rows

@@ -103,19 +103,15 @@ def _seed(*entropy):
 def _ema_update(decay):
     """EMA with warm-up: the n-th update uses min(decay, (1 + n) / (10 + n)), so that early on the
     average follows the weights instead of remembering their random start (the schedule of
-    TensorFlow's ExponentialMovingAverage with num_updates). Buffers that are not floating point
-    (a MaskedConv2d's bool mask) are copied, not averaged."""
+    TensorFlow's ExponentialMovingAverage with num_updates). It averages parameters only: the
+    AveragedModel copies buffers (use_buffers=False), which are state, not weights (masks, flags,
+    an EBM's replay buffer of Langevin chains, whose average would be no chain at all)."""
 
     @torch.no_grad()
     def update(averages, currents, num_averaged):
         n = float(num_averaged)
         rate = min(decay, (1 + n) / (10 + n))
-        floating = [(a, c) for a, c in zip(averages, currents) if a.is_floating_point()]
-        if floating:
-            torch._foreach_lerp_(*map(list, zip(*floating)), 1 - rate)
-        for average, current in zip(averages, currents):
-            if not average.is_floating_point():
-                average.copy_(current)
+        torch._foreach_lerp_(averages, currents, 1 - rate)
 
     return update
 
@@ -242,7 +238,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.ema = AveragedModel(self.model, multi_avg_fn=_ema_update(config.ema_decay),
-                                 use_buffers=True)
+                                 use_buffers=False)
         self.step, self.running_loss = 0, None  # running loss: the exponential average on the bar
         self.best, self.evaluations_since_best = None, 0  # the best validation evaluation so far
         self.seconds = 0.0  # time spent training, over every resume
@@ -287,7 +283,8 @@ class Trainer:
         losses = []
         for i in range(config.accumulate):
             shard = self.rank * config.accumulate + i
-            x = self.data.train[indices[shard * shard_size:(shard + 1) * shard_size]]
+            rows = indices[shard * shard_size:(shard + 1) * shard_size]
+            x = self.data.train[rows]
             generator = torch.Generator(self.device).manual_seed(
                 _seed(STEP_NOISE, config.seed, step, shard))
             last = i == config.accumulate - 1
@@ -295,7 +292,8 @@ class Trainer:
             with sync:
                 with torch.autocast(self.device.type, torch.bfloat16,
                                     enabled=self.device.type == "cuda"):
-                    loss = self.parallel(x.to(self.device), generator=generator)
+                    loss = self.parallel(x.to(self.device), generator=generator,
+                                         **self._conditioning(rows))
                 (loss / config.accumulate).backward()
             losses.append(loss.detach().float())
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
@@ -308,6 +306,15 @@ class Trainer:
             loss /= self.world
         return loss.item()
 
+    def _conditioning(self, rows):
+        """{"labels": the class labels of training examples `rows`} for a class-conditional
+        model (one with `classes` > 0); nothing for the others."""
+        if not getattr(self.model, "classes", 0):
+            return {}
+        if self.data.labels is None:
+            raise ValueError(f"the model is class-conditional but {self.data.name} has no labels")
+        return {"labels": self.data.labels["train"][rows].to(self.device)}
+
     # ---- evaluation and pictures --------------------------------------------------------------
 
     def evaluate(self, split="valid"):
@@ -318,7 +325,10 @@ class Trainer:
 
     @property
     def selection_metric(self):
-        """The validation figure that chooses the best checkpoint: lower is better."""
+        """The validation figure that chooses the best checkpoint: lower is better. A model with
+        no likelihood (an EBM) is chosen by the distance of its samples to the split."""
+        if self.model.likelihood is None:
+            return "sliced_wasserstein"
         return "bits_per_dim" if self.data.discrete else "nll_nats"
 
     def record_evaluation(self, figures):
@@ -341,19 +351,24 @@ class Trainer:
 
     def write_samples(self):
         """A picture of EMA samples in the run folder, where the data has one; returns its file
-        name or None."""
+        name or None. A class-conditional model of images draws one row per class."""
         if not pictures.can_draw(self.data):
             return None
         generator = torch.Generator().manual_seed(_seed(PICTURES, self.config.seed, self.step))
         model = self.ema.module
+        n, options, columns = self.config.samples if self.data.discrete else 2000, {}, None
+        classes = getattr(model, "classes", 0)
+        if classes and self.data.discrete:
+            columns = max(1, n // classes)
+            options["labels"] = torch.arange(classes).repeat_interleave(columns)
+            n = len(options["labels"])
         with _fork_rng(self.device):
             model.eval()
-            samples = model.sample(self.config.samples if self.data.discrete else 2000,
-                                   generator=generator)
+            samples = model.sample(n, generator=generator, **options)
             model.train()
         name = f"samples-{self.step:07d}.png"
         pictures.save_samples(samples, self.data, os.path.join(self.out, name),
-                              f"{self.model_name}, step {self.step}")
+                              f"{self.model_name}, step {self.step}", columns=columns)
         return name
 
     # ---- checkpoints --------------------------------------------------------------------------
@@ -468,14 +483,19 @@ def _fork_rng(device):
 def evaluate(model, data, split="valid", seed=0, samples=2000):
     """Figures of `model` on a split of `data`: bits/dim for discrete data, NLL in nats for
     continuous data, and for 2-D toys the sliced Wasserstein distance and MMD between `samples`
-    model samples and the split (the toy's sample size)."""
+    model samples and the split (the toy's sample size). A model whose `likelihood` is None (an
+    EBM: unnormalised) has no NLL; it gets the sample distances on any continuous data."""
     x = getattr(data, split)
+    unnormalised = model.likelihood is None
+    if unnormalised and not samples:
+        raise ValueError(f"model {model.name!r} has no likelihood: evaluate needs samples >= 1 "
+                         f"to score it by sample distances")
     with _fork_rng(model.device):
         torch.manual_seed(seed)
         if data.discrete:
             return {"bits_per_dim": metrics.bits_per_dim(model, x)}
-        figures = {"nll_nats": metrics.nll_nats(model, x)}
-        if data.toy is not None and samples:
+        figures = {} if unnormalised else {"nll_nats": metrics.nll_nats(model, x)}
+        if (data.toy is not None or unnormalised) and samples:
             generator = torch.Generator().manual_seed(seed)
             drawn = model.sample(samples, generator=generator)
             figures["sliced_wasserstein"] = metrics.sliced_wasserstein(drawn, x,

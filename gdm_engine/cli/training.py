@@ -161,12 +161,12 @@ def cmd_sample(args):
     if data is not None and not pictures.can_draw(data):
         raise UsageError(f"examples of shape {data.shape} have no picture: use --out FILE.npz")
     model = train.model_from_checkpoint(saved).to(current_device())
-    options = {}
-    if args.temperature is not None:
-        if "temperature" not in inspect.signature(model.sample).parameters:
-            raise UsageError(f"model {saved['model']!r} has no sampling temperature")
-        options["temperature"] = args.temperature
-    samples = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed), **options)
+    options = _sampling_options(args, model, saved["model"])
+    try:
+        samples = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed),
+                               **options)
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error)) from None
     if out.endswith(".npz"):
         np.savez(out, samples=samples.cpu().numpy())
     else:
@@ -175,6 +175,41 @@ def cmd_sample(args):
                               log_density=model.eval().log_prob if exact_2d else None)
     print(f"wrote {args.n} samples of {saved['model']} (step {saved['step']}) to {out}")
     return 0
+
+
+# the sample command's flags: model.sample's keyword, and what a model without it lacks
+SAMPLING_FLAGS = {"temperature": ("temperature", "sampling temperature"),
+                  "label": ("labels", "class labels"),
+                  "guidance": ("guidance_scale", "classifier-free guidance"),
+                  "sampler": ("sampler", "choice of sampler"),
+                  "steps": ("steps", "number of sampling steps")}
+
+
+def _sampling_options(args, model, name):
+    """model.sample's keyword arguments from the flags given, each one checked against the
+    model: a flag the model has no use for is an error, not silently ignored."""
+    accepted = inspect.signature(model.sample).parameters
+    options = {}
+    for flag, (keyword, what) in SAMPLING_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if keyword not in accepted:
+            raise UsageError(f"model {name!r} has no {what} (--{flag})")
+        options[keyword] = value
+    classes = getattr(model, "classes", 0)
+    if args.label is not None and not classes:
+        raise UsageError(f"--label needs a class-conditional model; this {name!r} was trained "
+                         f"without labels")
+    if args.label is not None and not 0 <= args.label < classes:
+        raise UsageError(f"--label must be a class in 0 .. {classes - 1}, got {args.label}")
+    if args.guidance is not None and args.label is None:
+        raise UsageError("--guidance needs --label: it guides the samples towards that class")
+    return options
+
+
+def _steps_or_all(text):
+    return "all" if text == "all" else positive_int(text)
 
 
 def cmd_eval(args):
@@ -187,6 +222,10 @@ def cmd_eval(args):
         if not hasattr(model, "iwae_samples"):
             raise UsageError(f"model {saved['model']!r} has no importance-weighted bound")
         model.iwae_samples = args.iwae_samples
+    if args.bound_timesteps is not None:
+        if not hasattr(model, "bound_timesteps"):
+            raise UsageError(f"model {saved['model']!r} has no diffusion bound")
+        model.bound_timesteps = None if args.bound_timesteps == "all" else args.bound_timesteps
     results = train.evaluate(model, data, args.split, seed=args.seed)
     print(f"{saved['model']} on {data.name} ({args.split} split), step {saved['step']}, "
           f"EMA weights: {_figures(results)}")
@@ -201,9 +240,11 @@ def cmd_eval(args):
 
 
 def cmd_results(args):
-    from gdm_engine import models, results
+    from gdm_engine import models, recipes, results
     from gdm_engine._table import format_table
 
+    if args.models is None:
+        args.models = [name for name in models.MODELS if (name, args.data) in recipes.RECIPES]
     unknown = [name for name in args.models if name not in models.MODELS]
     if unknown:
         raise UsageError(f"unknown model {unknown[0]!r}; the models are {', '.join(models.MODELS)}")
@@ -216,7 +257,7 @@ def cmd_results(args):
     command = (f"gdm-engine results --models {' '.join(args.models)} --data {args.data} "
                f"--out {args.out}")
     shown = [{k: f"{v:.1f}" if k == "train seconds" else f"{v:.4f}" if isinstance(v, float)
-              else v for k, v in row.items()} for row in rows]
+              else "—" if v is None else v for k, v in row.items()} for row in rows]
     table = format_table(shown, results.columns(data), markdown=True)
     print(table)
     with open(os.path.join(args.out, "results.md"), "w") as f:
@@ -228,7 +269,7 @@ def cmd_results(args):
 
 
 def add_commands(sub):
-    from gdm_engine import data, models
+    from gdm_engine import data, diffusion, models
 
     p = sub.add_parser("train", help="train a model on a data set, with checkpoints and samples")
     p.add_argument("model", help=f"one of {', '.join(models.MODELS)}")
@@ -263,6 +304,15 @@ def add_commands(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=positive_float,
                    help="flows: draw the latent from N(0, T^2 I) (default 1)")
+    p.add_argument("--label", type=int,
+                   help="class-conditional models: the class to draw (a digit: 0 .. 9)")
+    p.add_argument("--guidance", type=float, metavar="SCALE",
+                   help="classifier-free guidance towards --label (1: the conditional model, "
+                        "above 1: stronger; default none)")
+    p.add_argument("--sampler", choices=list(diffusion.SAMPLERS),
+                   help="diffusion models: the sampler (default ddpm, every step)")
+    p.add_argument("--steps", type=positive_int,
+                   help="diffusion models: model evaluations of samplers that skip steps")
 
     p = sub.add_parser("eval", help="bits/dim (discrete data) or NLL (continuous) of a checkpoint")
     p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt or best.pt (the "
@@ -271,13 +321,17 @@ def add_commands(sub):
     p.add_argument("--iwae-samples", type=positive_int,
                    help="K of the importance-weighted bound: draws of z (VAE) or of the "
                         "dequantisation noise (flows)")
+    p.add_argument("--bound-timesteps", type=_steps_or_all, metavar="K|all",
+                   help="diffusion models: estimate the bound from K steps, or sum all of them "
+                        "(default: the checkpoint's setting)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
 
     p = sub.add_parser("results", help="train every model by its recipe, choose on validation, "
                                        "score test: one markdown table")
-    p.add_argument("--models", nargs="+", default=list(models.MODELS),
-                   help=f"default: all ({' '.join(models.MODELS)}); pixels is the baseline row")
+    p.add_argument("--models", nargs="+",
+                   help="default: every model with a recipe for --data; pixels is the baseline "
+                        f"row (models: {' '.join(models.MODELS)})")
     p.add_argument("--data", default="digits", help="a discrete data set (default digits)")
     p.add_argument("--out", default=os.path.join("runs", "results"),
                    help="folder of the runs, the table and the sample grids "

@@ -2,6 +2,8 @@
 
 from .base import GenerativeModel
 from .autoregressive import AutoregressiveModel
+from .ddpm import DDPM
+from .ebm import EBM
 from .flow import FlowModel
 from .glow import Glow
 from .independent import IndependentPixels
@@ -12,7 +14,7 @@ from .vae import VAE
 from .wavenet import WaveNet
 
 MODELS = {cls.name: cls for cls in [VAE, IndependentPixels, PixelCNN, WaveNet, RealNVP, Glow,
-                                    NSF]}
+                                    NSF, EBM, DDPM]}
 
 
 def get(name):
@@ -22,5 +24,5 @@ def get(name):
     return MODELS[name]
 
 
-__all__ = ["AutoregressiveModel", "FlowModel", "GenerativeModel", "Glow", "IndependentPixels",
-           "MODELS", "NSF", "PixelCNN", "RealNVP", "VAE", "WaveNet", "get"]
+__all__ = ["AutoregressiveModel", "DDPM", "EBM", "FlowModel", "GenerativeModel", "Glow",
+           "IndependentPixels", "MODELS", "NSF", "PixelCNN", "RealNVP", "VAE", "WaveNet", "get"]

@@ -1,5 +1,6 @@
-"""nn.Module layers over gdm_engine.ops, drop-in beside their torch.nn counterparts, and the
-invertible layers of normalizing flows (forward(x) -> (y, logdet), inverse(y) -> (x, logdet))."""
+"""nn.Module layers over gdm_engine.ops, drop-in beside their torch.nn counterparts, the
+invertible layers of normalizing flows (forward(x) -> (y, logdet), inverse(y) -> (x, logdet)),
+and the denoising networks of diffusion models (UNet, ResidualMLP)."""
 
 from .actnorm import ActNorm
 from .causal_conv1d import CausalConv1d
@@ -7,7 +8,8 @@ from .coupling import AdditiveCoupling, AffineCoupling, SplineCoupling, Split
 from .invertible import (InvConv1x1, InvertibleLayer, InvertibleSequential, Logit, Reshape,
                          Squeeze, Unsqueeze)
 from .masked_conv2d import MaskedConv2d
+from .unet import ConditionEmbedding, ResidualMLP, UNet
 
-__all__ = ["ActNorm", "AdditiveCoupling", "AffineCoupling", "CausalConv1d", "InvConv1x1",
-           "InvertibleLayer", "InvertibleSequential", "Logit", "MaskedConv2d", "Reshape",
-           "SplineCoupling", "Split", "Squeeze", "Unsqueeze"]
+__all__ = ["ActNorm", "AdditiveCoupling", "AffineCoupling", "CausalConv1d", "ConditionEmbedding",
+           "InvConv1x1", "InvertibleLayer", "InvertibleSequential", "Logit", "MaskedConv2d",
+           "Reshape", "ResidualMLP", "SplineCoupling", "Split", "Squeeze", "UNet", "Unsqueeze"]

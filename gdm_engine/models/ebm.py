@@ -1,0 +1,184 @@
+"""Energy-based model for vectors (the 2-D toys), trained by contrastive divergence with short-run
+Langevin dynamics and a replay buffer (Du & Mordatch, 2019, "Implicit Generation and
+Generalization in Energy-Based Models", sec. 3)."""
+
+import math
+
+import torch
+
+from gdm_engine import ops
+from gdm_engine.ops._checks import check_int, check_tensor
+
+from .base import GenerativeModel
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+            or math.isinf(value):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _check_box(low, high, dims):
+    """low, high: `dims` finite numbers each, low < high."""
+    for name, bound in (("low", low), ("high", high)):
+        if not isinstance(bound, (list, tuple)) or len(bound) != dims or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b)
+                for b in bound):
+            raise ValueError(f"{name} must be a list of {dims} finite numbers (one per "
+                             f"dimension), got {bound!r}")
+    if not all(a < b for a, b in zip(low, high)):
+        raise ValueError(f"low must be below high in every dimension, got low {list(low)} and "
+                         f"high {list(high)}")
+
+
+def _draw(shape, generator, device, uniform):
+    """torch.rand / torch.randn on the generator's device (the global stream when None), moved
+    to `device`."""
+    drawn_on = generator.device if generator is not None else device
+    draw = torch.rand if uniform else torch.randn
+    return draw(shape, generator=generator, device=drawn_on).to(device)
+
+
+def energy_network(dims, hidden, spectral_norm):
+    """An MLP x (N, dims) -> (N, 1) with SiLU (Swish) activations, as Du & Mordatch's networks
+    use; optional spectral normalisation of every linear layer (their sec. 3.3, for smoother
+    energies)."""
+    sizes = [dims, *hidden]
+    layers = []
+    for fan_in, fan_out in zip(sizes, sizes[1:]):
+        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.SiLU()]
+    layers.append(torch.nn.Linear(sizes[-1], 1))
+    if spectral_norm:
+        layers = [torch.nn.utils.parametrizations.spectral_norm(layer)
+                  if isinstance(layer, torch.nn.Linear) else layer for layer in layers]
+    return torch.nn.Sequential(*layers)
+
+
+class EBM(GenerativeModel):
+    """p(x) ∝ exp(−E(x)) with E an MLP (`hidden` units per layer, SiLU), on vectors of
+    D = shape[0] dimensions.
+
+    Training (Du & Mordatch, 2019, sec. 3): negatives x− come from a replay buffer of
+    `buffer_size` earlier chains, except a `reinit` fraction restarted from uniform noise over the
+    data's box [low, high] (sec. 3.1: 5%); each runs `langevin_steps` steps of unadjusted
+    Langevin dynamics x ← x − step_size/2 · ∇E(x) + sqrt(step_size) · z (`ops.langevin_step`) and
+    goes back into the buffer. The loss is contrastive divergence plus their regulariser,
+    E(x+) − E(x−) + alpha (E(x+)² + E(x−)²), averaged over the batch, with no gradient through
+    the chains. The buffer is a registered buffer, so checkpoints keep it and a resumed run
+    continues its chains; the trainer's EMA copy averages the weights and copies the buffer.
+
+    The normaliser of exp(−E) is unknown, so there is no likelihood: `likelihood` is None,
+    `log_prob` raises, and the model is judged by the distance of its samples to the data
+    (`gdm_engine.train.evaluate`). `sample` runs `sample_steps` Langevin steps from uniform noise
+    over the box.
+    """
+
+    name = "ebm"
+    likelihood = None  # unnormalised: no log_prob (the trainer scores samples instead)
+
+    def __init__(self, shape, levels=None, low=None, high=None, hidden=(128, 128),
+                 langevin_steps=40, step_size=0.01, sample_steps=400, buffer_size=10000,
+                 reinit=0.05, alpha=0.1, spectral_norm=False):
+        if levels is not None:
+            raise ValueError(f"ebm models continuous vectors; this data is discrete "
+                             f"({levels} levels)")
+        if len(shape) != 1:
+            raise ValueError(f"ebm models vectors (N, D), such as the 2-D toys; got examples of "
+                             f"shape {tuple(shape)}")
+        dims = shape[0]
+        low = [-1.0] * dims if low is None else low
+        high = [1.0] * dims if high is None else high
+        _check_box(low, high, dims)
+        if not isinstance(hidden, (list, tuple)) or not hidden:
+            raise ValueError(f"hidden must be a non-empty list of layer sizes, got {hidden!r}")
+        for size in hidden:
+            check_int("hidden", size, 1)
+        for name, value in (("langevin_steps", langevin_steps), ("sample_steps", sample_steps),
+                            ("buffer_size", buffer_size)):
+            check_int(name, value, 1)
+        _check_positive("step_size", step_size)
+        if isinstance(reinit, bool) or not isinstance(reinit, (int, float)) \
+                or not 0 <= reinit <= 1:
+            raise ValueError(f"reinit must be a fraction in [0, 1], got {reinit!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha \
+                or math.isinf(alpha):
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        if not isinstance(spectral_norm, bool):
+            raise TypeError(f"spectral_norm must be a bool, got {type(spectral_norm).__name__}")
+        super().__init__(shape=list(shape), levels=None, low=list(low), high=list(high),
+                         hidden=list(hidden), langevin_steps=langevin_steps, step_size=step_size,
+                         sample_steps=sample_steps, buffer_size=buffer_size, reinit=reinit,
+                         alpha=alpha, spectral_norm=spectral_norm)
+        self.dims = dims
+        self.network = energy_network(dims, hidden, spectral_norm)
+        self.register_buffer("low", torch.tensor(low, dtype=torch.float32), persistent=False)
+        self.register_buffer("high", torch.tensor(high, dtype=torch.float32), persistent=False)
+        self.register_buffer("replay", self._uniform(buffer_size, None, torch.device("cpu")))
+
+    @classmethod
+    def for_data(cls, data, **options):
+        """An EBM for `data`; its box is the smallest one holding the training split."""
+        if data.discrete:
+            raise ValueError(f"ebm models continuous vectors; {data.name!r} is discrete")
+        box = {"low": data.train.min(0).values.tolist(), "high": data.train.max(0).values.tolist()}
+        return cls(shape=list(data.shape), **{**box, **options})
+
+    def energy(self, x):
+        """E(x) for x (N, D): (N,), lower where the model puts more mass."""
+        check_tensor("x", x, ndim=2)
+        if x.shape[1] != self.dims:
+            raise ValueError(f"x must have shape (N, {self.dims}), got {tuple(x.shape)}")
+        return self.network(x).squeeze(1)
+
+    def log_prob(self, x):
+        raise NotImplementedError(
+            "ebm's likelihood is unnormalised (exp(-E(x)) / Z with Z unknown), so it has no "
+            "log_prob: use energy(x) for relative scores, or the distance of samples to the data "
+            "(gdm_engine.metrics.sliced_wasserstein, mmd)")
+
+    def _uniform(self, n, generator, device):
+        """n points uniform over the box [low, high]."""
+        low, high = self.low.to(device), self.high.to(device)
+        return low + (high - low) * _draw((n, self.dims), generator, device, uniform=True)
+
+    def langevin(self, x, steps, generator=None):
+        """`steps` unadjusted Langevin steps on exp(−E) from x: the score −∇E(x) by autograd,
+        each step a fresh graph (nothing flows back through the chain). Chains are clamped to the
+        box, as Du & Mordatch clamp images to their range: outside the data the network's energy
+        is an extrapolation that can fall for ever and carry chains away."""
+        step_size = self.config["step_size"]
+        for _ in range(steps):
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                score = -torch.autograd.grad(self.energy(x).sum(), x)[0]
+            x = ops.langevin_step(x.detach(), score, step_size, generator=generator)
+            x = torch.clamp(x, self.low, self.high)
+        return x.detach()
+
+    def _negatives(self, n, generator):
+        """n negatives: chains from the replay buffer (a `reinit` fraction restarted from noise)
+        run for `langevin_steps` steps; they replace the entries they started from."""
+        device = self.replay.device
+        drawn_on = generator.device if generator is not None else device
+        index = torch.randint(len(self.replay), (n,), generator=generator,
+                              device=drawn_on).to(device)
+        fresh = _draw((n, 1), generator, device, uniform=True) < self.config["reinit"]
+        start = torch.where(fresh, self._uniform(n, generator, device), self.replay[index])
+        negatives = self.langevin(start, self.config["langevin_steps"], generator)
+        self.replay[index] = negatives.to(self.replay.dtype)
+        return negatives
+
+    def loss(self, x, generator=None):
+        """Contrastive divergence with the energy regulariser (Du & Mordatch, 2019, sec. 3)."""
+        negatives = self._negatives(len(x), generator)
+        positive, negative = self.energy(x), self.energy(negatives)
+        regulariser = self.config["alpha"] * (positive.square() + negative.square())
+        return (positive - negative + regulariser).float().mean()
+
+    def sample(self, n, generator=None, steps=None):
+        """n points: `steps` (default `sample_steps`) Langevin steps from uniform noise over the
+        box."""
+        check_int("n", n, 0)
+        steps = self.config["sample_steps"] if steps is None else steps
+        check_int("steps", steps, 0)
+        return self.langevin(self._uniform(n, generator, self.device), steps, generator)

@@ -310,9 +310,10 @@ def add_commands(sub):
                    help="classifier-free guidance towards --label (1: the conditional model, "
                         "above 1: stronger; default none)")
     p.add_argument("--sampler", choices=list(diffusion.SAMPLERS),
-                   help="diffusion models: the sampler (default ddpm, every step)")
+                   help="diffusion models: the sampler (default dpmpp_2m; ddpm: every step)")
     p.add_argument("--steps", type=positive_int,
-                   help="diffusion models: model evaluations of samplers that skip steps")
+                   help="diffusion models: model evaluations of samplers that skip steps "
+                        "(default 50)")
 
     p = sub.add_parser("eval", help="bits/dim (discrete data) or NLL (continuous) of a checkpoint")
     p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt or best.pt (the "

@@ -221,7 +221,8 @@ SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "euler": euler_sample,
 
 def sample(denoiser, shape, alpha_bars, sampler="ddpm", steps=None, **kwargs):
     """Any of SAMPLERS by name: "ddpm" runs every step of the schedule (steps None or
-    len(alpha_bars)); the others take `steps` (default 50). kwargs go to the sampler."""
+    len(alpha_bars)); the others take `steps` (default 50, or every step of a shorter
+    schedule). kwargs go to the sampler."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if sampler == "ddpm":
@@ -229,8 +230,8 @@ def sample(denoiser, shape, alpha_bars, sampler="ddpm", steps=None, **kwargs):
             raise ValueError(f"the ddpm sampler runs all {len(alpha_bars)} steps; use ddim, "
                              f"euler, heun or dpmpp_2m for {steps}")
         return ddpm_sample(denoiser, shape, alpha_bars, **kwargs)
-    return SAMPLERS[sampler](denoiser, shape, alpha_bars, 50 if steps is None else steps,
-                             **kwargs)
+    steps = min(50, len(alpha_bars)) if steps is None else steps
+    return SAMPLERS[sampler](denoiser, shape, alpha_bars, steps, **kwargs)
 
 
 def annealed_langevin_sample(score, shape, sigmas, *, steps_per_level=100, epsilon=2e-5,

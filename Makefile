@@ -23,6 +23,7 @@ DEMO_RUN := runs/demo-vae
 DEMO_PIXELCNN := runs/demo-pixelcnn
 DEMO_NSF := runs/demo-nsf
 DEMO_REALNVP := runs/demo-realnvp
+DEMO_DDPM := runs/demo-ddpm
 
 demo: setup
 	$(BIN)/gdm-engine info
@@ -30,21 +31,25 @@ demo: setup
 	$(BIN)/gdm-engine bench --quick
 	$(BIN)/gdm-engine compile --arch sm_90 --op masked_conv2d
 	rm -rf $(DEMO_RUN)
-	$(BIN)/gdm-engine train vae --data digits --steps 2000 --eval-every 1000 --out $(DEMO_RUN)
+	$(BIN)/gdm-engine train vae --data digits --steps 1500 --eval-every 750 --out $(DEMO_RUN)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_RUN)/best.pt --out $(DEMO_RUN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_RUN)/best.pt --json $(DEMO_RUN)/eval.json
 	rm -rf $(DEMO_PIXELCNN)
-	$(BIN)/gdm-engine train pixelcnn --data digits --steps 500 --eval-every 250 --set channels=32 --out $(DEMO_PIXELCNN)
+	$(BIN)/gdm-engine train pixelcnn --data digits --steps 250 --eval-every 250 --set channels=32 --out $(DEMO_PIXELCNN)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_PIXELCNN)/best.pt --out $(DEMO_PIXELCNN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_PIXELCNN)/best.pt --json $(DEMO_PIXELCNN)/eval.json
 	rm -rf $(DEMO_NSF)
-	$(BIN)/gdm-engine train nsf --data 8gaussians --steps 800 --batch-size 256 --eval-every 400 --out $(DEMO_NSF)
+	$(BIN)/gdm-engine train nsf --data 8gaussians --steps 400 --batch-size 256 --eval-every 400 --out $(DEMO_NSF)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_NSF)/best.pt --n 2000 --out $(DEMO_NSF)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_NSF)/best.pt --json $(DEMO_NSF)/eval.json
 	rm -rf $(DEMO_REALNVP)
-	$(BIN)/gdm-engine train realnvp --data digits --steps 600 --batch-size 64 --eval-every 300 --weight-decay 0.05 --set dropout=0.3 --out $(DEMO_REALNVP)
+	$(BIN)/gdm-engine train realnvp --data digits --steps 300 --batch-size 64 --eval-every 300 --weight-decay 0.05 --set dropout=0.3 --out $(DEMO_REALNVP)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_REALNVP)/best.pt --temperature 0.8 --out $(DEMO_REALNVP)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_REALNVP)/best.pt --iwae-samples 100 --json $(DEMO_REALNVP)/eval.json
+	rm -rf $(DEMO_DDPM)
+	$(BIN)/gdm-engine train ddpm --data digits --steps 200 --eval-every 200 --set bound_timesteps=20 --out $(DEMO_DDPM)
+	$(BIN)/gdm-engine sample --checkpoint $(DEMO_DDPM)/best.pt --label 3 --guidance 2.0 --n 16 --steps 20 --out $(DEMO_DDPM)/threes.png
+	$(BIN)/gdm-engine eval --checkpoint $(DEMO_DDPM)/best.pt --bound-timesteps 50 --json $(DEMO_DDPM)/eval.json
 
 test: setup
 	$(BIN)/python -m pytest tests bench --benchmark-disable

@@ -148,12 +148,14 @@ def bench_case(spec, case, device):
     return rows
 
 
-def bench(specs, size, device, seed, dtypes=None, progress=None):
+def bench(specs, size, device, seed, dtypes=None, progress=None, cases_per_op=None):
+    """Rows of every provider on each op's cases at `size` (the first `cases_per_op` of them,
+    where given)."""
     generator = torch.Generator().manual_seed(seed)
     rows = []
     for spec in specs:
         for dtype in dtypes or supported_dtypes(device):
-            for case in spec.make_inputs(size, dtype, device, generator):
+            for case in spec.make_inputs(size, dtype, device, generator)[:cases_per_op]:
                 rows += bench_case(spec, case, device)
                 if progress is not None:
                     progress.update(1)

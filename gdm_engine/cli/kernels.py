@@ -88,7 +88,8 @@ def cmd_bench(args):
               " Kernel timings need a GPU: the interpreter's speed says nothing of the kernels'.")
     seed = args.seed if args.seed is not None else secrets.randbits(31)
     with tqdm(desc="cases", unit="case", disable=None, file=sys.stderr) as bar:
-        rows = benchmark.bench(chosen_specs(args.op), size, device, seed, dtypes, progress=bar)
+        rows = benchmark.bench(chosen_specs(args.op), size, device, seed, dtypes, progress=bar,
+                               cases_per_op=2 if args.quick else None)
     table = format_table(rows, benchmark.COLUMNS)
     print(table)
     sampling, flow_memory, loops = [], [], []
@@ -186,7 +187,8 @@ def add_commands(sub):
                             ("bench", "time kernels, references and peer libraries")]:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--op", help="only this catalog op")
-        p.add_argument("--quick", action="store_true", help="smaller shapes")
+        p.add_argument("--quick", action="store_true",
+                       help="smaller shapes" + (", two cases per op" if name == "bench" else ""))
         p.add_argument("--seed", type=int, help="random seed (default: fresh each run)")
         p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
         if name == "validate":

@@ -37,6 +37,7 @@ CX, CM, C2, A0, AX = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.const
     tl.constexpr(4)
 SIGMA, S, INV, G, DX, DM = (tl.constexpr(i) for i in range(5, 11))
 # columns of the loss table: the target's coefficients, and the backward's per-example factor
+LOSS_COLUMNS = ("tx", "tz", "grad")
 TX, TZ, GRAD = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 NO_NOISE, GIVEN_NOISE, DRAWN_NOISE = 0, 1, 2
 

@@ -42,14 +42,18 @@ def _rows(t):
 _DEFAULTS = {"s": 1.0, "inv": 1.0, "g": 1.0}
 
 
+def _stacked(x, names, columns, defaults=None):
+    """The (N, 16) float32 table of the kernels: `columns` (floats or (N,) tensors) in the order
+    of `names`; absent ones take their `defaults` value, or 0."""
+    defaults = defaults or {}
+    cols = [_schedule(columns.get(name, defaults.get(name, 0.0)), x) for name in names]
+    cols += [torch.zeros_like(cols[0])] * (_kernels().TABLE_COLUMNS - len(cols))
+    return torch.stack(cols, dim=1).float().contiguous()
+
+
 def _table(x, **columns):
-    """The (N, 16) float32 coefficient table; absent columns take their neutral value."""
-    kernels = _kernels()
-    n = x.shape[0]
-    cols = [_schedule(columns.get(name, _DEFAULTS.get(name, 0.0)), x)
-            for name in kernels.STEP_COLUMNS]
-    cols += [torch.zeros_like(cols[0])] * (kernels.TABLE_COLUMNS - len(cols))
-    return torch.stack(cols, dim=1).float().contiguous() if n else x.new_zeros(0, 16).float()
+    """The step kernel's table; absent columns take their neutral value."""
+    return _stacked(x, _kernels().STEP_COLUMNS, columns, _DEFAULTS)
 
 
 def _x0_coefficients(a, prediction):
@@ -349,14 +353,12 @@ def _q_sample_backward(ctx, grad):
 q_sample_library_op.register_autograd(_q_sample_backward, setup_context=_q_sample_setup)
 
 
-def _loss_table(x0, alpha_bar, prediction, min_snr_gamma, grad=None):
-    """(N, 16) table of the loss kernels: target = tx·x0 + tz·ε, and dL/dm's factor."""
+def _loss_table(x0, alpha_bar, prediction, grad=None):
+    """The loss kernels' table: target = tx·x0 + tz·ε, and dL/dm's factor."""
     a = _schedule(alpha_bar, x0)
     tx, tz = {"eps": (0.0, 1.0), "x0": (1.0, 0.0), "v": (-(1 - a).sqrt(), a.sqrt())}[prediction]
-    columns = [_schedule(tx, x0), _schedule(tz, x0), _schedule(grad if grad is not None else 0.0,
-                                                               x0)]
-    columns += [torch.zeros_like(a)] * (16 - len(columns))
-    return torch.stack(columns, dim=1).float().contiguous()
+    return _stacked(x0, _kernels().LOSS_COLUMNS, {"tx": tx, "tz": tz,
+                                                  "grad": grad if grad is not None else 0.0})
 
 
 def _loss_scale(x0, alpha_bar, prediction, min_snr_gamma):
@@ -373,7 +375,7 @@ def diffusion_loss_library_op(model_output: torch.Tensor, x0: torch.Tensor, nois
     if backend.resolve(model_output) != "triton":
         return ref.diffusion_loss(model_output, x0, noise, alpha_bar, prediction=prediction,
                                   min_snr_gamma=min_snr_gamma)
-    table = _loss_table(x0, alpha_bar, prediction, min_snr_gamma)
+    table = _loss_table(x0, alpha_bar, prediction)
     partial = _kernels().loss_partial_sums(_rows(model_output), _rows(x0), _rows(noise), table)
     scale = _loss_scale(x0, alpha_bar, prediction, min_snr_gamma)
     return (partial.double().sum(dim=1) * scale).to(_loss_dtype(model_output))
@@ -395,7 +397,7 @@ def _loss_backward(grad: torch.Tensor, model_output: torch.Tensor, x0: torch.Ten
     """dL/dmodel_output = 2 · grad_n · weight_n / D · (model_output − target)."""
     factor = 2 * grad.double() * _loss_scale(x0, alpha_bar, prediction, min_snr_gamma)
     if implementation == "triton":
-        table = _loss_table(x0, alpha_bar, prediction, min_snr_gamma, grad=factor)
+        table = _loss_table(x0, alpha_bar, prediction, grad=factor)
         out = _kernels().loss_backward(_rows(model_output), _rows(x0), _rows(noise), table)
         return out.view(model_output.shape)
     target = ref.loss_target(x0, noise, alpha_bar, prediction)
@@ -418,7 +420,7 @@ def _loss_autograd(ctx, grad):
     model_output, x0, noise, alpha_bar = ctx.saved_tensors
     d_output = _loss_backward(grad, model_output, x0, noise, alpha_bar, *ctx.config)
     # the target is tx·x0 + tz·ε: its inputs get −tx and −tz times dL/dmodel_output
-    table = _loss_table(x0, alpha_bar, ctx.config[0], ctx.config[1])
+    table = _loss_table(x0, alpha_bar, ctx.config[0])
     grads = []
     for column, wanted in ((0, ctx.needs_input_grad[1]), (1, ctx.needs_input_grad[2])):
         factor = -table[:, column].to(d_output.dtype).reshape((-1,) + (1,) * (x0.ndim - 1))

@@ -94,6 +94,15 @@ def _denoising_table(x, m, uncond, guidance_scale, cx, cm, a0, ax, sigma, clip, 
                   g=guidance_scale), clamp
 
 
+def _denoising_run(x_t, m, noise, uncond, guidance_scale, cx, cm, a0, ax, sigma, clip, threshold,
+                   seed, deterministic):
+    """A DDPM or DDIM step by the kernel, from its coefficients (see _denoising_table)."""
+    table, clamp = _denoising_table(x_t, m, uncond, guidance_scale, cx, cm, a0, ax, sigma, clip,
+                                    threshold)
+    return _run(x_t, m, table, seed, noise=noise, draw=_draws(noise, deterministic), clamp=clamp,
+                uncond=uncond)
+
+
 def _churn_sigma(sigma_next, churn, s_noise):
     """The noise level that lifts σ_next to σ̂ = σ_next (1 + churn) (Karras et al., Alg. 2)."""
     return s_noise * sigma_next * math.sqrt((1 + churn) ** 2 - 1)
@@ -150,6 +159,11 @@ def _run(x, m, table, seed=0, *, noise=None, draw=False, clamp=False, uncond=Non
     return out.view(x.shape)
 
 
+def _shaped_like_input(x, *args, **kwargs):
+    """The fake implementation of a step that returns one tensor shaped like its first input."""
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 def _draws(noise, sigma_is_zero):
     """Whether the kernel draws z itself: no noise given and σ not known to be 0."""
     return noise is None and not sigma_is_zero
@@ -182,15 +196,11 @@ def ddpm_library_op(x_t: torch.Tensor, model_output: torch.Tensor, alpha_bar_t: 
     ax = alpha.sqrt() * (1 - a_prev) / (1 - a)
     var = (1 - a_prev) / (1 - a) * beta if variance == "fixed_small" else beta
     sigma = torch.where(a_prev == 1, 0.0, var.clamp(min=0).sqrt())
-    table, clamp = _denoising_table(x_t, model_output, uncond, guidance_scale, cx, cm, a0, ax,
-                                    sigma, clip, threshold)
-    return _run(x_t, model_output, table, seed, noise=noise, draw=_draws(noise, deterministic),
-                clamp=clamp, uncond=uncond)
+    return _denoising_run(x_t, model_output, noise, uncond, guidance_scale, cx, cm, a0, ax,
+                          sigma, clip, threshold, seed, deterministic)
 
 
-@ddpm_library_op.register_fake
-def _(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, **kwargs):
-    return torch.empty_like(x_t, memory_format=torch.contiguous_format)
+ddpm_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::ddim_step", mutates_args=())
@@ -212,15 +222,11 @@ def ddim_library_op(x_t: torch.Tensor, model_output: torch.Tensor, alpha_bar_t: 
     # x_{t−1} = sqrt(ᾱ_prev) x0 + d ε̂ + σ z with ε̂ = (x_t − sqrt(ᾱ_t) x0) / sqrt(1 − ᾱ_t)
     a0 = a_prev.sqrt() - direction * a.sqrt() / (1 - a).sqrt()
     ax = direction / (1 - a).sqrt()
-    table, clamp = _denoising_table(x_t, model_output, uncond, guidance_scale, cx, cm, a0, ax,
-                                    sigma, clip, threshold)
-    return _run(x_t, model_output, table, seed, noise=noise, draw=_draws(noise, deterministic),
-                clamp=clamp, uncond=uncond)
+    return _denoising_run(x_t, model_output, noise, uncond, guidance_scale, cx, cm, a0, ax,
+                          sigma, clip, threshold, seed, deterministic)
 
 
-@ddim_library_op.register_fake
-def _(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, **kwargs):
-    return torch.empty_like(x_t, memory_format=torch.contiguous_format)
+ddim_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::euler_step", mutates_args=())
@@ -242,9 +248,7 @@ def euler_library_op(x: torch.Tensor, model_output: torch.Tensor, sigma: torch.T
                 uncond=uncond)
 
 
-@euler_library_op.register_fake
-def _(x, model_output, sigma, sigma_next, noise=None, uncond=None, **kwargs):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+euler_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::heun_step", mutates_args=())
@@ -267,10 +271,7 @@ def heun_library_op(x: torch.Tensor, model_output: torch.Tensor, model_output_ne
                 uncond=uncond, second=model_output_next, uncond_second=uncond_next)
 
 
-@heun_library_op.register_fake
-def _(x, model_output, model_output_next, sigma, sigma_next, noise=None, uncond=None,
-      uncond_next=None, **kwargs):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+heun_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::dpmpp_2m_step", mutates_args=())
@@ -313,9 +314,7 @@ def langevin_library_op(x: torch.Tensor, score: torch.Tensor, step_size: torch.T
     return _run(x, score, table, seed, noise=noise, draw=_draws(noise, deterministic))
 
 
-@langevin_library_op.register_fake
-def _(x, score, step_size, noise=None, *, seed=0, deterministic=False):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+langevin_library_op.register_fake(_shaped_like_input)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,9 +332,7 @@ def q_sample_library_op(x0: torch.Tensor, alpha_bar: torch.Tensor,
     return _run(x0, noise, _table(x0, cx=a.sqrt(), cm=(1 - a).sqrt()))
 
 
-@q_sample_library_op.register_fake
-def _(x0, alpha_bar, noise):
-    return torch.empty_like(x0, memory_format=torch.contiguous_format)
+q_sample_library_op.register_fake(_shaped_like_input)
 
 
 def _q_sample_setup(ctx, inputs, output):

@@ -31,6 +31,19 @@ def ieee_fp32_products():
         yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def feature_cache(tmp_path_factory):
+    """Caches (the digit feature network) go to a directory of the session, never the user's
+    home; the network then trains at most once per session and every test shares it."""
+    previous = os.environ.get("GDM_ENGINE_CACHE")
+    os.environ["GDM_ENGINE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield os.environ["GDM_ENGINE_CACHE"]
+    if previous is None:
+        del os.environ["GDM_ENGINE_CACHE"]
+    else:
+        os.environ["GDM_ENGINE_CACHE"] = previous
+
+
 @pytest.fixture
 def generator(request):
     """A generator seeded from the run's seed and the test's name: fresh per run, replayable."""

@@ -82,6 +82,12 @@ def dequantize(x, levels, generator=None):
     return torch.minimum(y, top)
 
 
+def quantize(y, levels):
+    """The inverse of the convention: y in [0, 1) -> its level floor(y * levels), clamped into
+    0 .. levels - 1 (a model's continuous samples back to discrete data)."""
+    return torch.floor(y * levels).clamp(0, levels - 1).long()
+
+
 def dequantized_log_prob(log_density, x, levels, generator=None):
     """Lower bound on log P(x) of integer levels x from a density on [0, 1)^D (nats, per
     example): log_density(y) - D log(levels) at one dequantised y."""
@@ -230,19 +236,21 @@ def _rand(n, generator, *shape):
 EIGHT_GAUSSIANS_RADIUS, EIGHT_GAUSSIANS_STD = 2.0, 0.2
 
 
-def _eight_gaussian_centres():
+def eight_gaussian_centres():
+    """The 8 means of the 8gaussians toy, (8, 2): evenly spaced on a circle of radius
+    EIGHT_GAUSSIANS_RADIUS."""
     angles = torch.arange(8) * (2 * math.pi / 8)
     return EIGHT_GAUSSIANS_RADIUS * torch.stack([angles.cos(), angles.sin()], 1)
 
 
 def _eight_gaussians_sample(n, generator=None):
     centre = torch.randint(8, (n,), generator=generator)
-    return _eight_gaussian_centres()[centre] + EIGHT_GAUSSIANS_STD * _randn(n, generator, 2)
+    return eight_gaussian_centres()[centre] + EIGHT_GAUSSIANS_STD * _randn(n, generator, 2)
 
 
 def _eight_gaussians_log_prob(x):
     """An equal mixture of isotropic Gaussians: logsumexp over components - log 8."""
-    sq = (x[:, None, :] - _eight_gaussian_centres().to(x)).square().sum(-1)
+    sq = (x[:, None, :] - eight_gaussian_centres().to(x)).square().sum(-1)
     log_normal = -sq / (2 * EIGHT_GAUSSIANS_STD**2) - math.log(2 * math.pi * EIGHT_GAUSSIANS_STD**2)
     return torch.logsumexp(log_normal, 1) - math.log(8)
 

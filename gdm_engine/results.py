@@ -1,13 +1,20 @@
 """One results table for every model family: `gdm-engine results`.
 
 Each model trains on the data set by its recipe (gdm_engine.recipes), the checkpoint is chosen on
-the validation split (best.pt), and only that checkpoint is scored on the test split. On discrete
-data the figure is bits/dim and the first row is the independent-pixel baseline, fitted in closed
-form to the training split; on continuous data it is the NLL in nats, with the sliced Wasserstein
-distance and MMD of samples to the test split for 2-D toys, and the first row is the true density
-where the toy has one (its NLL on the test points, and the distances of a fresh sample of the toy:
-the floor of each column). Runs live in `out/<model>-<data>/` and resume when interrupted; the
-table goes to `out/results.md` (and .json) with a sample picture per model.
+the validation split (best.pt), and only that checkpoint is scored on the test split. The table
+judges likelihood and samples side by side:
+
+* digits: test bits/dim (exact or a bound, said; "—" for a model without a likelihood), and the
+  Fréchet digit distance, precision and recall of 1,000 samples against the test split. The first
+  rows are the independent-pixel baseline, fitted in closed form to the training split, and the
+  floor of the sample columns: 1,000 training digits against the test split.
+* other continuous data: the NLL in nats, and for 2-D toys the sliced Wasserstein distance and
+  MMD of 2,000 samples to the test split (8gaussians: also mode coverage); the first row is the
+  true density where the toy has one (its NLL on the test points, and the figures of a fresh
+  sample of the toy: the floor of each column).
+
+Runs live in `out/<model>-<data>/` and resume when interrupted; the table goes to
+`out/results.md` (and .json) with a sample picture per model.
 """
 
 import os
@@ -20,7 +27,7 @@ from gdm_engine import data as datasets
 from gdm_engine import metrics, models, pictures, recipes, train
 
 RUN_COLUMNS = ["likelihood", "parameters", "best step", "steps", "train seconds", "machine"]
-SAMPLE_COLUMNS = ["sliced wasserstein", "mmd"]
+FLOOR_SEED = 3  # the stream of the floor rows' real examples, one no split uses
 
 
 def figure_column(data):
@@ -28,10 +35,29 @@ def figure_column(data):
     return "test bits/dim" if data.discrete else "test nll nats"
 
 
+def sample_figures(data):
+    """The sample figures `data` is judged by (the keys of train.evaluate's results)."""
+    if data.discrete:
+        return ["frechet_digit_distance", "precision", "recall"] \
+            if train.has_sample_figures(data) else []
+    if data.toy is None:
+        return []
+    coverage = ["within_3_sigma", "modes_covered"] if data.name == "8gaussians" else []
+    return ["sliced_wasserstein", "mmd", *coverage]
+
+
+def _column(figure):
+    return figure.replace("_", " ")
+
+
 def columns(data):
     """The table's columns for `data`."""
-    samples = SAMPLE_COLUMNS if data.toy is not None else []
-    return ["model", figure_column(data), *samples, *RUN_COLUMNS]
+    return ["model", figure_column(data), *map(_column, sample_figures(data)), *RUN_COLUMNS]
+
+
+def _sample_cells(figures, data):
+    """The sample columns of a row from evaluation figures."""
+    return {_column(figure): figures[figure] for figure in sample_figures(data)}
 
 
 def machine():
@@ -42,28 +68,39 @@ def machine():
 
 
 def baseline_row(data):
-    """The independent-pixel baseline: maximum likelihood (add-one) on train, scored on test."""
+    """The independent-pixel baseline: maximum likelihood (add-one) on train, scored on test,
+    its samples too."""
     start = time.perf_counter()
     model = models.IndependentPixels.for_data(data).fit(data.train)
-    bits = metrics.bits_per_dim(model, data.test)
-    return {"model": "pixels (independent-pixel baseline)", "test bits/dim": bits,
-            "likelihood": "exact", "parameters": _parameters(model), "best step": "closed form",
-            "steps": 0, "train seconds": time.perf_counter() - start, "machine": machine()}
+    seconds = time.perf_counter() - start
+    figures = train.evaluate(model, data, "test", seed=0, sample_quality=True)
+    return {"model": "pixels (independent-pixel baseline)", "test bits/dim":
+            figures["bits_per_dim"], **_sample_cells(figures, data), "likelihood": "exact",
+            "parameters": _parameters(model), "best step": "closed form", "steps": 0,
+            "train seconds": seconds, "machine": machine()}
+
+
+def floor_row(data):
+    """The floor of the sample columns: 1,000 real training digits against the test split."""
+    figures = metrics.digit_quality_floor(data, "test", n=train.evaluation.IMAGE_SAMPLES,
+                                          seed=FLOOR_SEED)
+    return {"model": "training digits (the floor of the sample columns)",
+            "test bits/dim": None, **_sample_cells(figures, data), "likelihood": "-",
+            "parameters": 0, "best step": "-", "steps": 0, "train seconds": 0.0,
+            "machine": machine()}
 
 
 def true_density_row(data, samples=2000):
     """A toy's own density: its NLL on the test points, and the sample distances of a fresh
     draw of `samples` toy points (seed 3, a stream no split uses) to them."""
     toy = data.toy
-    drawn = toy.sample(samples, torch.Generator().manual_seed(3))
-    generator = torch.Generator().manual_seed(0)
+    drawn = toy.sample(samples, torch.Generator().manual_seed(FLOOR_SEED))
+    figures = train.evaluation.figures_of_samples(drawn, data, data.test,
+                                                  torch.Generator().manual_seed(0))
     return {"model": f"true density of {data.name}",
             "test nll nats": -toy.log_prob(data.test).double().mean().item(),
-            "sliced wasserstein": metrics.sliced_wasserstein(drawn, data.test,
-                                                             generator=generator),
-            "mmd": metrics.mmd(drawn, data.test, generator=generator), "likelihood": "exact",
-            "parameters": 0, "best step": "-", "steps": 0, "train seconds": 0.0,
-            "machine": machine()}
+            **_sample_cells(figures, data), "likelihood": "exact", "parameters": 0,
+            "best step": "-", "steps": 0, "train seconds": 0.0, "machine": machine()}
 
 
 def _parameters(model):
@@ -90,7 +127,8 @@ def model_row(name, data, out):
     model = train.model_from_checkpoint(best)
     for attribute, value in recipes.get(name, data.name).report.items():
         setattr(model, attribute, value)
-    figures = train.evaluate(model, data, "test", seed=0)
+    figures = train.evaluate(model, data, "test", seed=0,
+                             sample_quality=train.has_sample_figures(data))
     picture = os.path.join(os.path.dirname(out), f"{name}-{data.name}-samples.png")
     if pictures.can_draw(data):
         samples = model.sample(64 if data.discrete else 2000,
@@ -99,35 +137,35 @@ def model_row(name, data, out):
         pictures.save_samples(samples, data, picture, f"{name}, best.pt (step {best['step']})",
                               log_density=model.eval().log_prob if exact_2d else None)
     # a model without a likelihood (an EBM) has no figure there: None, shown as "—"
-    reported = {figure_column(data): figures.get("bits_per_dim" if data.discrete else "nll_nats")}
-    reported.update({column: figures[column.replace(" ", "_")]
-                     for column in SAMPLE_COLUMNS if column.replace(" ", "_") in figures})
-    return {"model": name, **reported,
+    likelihood = figures.get("bits_per_dim" if data.discrete else "nll_nats")
+    return {"model": name, figure_column(data): likelihood, **_sample_cells(figures, data),
             "likelihood": model.likelihood, "parameters": _parameters(model),
             "best step": best["step"], "steps": trainer.step,
             "train seconds": trainer.seconds, "machine": machine()}
 
 
-def _headline(row, figure):
-    """The row's figure in words, or its sample distance for a model without a likelihood."""
-    if row[figure] is None:
-        return f"{row['sliced wasserstein']:.4f} (test sliced wasserstein; no likelihood)"
-    return f"{row[figure]:.4f} ({figure})"
+def _headline(row, data):
+    """The row's figures in words: its likelihood figure (where it has one) and sample ones."""
+    figure = figure_column(data)
+    words = [] if row[figure] is None else [f"{row[figure]:.4f} ({figure})"]
+    words += [f"{_column(name)} {row[_column(name)]:.4f}" for name in sample_figures(data)]
+    return ", ".join(words)
 
 
 def results(model_names, data_name, out, progress=print):
     """The table's rows: the baseline (discrete data) or the true density (toys that have one)
     first, then each model (trained in out/<model>-<data>)."""
     data = datasets.load(data_name)
-    figure = figure_column(data)
     if data.discrete:
         rows = [baseline_row(data)]
+        if train.has_sample_figures(data):
+            rows.append(floor_row(data))
     elif data.toy is not None and data.toy.log_prob is not None:
         rows = [true_density_row(data)]
     else:
         rows = []
     for row in rows:
-        progress(f"{row['model']}: {_headline(row, figure)}")
+        progress(f"{row['model']}: {_headline(row, data)}")
     for name in model_names:
         if name == models.IndependentPixels.name:
             if not data.discrete:
@@ -135,6 +173,6 @@ def results(model_names, data_name, out, progress=print):
                                  f"{data_name!r} is continuous")
             continue  # the baseline row
         rows.append(model_row(name, data, os.path.join(out, f"{name}-{data.name}")))
-        progress(f"{name}: {_headline(rows[-1], figure)} (best.pt, step "
+        progress(f"{name}: {_headline(rows[-1], data)} (best.pt, step "
                  f"{rows[-1]['best step']})")
     return rows

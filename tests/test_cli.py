@@ -201,7 +201,7 @@ def _usage_error(argv, message, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "gan", "--data", "digits"], "unknown model 'gan'"),
+    (["train", "nade", "--data", "digits"], "unknown model 'nade'"),
     (["train", "vae", "--data", "mnist"], "unknown data 'mnist'"),
     (["train", "pixels", "--data", "moons"], "needs discrete data"),
     (["train", "vae", "--data", "digits", "--batch-size", "9", "--accumulate", "2"], "equal shards"),
@@ -355,7 +355,7 @@ def test_results_on_a_toy_report_nll_and_sample_distances_beside_the_true_densit
 
 
 def test_results_refuse_unknown_models_and_the_pixel_baseline_on_continuous_data(capsys, tmp_path):
-    _usage_error(["results", "--models", "gan", "--out", str(tmp_path)], "unknown model 'gan'",
+    _usage_error(["results", "--models", "nade", "--out", str(tmp_path)], "unknown model 'nade'",
                  capsys)
     _usage_error(["results", "--data", "moons", "--models", "pixels", "--out", str(tmp_path)],
                  "baseline needs discrete data", capsys)

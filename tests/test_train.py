@@ -149,15 +149,20 @@ def test_checkpoints_load_with_weights_only_and_rebuild_the_model(tmp_path):
     trainer = _small_trainer(tmp_path, steps=2)
     trainer.fit()
     state = train.load_checkpoint(trainer.checkpoint_path)
-    assert {"model_state", "ema", "optimizer", "rng", "step", "config"} <= set(state)
+    assert {"model_state", "ema", "optimizers", "rng", "step", "config"} <= set(state)
     model = train.model_from_checkpoint(state)
     for name, weight in model.state_dict().items():
         assert torch.equal(weight, trainer.ema.module.state_dict()[name])
 
 
-def _train_command(out, *extra):
-    return [*CLI, "train", "vae", "--data", "digits", "--steps", "400", "--batch-size", "32",
-            "--checkpoint-every", "50", "--eval-every", "100", "--set", "hidden=64",
+# small models of a one-loss family and of the two-player one
+SMALL = {"vae": ["--set", "hidden=64"],
+         "gan": ["--set", "width=8", "--set", "latent=16", "--lr", "1e-3"]}
+
+
+def _train_command(out, model, *extra):
+    return [*CLI, "train", model, "--data", "digits", "--steps", "400", "--batch-size", "32",
+            "--checkpoint-every", "50", "--eval-every", "100", *SMALL[model],
             "--out", str(out), *extra]
 
 
@@ -165,9 +170,10 @@ def _final_state(out):
     return train.load_checkpoint(os.path.join(out, train.CHECKPOINT_NAME))
 
 
-def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path):
+@pytest.mark.parametrize("model", SMALL)
+def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path, model):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    process = subprocess.Popen(_train_command(killed), stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(_train_command(killed, model), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     checkpoint = killed / train.CHECKPOINT_NAME
     # after the first evaluation (step 100) and a checkpoint: the resume must rewrite
@@ -180,8 +186,8 @@ def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path):
     assert process.wait() == -signal.SIGKILL
     step_at_kill = train.load_checkpoint(str(checkpoint))["step"]
     assert 0 < step_at_kill < 400
-    subprocess.run(_train_command(killed, "--resume"), check=True, capture_output=True)
-    subprocess.run(_train_command(whole), check=True, capture_output=True)
+    subprocess.run(_train_command(killed, model, "--resume"), check=True, capture_output=True)
+    subprocess.run(_train_command(whole, model), check=True, capture_output=True)
     resumed, uninterrupted = _final_state(killed), _final_state(whole)
     assert resumed["step"] == uninterrupted["step"] == 400
     best_resumed, best_whole = (train.load_checkpoint(str(run / train.BEST_NAME))
@@ -191,13 +197,20 @@ def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path):
         for name, value in uninterrupted[part].items():
             assert torch.equal(resumed[part][name], value), f"{part} {name}"
             assert torch.equal(best_resumed[part][name], best_whole[part][name]), f"{part} {name}"
+    # every player's optimiser state (Adam's moments and step count) resumed exactly
+    assert resumed["optimizers"].keys() == uninterrupted["optimizers"].keys()
+    for player, optimizer in uninterrupted["optimizers"].items():
+        for index, moments in optimizer["state"].items():
+            for key, value in moments.items():
+                assert torch.equal(resumed["optimizers"][player]["state"][index][key], value)
     # evaluations after the last checkpoint are written once, with the same figures
     assert (killed / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
 
 
-def test_torchrun_with_two_processes_matches_one_process(tmp_path):
-    common = ["train", "vae", "--data", "digits", "--steps", "20", "--batch-size", "64",
-              "--eval-every", "20", "--checkpoint-every", "20", "--set", "hidden=64"]
+@pytest.mark.parametrize("model", SMALL)
+def test_torchrun_with_two_processes_matches_one_process(tmp_path, model):
+    common = ["train", model, "--data", "digits", "--steps", "20", "--batch-size", "64",
+              "--eval-every", "20", "--checkpoint-every", "20", *SMALL[model]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                     "--nproc_per_node=2", "-m", "gdm_engine.cli", *common,
@@ -211,8 +224,10 @@ def test_torchrun_with_two_processes_matches_one_process(tmp_path):
             if value.is_floating_point():
                 error = (two[part][name] - value).norm() / value.norm().clamp_min(1e-12)
                 assert error < 1e-4, f"{part} {name}"
-    # the logged loss is the global batch's mean on both
-    assert two["running_loss"] == pytest.approx(one["running_loss"], rel=1e-4)
+    # the logged loss is the global batch's mean on both, for every player
+    assert two["running_loss"].keys() == one["running_loss"].keys()
+    for player, loss in one["running_loss"].items():
+        assert two["running_loss"][player] == pytest.approx(loss, rel=1e-4), player
     # only rank 0 wrote: one evaluation line, one picture, the checkpoint and the best one
     assert sorted(os.listdir(tmp_path / "two")) == ["best.pt", "checkpoint.pt", "metrics.jsonl",
                                                     "samples-0000020.png"]

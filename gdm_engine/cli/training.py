@@ -42,7 +42,8 @@ def _load_checkpoint(path):
 
 
 TRAIN_SETTINGS = ("batch_size", "lr", "accumulate", "eval_every", "checkpoint_every", "seed",
-                  "weight_decay", "warmup", "ema_decay", "grad_clip", "early_stop", "eval_test")
+                  "weight_decay", "warmup", "ema_decay", "grad_clip", "early_stop", "eval_test",
+                  "select")
 
 
 def _train_config(args, saved, recipe):
@@ -145,6 +146,18 @@ def _print_baseline(data, split="test"):
     return bits
 
 
+def _print_floor(data, split, n):
+    """Print (and return) the sample figures of n real training digits against the split: the
+    floor beside a model's."""
+    from gdm_engine import metrics, train
+
+    n = n or train.evaluation.IMAGE_SAMPLES
+    floor = metrics.digit_quality_floor(data, split, n=n)
+    print(f"floor ({n} training digits against the {split} split): "
+          f"{train.describe(floor, ', ')}")
+    return floor
+
+
 def cmd_sample(args):
     import numpy as np
     import torch
@@ -226,12 +239,21 @@ def cmd_eval(args):
         if not hasattr(model, "bound_timesteps"):
             raise UsageError(f"model {saved['model']!r} has no diffusion bound")
         model.bound_timesteps = None if args.bound_timesteps == "all" else args.bound_timesteps
-    results = train.evaluate(model, data, args.split, seed=args.seed)
+    if args.samples is not None and not train.has_sample_figures(data):
+        raise UsageError(f"samples of {data.name} have no figure: --samples scores the digits "
+                         f"and continuous data")
+    try:
+        results = train.evaluate(model, data, args.split, seed=args.seed, samples=args.samples,
+                                 sample_quality=args.samples is not None)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     print(f"{saved['model']} on {data.name} ({args.split} split), step {saved['step']}, "
           f"EMA weights: {_figures(results)}")
     baseline = _print_baseline(data, args.split)
     if baseline is not None:
         results["independent_pixel_bits_per_dim"] = baseline
+    if "frechet_digit_distance" in results:
+        results["floor"] = _print_floor(data, args.split, args.samples)
     if args.json:
         write_json(args.json, {"checkpoint": args.checkpoint, "model": saved["model"],
                                 "data": data.name, "split": args.split, "step": saved["step"],
@@ -291,6 +313,10 @@ def add_commands(sub):
     p.add_argument("--grad-clip", type=positive_float, help="max gradient norm (default 1)")
     p.add_argument("--early-stop", type=int, metavar="N",
                    help="stop after N evaluations without a better validation figure (0: off)")
+    p.add_argument("--select", metavar="FIGURE",
+                   help="the validation figure that chooses best.pt, lower is better (default: "
+                        "bits_per_dim or nll_nats; frechet_digit_distance or sliced_wasserstein "
+                        "for a model without a likelihood)")
     p.add_argument("--eval-test", action="store_true", default=None,
                    help="also evaluate the test split, for curves only: never used to choose")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -315,7 +341,8 @@ def add_commands(sub):
                    help="diffusion models: model evaluations of samplers that skip steps "
                         "(default 50)")
 
-    p = sub.add_parser("eval", help="bits/dim (discrete data) or NLL (continuous) of a checkpoint")
+    p = sub.add_parser("eval", help="bits/dim (discrete data) or NLL (continuous) of a "
+                                    "checkpoint, and the quality of its samples")
     p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt or best.pt (the "
                                                        "one chosen on validation)")
     p.add_argument("--split", choices=["test", "valid", "train"], default="test")
@@ -325,6 +352,11 @@ def add_commands(sub):
     p.add_argument("--bound-timesteps", type=_steps_or_all, metavar="K|all",
                    help="diffusion models: estimate the bound from K steps, or sum all of them "
                         "(default: the checkpoint's setting)")
+    p.add_argument("--samples", type=positive_int, metavar="N",
+                   help="also score N samples against the split: Fréchet digit distance, "
+                        "precision and recall (digits), sliced Wasserstein, MMD and mode "
+                        "coverage (2-D toys); a model without a likelihood is always scored so "
+                        "(default N: 1,000 digits, 2,000 points)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
 

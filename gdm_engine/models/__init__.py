@@ -1,10 +1,11 @@
 """Whole models: every one implements log_prob / loss / sample (see GenerativeModel)."""
 
-from .base import GenerativeModel
+from .base import GenerativeModel, Player
 from .autoregressive import AutoregressiveModel
 from .ddpm import DDPM
 from .ebm import EBM
 from .flow import FlowModel
+from .gan import GAN
 from .glow import Glow
 from .independent import IndependentPixels
 from .nsf import NSF
@@ -14,7 +15,7 @@ from .vae import VAE
 from .wavenet import WaveNet
 
 MODELS = {cls.name: cls for cls in [VAE, IndependentPixels, PixelCNN, WaveNet, RealNVP, Glow,
-                                    NSF, EBM, DDPM]}
+                                    NSF, EBM, DDPM, GAN]}
 
 
 def get(name):
@@ -24,5 +25,6 @@ def get(name):
     return MODELS[name]
 
 
-__all__ = ["AutoregressiveModel", "DDPM", "EBM", "FlowModel", "GenerativeModel", "Glow",
-           "IndependentPixels", "MODELS", "NSF", "PixelCNN", "RealNVP", "VAE", "WaveNet", "get"]
+__all__ = ["AutoregressiveModel", "DDPM", "EBM", "FlowModel", "GAN", "GenerativeModel",
+           "Glow", "IndependentPixels", "MODELS", "NSF", "PixelCNN", "Player", "RealNVP", "VAE",
+           "WaveNet", "get"]

@@ -1,6 +1,35 @@
 """The protocol every model of the engine implements."""
 
+import dataclasses
+
 import torch
+
+
+def draw(shape, generator, device, uniform=False):
+    """torch.randn (torch.rand with uniform) drawn on the generator's device (the global stream
+    when None), moved to `device`: a seeded draw is the same wherever the model runs."""
+    drawn_on = generator.device if generator is not None else device
+    sample = torch.rand if uniform else torch.randn
+    return sample(shape, generator=generator, device=drawn_on).to(device)
+
+
+@dataclasses.dataclass(frozen=True)
+class Player:
+    """A named group of a model's weights with its own loss and optimiser (a GAN's generator and
+    discriminator). The trainer runs `steps` optimiser steps of each player in turn per training
+    step, each on its own batch, with ``model.loss(x, generator, player=name)`` as the loss.
+
+    `modules` names the model's submodules whose parameters the player owns (empty: all of
+    them); `lr` overrides the run's peak learning rate and `betas` Adam's; `samples` says its
+    weights draw samples, so the trainer keeps their EMA (the others' EMA copy is their current
+    weights)."""
+
+    name: str
+    modules: tuple = ()
+    steps: int = 1
+    lr: float = None
+    betas: tuple = (0.9, 0.999)
+    samples: bool = True
 
 
 class GenerativeModel(torch.nn.Module):
@@ -13,6 +42,8 @@ class GenerativeModel(torch.nn.Module):
     * ``loss(x, generator=None)`` -> scalar training objective; `forward` is the loss, so that
       DistributedDataParallel and torch.compile, which wrap `forward`, wrap the objective.
     * ``sample(n, generator=None)`` -> n examples shaped like the data.
+    * ``players()`` -> the Players that train it: one, "model", owning every weight, unless the
+      model has several losses (a GAN), whose ``loss`` then takes ``player=`` (the name).
 
     A model is rebuilt from ``name`` and ``config`` (the keyword arguments of its constructor, all
     plain Python values), which is how checkpoints store it.
@@ -39,8 +70,11 @@ class GenerativeModel(torch.nn.Module):
     def sample(self, n, generator=None):
         raise NotImplementedError
 
-    def forward(self, x, generator=None):
-        return self.loss(x, generator)
+    def players(self):
+        return (Player("model"),)
+
+    def forward(self, x, generator=None, **options):
+        return self.loss(x, generator, **options)
 
     @property
     def device(self):

@@ -207,9 +207,6 @@ class DDPM(GenerativeModel):
         return ops.diffusion_loss(output, x0, noise, alpha_bar, prediction=self.prediction,
                                   min_snr_gamma=self.min_snr_gamma).mean()
 
-    def forward(self, x, generator=None, labels=None):
-        return self.loss(x, generator, labels)
-
     # ---- the variational bound ----------------------------------------------------------------
 
     @torch.no_grad()

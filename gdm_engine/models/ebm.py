@@ -1,15 +1,16 @@
-"""Energy-based model for vectors (the 2-D toys), trained by contrastive divergence with short-run
-Langevin dynamics and a replay buffer (Du & Mordatch, 2019, "Implicit Generation and
-Generalization in Energy-Based Models", sec. 3)."""
+"""Energy-based model for vectors (the 2-D toys) and discrete images (the digits), trained by
+contrastive divergence with short-run Langevin dynamics and a replay buffer (Du & Mordatch, 2019,
+"Implicit Generation and Generalization in Energy-Based Models", sec. 3)."""
 
 import math
 
 import torch
 
 from gdm_engine import ops
+from gdm_engine.data import dequantize, quantize
 from gdm_engine.ops._checks import check_int, check_tensor
 
-from .base import GenerativeModel
+from .base import GenerativeModel, draw
 
 
 def _check_positive(name, value):
@@ -31,14 +32,6 @@ def _check_box(low, high, dims):
                          f"high {list(high)}")
 
 
-def _draw(shape, generator, device, uniform):
-    """torch.rand / torch.randn on the generator's device (the global stream when None), moved
-    to `device`."""
-    drawn_on = generator.device if generator is not None else device
-    draw = torch.rand if uniform else torch.randn
-    return draw(shape, generator=generator, device=drawn_on).to(device)
-
-
 def energy_network(dims, hidden, spectral_norm):
     """An MLP x (N, dims) -> (N, 1) with SiLU (Swish) activations, as Du & Mordatch's networks
     use; optional spectral normalisation of every linear layer (their sec. 3.3, for smoother
@@ -55,13 +48,19 @@ def energy_network(dims, hidden, spectral_norm):
 
 
 class EBM(GenerativeModel):
-    """p(x) ∝ exp(−E(x)) with E an MLP (`hidden` units per layer, SiLU), on vectors of
-    D = shape[0] dimensions.
+    """p(x) ∝ exp(−E(x)) with E an MLP (`hidden` units per layer, SiLU) on vectors of
+    D = prod(shape) dimensions: examples are flattened.
+
+    Discrete data (the digits) are modelled in the dequantised continuous space, as the GAN does:
+    levels x become 2 (x + u) / levels − 1 in [−1, 1) with u ~ U[0, 1) (the box is [−1, 1]^D),
+    and samples are mapped back and rounded down to their level.
 
     Training (Du & Mordatch, 2019, sec. 3): negatives x− come from a replay buffer of
     `buffer_size` earlier chains, except a `reinit` fraction restarted from uniform noise over the
     data's box [low, high] (sec. 3.1: 5%); each runs `langevin_steps` steps of unadjusted
-    Langevin dynamics x ← x − step_size/2 · ∇E(x) + sqrt(step_size) · z (`ops.langevin_step`) and
+    Langevin dynamics x ← x − step_size/2 · ∇E(x) + sqrt(step_size · temperature) · z
+    (`ops.langevin_step`; temperature 1 samples exp(−E) itself, a lower one exp(−E/T) with the
+    gradient step unchanged, as Du & Mordatch's smaller noise does in high dimensions) and
     goes back into the buffer. The loss is contrastive divergence plus their regulariser,
     E(x+) − E(x−) + alpha (E(x+)² + E(x−)²), averaged over the batch, with no gradient through
     the chains. The buffer is a registered buffer, so checkpoints keep it and a resumed run
@@ -78,14 +77,10 @@ class EBM(GenerativeModel):
 
     def __init__(self, shape, levels=None, low=None, high=None, hidden=(128, 128),
                  langevin_steps=40, step_size=0.01, sample_steps=400, buffer_size=10000,
-                 reinit=0.05, alpha=0.1, spectral_norm=False):
+                 reinit=0.05, alpha=0.1, spectral_norm=False, temperature=1.0):
         if levels is not None:
-            raise ValueError(f"ebm models continuous vectors; this data is discrete "
-                             f"({levels} levels)")
-        if len(shape) != 1:
-            raise ValueError(f"ebm models vectors (N, D), such as the 2-D toys; got examples of "
-                             f"shape {tuple(shape)}")
-        dims = shape[0]
+            check_int("levels", levels, 2)
+        dims = math.prod(shape)
         low = [-1.0] * dims if low is None else low
         high = [1.0] * dims if high is None else high
         _check_box(low, high, dims)
@@ -97,6 +92,7 @@ class EBM(GenerativeModel):
                             ("buffer_size", buffer_size)):
             check_int(name, value, 1)
         _check_positive("step_size", step_size)
+        _check_positive("temperature", temperature)
         if isinstance(reinit, bool) or not isinstance(reinit, (int, float)) \
                 or not 0 <= reinit <= 1:
             raise ValueError(f"reinit must be a fraction in [0, 1], got {reinit!r}")
@@ -105,11 +101,11 @@ class EBM(GenerativeModel):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         if not isinstance(spectral_norm, bool):
             raise TypeError(f"spectral_norm must be a bool, got {type(spectral_norm).__name__}")
-        super().__init__(shape=list(shape), levels=None, low=list(low), high=list(high),
+        super().__init__(shape=list(shape), levels=levels, low=list(low), high=list(high),
                          hidden=list(hidden), langevin_steps=langevin_steps, step_size=step_size,
                          sample_steps=sample_steps, buffer_size=buffer_size, reinit=reinit,
-                         alpha=alpha, spectral_norm=spectral_norm)
-        self.dims = dims
+                         alpha=alpha, spectral_norm=spectral_norm, temperature=temperature)
+        self.shape, self.levels, self.dims = tuple(shape), levels, dims
         self.network = energy_network(dims, hidden, spectral_norm)
         self.register_buffer("low", torch.tensor(low, dtype=torch.float32), persistent=False)
         self.register_buffer("high", torch.tensor(high, dtype=torch.float32), persistent=False)
@@ -117,14 +113,31 @@ class EBM(GenerativeModel):
 
     @classmethod
     def for_data(cls, data, **options):
-        """An EBM for `data`; its box is the smallest one holding the training split."""
+        """An EBM for `data`; its box is the smallest one holding the training split ([−1, 1]
+        for discrete data)."""
         if data.discrete:
-            raise ValueError(f"ebm models continuous vectors; {data.name!r} is discrete")
-        box = {"low": data.train.min(0).values.tolist(), "high": data.train.max(0).values.tolist()}
+            return cls(shape=list(data.shape), levels=data.levels, **options)
+        flat = data.train.flatten(1)
+        box = {"low": flat.min(0).values.tolist(), "high": flat.max(0).values.tolist()}
         return cls(shape=list(data.shape), **{**box, **options})
 
+    def _continuous(self, x, generator):
+        """Examples as flat vectors of the model's space: dequantised into [−1, 1) for discrete
+        data."""
+        if self.levels is None:
+            return x.float().flatten(1)
+        if x.is_floating_point():
+            raise TypeError("ebm on discrete data takes integer levels, got floating point x")
+        return (2 * dequantize(x, self.levels, generator) - 1).flatten(1)
+
+    def _to_data(self, y):
+        """Flat vectors of the model's space back to examples: levels for discrete data."""
+        y = y.reshape(len(y), *self.shape)
+        return y if self.levels is None else quantize((y + 1) / 2, self.levels)
+
     def energy(self, x):
-        """E(x) for x (N, D): (N,), lower where the model puts more mass."""
+        """E(x) for x (N, D) in the model's space (flattened examples; for discrete data in
+        [−1, 1]): (N,), lower where the model puts more mass."""
         check_tensor("x", x, ndim=2)
         if x.shape[1] != self.dims:
             raise ValueError(f"x must have shape (N, {self.dims}), got {tuple(x.shape)}")
@@ -139,19 +152,22 @@ class EBM(GenerativeModel):
     def _uniform(self, n, generator, device):
         """n points uniform over the box [low, high]."""
         low, high = self.low.to(device), self.high.to(device)
-        return low + (high - low) * _draw((n, self.dims), generator, device, uniform=True)
+        return low + (high - low) * draw((n, self.dims), generator, device, uniform=True)
 
     def langevin(self, x, steps, generator=None):
         """`steps` unadjusted Langevin steps on exp(−E) from x: the score −∇E(x) by autograd,
         each step a fresh graph (nothing flows back through the chain). Chains are clamped to the
         box, as Du & Mordatch clamp images to their range: outside the data the network's energy
         is an extrapolation that can fall for ever and carry chains away."""
-        step_size = self.config["step_size"]
+        # the op's step s' = step_size·T on the score −∇E/T: x − step_size/2 ∇E + sqrt(s') z
+        temperature = self.config["temperature"]
+        step_size = self.config["step_size"] * temperature
         for _ in range(steps):
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 score = -torch.autograd.grad(self.energy(x).sum(), x)[0]
-            x = ops.langevin_step(x.detach(), score, step_size, generator=generator)
+            x = ops.langevin_step(x.detach(), score / temperature, step_size,
+                                  generator=generator)
             x = torch.clamp(x, self.low, self.high)
         return x.detach()
 
@@ -162,7 +178,7 @@ class EBM(GenerativeModel):
         drawn_on = generator.device if generator is not None else device
         index = torch.randint(len(self.replay), (n,), generator=generator,
                               device=drawn_on).to(device)
-        fresh = _draw((n, 1), generator, device, uniform=True) < self.config["reinit"]
+        fresh = draw((n, 1), generator, device, uniform=True) < self.config["reinit"]
         start = torch.where(fresh, self._uniform(n, generator, device), self.replay[index])
         negatives = self.langevin(start, self.config["langevin_steps"], generator)
         self.replay[index] = negatives.to(self.replay.dtype)
@@ -170,15 +186,17 @@ class EBM(GenerativeModel):
 
     def loss(self, x, generator=None):
         """Contrastive divergence with the energy regulariser (Du & Mordatch, 2019, sec. 3)."""
+        x = self._continuous(x, generator)
         negatives = self._negatives(len(x), generator)
         positive, negative = self.energy(x), self.energy(negatives)
         regulariser = self.config["alpha"] * (positive.square() + negative.square())
         return (positive - negative + regulariser).float().mean()
 
     def sample(self, n, generator=None, steps=None):
-        """n points: `steps` (default `sample_steps`) Langevin steps from uniform noise over the
-        box."""
+        """n examples: `steps` (default `sample_steps`) Langevin steps from uniform noise over the
+        box, rounded to levels for discrete data."""
         check_int("n", n, 0)
         steps = self.config["sample_steps"] if steps is None else steps
         check_int("steps", steps, 0)
-        return self.langevin(self._uniform(n, generator, self.device), steps, generator)
+        chains = self.langevin(self._uniform(n, generator, self.device), steps, generator)
+        return self._to_data(chains)

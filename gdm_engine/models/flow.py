@@ -6,7 +6,7 @@ import math
 import torch
 
 from gdm_engine import nn as gnn
-from gdm_engine.data import dequantize
+from gdm_engine.data import dequantize, quantize
 from gdm_engine.ops._checks import check_int
 
 from .base import GenerativeModel
@@ -99,4 +99,4 @@ class FlowModel(GenerativeModel):
         y, _ = self.flow.inverse((temperature * z).to(self.device, self.flow_dtype))
         if self.levels is None:
             return y
-        return torch.floor(y * self.levels).clamp(0, self.levels - 1).long()
+        return quantize(y, self.levels)

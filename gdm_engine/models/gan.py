@@ -1,0 +1,193 @@
+"""The generative adversarial network (Goodfellow et al., 2014) with the non-saturating loss and
+the R1 gradient penalty (Mescheder et al., 2018): the engine's implicit model."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gdm_engine.data import dequantize, quantize
+from gdm_engine.ops._checks import check_choice, check_int
+
+from .base import GenerativeModel, Player, draw
+
+PLAYERS = ("discriminator", "generator")
+
+
+def _upsamplings(shape):
+    """How many times the generator doubles 4x4 to reach an image of `shape` (C, S, S)."""
+    size = shape[-1]
+    if len(shape) != 3 or shape[1] != size or size < 8 or size & (size - 1):
+        raise ValueError(f"gan images must be (C, S, S) with S a power of 2 >= 8, or vectors "
+                         f"(D,); got examples of shape {tuple(shape)}")
+    return int(math.log2(size)) - 2
+
+
+def image_generator(latent, channels, width, upsamplings):
+    """DCGAN's generator (Radford et al., 2016): z -> 4x4 features, then strided transposed
+    convolutions that double the size and halve the channels, then a 3x3 convolution to the
+    image, tanh into [-1, 1]. No batch normalisation (see GAN)."""
+    start = width << upsamplings
+    layers = [nn.Linear(latent, start * 16), nn.Unflatten(1, (start, 4, 4)), nn.LeakyReLU(0.2)]
+    for i in range(upsamplings):
+        fan_in = start >> i
+        layers += [nn.ConvTranspose2d(fan_in, fan_in // 2, 4, stride=2, padding=1),
+                   nn.LeakyReLU(0.2)]
+    layers += [nn.Conv2d(width, channels, 3, padding=1), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def image_discriminator(channels, width, downsamplings):
+    """DCGAN's discriminator: a 3x3 convolution, then strided 4x4 convolutions that halve the
+    size and double the channels down to 4x4, then a linear logit."""
+    layers = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
+    for i in range(downsamplings):
+        fan_in = width << i
+        layers += [nn.Conv2d(fan_in, fan_in * 2, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+    layers += [nn.Flatten(), nn.Linear((width << downsamplings) * 16, 1)]
+    return nn.Sequential(*layers)
+
+
+def mlp(sizes):
+    """Linear layers of `sizes` with leaky ReLUs between them."""
+    layers = []
+    for fan_in, fan_out in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers[:-1])
+
+
+def _spectrally_normalised(network):
+    """Every linear and convolutional layer of `network` divided by its largest singular value
+    (Miyato et al., 2018), estimated by one power iteration per training forward."""
+    for name, layer in network.named_children():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            setattr(network, name, nn.utils.parametrizations.spectral_norm(layer))
+    return network
+
+
+class GAN(GenerativeModel):
+    """A generator G(z), z ~ N(0, I) of `latent` dimensions, and a discriminator D(x) -> logit,
+    trained as two players: the discriminator first (`discriminator_steps` optimiser steps per
+    training step), then the generator, both with Adam at the run's learning rate and `betas`
+    (β1 = 0: momentum lags a moving opponent).
+
+    Losses, averaged over the batch (Goodfellow et al., 2014, sec. 3, the non-saturating form;
+    Mescheder et al., 2018, eq. 9 for R1):
+      discriminator: softplus(D(G(z))) + softplus(−D(x)) + r1/2 · |∇ₓD(x)|²
+      generator:     softplus(−D(G(z)))
+    R1 penalises the discriminator's gradient on real data only, which makes the game converge
+    locally where the unregularised one circles; `spectral_norm` also normalises D's layers.
+
+    Images (C, S, S), S a power of 2 >= 8 (the 8x8 digits, 32x32): DCGAN-style convolutional
+    networks of base `width` channels. Vectors (the 2-D toys): MLPs of `hidden` units. Neither
+    network uses batch normalisation: it couples a batch's examples, so a batch split over
+    processes or accumulated shards would train a different model, and R1 keeps training stable
+    without it.
+
+    Discrete images are modelled in the dequantised continuous space: levels x become
+    2 (x + u) / levels − 1 in [−1, 1) with u ~ U[0, 1) (`gdm_engine.data.dequantize`), and samples
+    are mapped back and rounded down to their level. A GAN is an implicit model: it has no
+    likelihood (`likelihood` is None and `log_prob` raises), and it is judged by its samples.
+    """
+
+    name = "gan"
+    likelihood = None  # implicit: samples, no density
+
+    def __init__(self, shape, levels=None, latent=None, width=32, hidden=(256, 256, 256),
+                 r1=1.0, spectral_norm=False, discriminator_steps=1, betas=(0.0, 0.99)):
+        images = len(shape) > 1
+        upsamplings = _upsamplings(shape) if images else 0
+        latent = (64 if images else 8) if latent is None else latent
+        check_int("latent", latent, 1)
+        check_int("width", width, 1)
+        check_int("discriminator_steps", discriminator_steps, 1)
+        if not isinstance(hidden, (list, tuple)) or not hidden:
+            raise ValueError(f"hidden must be a non-empty list of layer sizes, got {hidden!r}")
+        for size in hidden:
+            check_int("hidden", size, 1)
+        if isinstance(r1, bool) or not isinstance(r1, (int, float)) or not 0 <= r1 < math.inf:
+            raise ValueError(f"r1 must be a finite number >= 0, got {r1!r}")
+        if not isinstance(betas, (list, tuple)) or len(betas) != 2 or not all(
+                isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        if not isinstance(spectral_norm, bool):
+            raise TypeError(f"spectral_norm must be a bool, got {type(spectral_norm).__name__}")
+        super().__init__(shape=list(shape), levels=levels, latent=latent, width=width,
+                         hidden=list(hidden), r1=r1, spectral_norm=spectral_norm,
+                         discriminator_steps=discriminator_steps, betas=list(betas))
+        self.shape, self.levels, self.latent = tuple(shape), levels, latent
+        if images:
+            self.generator = image_generator(latent, shape[0], width, upsamplings)
+            self.discriminator = image_discriminator(shape[0], width, upsamplings)
+        else:
+            self.generator = mlp([latent, *hidden, shape[0]])
+            self.discriminator = mlp([shape[0], *hidden, 1])
+        if spectral_norm:
+            _spectrally_normalised(self.discriminator)
+
+    def players(self):
+        betas = tuple(self.config["betas"])
+        return (Player("discriminator", ("discriminator",), self.config["discriminator_steps"],
+                       betas=betas, samples=False),
+                Player("generator", ("generator",), betas=betas))
+
+    # ---- the data space -------------------------------------------------------------------------
+
+    def _continuous(self, x, generator):
+        """Examples as the networks see them: dequantised into [-1, 1) for discrete data."""
+        if self.levels is None:
+            return x.float()
+        if x.is_floating_point():
+            raise TypeError("gan on discrete data takes integer levels, got floating point x")
+        return 2 * dequantize(x, self.levels, generator) - 1
+
+    def _to_data(self, y):
+        """Generator outputs back to the data: levels rounded down, for discrete data."""
+        if self.levels is None:
+            return y
+        return quantize((y + 1) / 2, self.levels)
+
+    # ---- the losses -----------------------------------------------------------------------------
+
+    def _fakes(self, n, generator):
+        return self.generator(draw((n, self.latent), generator, self.device))
+
+    def discriminator_loss(self, x, generator=None):
+        """softplus(D(fake)) + softplus(−D(real)) + r1/2 · |∇ₓD(real)|², the batch mean; the
+        fakes carry no gradient to the generator."""
+        real = self._continuous(x, generator).requires_grad_(self.config["r1"] > 0)
+        with torch.no_grad():
+            fake = self._fakes(len(x), generator)
+        real_logits = self.discriminator(real).squeeze(1)
+        loss = F.softplus(self.discriminator(fake).squeeze(1)) + F.softplus(-real_logits)
+        if self.config["r1"] > 0:
+            # create_graph: the penalty is differentiated again, for the discriminator's weights
+            (gradient,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            loss = loss + self.config["r1"] / 2 * gradient.flatten(1).square().sum(1)
+        return loss.mean()
+
+    def generator_loss(self, n, generator=None):
+        """softplus(−D(G(z))), the mean over n latents: the non-saturating loss."""
+        return F.softplus(-self.discriminator(self._fakes(n, generator)).squeeze(1)).mean()
+
+    def loss(self, x, generator=None, player=None):
+        """The loss of `player` ("discriminator" or "generator") on the real batch x."""
+        check_choice("player", player, PLAYERS)
+        if player == "discriminator":
+            return self.discriminator_loss(x, generator)
+        return self.generator_loss(len(x), generator)
+
+    # ---- likelihood and samples -----------------------------------------------------------------
+
+    def log_prob(self, x):
+        raise NotImplementedError(
+            "gan is an implicit model: it defines samples G(z), not a density, so it has no "
+            "likelihood and no log_prob; judge it by its samples (gdm_engine.metrics: "
+            "digit_quality, sliced_wasserstein, mmd)")
+
+    @torch.no_grad()
+    def sample(self, n, generator=None):
+        """n examples: G(z) for fresh latents, rounded to levels for discrete data."""
+        check_int("n", n, 0)
+        return self._to_data(self._fakes(n, generator).float())

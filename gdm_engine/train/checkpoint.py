@@ -1,0 +1,83 @@
+"""Checkpoints: written atomically, loaded with weights_only=True, checked to be of this run."""
+
+import os
+
+import torch
+
+from gdm_engine import models
+
+CHECKPOINT_FORMAT = "gdm-engine checkpoint"
+# 2: the best-so-far record, early-stopping count and training time; 3: one optimiser and one
+# running loss per player ({"model": ...} for a one-loss model)
+CHECKPOINT_VERSION = 3
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"  # the checkpoint of the evaluation with the best validation figure
+METRICS_NAME = "metrics.jsonl"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable gdm-engine checkpoint."""
+
+
+def save_checkpoint(state, path):
+    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over
+    `path`. A crash at any moment leaves the previous checkpoint or the new one, never a part."""
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _from_version_2(state):
+    """A version-2 checkpoint (one optimiser, one running loss) as version 3: both belong to the
+    one-loss model's single player, "model"."""
+    state = dict(state, version=3, optimizers={"model": state.pop("optimizer")})
+    loss = state["running_loss"]
+    state["running_loss"] = None if loss is None else {"model": loss}
+    return state
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """A checkpoint written by the trainer, loaded with weights_only=True (no code runs).
+    Raises CheckpointError for a missing, unreadable or foreign file."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many kinds for a damaged or foreign file
+        raise CheckpointError(f"{path} is not a readable checkpoint (torch.load failed with "
+                              f"{type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a gdm-engine checkpoint")
+    if state.get("version") == 2:
+        state = _from_version_2(state)
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {state.get('version')}; this "
+                              f"gdm-engine reads versions 2 and {CHECKPOINT_VERSION}")
+    return state
+
+
+def check_same_run(state, model_name, data_name):
+    """Raise CheckpointError unless the checkpoint is of this model on this data."""
+    if state["model"] != model_name or state["data"] != data_name:
+        raise CheckpointError(f"the checkpoint is of model {state['model']!r} on data "
+                              f"{state['data']!r}, not {model_name!r} on {data_name!r}")
+
+
+def model_from_checkpoint(state, ema=True):
+    """The checkpoint's model, with its EMA weights (or the raw weights with ema=False)."""
+    model = models.get(state["model"])(**state["model_config"])
+    if ema:
+        prefix = "module."
+        weights = {k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+    else:
+        weights = state["model_state"]
+    model.load_state_dict(weights)
+    return model.eval()  # for evaluation and sampling: dropout off

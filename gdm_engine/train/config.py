@@ -1,0 +1,78 @@
+"""The settings of a training run, and the seeds of its random streams."""
+
+import dataclasses
+import math
+
+import numpy as np
+
+# Every random stream of a run has its own tag, first in the seed's entropy (numpy's SeedSequence
+# ignores trailing zeros, so a tag in last place could make two streams equal).
+INIT, PERMUTATION, STEP_NOISE, EVALUATION, PICTURES = 1, 2, 3, 4, 5
+# validation figures that can choose best.pt: lower is better ("": the model's default)
+SELECTABLE = ("", "bits_per_dim", "nll_nats", "frechet_digit_distance", "sliced_wasserstein",
+              "mmd")
+
+
+def _seed(*entropy):
+    """A 63-bit seed mixed from integers (numpy's SeedSequence: nearby inputs, unrelated seeds)."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(2, np.uint64)[0] >> 1)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 128          # the global batch, over all processes and accumulated shards
+    lr: float = 1e-3               # a player may set its own (gdm_engine.models.Player.lr)
+    weight_decay: float = 0.0
+    warmup: int = 100              # steps of linear warm-up, then cosine decay to final_lr
+    final_lr: float = 0.1          # as a fraction of lr
+    grad_clip: float = 1.0         # max global gradient norm (of each player's weights)
+    ema_decay: float = 0.999
+    accumulate: int = 1            # shards of the global batch each process runs one after another
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    early_stop: int = 0            # stop after this many evaluations without improvement (0: off)
+    eval_test: bool = False        # also evaluate the test split, for curves only (never chooses)
+    samples: int = 64              # examples in each sample picture
+    select: str = ""               # the validation figure that chooses best.pt ("": the default)
+    seed: int = 0
+
+    def check(self, train_size, world_size=1):
+        """Raise ValueError naming the setting that cannot work."""
+        for name in ("steps", "batch_size", "accumulate", "eval_every", "checkpoint_every",
+                     "samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "early_stop"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.final_lr <= 1:
+            raise ValueError(f"final_lr (a fraction of lr) must be in [0, 1], got "
+                             f"{self.final_lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.select not in SELECTABLE:
+            raise ValueError(f"select must be one of {', '.join(map(repr, SELECTABLE))}, got "
+                             f"{self.select!r}")
+        shards = world_size * self.accumulate
+        if self.batch_size % shards:
+            raise ValueError(f"batch_size {self.batch_size} must divide into {shards} equal shards "
+                             f"({world_size} processes x accumulate {self.accumulate})")
+        if self.batch_size > train_size:
+            raise ValueError(f"batch_size {self.batch_size} exceeds the {train_size} training "
+                             f"examples")
+
+    def learning_rate(self, step, lr=None):
+        """Linear warm-up over `warmup` steps, then cosine decay to final_lr * lr at `steps`;
+        `lr` is the peak (a player's own, or the run's)."""
+        lr = self.lr if lr is None else lr
+        if step < self.warmup:
+            return lr * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return lr * (self.final_lr + (1 - self.final_lr) * cosine)

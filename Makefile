@@ -24,6 +24,7 @@ DEMO_PIXELCNN := runs/demo-pixelcnn
 DEMO_NSF := runs/demo-nsf
 DEMO_REALNVP := runs/demo-realnvp
 DEMO_DDPM := runs/demo-ddpm
+DEMO_GAN := runs/demo-gan
 
 demo: setup
 	$(BIN)/gdm-engine info
@@ -31,11 +32,11 @@ demo: setup
 	$(BIN)/gdm-engine bench --quick
 	$(BIN)/gdm-engine compile --arch sm_90 --op masked_conv2d
 	rm -rf $(DEMO_RUN)
-	$(BIN)/gdm-engine train vae --data digits --steps 1500 --eval-every 750 --out $(DEMO_RUN)
+	$(BIN)/gdm-engine train vae --data digits --steps 1000 --eval-every 500 --out $(DEMO_RUN)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_RUN)/best.pt --out $(DEMO_RUN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_RUN)/best.pt --json $(DEMO_RUN)/eval.json
 	rm -rf $(DEMO_PIXELCNN)
-	$(BIN)/gdm-engine train pixelcnn --data digits --steps 250 --eval-every 250 --set channels=32 --out $(DEMO_PIXELCNN)
+	$(BIN)/gdm-engine train pixelcnn --data digits --steps 150 --eval-every 150 --set channels=32 --out $(DEMO_PIXELCNN)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_PIXELCNN)/best.pt --out $(DEMO_PIXELCNN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_PIXELCNN)/best.pt --json $(DEMO_PIXELCNN)/eval.json
 	rm -rf $(DEMO_NSF)
@@ -49,7 +50,11 @@ demo: setup
 	rm -rf $(DEMO_DDPM)
 	$(BIN)/gdm-engine train ddpm --data digits --steps 200 --eval-every 200 --set bound_timesteps=20 --out $(DEMO_DDPM)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_DDPM)/best.pt --label 3 --guidance 2.0 --n 16 --steps 20 --out $(DEMO_DDPM)/threes.png
-	$(BIN)/gdm-engine eval --checkpoint $(DEMO_DDPM)/best.pt --bound-timesteps 50 --json $(DEMO_DDPM)/eval.json
+	$(BIN)/gdm-engine eval --checkpoint $(DEMO_DDPM)/best.pt --bound-timesteps 20 --json $(DEMO_DDPM)/eval.json
+	rm -rf $(DEMO_GAN)
+	$(BIN)/gdm-engine train gan --data digits --steps 400 --eval-every 400 --set width=32 --out $(DEMO_GAN)
+	$(BIN)/gdm-engine sample --checkpoint $(DEMO_GAN)/best.pt --out $(DEMO_GAN)/samples.png
+	$(BIN)/gdm-engine eval --checkpoint $(DEMO_GAN)/best.pt --json $(DEMO_GAN)/eval.json
 
 test: setup
 	$(BIN)/python -m pytest tests bench --benchmark-disable

@@ -104,3 +104,19 @@ def save_samples(samples, data, path, title="", log_density=None, columns=None):
         image_grid(samples, data.levels, columns).save(path)
     else:
         scatter_plot(samples, data.valid, path, title, log_density)
+
+
+def contact_sheet(paths, labels, path, columns=5, label_height=18):
+    """The pictures `paths` side by side, `columns` to a row, each under its label: the results
+    table's sample grids in one PNG."""
+    from PIL import Image, ImageDraw
+
+    tiles = [Image.open(p).convert("RGB") for p in paths]
+    width, height = max(t.width for t in tiles), max(t.height for t in tiles) + label_height
+    rows = math.ceil(len(tiles) / columns)
+    sheet = Image.new("RGB", (width * min(columns, len(tiles)), height * rows), "white")
+    for i, (tile, label) in enumerate(zip(tiles, labels)):
+        left, top = (i % columns) * width, (i // columns) * height
+        sheet.paste(tile, (left, top + label_height))
+        ImageDraw.Draw(sheet).text((left + 4, top + 3), label, fill="black")
+    sheet.save(path)

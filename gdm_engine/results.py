@@ -27,7 +27,7 @@ from gdm_engine import data as datasets
 from gdm_engine import metrics, models, pictures, recipes, train
 
 RUN_COLUMNS = ["likelihood", "parameters", "best step", "steps", "train seconds", "machine"]
-FLOOR_SEED = 3  # the stream of the floor rows' real examples, one no split uses
+TOY_FLOOR_SEED = 3  # the stream of the true density's fresh draw, one no split uses
 
 
 def figure_column(data):
@@ -67,12 +67,13 @@ def machine():
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
 
 
-def baseline_row(data):
+def baseline_row(data, folder):
     """The independent-pixel baseline: maximum likelihood (add-one) on train, scored on test,
-    its samples too."""
+    its samples too (their picture goes to `folder`)."""
     start = time.perf_counter()
     model = models.IndependentPixels.for_data(data).fit(data.train)
     seconds = time.perf_counter() - start
+    _save_picture(model, model.name, data, folder, "fitted in closed form")
     figures = train.evaluate(model, data, "test", seed=0, sample_quality=True)
     return {"model": "pixels (independent-pixel baseline)", "test bits/dim":
             figures["bits_per_dim"], **_sample_cells(figures, data), "likelihood": "exact",
@@ -82,8 +83,7 @@ def baseline_row(data):
 
 def floor_row(data):
     """The floor of the sample columns: 1,000 real training digits against the test split."""
-    figures = metrics.digit_quality_floor(data, "test", n=train.evaluation.IMAGE_SAMPLES,
-                                          seed=FLOOR_SEED)
+    figures = metrics.digit_quality_floor(data, "test", n=train.evaluation.IMAGE_SAMPLES)
     return {"model": "training digits (the floor of the sample columns)",
             "test bits/dim": None, **_sample_cells(figures, data), "likelihood": "-",
             "parameters": 0, "best step": "-", "steps": 0, "train seconds": 0.0,
@@ -94,7 +94,7 @@ def true_density_row(data, samples=2000):
     """A toy's own density: its NLL on the test points, and the sample distances of a fresh
     draw of `samples` toy points (seed 3, a stream no split uses) to them."""
     toy = data.toy
-    drawn = toy.sample(samples, torch.Generator().manual_seed(FLOOR_SEED))
+    drawn = toy.sample(samples, torch.Generator().manual_seed(TOY_FLOOR_SEED))
     figures = train.evaluation.figures_of_samples(drawn, data, data.test,
                                                   torch.Generator().manual_seed(0))
     return {"model": f"true density of {data.name}",
@@ -120,6 +120,21 @@ def train_by_recipe(name, data, out):
     return trainer
 
 
+def picture_path(name, data, folder):
+    return os.path.join(folder, f"{name}-{data.name}-samples.png")
+
+
+def _save_picture(model, name, data, folder, source):
+    """A picture of the model's samples (seed 0) in `folder`, where the data has one."""
+    if not pictures.can_draw(data):
+        return
+    samples = model.sample(64 if data.discrete else 2000,
+                           generator=torch.Generator().manual_seed(0))
+    exact_2d = data.shape == (2,) and model.likelihood == "exact"
+    pictures.save_samples(samples, data, picture_path(name, data, folder), f"{name}, {source}",
+                          log_density=model.eval().log_prob if exact_2d else None)
+
+
 def model_row(name, data, out):
     """Train `name` by its recipe, then score its best.pt (chosen on validation) on test."""
     trainer = train_by_recipe(name, data, out)
@@ -129,13 +144,7 @@ def model_row(name, data, out):
         setattr(model, attribute, value)
     figures = train.evaluate(model, data, "test", seed=0,
                              sample_quality=train.has_sample_figures(data))
-    picture = os.path.join(os.path.dirname(out), f"{name}-{data.name}-samples.png")
-    if pictures.can_draw(data):
-        samples = model.sample(64 if data.discrete else 2000,
-                               generator=torch.Generator().manual_seed(0))
-        exact_2d = data.shape == (2,) and model.likelihood == "exact"
-        pictures.save_samples(samples, data, picture, f"{name}, best.pt (step {best['step']})",
-                              log_density=model.eval().log_prob if exact_2d else None)
+    _save_picture(model, name, data, os.path.dirname(out), f"best.pt (step {best['step']})")
     # a model without a likelihood (an EBM) has no figure there: None, shown as "—"
     likelihood = figures.get("bits_per_dim" if data.discrete else "nll_nats")
     return {"model": name, figure_column(data): likelihood, **_sample_cells(figures, data),
@@ -156,8 +165,9 @@ def results(model_names, data_name, out, progress=print):
     """The table's rows: the baseline (discrete data) or the true density (toys that have one)
     first, then each model (trained in out/<model>-<data>)."""
     data = datasets.load(data_name)
+    os.makedirs(out, exist_ok=True)
     if data.discrete:
-        rows = [baseline_row(data)]
+        rows = [baseline_row(data, out)]
         if train.has_sample_figures(data):
             rows.append(floor_row(data))
     elif data.toy is not None and data.toy.log_prob is not None:
@@ -175,4 +185,8 @@ def results(model_names, data_name, out, progress=print):
         rows.append(model_row(name, data, os.path.join(out, f"{name}-{data.name}")))
         progress(f"{name}: {_headline(rows[-1], data)} (best.pt, step "
                  f"{rows[-1]['best step']})")
+    drawn = [name for name in model_names if os.path.exists(picture_path(name, data, out))]
+    if drawn:  # every model's picture on one sheet
+        pictures.contact_sheet([picture_path(name, data, out) for name in drawn], drawn,
+                               os.path.join(out, "samples.png"))
     return rows

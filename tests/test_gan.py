@@ -252,4 +252,6 @@ def test_the_results_table_judges_likelihood_and_samples(monkeypatch, tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| model | test bits/dim | frechet digit distance | precision | recall |" in table
     assert "| gan | — |" in table
-    assert (tmp_path / "gan-digits-samples.png").exists()
+    for name in ("pixels", "vae", "gan"):
+        assert (tmp_path / f"{name}-digits-samples.png").exists()
+    assert (tmp_path / "samples.png").exists()  # the sheet of them all

@@ -132,7 +132,8 @@ def _figures(results):
     from gdm_engine import train
 
     return train.describe({k: v for k, v in results.items()
-                           if k not in ("step", "loss", "samples", "split", "best")}, ", ")
+                           if k not in ("step", "samples", "split", "best")
+                           and not k.startswith("loss")}, ", ")
 
 
 def _print_baseline(data, split="test"):

@@ -320,8 +320,11 @@ def test_train_without_settings_runs_the_recipe(tiny_vae_recipe, capsys, tmp_pat
 def test_results_table_scores_best_checkpoints_on_test(tiny_vae_recipe, capsys, tmp_path):
     assert cli.main(["results", "--models", "pixels", "vae", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert [row["model"] for row in rows] == ["pixels (independent-pixel baseline)", "vae"]
-    baseline, vae = rows
+    assert [row["model"] for row in rows] == ["pixels (independent-pixel baseline)",
+                                              "training digits (the floor of the sample columns)",
+                                              "vae"]
+    baseline, floor, vae = rows
+    assert floor["test bits/dim"] is None and vae["frechet digit distance"] > 0
     assert baseline["likelihood"] == "exact" and baseline["test bits/dim"] == pytest.approx(
         metrics.independent_pixel_bits_per_dim(data.load("digits"), "test"))
     best = torch.load(tmp_path / "vae-digits" / "best.pt", weights_only=True)
@@ -332,7 +335,7 @@ def test_results_table_scores_best_checkpoints_on_test(tiny_vae_recipe, capsys, 
     assert (tmp_path / "vae-digits-samples.png").exists()
     # a second call resumes the finished runs instead of training again
     assert cli.main(["results", "--models", "vae", "--out", str(tmp_path)]) == 0
-    assert json.loads((tmp_path / "results.json").read_text())["rows"][1] == vae
+    assert json.loads((tmp_path / "results.json").read_text())["rows"][2] == vae
 
 
 def test_results_on_a_toy_report_nll_and_sample_distances_beside_the_true_density(

@@ -161,6 +161,21 @@ def test_players_that_share_weights_or_name_no_module_are_refused(tmp_path):
         train.Trainer(Unknown(shape=(2,), hidden=[8]), toy, config, str(tmp_path))
 
 
+def test_a_model_without_likelihood_needs_data_whose_samples_have_a_figure(tmp_path):
+    assert train.has_sample_figures(data.load("digits"))
+    assert train.has_sample_figures(data.load("8gaussians"))
+    sines = data.load("sines")
+    assert not train.has_sample_figures(sines)
+    ebm = train.build_model("ebm", sines, hidden=[8], buffer_size=16)
+    with pytest.raises(ValueError, match="no likelihood and the samples of 'sines' have no"):
+        train.Trainer(ebm, sines, train.TrainConfig(steps=1, batch_size=16), str(tmp_path))
+    # and a selection figure the model lacks is refused by name
+    toy = data.load("8gaussians")
+    with pytest.raises(ValueError, match="select='nll_nats'"):
+        train.Trainer(GAN(shape=(2,), hidden=[8]), toy,
+                      train.TrainConfig(steps=1, batch_size=16, select="nll_nats"), str(tmp_path))
+
+
 def test_a_version_2_checkpoint_reads_as_the_single_player_model(tmp_path):
     digits = data.load("digits")
     model = train.build_model("vae", digits, latent=4, hidden=16)

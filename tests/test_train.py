@@ -36,6 +36,7 @@ def test_learning_rate_warms_up_then_decays_to_the_final_fraction():
     ({"weight_decay": -0.1}, "weight_decay must be >= 0"),
     ({"final_lr": -0.5}, "final_lr"),
     ({"final_lr": 1.5}, "final_lr"),
+    ({"select": "precision"}, "select must be one of"),
 ])
 def test_bad_settings_raise_naming_them(setting, message):
     with pytest.raises(ValueError, match=message):

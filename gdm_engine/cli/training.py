@@ -242,7 +242,7 @@ def cmd_eval(args):
         model.bound_timesteps = None if args.bound_timesteps == "all" else args.bound_timesteps
     if args.samples is not None and not train.has_sample_figures(data):
         raise UsageError(f"samples of {data.name} have no figure: --samples scores the digits "
-                         f"and continuous data")
+                         f"and continuous vectors")
     try:
         results = train.evaluate(model, data, args.split, seed=args.seed, samples=args.samples,
                                  sample_quality=args.samples is not None)

@@ -26,7 +26,9 @@ def _fork_rng(device):
 def has_sample_figures(data):
     """Whether samples of `data` can be scored: the 2-D toys and other continuous vectors by
     sample distances, the 8x8 digits (17 levels) by the digit feature network."""
-    return not data.discrete or (data.shape == (1, 8, 8) and data.levels == 17)
+    if data.discrete:
+        return data.shape == (1, 8, 8) and data.levels == 17
+    return len(data.shape) == 1
 
 
 def selectable_figures(model, data):
@@ -47,7 +49,8 @@ def default_selection(model, data):
     figures = selectable_figures(model, data)
     if not figures:
         raise ValueError(f"model {model.name!r} has no likelihood and the samples of "
-                         f"{data.name!r} have no figure (the digits and continuous data have)")
+                         f"{data.name!r} have no figure (the digits and continuous vectors "
+                         f"have)")
     return figures[0]
 
 

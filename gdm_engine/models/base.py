@@ -4,13 +4,37 @@ import dataclasses
 
 import torch
 
+from gdm_engine.data import dequantize, quantize
+
+
+def drawn_on(generator, device):
+    """Where a seeded draw happens: on the generator's device (torch's global generator:
+    `device`), so that a seeded draw is the same wherever the model runs."""
+    return generator.device if generator is not None else device
+
 
 def draw(shape, generator, device, uniform=False):
-    """torch.randn (torch.rand with uniform) drawn on the generator's device (the global stream
-    when None), moved to `device`: a seeded draw is the same wherever the model runs."""
-    drawn_on = generator.device if generator is not None else device
+    """torch.randn (torch.rand with uniform) drawn where `drawn_on` says, moved to `device`."""
     sample = torch.rand if uniform else torch.randn
-    return sample(shape, generator=generator, device=drawn_on).to(device)
+    return sample(shape, generator=generator, device=drawn_on(generator, device)).to(device)
+
+
+def continuous_space(x, levels, generator, model_name):
+    """Examples as a model of continuous values sees them: discrete levels dequantised into
+    [−1, 1) as 2 (x + u) / levels − 1 (the convention of gdm_engine.data.dequantize), continuous
+    data as floats."""
+    if levels is None:
+        return x.float()
+    if x.is_floating_point():
+        raise TypeError(f"{model_name} on discrete data takes integer levels, got floating "
+                        f"point x")
+    return 2 * dequantize(x, levels, generator) - 1
+
+
+def data_space(y, levels):
+    """The inverse of continuous_space: values in [−1, 1) rounded down to their level for
+    discrete data, continuous values as they are."""
+    return y if levels is None else quantize((y + 1) / 2, levels)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ from gdm_engine import diffusion, ops
 from gdm_engine.nn.unet import ResidualMLP, UNet
 from gdm_engine.ops._checks import check_choice, check_fraction, check_int
 
-from .base import GenerativeModel
+from .base import GenerativeModel, draw, drawn_on
 
 SCHEDULES = {"linear": diffusion.linear_alpha_bars, "cosine": diffusion.cosine_alpha_bars}
 PREDICTIONS = ("eps", "x0", "v")
@@ -194,12 +194,10 @@ class DDPM(GenerativeModel):
         n, device = len(x0), x0.device
         labels = self._check_labels(labels, n)
         t = torch.randint(self.timesteps, (n,), generator=generator,
-                          device=_drawn_on(generator, device)).to(device)
-        noise = torch.randn(x0.shape, generator=generator,
-                            device=_drawn_on(generator, device)).to(device)
+                          device=drawn_on(generator, device)).to(device)
+        noise = draw(x0.shape, generator, device)
         if labels is not None and self.label_dropout > 0:
-            dropped = torch.rand(n, generator=generator,
-                                 device=_drawn_on(generator, device)).to(device)
+            dropped = draw((n,), generator, device, uniform=True)
             labels = torch.where(dropped < self.label_dropout, self.classes, labels)
         alpha_bar = self.alpha_bars[t].float()
         x_t = ops.q_sample(x0, alpha_bar, noise)
@@ -266,8 +264,8 @@ class DDPM(GenerativeModel):
         edges = torch.linspace(1, self.timesteps, k + 1, dtype=torch.float64).round().long()
         edges = edges.to(device)
         sizes = edges[1:] - edges[:-1]
-        u = torch.rand(n, k, generator=generator, device=_drawn_on(generator, device))
-        offsets = (u.to(device, torch.float64) * sizes).long().minimum(sizes - 1)
+        u = draw((n, k), generator, device, uniform=True)
+        offsets = (u.double() * sizes).long().minimum(sizes - 1)
         return edges[:-1] + offsets, sizes.double()
 
     def _kl_weights(self):
@@ -303,8 +301,7 @@ class DDPM(GenerativeModel):
 
     def _denoised(self, x0, t, labels, generator):
         """x̂0 of the network at x_t ~ q(x_t | x0), t (N,) step indices."""
-        noise = torch.randn(x0.shape, generator=generator,
-                            device=_drawn_on(generator, x0.device)).to(x0.device)
+        noise = draw(x0.shape, generator, x0.device)
         alpha_bar = self.alpha_bars[t]
         x_t = ops.q_sample(x0, alpha_bar.float(), noise)
         return self._predicted_x0(x_t, self.denoiser(labels)(x_t, t), alpha_bar)
@@ -370,8 +367,3 @@ def _log_normal_mass(lower, upper):
     b = torch.where(mirror, -lower, upper)
     log_b = torch.special.log_ndtr(b)
     return log_b + torch.log1p(-torch.exp(torch.special.log_ndtr(a) - log_b))
-
-
-def _drawn_on(generator, device):
-    """Random numbers are drawn on the generator's device (torch's global generator: `device`)."""
-    return generator.device if generator is not None else device

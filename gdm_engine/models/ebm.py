@@ -7,10 +7,10 @@ import math
 import torch
 
 from gdm_engine import ops
-from gdm_engine.data import dequantize, quantize
+from gdm_engine.nn.mlp import mlp, spectrally_normalised
 from gdm_engine.ops._checks import check_int, check_tensor
 
-from .base import GenerativeModel, draw
+from .base import GenerativeModel, continuous_space, data_space, draw, drawn_on
 
 
 def _check_positive(name, value):
@@ -36,15 +36,8 @@ def energy_network(dims, hidden, spectral_norm):
     """An MLP x (N, dims) -> (N, 1) with SiLU (Swish) activations, as Du & Mordatch's networks
     use; optional spectral normalisation of every linear layer (their sec. 3.3, for smoother
     energies)."""
-    sizes = [dims, *hidden]
-    layers = []
-    for fan_in, fan_out in zip(sizes, sizes[1:]):
-        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.SiLU()]
-    layers.append(torch.nn.Linear(sizes[-1], 1))
-    if spectral_norm:
-        layers = [torch.nn.utils.parametrizations.spectral_norm(layer)
-                  if isinstance(layer, torch.nn.Linear) else layer for layer in layers]
-    return torch.nn.Sequential(*layers)
+    network = mlp([dims, *hidden, 1], torch.nn.SiLU)
+    return spectrally_normalised(network) if spectral_norm else network
 
 
 class EBM(GenerativeModel):
@@ -121,19 +114,6 @@ class EBM(GenerativeModel):
         box = {"low": flat.min(0).values.tolist(), "high": flat.max(0).values.tolist()}
         return cls(shape=list(data.shape), **{**box, **options})
 
-    def _continuous(self, x, generator):
-        """Examples as flat vectors of the model's space: dequantised into [−1, 1) for discrete
-        data."""
-        if self.levels is None:
-            return x.float().flatten(1)
-        if x.is_floating_point():
-            raise TypeError("ebm on discrete data takes integer levels, got floating point x")
-        return (2 * dequantize(x, self.levels, generator) - 1).flatten(1)
-
-    def _to_data(self, y):
-        """Flat vectors of the model's space back to examples: levels for discrete data."""
-        y = y.reshape(len(y), *self.shape)
-        return y if self.levels is None else quantize((y + 1) / 2, self.levels)
 
     def energy(self, x):
         """E(x) for x (N, D) in the model's space (flattened examples; for discrete data in
@@ -175,9 +155,8 @@ class EBM(GenerativeModel):
         """n negatives: chains from the replay buffer (a `reinit` fraction restarted from noise)
         run for `langevin_steps` steps; they replace the entries they started from."""
         device = self.replay.device
-        drawn_on = generator.device if generator is not None else device
         index = torch.randint(len(self.replay), (n,), generator=generator,
-                              device=drawn_on).to(device)
+                              device=drawn_on(generator, device)).to(device)
         fresh = draw((n, 1), generator, device, uniform=True) < self.config["reinit"]
         start = torch.where(fresh, self._uniform(n, generator, device), self.replay[index])
         negatives = self.langevin(start, self.config["langevin_steps"], generator)
@@ -186,7 +165,7 @@ class EBM(GenerativeModel):
 
     def loss(self, x, generator=None):
         """Contrastive divergence with the energy regulariser (Du & Mordatch, 2019, sec. 3)."""
-        x = self._continuous(x, generator)
+        x = continuous_space(x, self.levels, generator, self.name).flatten(1)
         negatives = self._negatives(len(x), generator)
         positive, negative = self.energy(x), self.energy(negatives)
         regulariser = self.config["alpha"] * (positive.square() + negative.square())
@@ -199,4 +178,4 @@ class EBM(GenerativeModel):
         steps = self.config["sample_steps"] if steps is None else steps
         check_int("steps", steps, 0)
         chains = self.langevin(self._uniform(n, generator, self.device), steps, generator)
-        return self._to_data(chains)
+        return data_space(chains.reshape(n, *self.shape), self.levels)

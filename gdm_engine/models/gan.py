@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gdm_engine.data import dequantize, quantize
+from gdm_engine.nn.mlp import mlp, spectrally_normalised
 from gdm_engine.ops._checks import check_choice, check_int
 
-from .base import GenerativeModel, Player, draw
+from .base import GenerativeModel, Player, continuous_space, data_space, draw
 
 PLAYERS = ("discriminator", "generator")
 
@@ -24,16 +24,20 @@ def _upsamplings(shape):
     return int(math.log2(size)) - 2
 
 
+def _leaky_relu():
+    return nn.LeakyReLU(0.2)
+
+
 def image_generator(latent, channels, width, upsamplings):
     """DCGAN's generator (Radford et al., 2016): z -> 4x4 features, then strided transposed
     convolutions that double the size and halve the channels, then a 3x3 convolution to the
     image, tanh into [-1, 1]. No batch normalisation (see GAN)."""
     start = width << upsamplings
-    layers = [nn.Linear(latent, start * 16), nn.Unflatten(1, (start, 4, 4)), nn.LeakyReLU(0.2)]
+    layers = [nn.Linear(latent, start * 16), nn.Unflatten(1, (start, 4, 4)), _leaky_relu()]
     for i in range(upsamplings):
         fan_in = start >> i
         layers += [nn.ConvTranspose2d(fan_in, fan_in // 2, 4, stride=2, padding=1),
-                   nn.LeakyReLU(0.2)]
+                   _leaky_relu()]
     layers += [nn.Conv2d(width, channels, 3, padding=1), nn.Tanh()]
     return nn.Sequential(*layers)
 
@@ -41,29 +45,12 @@ def image_generator(latent, channels, width, upsamplings):
 def image_discriminator(channels, width, downsamplings):
     """DCGAN's discriminator: a 3x3 convolution, then strided 4x4 convolutions that halve the
     size and double the channels down to 4x4, then a linear logit."""
-    layers = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
+    layers = [nn.Conv2d(channels, width, 3, padding=1), _leaky_relu()]
     for i in range(downsamplings):
         fan_in = width << i
-        layers += [nn.Conv2d(fan_in, fan_in * 2, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        layers += [nn.Conv2d(fan_in, fan_in * 2, 4, stride=2, padding=1), _leaky_relu()]
     layers += [nn.Flatten(), nn.Linear((width << downsamplings) * 16, 1)]
     return nn.Sequential(*layers)
-
-
-def mlp(sizes):
-    """Linear layers of `sizes` with leaky ReLUs between them."""
-    layers = []
-    for fan_in, fan_out in zip(sizes, sizes[1:]):
-        layers += [nn.Linear(fan_in, fan_out), nn.LeakyReLU(0.2)]
-    return nn.Sequential(*layers[:-1])
-
-
-def _spectrally_normalised(network):
-    """Every linear and convolutional layer of `network` divided by its largest singular value
-    (Miyato et al., 2018), estimated by one power iteration per training forward."""
-    for name, layer in network.named_children():
-        if isinstance(layer, (nn.Linear, nn.Conv2d)):
-            setattr(network, name, nn.utils.parametrizations.spectral_norm(layer))
-    return network
 
 
 class GAN(GenerativeModel):
@@ -121,32 +108,16 @@ class GAN(GenerativeModel):
             self.generator = image_generator(latent, shape[0], width, upsamplings)
             self.discriminator = image_discriminator(shape[0], width, upsamplings)
         else:
-            self.generator = mlp([latent, *hidden, shape[0]])
-            self.discriminator = mlp([shape[0], *hidden, 1])
+            self.generator = mlp([latent, *hidden, shape[0]], _leaky_relu)
+            self.discriminator = mlp([shape[0], *hidden, 1], _leaky_relu)
         if spectral_norm:
-            _spectrally_normalised(self.discriminator)
+            spectrally_normalised(self.discriminator)
 
     def players(self):
         betas = tuple(self.config["betas"])
         return (Player("discriminator", ("discriminator",), self.config["discriminator_steps"],
                        betas=betas, samples=False),
                 Player("generator", ("generator",), betas=betas))
-
-    # ---- the data space -------------------------------------------------------------------------
-
-    def _continuous(self, x, generator):
-        """Examples as the networks see them: dequantised into [-1, 1) for discrete data."""
-        if self.levels is None:
-            return x.float()
-        if x.is_floating_point():
-            raise TypeError("gan on discrete data takes integer levels, got floating point x")
-        return 2 * dequantize(x, self.levels, generator) - 1
-
-    def _to_data(self, y):
-        """Generator outputs back to the data: levels rounded down, for discrete data."""
-        if self.levels is None:
-            return y
-        return quantize((y + 1) / 2, self.levels)
 
     # ---- the losses -----------------------------------------------------------------------------
 
@@ -156,7 +127,8 @@ class GAN(GenerativeModel):
     def discriminator_loss(self, x, generator=None):
         """softplus(D(fake)) + softplus(−D(real)) + r1/2 · |∇ₓD(real)|², the batch mean; the
         fakes carry no gradient to the generator."""
-        real = self._continuous(x, generator).requires_grad_(self.config["r1"] > 0)
+        real = continuous_space(x, self.levels, generator, self.name)
+        real.requires_grad_(self.config["r1"] > 0)
         with torch.no_grad():
             fake = self._fakes(len(x), generator)
         real_logits = self.discriminator(real).squeeze(1)
@@ -190,4 +162,4 @@ class GAN(GenerativeModel):
     def sample(self, n, generator=None):
         """n examples: G(z) for fresh latents, rounded to levels for discrete data."""
         check_int("n", n, 0)
-        return self._to_data(self._fakes(n, generator).float())
+        return data_space(self._fakes(n, generator).float(), self.levels)

@@ -54,6 +54,16 @@ def default_selection(model, data):
     return figures[0]
 
 
+def sample_figure_names(data):
+    """The figures figures_of_samples gives for `data`, in order."""
+    if not has_sample_figures(data):
+        return []
+    if data.discrete:
+        return ["frechet_digit_distance", "precision", "recall"]
+    coverage = ["within_3_sigma", "modes_covered"] if data.name == "8gaussians" else []
+    return ["sliced_wasserstein", "mmd", *coverage]
+
+
 def figures_of_samples(drawn, data, reference, generator):
     """The distances of the samples `drawn` to the examples `reference` of `data`."""
     if data.discrete:

@@ -124,6 +124,11 @@ class Trainer:
             for player in self.players}
         self.ema = AveragedModel(self.model, multi_avg_fn=_ema_update(config.ema_decay),
                                  use_buffers=False)
+        # (EMA copy, weight) of the players that do not sample: the EMA holds their weights
+        averaged = dict(self.ema.module.named_parameters())
+        self._copied_to_ema = [(averaged[name], p) for player in self.players
+                               if not player.samples
+                               for name, p in player_parameters(self.model, player).items()]
         self.step = 0
         self.running_loss = None  # {player: the exponential average of its loss, on the bar}
         self.best, self.evaluations_since_best = None, 0  # the best validation evaluation so far
@@ -217,12 +222,9 @@ class Trainer:
     def _update_ema(self):
         """The EMA of the players that sample; the others' copy is their current weights."""
         self.ema.update_parameters(self.model)
-        averaged = dict(self.ema.module.named_parameters())
         with torch.no_grad():
-            for player in self.players:
-                if not player.samples:
-                    for name, p in player_parameters(self.model, player).items():
-                        averaged[name].copy_(p)
+            for averaged, current in self._copied_to_ema:
+                averaged.copy_(current)
 
     def _conditioning(self, rows):
         """{"labels": the class labels of training examples `rows`} for a class-conditional

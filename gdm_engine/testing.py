@@ -5,12 +5,14 @@ kernel in the case's dtype and the reference in float64 on the same (upcast) inp
 ‖out − ref‖ / ‖ref‖ with the catalog's tolerance. NaN or inf never passes.
 """
 
+import collections
 import contextlib
 import dataclasses
 import inspect
 import math
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from gdm_engine.catalog import Case
 
@@ -167,3 +169,86 @@ def validate(specs, sizes, device, seed, grads=True, progress=None):
                             if progress is not None:
                                 progress.update(1)
     return checks
+
+
+# --------------------------------------------------------------------------------------------------
+# what a call dispatches besides its kernels, and what it reads back
+# --------------------------------------------------------------------------------------------------
+
+# Allocations launch nothing on a GPU (the caching allocator hands out memory on the host);
+# views and shape arithmetic neither.
+_FREE_OPS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "detach",
+             "lift_fresh", "alias", "resolve_conj", "resolve_neg", "promote_types", "sym_size",
+             "sym_stride", "sym_numel", "sym_storage_offset", "set_"}
+# Ops that read device memory back to the host (a synchronisation on a GPU), or that make a
+# tensor of host values (a host-to-device copy once moved to a GPU).
+READ_BACKS = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "nonzero_numpy",
+              "nonzero_static", "equal", "allclose", "_assert_async", "lift_fresh_copy",
+              "masked_select", "unique", "_unique2", "unique_consecutive", "repeat_interleave"}
+
+
+def _is_free(func):
+    name = func.overloadpacket.__name__
+    return func.is_view or name in _FREE_OPS or func.namespace == "gdm_engine"
+
+
+def _uses_host_generator(args, kwargs):
+    """A draw from a CPU torch.Generator (or the default one) runs on the host: it is where a
+    seed for a kernel comes from, and no device op on a GPU."""
+    generator = (kwargs or {}).get("generator")
+    return isinstance(generator, torch.Generator) and generator.device.type == "cpu"
+
+
+class DeviceOps(TorchDispatchMode):
+    """Counts the aten ops that a block dispatches besides its own registered (gdm_engine::)
+    ops, looking inside those too, as a GPU would launch them: every op that is not a view, an
+    allocation or a host draw. `ops` maps op names to counts; `read_backs` lists the ops of
+    READ_BACKS, which a test may also refuse outright with `fail_on_read_back=True`."""
+
+    def __init__(self, fail_on_read_back=False):
+        super().__init__()
+        self.ops = collections.Counter()
+        self.read_backs = []
+        self.fail_on_read_back = fail_on_read_back
+
+    @property
+    def count(self):
+        return sum(self.ops.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in READ_BACKS:
+            self.read_backs.append(name)
+            if self.fail_on_read_back:
+                raise AssertionError(f"aten::{name} reads device memory back to the host")
+        if func.namespace == "gdm_engine":  # look inside our own ops: their Python bodies
+            from torch._library.custom_ops import OPDEFS
+
+            body = OPDEFS[func._schema.name]._backend_fns[None]
+            with self:
+                return body(*args, **(kwargs or {}))
+        if not _is_free(func) and not _uses_host_generator(args, kwargs):
+            self.ops[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def device_ops(fn, *args, **kwargs):
+    """(result, DeviceOps) of fn(*args, **kwargs), with Triton launches recorded, not run, as
+    `gdm-engine compile` records them: what the call dispatches besides its kernels, and the
+    kernel launches (`.launches`)."""
+    from gdm_engine import use_backend
+    from gdm_engine.kernels import recording_launches
+
+    counter = DeviceOps()
+    with recording_launches() as launches, use_backend("triton"), counter:
+        result = fn(*args, **kwargs)
+    counter.launches = list(launches)
+    return result, counter
+
+
+@contextlib.contextmanager
+def no_read_backs():
+    """Fail on any op that would read device memory back to the host (`.item()`, `bool(t)`,
+    `nonzero`, ...) or build a tensor of host values, inside the block."""
+    with DeviceOps(fail_on_read_back=True) as mode:
+        yield mode

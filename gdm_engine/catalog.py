@@ -57,6 +57,11 @@ class OpSpec:
     differentiable: bool = True
     # inputs of a differentiable op that take no gradient (schedule values): not checked
     constant_inputs: tuple = ()
+    # device ops a steady-state call may dispatch besides its own kernels, forward and backward
+    # (tests/test_device_ops.py holds every op to it), and why where it is not 0
+    device_op_budget: dict = dataclasses.field(
+        default_factory=lambda: {"forward": 0, "backward": 0})
+    budget_reason: str = ""
 
     def kernel(self, *args, **kwargs):
         """The op with its Triton kernel, whatever the global backend."""

@@ -7,13 +7,16 @@ For each example n with posterior N(mu, diag(exp(log_var))) over D latent dimens
     kl[n]    = 1/2 * sum_d ( mu² + s² - 1 - log_var )
 
 One pass reads mu, log_var (and eps when given) and writes z and kl: the per-example KL is a
-row reduction done in registers, cut into partial sums along D when there are too few rows to
-fill the GPU. s is exp(log_var / 2), never sqrt(exp(log_var)), which overflows above log_var ≈ 88.
+row reduction done in registers. When there are too few rows to fill the GPU, rows are cut into
+partial sums along D, which a second small kernel adds up in a fixed order (the same KL every
+run, and no other device op). s is exp(log_var / 2), never sqrt(exp(log_var)), which overflows
+above log_var ≈ 88.
 
 eps is either a given tensor or drawn in the kernel: element (n, d) takes word d mod 4 of the
 Philox draw tl.randn4x(seed, n·ceil(D/4) + d div 4), so one Philox round serves four elements and
 the numbers do not depend on the tiling. The backward pass draws the same eps again from the seed
-instead of storing it. Its gradients:
+instead of storing it. The seed is never specialised on (`do_not_specialize`): Triton would
+otherwise compile a new variant for a seed equal to 1 or divisible by 16. Its gradients:
 
     dmu      = dz + dkl * mu
     dlog_var = dz * eps * s / 2 + dkl * (s² - 1) / 2
@@ -66,12 +69,12 @@ def _load_tile(mean, log_var, noise, seed, rows, cols, col_start, mask, QUADS,
     return mu, lv, eps
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])
 def _forward_kernel(mean, log_var, noise, z, kl_parts, seed, N, D, QUADS, SPLITS,
                     m0, m1, l0, l1, e0, e1, z0, z1,
                     GIVEN_NOISE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     # One program: BLOCK_N rows over the split-th stretch of D; its KL partial sums go to
-    # kl_parts[split, rows], which the launcher adds up.
+    # kl_parts[split, rows] (the kl output itself when SPLITS is 1).
     pid = tl.program_id(0).to(tl.int64)
     split = pid % SPLITS
     rows = (pid // SPLITS) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
@@ -87,12 +90,23 @@ def _forward_kernel(mean, log_var, noise, z, kl_parts, seed, N, D, QUADS, SPLITS
         tl.store(z + rows * z0 + cols * z1, (mu + s * eps).to(z.dtype.element_ty), mask=mask)
         kl_acc += tl.where(mask, mu * mu + _exp_minus_1_minus(lv), 0.0)
     out_rows = tl.reshape(rows, (BLOCK_N,))
-    tl.store(kl_parts + split * N + out_rows, 0.5 * tl.sum(kl_acc, axis=1), mask=out_rows < N)
+    kl = (0.5 * tl.sum(kl_acc, axis=1)).to(kl_parts.dtype.element_ty)
+    tl.store(kl_parts + split * N + out_rows, kl, mask=out_rows < N)
 
 
 @triton.jit
+def _sum_splits_kernel(kl_parts, kl, N, SPLITS, BLOCK: tl.constexpr):
+    # kl[n] = the sum over splits of kl_parts[split, n], added in split order: deterministic.
+    rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    total = tl.zeros((BLOCK,), dtype=tl.float32)
+    for split in range(SPLITS):
+        total += tl.load(kl_parts + split * N + rows, mask=rows < N, other=0.0)
+    tl.store(kl + rows, total.to(kl.dtype.element_ty), mask=rows < N)
+
+
+@triton.jit(do_not_specialize=["seed"])
 def _backward_kernel(grad_z, grad_kl, mean, log_var, noise, d_mean, d_log_var, d_noise, seed,
-                     N, D, QUADS, m0, m1, l0, l1, e0, e1, g0, g1,
+                     N, D, QUADS, m0, m1, l0, l1, e0, e1, g0, g1, k0,
                      GIVEN_NOISE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     # One program per (rows x cols) tile, on a 1-D grid (no 65,535 limit). Inputs may be strided;
     # the gradients are allocated contiguous (N, D).
@@ -105,7 +119,7 @@ def _backward_kernel(grad_z, grad_kl, mean, log_var, noise, d_mean, d_log_var, d
     mu, lv, eps = _load_tile(mean, log_var, noise, seed, rows, cols, start, mask, QUADS,
                              m0, m1, l0, l1, e0, e1, GIVEN_NOISE, BLOCK_N, BLOCK_D)
     dz = tl.load(grad_z + rows * g0 + cols * g1, mask=mask, other=0.0).to(tl.float32)
-    dkl = tl.load(grad_kl + rows, mask=rows < N, other=0.0).to(tl.float32)
+    dkl = tl.load(grad_kl + rows * k0, mask=rows < N, other=0.0).to(tl.float32)
     s = tl.exp(0.5 * lv)
     out = rows * D + cols
     out_ty = d_mean.dtype.element_ty
@@ -131,12 +145,16 @@ def gaussian_reparam_kl_forward(mean, log_var, noise, seed):
     row_blocks = triton.cdiv(N, block_n)
     # Few rows and long ones: cut D into partial sums until the GPU is full.
     splits = max(1, min(triton.cdiv(D, block_d), num_programs_target(mean.device) // row_blocks))
-    kl_parts = empty((splits, N), torch.float32, mean.device)
+    kl = empty((N,), mean.dtype, mean.device)
+    kl_parts = kl if splits == 1 else empty((splits, N), torch.float32, mean.device)
     launch(_forward_kernel, (row_blocks * splits,),
            mean, log_var, noise if noise is not None else mean, z, kl_parts, seed, N, D,
            triton.cdiv(D, 4), splits, *mean.stride(), *log_var.stride(), *_strides(noise),
            *z.stride(), GIVEN_NOISE=noise is not None, BLOCK_N=block_n, BLOCK_D=block_d)
-    return z, kl_parts.sum(0).to(mean.dtype)
+    if splits > 1:
+        block = 16 if INTERPRETED else 256
+        launch(_sum_splits_kernel, (triton.cdiv(N, block),), kl_parts, kl, N, splits, BLOCK=block)
+    return z, kl
 
 
 def gaussian_reparam_kl_backward(grad_z, grad_kl, mean, log_var, noise, seed):
@@ -147,10 +165,9 @@ def gaussian_reparam_kl_backward(grad_z, grad_kl, mean, log_var, noise, seed):
     if N * D == 0:
         return d_mean, d_log_var, d_noise
     block_n, block_d = _tile()
-    grad_kl = grad_kl.contiguous()
     launch(_backward_kernel, (triton.cdiv(N, block_n) * triton.cdiv(D, block_d),),
            grad_z, grad_kl, mean, log_var, noise if noise is not None else mean, d_mean,
            d_log_var, d_noise if d_noise is not None else d_mean, seed, N, D, triton.cdiv(D, 4),
-           *mean.stride(), *log_var.stride(), *_strides(noise), *grad_z.stride(),
+           *mean.stride(), *log_var.stride(), *_strides(noise), *grad_z.stride(), grad_kl.stride(0),
            GIVEN_NOISE=noise is not None, BLOCK_N=block_n, BLOCK_D=block_d)
     return d_mean, d_log_var, d_noise

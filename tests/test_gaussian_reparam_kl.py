@@ -2,6 +2,10 @@
 draws itself (statistics, reproducibility, and the backward pass that draws it again), shapes
 beyond 2-D, empty batches and bad input."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -80,6 +84,55 @@ def test_backward_draws_the_same_noise_again(device, generator):
     want = torch.autograd.grad(ref, inputs, (grad_z.double(), grad_kl.double()))
     for g, w in zip(got, want):
         assert testing.relative_error(g, w) < 1e-4  # eps recovered from fp32 z: not exact
+
+
+def test_backward_reads_an_expanded_kl_gradient_in_place(device, generator):
+    # kl.sum() hands back a stride-0 gradient: the kernel reads it through its stride, so the
+    # backward needs no copy (no device op besides its kernel) and still gets it right.
+    mean, log_var, noise = (t.requires_grad_() for t in (*_posterior(generator, device, 4, 9),
+                                                         torch.randn(4, 9, device=device)))
+    with gdm_engine.use_backend("triton"):
+        z, kl = gaussian_reparam_kl(mean, log_var, noise)
+    grad_z, grad_kl = torch.randn(z.shape, generator=generator).to(device), torch.ones(()).to(device)
+    grads = (z, kl), (mean, log_var, noise), (grad_z, grad_kl.expand(4))
+    _, counted = testing.device_ops(torch.autograd.grad, *grads, retain_graph=True)
+    assert counted.count == 0, dict(counted.ops)
+    with gdm_engine.use_backend("triton"):
+        got = torch.autograd.grad(*grads)
+    inputs = [t.detach().double().requires_grad_() for t in (mean, log_var, noise)]
+    want = torch.autograd.grad(reference.gaussian_reparam_kl(*inputs), inputs,
+                               (grad_z.double(), grad_kl.double().expand(4)))
+    for g, w in zip(got, want):
+        assert testing.relative_error(g, w) < TOL
+
+
+SEEDS_SHARE_ONE_BUILD = """
+import torch
+from gdm_engine import compile as aot, use_backend
+from gdm_engine.kernels import recording_launches
+from gdm_engine.ops.gaussian_reparam_kl import library_op
+
+mean, log_var = (torch.randn(4, 64, requires_grad=True) for _ in range(2))
+builds = set()
+for seed in (1, 16, 7):
+    with recording_launches() as launches, use_backend("triton"):
+        z, kl = library_op(mean, log_var, None, seed=seed)
+        torch.autograd.grad((z, kl), (mean, log_var), (torch.ones_like(z), torch.ones_like(kl)))
+    builds.add(tuple(aot._key(job) for launch in launches for job in aot.specialise("op", launch, 90)))
+print(len(launches), len(builds))
+"""
+
+
+def test_seeds_share_one_compiled_variant():
+    # Triton specialises an int argument equal to 1 or divisible by 16 (a new build for each);
+    # a seed must not be, or a sampling loop would compile in its middle. Triton's own binder, as
+    # `gdm-engine compile` drives it, must give seeds 1, 16 and 7 the same builds, forward and
+    # backward. It builds for GPUs, so it runs without the interpreter, in a process of its own.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", SEEDS_SHARE_ONE_BUILD], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["2", "1"]  # a forward and a backward launch, one set of builds
 
 
 def test_reference_noise_is_reproducible_from_the_generator():

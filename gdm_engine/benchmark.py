@@ -255,14 +255,17 @@ def bench_sampling(cases, device, progress=None):
 
 DIFFUSION_LOOP_COLUMNS = ["loop", "shape", "steps", "provider", "seconds", "ms/step",
                           "vs_diffusers"]
-_DIFFUSERS_SCHEDULERS = {"ddim": ("DDIMScheduler", {}),
-                         "dpmpp_2m": ("DPMSolverMultistepScheduler",
-                                      {"algorithm_type": "dpmsolver++", "solver_order": 2})}
+# diffusers' counterpart of each sampler loop: its scheduler and options
+DIFFUSERS_SCHEDULERS = {"ddpm": ("DDPMScheduler", {}), "ddim": ("DDIMScheduler", {}),
+                        "euler": ("EulerDiscreteScheduler", {}),
+                        "heun": ("HeunDiscreteScheduler", {}),
+                        "dpmpp_2m": ("DPMSolverMultistepScheduler",
+                                     {"algorithm_type": "dpmsolver++", "solver_order": 2})}
 
 
 @dataclasses.dataclass(frozen=True)
 class LoopCase:
-    sampler: str  # a name of gdm_engine.diffusion.SAMPLERS with a diffusers counterpart
+    sampler: str  # a name of gdm_engine.diffusion.SAMPLERS (and of DIFFUSERS_SCHEDULERS)
     shape: tuple
     steps: int
     guidance_scale: float = None  # classifier-free guidance: the model returns two outputs
@@ -280,28 +283,28 @@ def diffusion_loop_cases(device, quick=False):
             LoopCase("dpmpp_2m", shape, 20)]
 
 
-def _stand_in_model(guidance_scale):
+def stand_in_model(guidance_scale):
     """ε̂ = 0.1·x (and 0.05·x unconditionally): one elementwise pass, the same for both loops."""
     if guidance_scale is None:
         return lambda x, t: 0.1 * x
     return lambda x, t: (0.1 * x, 0.05 * x)
 
 
-def _diffusers_loop(case, device):
-    """diffusers' loop, as its pipelines write it, or None where diffusers is not installed."""
+def diffusers_loop(case, device, model):
+    """diffusers' loop around `model`, as its pipelines write it, or None where diffusers is not
+    installed."""
     try:
         import diffusers
     except ImportError:
         return None
-    name, options = _DIFFUSERS_SCHEDULERS[case.sampler]
+    name, options = DIFFUSERS_SCHEDULERS[case.sampler]
     scheduler = getattr(diffusers, name)(num_train_timesteps=1000, **options)
-    model = _stand_in_model(case.guidance_scale)
 
     def loop():
         scheduler.set_timesteps(case.steps, device=device)
-        x = torch.randn(case.shape, device=device)
+        x = torch.randn(case.shape, device=device) * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
-            output = model(x, t)
+            output = model(scheduler.scale_model_input(x, t), t)
             if case.guidance_scale is not None:
                 output = output[1] + case.guidance_scale * (output[0] - output[1])
             x = scheduler.step(output, t, x).prev_sample
@@ -310,11 +313,12 @@ def _diffusers_loop(case, device):
     return loop
 
 
-def _engine_loop(case, device):
+def engine_loop(case, device, model):
+    """Our loop around `model` on diffusers' default schedule, kept on the CPU (DDPM, which runs
+    every step of its schedule, on one of `case.steps` steps)."""
     from gdm_engine import diffusion
 
-    alpha_bars = diffusion.linear_alpha_bars(1000)  # diffusers' default schedule, on the CPU
-    model = _stand_in_model(case.guidance_scale)
+    alpha_bars = diffusion.linear_alpha_bars(case.steps if case.sampler == "ddpm" else 1000)
     return lambda: diffusion.sample(model, case.shape, alpha_bars, case.sampler, case.steps,
                                     device=device, guidance_scale=case.guidance_scale,
                                     generator=torch.Generator().manual_seed(0))
@@ -326,8 +330,8 @@ def bench_diffusion_loops(cases, device, progress=None):
     rows = []
     for case in cases:
         timed = {}
-        for provider, make in (("diffusers", _diffusers_loop), ("gdm_engine", _engine_loop)):
-            loop = make(case, device)
+        for provider, make in (("diffusers", diffusers_loop), ("gdm_engine", engine_loop)):
+            loop = make(case, device, stand_in_model(case.guidance_scale))
             if loop is None:
                 continue
             loop()

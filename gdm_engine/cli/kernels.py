@@ -70,12 +70,28 @@ def cmd_validate(args):
 
 def cmd_bench(args):
     import torch
+
+    device = current_device()
+    report = {"date": datetime.date.today().isoformat(), "device": device_name(device),
+              "torch": torch.__version__, "triton": version("triton")}
+    if not args.host:
+        report.update(_kernel_timings(args, device))
+    report["host"] = _host_timings(args)
+    if args.json:
+        write_json(args.json, report)
+    if args.markdown:
+        _write_bench_markdown(args.markdown, report)
+    return 0
+
+
+def _kernel_timings(args, device):
+    """The providers' timings of every op and, without --op, of the samplers and flows."""
+    import torch
     from tqdm import tqdm
 
     from gdm_engine import benchmark
     from gdm_engine._table import format_table
 
-    device = current_device()
     on_gpu = device.type == "cuda"
     if on_gpu:
         size = "medium" if args.quick else "bench"
@@ -110,30 +126,58 @@ def cmd_bench(args):
             loops = benchmark.bench_diffusion_loops(
                 benchmark.diffusion_loop_cases(device, args.quick), device, progress=bar)
         print(format_table(loops, benchmark.DIFFUSION_LOOP_COLUMNS))
-    report = {"date": datetime.date.today().isoformat(), "device": device_name(device),
-              "torch": torch.__version__, "triton": version("triton"), "size": size,
-              "copy_bandwidth_gbs": benchmark.copy_bandwidth_gbs(str(device)), "rows": rows,
-              "sampling": sampling, "flow_memory": flow_memory, "diffusion_loops": loops}
-    if args.json:
-        write_json(args.json, report)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(f"# gdm-engine bench, {report['device']}, {report['date']}\n\n"
-                    f"torch {report['torch']}, triton {report['triton']}, measured copy bandwidth "
-                    f"{report['copy_bandwidth_gbs']:.0f} GB/s\n\n"
-                    f"{format_table(rows, benchmark.COLUMNS, markdown=True)}\n")
-            if sampling:
-                f.write(f"\n## Sampling\n\n"
-                        f"{format_table(sampling, benchmark.SAMPLING_COLUMNS, markdown=True)}\n")
-            if flow_memory:
-                f.write(f"\n## Flow training memory\n\n"
-                        f"{format_table(flow_memory, benchmark.FLOW_MEMORY_COLUMNS, markdown=True)}"
-                        f"\n")
-            if loops:
-                f.write(f"\n## Diffusion sampler loops\n\n"
-                        f"{format_table(loops, benchmark.DIFFUSION_LOOP_COLUMNS, markdown=True)}"
-                        f"\n")
-    return 0
+    return {"size": size, "copy_bandwidth_gbs": benchmark.copy_bandwidth_gbs(str(device)),
+            "rows": rows, "sampling": sampling, "flow_memory": flow_memory,
+            "diffusion_loops": loops}
+
+
+def _host_timings(args):
+    """The host table: every op's call and, without --op, one step of every sampler loop."""
+    from tqdm import tqdm
+
+    from gdm_engine import host_time
+    from gdm_engine._table import format_table
+
+    repeats = 50 if args.quick else 400
+    print(f"\nhost time (µs, medians of {repeats}): a call on tiny CPU tensors with its kernels "
+          f"recorded, not run, against a bare torch.library.custom_op call on the same tensors "
+          f"(target <= {host_time.OP_TARGET:g}x) and diffusers' step where installed")
+    with tqdm(desc="host", unit="case", disable=None, file=sys.stderr) as bar:
+        ops = host_time.host_ops(chosen_specs(args.op), cases_per_op=2 if args.quick else None,
+                                 repeats=repeats, progress=bar)
+    print(format_table(ops, host_time.OP_COLUMNS))
+    steps = []
+    if args.op is None:
+        print("\nhost time of one sampler step (µs, medians): our loop (kernels recorded, not run) "
+              "against the same loop with diffusers' scheduler (target: no slower), a stand-in "
+              "model")
+        with tqdm(desc="host steps", unit="loop", disable=None, file=sys.stderr) as bar:
+            steps = host_time.host_sampler_steps(intervals=repeats, progress=bar)
+        print(format_table(steps, host_time.STEP_COLUMNS))
+    return {"ops": ops, "sampler_steps": steps}
+
+
+def _write_bench_markdown(path, report):
+    from gdm_engine import benchmark, host_time
+    from gdm_engine._table import format_table
+
+    sections = [("Sampling", report.get("sampling"), benchmark.SAMPLING_COLUMNS),
+                ("Flow training memory", report.get("flow_memory"),
+                 benchmark.FLOW_MEMORY_COLUMNS),
+                ("Diffusion sampler loops", report.get("diffusion_loops"),
+                 benchmark.DIFFUSION_LOOP_COLUMNS),
+                ("Host time per op call (µs)", report["host"]["ops"], host_time.OP_COLUMNS),
+                ("Host time per sampler step (µs)", report["host"]["sampler_steps"],
+                 host_time.STEP_COLUMNS)]
+    with open(path, "w") as f:
+        f.write(f"# gdm-engine bench, {report['device']}, {report['date']}\n\n"
+                f"torch {report['torch']}, triton {report['triton']}\n")
+        if "rows" in report:
+            f.write(f"measured copy bandwidth {report['copy_bandwidth_gbs']:.0f} GB/s\n\n"
+                    f"{format_table(report['rows'], benchmark.COLUMNS, markdown=True)}\n")
+        for title, rows, columns in sections:
+            if rows:
+                f.write(f"\n## {title}\n\n{format_table(rows, columns, markdown=True)}\n")
 
 
 def cmd_compile(args):
@@ -195,6 +239,9 @@ def add_commands(sub):
             p.add_argument("--no-grad", action="store_true", help="forward outputs only")
         else:
             p.add_argument("--markdown", metavar="PATH", help="also write a markdown table")
+            p.add_argument("--host", action="store_true",
+                           help="only the host table: the CPU time of each op call and sampler "
+                                "step, kernels not run")
     p = sub.add_parser("compile", help="build every kernel for GPUs (no GPU needed): registers, "
                                        "spills, shared memory, tensor cores")
     p.add_argument("--op", help="only this catalog op")

@@ -1,4 +1,5 @@
-"""What every launcher shares: output allocation, the device's size, and the launch itself.
+"""What every launcher shares: output allocation, the device's size, the launch itself and the
+autotuner.
 
 Tests switch on `poisoned_outputs()` so that every buffer a kernel must write starts as NaN: an
 element the kernel forgets to write then fails the comparison instead of passing by luck.
@@ -53,9 +54,17 @@ class Launch:
 
 
 def launch(kernel, grid, *args, **kwargs):
-    """Run `kernel[grid](*args, **kwargs)`, or only note it while launches are recorded."""
+    """Run `kernel[grid](*args, **kwargs)` on the device of its first tensor argument, or only
+    note it while launches are recorded."""
     if _recorded is not None:
         _recorded.append(Launch(kernel, grid, args, kwargs))
+        return
+    # Triton launches on the current CUDA device, whatever the tensors' device: switch to theirs
+    # where it differs (cuda:1 tensors while cuda:0 is current), and only then.
+    device = next(a.device for a in args if isinstance(a, torch.Tensor))
+    if device.type == "cuda" and device.index != torch.cuda.current_device():
+        with torch.cuda.device(device.index):
+            kernel[grid](*args, **kwargs)
         return
     kernel[grid](*args, **kwargs)
 
@@ -97,7 +106,12 @@ def autotune(configs, key, interpreter, fits=None):
     config, which keeps the tests quick. `fits(config, args)` (args: the launch's arguments by
     name) drops the configurations a launch cannot use without spilling registers or overflowing
     shared memory; `gdm-engine compile` asks the tuner the same question, so it builds exactly
-    the configurations that can run."""
+    the configurations that can run.
+
+    Tuned choices are kept on disk (`cache_results`, in Triton's cache directory, $TRITON_CACHE_DIR
+    or ~/.triton/cache), keyed by Triton's version, the GPU architecture, the kernel's source, its
+    configurations and the tuning key: a new process reuses them instead of spending 30-60 s
+    re-tuning a PixelCNN's or a WaveNet's convolutions on its first step."""
     prune = None
     if fits is not None and not INTERPRETED:
         def prune(candidates, named_args, **kwargs):
@@ -106,4 +120,4 @@ def autotune(configs, key, interpreter, fits=None):
 
         prune = {"early_config_prune": prune}
     return triton.autotune(configs=[interpreter] if INTERPRETED else configs, key=key,
-                           prune_configs_by=prune)
+                           prune_configs_by=prune, cache_results=True)

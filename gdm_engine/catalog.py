@@ -57,11 +57,18 @@ class OpSpec:
     differentiable: bool = True
     # inputs of a differentiable op that take no gradient (schedule values): not checked
     constant_inputs: tuple = ()
-    # device ops a steady-state call may dispatch besides its own kernels, forward and backward
-    # (tests/test_device_ops.py holds every op to it), and why where it is not 0
+    # device ops a steady-state call may dispatch besides its own kernels, forward and backward:
+    # a count, or a function of the case (tests/test_device_ops.py holds every op to it); and
+    # why, where it is not 0
     device_op_budget: dict = dataclasses.field(
         default_factory=lambda: {"forward": 0, "backward": 0})
     budget_reason: str = ""
+
+    def budget(self, direction, case):
+        """The device ops a call of `case` may dispatch besides its kernels ("forward" or
+        "backward")."""
+        budget = self.device_op_budget[direction]
+        return budget(case) if callable(budget) else budget
 
     def kernel(self, *args, **kwargs):
         """The op with its Triton kernel, whatever the global backend."""
@@ -867,6 +874,14 @@ def _library_inputs(prepare):
     return lambda case: prepare(*case.args, **case.kwargs)
 
 
+# Dynamic thresholding needs each example's quantile of |x0| before the step: the kernel writes
+# x0, torch takes |x0|, two kthvalue passes and the interpolation between them (7 ops), then the
+# step kernel runs. Every other case is its one kernel.
+_THRESHOLD_BUDGET = {"forward": lambda case: 7 if "threshold" in case.kwargs else 0,
+                     "backward": 0}
+_THRESHOLD_REASON = ("dynamic thresholding: the per-example quantile of |x0| in torch (abs, two "
+                     "kthvalue, interpolation: 7 ops) between the x0 kernel and the step kernel")
+
 DDPM_STEP = OpSpec(
     name="ddpm_step",
     family="diffusion",
@@ -878,6 +893,8 @@ DDPM_STEP = OpSpec(
     flops=_denoising_flops,
     library_inputs=_library_inputs(ops.diffusion.ddpm_library_inputs),
     differentiable=False,
+    device_op_budget=_THRESHOLD_BUDGET,
+    budget_reason=_THRESHOLD_REASON,
     peers={"diffusers": _diffusers_step("DDPMScheduler")},
 )
 
@@ -892,6 +909,8 @@ DDIM_STEP = OpSpec(
     flops=_denoising_flops,
     library_inputs=_library_inputs(ops.diffusion.ddim_library_inputs),
     differentiable=False,
+    device_op_budget=_THRESHOLD_BUDGET,
+    budget_reason=_THRESHOLD_REASON,
     peers={"diffusers": _diffusers_step("DDIMScheduler", steps=50)},
 )
 

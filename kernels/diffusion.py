@@ -1,27 +1,32 @@
-"""The samplers' steps and the training loss of diffusion models, fused.
+"""The samplers' steps and the training loss of diffusion models, fused: each call is one kernel.
 
-Every step (DDPM, DDIM, Euler, Heun, DPM-Solver++(2M), Langevin, and q_sample) is affine in
-the current sample x, the model's output m, a second output m2 (Heun's model output at the Euler
-point, DPM-Solver++'s previous denoised estimate) and the noise z, with per-example
-coefficients that the op computes from the schedule (a table of N rows):
+Every step (DDPM, DDIM, Euler, Heun, DPM-Solver++(2M), Langevin, q_sample and its gradient) is
+affine in the current sample x, the model's output m, a second output m2 (Heun's model output at
+the Euler point, DPM-Solver++'s previous denoised estimate) and the noise z, with per-example
+coefficients that the kernel forms itself, in float64, from the schedule values of its row:
 
     guidance (optional):  M = u + g·(m − u), M2 = u2 + g·(m2 − u2)   (classifier-free guidance)
     without clamping:     out = cx·x + cm·M + c2·M2 + σ·z
-    with clamping:        x0 = clamp(cx·x + cm·M, −s, s) · inv          (clip, dynamic thresholding)
-                          out = a0·x0 + ax·x + σ·z
-    denoised (optional):  second output dx·x + dm·M                       (DPM-Solver++'s D)
+    with clamping:        x0 = cx·x + cm·M (the model's x0), x̂0 = clamp(x0, −b, b) / s
+                          out = a0·x̂0 + ax·x + au·x0 + σ·z
+    second (optional):    out2 = dx·x + dm·M (DPM-Solver++'s D; q_sample's gradient of ε)
 
-The schedules differ only in the table (gdm_engine/ops/diffusion.py). One pass reads x, m (and
-u, m2, u2, z where present) and writes out: memory-bound, fp32 arithmetic, 2-D tiles of rows x
-columns on a 1-D grid, int64 offsets.
+Up to three schedule values (ᾱ_t and ᾱ_prev, σ and σ_next and σ_prev, a step size) come from one
+SOURCE: SCALAR, float64 kernel arguments (a float schedule: exact, no device tensor at all);
+PER_ROW, (N,) tensors read once per row; or INDEXED, a loop's (steps, 5) float64 table read at the
+step that a device counter names (so a captured CUDA graph replays every step of a loop). Two
+more factors, in_scale and out_scale, let a sampler loop keep its samples in the model's own
+(variance-preserving) scaling: the σ-form step then reads x·in_scale and writes out·out_scale.
 
-z is a given tensor, or drawn in the kernel: element (n, d) takes word d mod 4 of the Philox
-draw tl.randn4x(seed, n·ceil(D/4) + d div 4), so one Philox round serves four elements and the
-numbers depend on the element's index only, not on the tiling.
+z is a given tensor, or drawn in the kernel from a seed that is a kernel argument never
+specialised on, or read from a device tensor (INDEXED loops): element (n, d) of step k takes
+word d mod 4 of the Philox draw tl.randn4x(seed, (k·N + n)·ceil(D/4) + d div 4), so one Philox
+round serves four elements and the numbers depend on the element's index only, not on the tiling.
 
-The loss kernels read the model output m, x0 and ε and reduce (m − target)² per example, with
-target = tx·x0 + tz·ε (ε, x0 or v), into partial sums over column blocks; the backward kernel
-writes dL/dm = c·(m − target) in one more pass.
+The loss kernel reads the model output m, x0 and ε and reduces w_n / D · Σ (m − target)² over
+each of its rows, target = tx·x0 + tz·ε (ε, x0 or v); the backward kernel writes dL/dm (and, when
+asked, dL/dx0 and dL/dε) in one more pass. Memory-bound, fp32 arithmetic per element, 2-D tiles
+of rows x columns on a 1-D grid, int64 offsets.
 """
 
 import torch
@@ -30,16 +35,17 @@ import triton.language as tl
 
 from ._runtime import INTERPRETED, empty, launch
 
-TABLE_COLUMNS = 16
-# columns of the step table (the op stacks its coefficients in this order)
-STEP_COLUMNS = ("cx", "cm", "c2", "a0", "ax", "sigma", "s", "inv", "g", "dx", "dm")
-CX, CM, C2, A0, AX = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3), \
-    tl.constexpr(4)
-SIGMA, S, INV, G, DX, DM = (tl.constexpr(i) for i in range(5, 11))
-# columns of the loss table: the target's coefficients, and the backward's per-example factor
-LOSS_COLUMNS = ("tx", "tz", "grad")
-TX, TZ, GRAD = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+# what a step computes (KIND), what the model predicts, where the schedule comes from
+KINDS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m", "langevin", "q_sample", "q_sample_grad")
+DDPM, DDIM, EULER, HEUN, DPMPP, LANGEVIN, Q_SAMPLE, Q_SAMPLE_GRAD = (tl.constexpr(i)
+                                                                     for i in range(8))
+PREDICTIONS = ("eps", "x0", "v")
+EPS, X0, V = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+SCALAR, PER_ROW, INDEXED = 0, 1, 2
 NO_NOISE, GIVEN_NOISE, DRAWN_NOISE = 0, 1, 2
+NO_CLAMP, CLIP, THRESHOLD = 0, 1, 2
+# columns of a loop's INDEXED table: the three schedule values, in_scale and out_scale
+TABLE_COLUMNS = 5
 
 
 def _tile(d):
@@ -49,7 +55,6 @@ def _tile(d):
     128 (more would spill the per-row coefficients of Heun's step on sm_90)."""
     elements = 4096 if INTERPRETED else 1024
     block_d = min(elements, max(4, triton.next_power_of_2(d)))
-    # at most 128 rows (one per thread): each row holds its coefficients in registers
     return min(elements // block_d, 128), block_d
 
 
@@ -67,6 +72,18 @@ def _tile_of(pid, N, D, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
 @triton.jit
 def _load(ptr, rows, cols, s0, s1, mask):
     return tl.load(ptr + rows * s0 + cols * s1, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _value(scalar, ptr, stride, column, rows, row_mask, step, SOURCE: tl.constexpr):
+    """A schedule value as float64: the scalar, the row's entry (of a tensor of any stride, 0
+    for an expanded value), or the loop table's at `step`."""
+    if SOURCE == 0:
+        return scalar
+    elif SOURCE == 1:
+        return tl.load(ptr + rows * stride, mask=row_mask, other=0.5).to(tl.float64)
+    else:
+        return tl.load(ptr + step * 5 + column).to(tl.float64)
 
 
 @triton.jit
@@ -89,134 +106,338 @@ def _normal_noise(seed, rows, col_start, QUADS, BLOCK_N: tl.constexpr, BLOCK_D: 
 
 
 @triton.jit
-def _step_kernel(x, m, u, m2, u2, noise, table, out, denoised, seed, N, D, QUADS,
+def _x0_coefficients(a, PREDICTION: tl.constexpr):
+    """(cx, cm) with x0 = cx·x_t + cm·model_output in the VP form x_t = √ᾱ x0 + √(1 − ᾱ) ε."""
+    if PREDICTION == 0:  # eps: x0 = (x_t − √(1 − ᾱ) ε) / √ᾱ   (Ho et al., 2020, eq. 4)
+        return 1.0 / tl.sqrt(a), -tl.sqrt(1.0 - a) / tl.sqrt(a)
+    elif PREDICTION == 1:
+        return a * 0.0, a * 0.0 + 1.0
+    else:  # v: x0 = √ᾱ x_t − √(1 − ᾱ) v   (Salimans & Ho, 2022, sec. 4)
+        return tl.sqrt(a), -tl.sqrt(1.0 - a)
+
+
+@triton.jit
+def _denoised_coefficients(sigma, PREDICTION: tl.constexpr):
+    """(dx, dm) with D(x; σ) = dx·x + dm·model_output in the σ form x = x0 + σ ε."""
+    if PREDICTION == 0:
+        return sigma * 0.0 + 1.0, -sigma
+    elif PREDICTION == 1:
+        return sigma * 0.0, sigma * 0.0 + 1.0
+    else:  # v of the VP-scaled input x / √(1 + σ²)
+        return 1.0 / (1.0 + sigma * sigma), -sigma / tl.sqrt(1.0 + sigma * sigma)
+
+
+@triton.jit
+def _coefficients(v0, v1, v2, eta, noise_level, KIND: tl.constexpr, PREDICTION: tl.constexpr,
+                  FIXED_LARGE: tl.constexpr, CLAMP: tl.constexpr, CLIPPED_EPS: tl.constexpr,
+                  SECOND: tl.constexpr):
+    """(cx, cm, c2, a0, ax, au, sigma, dx, dm) of the step KIND from its schedule values, in
+    float64 (see the module docstring for what each multiplies). `noise_level` is Euler's and
+    Heun's s_noise·√((1 + γ)² − 1) of the churn, `eta` DDIM's."""
+    zero = v0 * 0.0
+    cx, cm, c2, a0, ax, au, sigma, dx, dm = zero, zero, zero, zero, zero, zero, zero, zero, zero
+    if KIND == 0 or KIND == 1:  # DDPM, DDIM: v0 = ᾱ_t, v1 = ᾱ_prev
+        a, a_prev = v0, v1
+        cx, cm = _x0_coefficients(a, PREDICTION)
+        if KIND == 0:  # Ho et al. (2020), eq. 7 and sec. 3.2; β_t = 1 − ᾱ_t/ᾱ_prev
+            beta = (a_prev - a) / a_prev
+            a0 = tl.sqrt(a_prev) * beta / (1.0 - a)
+            ax = tl.sqrt(a / a_prev) * (1.0 - a_prev) / (1.0 - a)
+            var = beta if FIXED_LARGE else (1.0 - a_prev) / (1.0 - a) * beta
+            sigma = tl.where(a_prev == 1.0, 0.0, tl.sqrt(tl.maximum(var, 0.0)))
+        else:  # Song et al. (2021), eq. 12 and 16
+            sigma = eta * tl.sqrt((1.0 - a_prev) / (1.0 - a)) * tl.sqrt(
+                tl.maximum((a_prev - a) / a_prev, 0.0))
+            direction = tl.sqrt(tl.maximum(1.0 - a_prev - sigma * sigma, 0.0))
+            # x_{t−1} = √ᾱ_prev x̂0 + d ε̂ + σ z, ε̂ = (x_t − √ᾱ_t x0) / √(1 − ᾱ_t): the model's ε
+            # (from the unclamped x0) unless CLIPPED_EPS, where ε̂ comes from the clamped x̂0
+            a0 = tl.sqrt(a_prev)
+            ax = direction / tl.sqrt(1.0 - a)
+            if CLAMP == 0 or CLIPPED_EPS:
+                a0 = a0 - direction * tl.sqrt(a) / tl.sqrt(1.0 - a)
+            else:
+                au = -direction * tl.sqrt(a) / tl.sqrt(1.0 - a)
+        if CLAMP == 0:  # fold x0 into the step: one linear combination
+            cx, cm = a0 * cx + ax, a0 * cm
+    elif KIND == 2 or KIND == 3 or KIND == 4:  # the σ form: v0 = σ, v1 = σ_next, v2 = σ_prev
+        s, s_next = v0, v1
+        dx, dm = _denoised_coefficients(s, PREDICTION)
+        ratio = s_next / s
+        if KIND == 2:  # Euler: x' = x + (σ_next − σ)(x − D)/σ (Karras et al., 2022, Alg. 1)
+            cx, cm = ratio + (1.0 - ratio) * dx, (1.0 - ratio) * dm
+            sigma = noise_level * s_next
+        elif KIND == 3:  # Heun: x' = x + h/2 (d + d'), d' at the Euler point x_e (Alg. 2)
+            h = s_next - s
+            dx_next, dm_next = _denoised_coefficients(s_next, PREDICTION)
+            ex, em = 1.0 + h * (1.0 - dx) / s, -h * dm / s  # x_e = ex·x + em·M
+            slope = (1.0 - dx_next) / s_next  # d' per unit of x_e
+            cx = 1.0 + h / 2 * ((1.0 - dx) / s + slope * ex)
+            cm = h / 2 * (-dm / s + slope * em)
+            c2 = -h / 2 * dm_next / s_next
+            sigma = noise_level * s_next
+        else:  # DPM-Solver++(2M), Lu et al. (2022), Alg. 2: D̄ = (1 + k) D − k D_prev
+            k = zero
+            if SECOND:  # k = 1/2r = h / (2 h_prev); 0 (first order) where σ_next = 0
+                k = tl.where(s_next > 0.0, tl.log(s / s_next) / (2.0 * tl.log(v2 / s)), 0.0)
+            combined = (1.0 - ratio) * (1.0 + k)
+            cx, cm, c2 = ratio + combined * dx, combined * dm, -(1.0 - ratio) * k
+    elif KIND == 5:  # Langevin: x + h/2 score + √h z (Song & Ermon, 2019, eq. 4)
+        cx, cm, sigma = zero + 1.0, v0 / 2, tl.sqrt(v0)
+    elif KIND == 6:  # q_sample: √ᾱ x0 + √(1 − ᾱ) ε
+        cx, cm = tl.sqrt(v0), tl.sqrt(1.0 - v0)
+    else:  # q_sample's gradient: out = √ᾱ g (for x0), out2 = √(1 − ᾱ) g (for ε)
+        cx, dm = tl.sqrt(v0), tl.sqrt(1.0 - v0)
+    return cx, cm, c2, a0, ax, au, sigma, dx, dm
+
+
+@triton.jit(do_not_specialize=["seed", "step"])
+def _step_kernel(x, m, u, m2, u2, noise, out, out2, threshold_scale, p0, p1, p2, state,
+                 v0: tl.float64, v1: tl.float64, v2: tl.float64, in_scale: tl.float64,
+                 out_scale: tl.float64, eta: tl.float64, noise_level: tl.float64,
+                 g, clip, seed: tl.int64, step: tl.int64, N, D, QUADS, p0s, p1s, p2s,
                  x0s, x1s, m0s, m1s, u0s, u1s, n0s, n1s, v0s, v1s, z0s, z1s,
-                 NOISE: tl.constexpr, CLAMP: tl.constexpr, GUIDED: tl.constexpr,
-                 SECOND: tl.constexpr, GUIDED2: tl.constexpr, DENOISED: tl.constexpr,
-                 COLUMNS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                 KIND: tl.constexpr, PREDICTION: tl.constexpr, FIXED_LARGE: tl.constexpr,
+                 SOURCE: tl.constexpr, NOISE: tl.constexpr, CLAMP: tl.constexpr,
+                 CLIPPED_EPS: tl.constexpr, OUTPUT_X0: tl.constexpr, GUIDED: tl.constexpr,
+                 SECOND: tl.constexpr, GUIDED2: tl.constexpr, OUT2: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     rows, start, cols, row_mask, mask = _tile_of(pid, N, D, BLOCK_N, BLOCK_D)
-    coef = table + rows * COLUMNS
-    cx = tl.load(coef + CX, mask=row_mask, other=0.0)
-    cm = tl.load(coef + CM, mask=row_mask, other=0.0)
-    g = tl.load(coef + G, mask=row_mask, other=1.0)
+    if SOURCE == 2:  # a loop's step and seed live on the device (CUDA-graph replay)
+        seed = tl.load(state)
+        step = tl.load(state + 1)
+        in_scale = tl.load(p0 + step * 5 + 3).to(tl.float64)
+        out_scale = tl.load(p0 + step * 5 + 4).to(tl.float64)
+    s0 = _value(v0, p0, p0s, 0, rows, row_mask, step, SOURCE)
+    s1 = _value(v1, p1, p1s, 1, rows, row_mask, step, SOURCE)
+    s2 = _value(v2, p2, p2s, 2, rows, row_mask, step, SOURCE)
+    cx, cm, c2, a0, ax, au, sigma, dx, dm = _coefficients(
+        s0, s1, s2, eta, noise_level, KIND, PREDICTION, FIXED_LARGE, CLAMP, CLIPPED_EPS, SECOND)
+    # a loop in the model's scaling: x_σ = x·in_scale, and the result is written ·out_scale
+    cx, dx = cx * in_scale * out_scale, dx * in_scale
+    cm, c2, sigma = cm * out_scale, c2 * out_scale, sigma * out_scale
     xv = _load(x, rows, cols, x0s, x1s, mask)
     mv = _guided_load(m, u, rows, cols, m0s, m1s, u0s, u1s, mask, g, GUIDED)
-    if CLAMP:
-        a0 = tl.load(coef + A0, mask=row_mask, other=0.0)
-        ax = tl.load(coef + AX, mask=row_mask, other=0.0)
-        s = tl.load(coef + S, mask=row_mask, other=1.0)
-        inv = tl.load(coef + INV, mask=row_mask, other=1.0)
-        x0 = tl.minimum(tl.maximum(cx * xv + cm * mv, -s), s) * inv
-        y = a0 * x0 + ax * xv
+    if CLAMP != 0 or OUTPUT_X0:
+        x0 = cx.to(tl.float32) * xv + cm.to(tl.float32) * mv
+        bound = clip + 0.0 * x0
+        scale = 1.0
+        if CLAMP == 2:  # dynamic thresholding: s per example (Saharia et al., 2022)
+            s = tl.load(threshold_scale + rows, mask=row_mask, other=1.0).to(tl.float32)
+            bound, scale = tl.minimum(bound, s), s
+        # clamp to [−bound, bound], NaN staying NaN as in torch.clamp
+        clamped = tl.where(x0 == x0, tl.minimum(tl.maximum(x0, -bound), bound), x0) / scale
+        if OUTPUT_X0 and CLAMP == 1:
+            y = clamped
+        elif OUTPUT_X0:
+            y = x0
+        else:
+            y = a0.to(tl.float32) * clamped + ax.to(tl.float32) * xv + au.to(tl.float32) * x0
     else:
-        y = cx * xv + cm * mv
+        y = cx.to(tl.float32) * xv + cm.to(tl.float32) * mv
     if SECOND:
-        c2 = tl.load(coef + C2, mask=row_mask, other=0.0)
         m2v = _guided_load(m2, u2, rows, cols, n0s, n1s, v0s, v1s, mask, g, GUIDED2)
-        y += c2 * m2v
+        y += c2.to(tl.float32) * m2v
     if NOISE != 0:
-        sigma = tl.load(coef + SIGMA, mask=row_mask, other=0.0)
         if NOISE == 1:
             z = _load(noise, rows, cols, z0s, z1s, mask)
         else:
-            z = _normal_noise(seed, rows, start, QUADS, BLOCK_N, BLOCK_D)
-        y += sigma * z
+            z = _normal_noise(seed, step * N + rows, start, QUADS, BLOCK_N, BLOCK_D)
+        y += sigma.to(tl.float32) * z
     tl.store(out + rows * D + cols, y.to(out.dtype.element_ty), mask=mask)
-    if DENOISED:
-        dx = tl.load(coef + DX, mask=row_mask, other=0.0)
-        dm = tl.load(coef + DM, mask=row_mask, other=0.0)
-        tl.store(denoised + rows * D + cols, (dx * xv + dm * mv).to(denoised.dtype.element_ty),
-                 mask=mask)
+    if OUT2:
+        y2 = dx.to(tl.float32) * xv + dm.to(tl.float32) * mv
+        tl.store(out2 + rows * D + cols, y2.to(out2.dtype.element_ty), mask=mask)
 
 
 def _strides(t):
     return t.stride() if t is not None else (0, 0)
 
 
-def diffusion_step(x, m, table, seed=0, *, noise=None, draw=False, clamp=False, uncond=None,
-                   second=None, uncond_second=None, store_denoised=False):
-    """out (N, D), contiguous, for 2-D (N, D) inputs (any strides) and the op's (N, 16) float32
-    coefficient table; with `store_denoised`, (out, denoised). z is `noise` when given, drawn
-    from `seed` when `draw`, else absent."""
+def _pointer(value, like):
+    """A tensor schedule value is read by the kernel; a float is a scalar argument."""
+    return value if isinstance(value, torch.Tensor) else like
+
+
+def _stride(value):
+    return value.stride(0) if isinstance(value, torch.Tensor) else 0
+
+
+def _scalar(value):
+    return 0.0 if isinstance(value, torch.Tensor) or value is None else float(value)
+
+
+def diffusion_step(kind, x, m, schedule, *, prediction="eps", fixed_large=False, eta=0.0,
+                   noise_level=0.0, guidance_scale=1.0, clip=None, threshold_scale=None,
+                   clipped_eps=False, output_x0=False, noise=None, seed=None, step=0,
+                   uncond=None, second=None, uncond_second=None, second_output=False,
+                   scales=(1.0, 1.0), table=None, state=None):
+    """The step `kind` (one of KINDS) on 2-D (N, D) inputs of any strides: out (N, D),
+    contiguous, or (out, out2) with `second_output`.
+
+    `schedule`: up to three values, each a float or an (N,) tensor (all floats, or all tensors);
+    or, with `table` ((steps, 5) float64: the values, in_scale, out_scale) and `state` (int64
+    [seed, step] on the device), the step and seed are read on the device. z is `noise` when
+    given, drawn from `seed` (an int) and `step` when `seed` is given, else absent. `clip`
+    and/or `threshold_scale` ((N,) per-example s) clamp x0; `output_x0` writes the model's x0
+    (clipped where `clip`) instead of the step."""
     N, D = x.shape
     out = empty((N, D), x.dtype, x.device)
-    denoised = empty((N, D), x.dtype, x.device) if store_denoised else None
-    if N * D > 0:
-        kind = GIVEN_NOISE if noise is not None else (DRAWN_NOISE if draw else NO_NOISE)
-        block_n, block_d = _tile(D)
-        tensors = (uncond, second, uncond_second, noise)
-        launch(_step_kernel, (triton.cdiv(N, block_n) * triton.cdiv(D, block_d),),
-               x, m, *(t if t is not None else x for t in tensors), table, out,
-               denoised if store_denoised else out, seed, N, D, triton.cdiv(D, 4),
-               *x.stride(), *m.stride(), *(s for t in tensors for s in _strides(t)),
-               NOISE=kind, CLAMP=clamp, GUIDED=uncond is not None, SECOND=second is not None,
-               GUIDED2=uncond_second is not None, DENOISED=store_denoised,
-               COLUMNS=TABLE_COLUMNS, BLOCK_N=block_n, BLOCK_D=block_d)
-    return (out, denoised) if store_denoised else out
+    out2 = empty((N, D), x.dtype, x.device) if second_output else None
+    if N * D == 0:
+        return (out, out2) if second_output else out
+    values = list(schedule) + [None] * (3 - len(schedule))
+    if table is not None:
+        source, pointers = INDEXED, [table] * 3
+    else:
+        source = PER_ROW if any(isinstance(v, torch.Tensor) for v in values) else SCALAR
+        pointers = [_pointer(v, x) for v in values]
+    kind_noise = GIVEN_NOISE if noise is not None else (
+        DRAWN_NOISE if seed is not None or state is not None else NO_NOISE)
+    clamp = THRESHOLD if threshold_scale is not None else (CLIP if clip is not None else NO_CLAMP)
+    block_n, block_d = _tile(D)
+    tensors = (uncond, second, uncond_second, noise)
+    launch(_step_kernel, (triton.cdiv(N, block_n) * triton.cdiv(D, block_d),),
+           x, m, *(t if t is not None else x for t in tensors), out,
+           out2 if second_output else out,
+           threshold_scale if threshold_scale is not None else x, *pointers,
+           state if state is not None else x,
+           *(_scalar(v) for v in values), float(scales[0]), float(scales[1]), float(eta),
+           float(noise_level), float(guidance_scale),
+           float(clip if clip is not None else float("inf")), int(seed or 0), int(step), N, D,
+           triton.cdiv(D, 4), *(_stride(v) for v in values),
+           *x.stride(), *m.stride(), *(s for t in tensors for s in _strides(t)),
+           KIND=KINDS.index(kind), PREDICTION=PREDICTIONS.index(prediction),
+           FIXED_LARGE=fixed_large, SOURCE=source, NOISE=kind_noise, CLAMP=clamp,
+           CLIPPED_EPS=clipped_eps, OUTPUT_X0=output_x0, GUIDED=uncond is not None,
+           SECOND=second is not None, GUIDED2=uncond_second is not None, OUT2=second_output,
+           BLOCK_N=block_n, BLOCK_D=block_d)
+    return (out, out2) if second_output else out
+
+
+# --------------------------------------------------------------------------------------------------
+# the training loss
+# --------------------------------------------------------------------------------------------------
 
 
 @triton.jit
-def _loss_error(m, x0, eps, table, N, D, m0s, m1s, x0s, x1s, e0s, e1s, COLUMNS: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """m − target on program's tile (0 outside), and the tile's rows, first column, columns and
-    masks."""
+def _loss_row(a, gamma, inv_d, PREDICTION: tl.constexpr, MIN_SNR: tl.constexpr):
+    """(tx, tz, w / D): target = tx·x0 + tz·ε, and the example's weight over its elements
+    (min-SNR-γ, Hang et al., 2023, sec. 3.4: min(SNR, γ) on the x0 loss, min(SNR, γ)/SNR on ε,
+    min(SNR, γ)/(SNR + 1) on v, SNR = ᾱ/(1 − ᾱ))."""
+    if PREDICTION == 0:
+        tx, tz = a * 0.0, a * 0.0 + 1.0
+    elif PREDICTION == 1:
+        tx, tz = a * 0.0 + 1.0, a * 0.0
+    else:  # v = √ᾱ ε − √(1 − ᾱ) x0
+        tx, tz = -tl.sqrt(1.0 - a), tl.sqrt(a)
+    weight = a * 0.0 + 1.0
+    if MIN_SNR:
+        snr = a / (1.0 - a)
+        clipped = tl.minimum(snr, gamma)
+        if PREDICTION == 0:
+            weight = clipped / snr
+        elif PREDICTION == 1:
+            weight = clipped
+        else:
+            weight = clipped / (snr + 1.0)
+    return tx, tz, weight * inv_d
+
+
+@triton.jit
+def _loss_error(m, x0, eps, rows, cols, mask, tx, tz, m0s, m1s, x0s, x1s, e0s, e1s):
+    return (_load(m, rows, cols, m0s, m1s, mask) - tx.to(tl.float32)
+            * _load(x0, rows, cols, x0s, x1s, mask)
+            - tz.to(tl.float32) * _load(eps, rows, cols, e0s, e1s, mask))
+
+
+@triton.jit
+def _loss_kernel(m, x0, eps, alpha_bar, loss, a_value: tl.float64, gamma: tl.float64,
+                 inv_d: tl.float64, a_stride, N, D,
+                 m0s, m1s, x0s, x1s, e0s, e1s, PREDICTION: tl.constexpr, MIN_SNR: tl.constexpr,
+                 SOURCE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """loss[n] = w_n / D · Σ_d (m − target)²: a program sums BLOCK_N whole rows (no partials
+    left for another op, and the same order on every run)."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
+    row_mask = rows < N
+    a = _value(a_value, alpha_bar, a_stride, 0, rows, row_mask, 0, SOURCE)
+    tx, tz, scale = _loss_row(a, gamma, inv_d, PREDICTION, MIN_SNR)
+    total = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    for start in range(0, D, BLOCK_D):
+        cols = start + tl.arange(0, BLOCK_D)[None, :].to(tl.int64)
+        error = _loss_error(m, x0, eps, rows, cols, row_mask & (cols < D), tx, tz,
+                            m0s, m1s, x0s, x1s, e0s, e1s)
+        total += error * error  # masked elements are 0 − 0 − 0
+    row_loss = tl.sum(total, axis=1)[:, None].to(tl.float64) * scale
+    tl.store(loss + rows, row_loss.to(loss.dtype.element_ty), mask=row_mask)
+
+
+@triton.jit
+def _loss_backward_kernel(m, x0, eps, alpha_bar, grad, d_m, d_x0, d_eps, a_value: tl.float64,
+                          gamma: tl.float64, inv_d: tl.float64, a_stride, N, D, m0s, m1s, x0s, x1s, e0s, e1s,
+                          PREDICTION: tl.constexpr, MIN_SNR: tl.constexpr, SOURCE: tl.constexpr,
+                          WANT_X0: tl.constexpr, WANT_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_D: tl.constexpr):
+    """dL/dm = 2 g_n w_n / D · (m − target); dL/dx0 = −tx·dL/dm, dL/dε = −tz·dL/dm."""
     pid = tl.program_id(0).to(tl.int64)
     rows, start, cols, row_mask, mask = _tile_of(pid, N, D, BLOCK_N, BLOCK_D)
-    coef = table + rows * COLUMNS
-    tx = tl.load(coef + TX, mask=row_mask, other=0.0)
-    tz = tl.load(coef + TZ, mask=row_mask, other=0.0)
-    error = (_load(m, rows, cols, m0s, m1s, mask) - tx * _load(x0, rows, cols, x0s, x1s, mask)
-             - tz * _load(eps, rows, cols, e0s, e1s, mask))
-    return error, rows, start, cols, row_mask, mask
+    a = _value(a_value, alpha_bar, a_stride, 0, rows, row_mask, 0, SOURCE)
+    tx, tz, scale = _loss_row(a, gamma, inv_d, PREDICTION, MIN_SNR)
+    g = tl.load(grad + rows, mask=row_mask, other=0.0).to(tl.float64)
+    factor = (2.0 * g * scale).to(tl.float32)
+    d = factor * _loss_error(m, x0, eps, rows, cols, mask, tx, tz, m0s, m1s, x0s, x1s, e0s, e1s)
+    tl.store(d_m + rows * D + cols, d.to(d_m.dtype.element_ty), mask=mask)
+    if WANT_X0:
+        tl.store(d_x0 + rows * D + cols, (-tx.to(tl.float32) * d).to(d_x0.dtype.element_ty),
+                 mask=mask)
+    if WANT_EPS:
+        tl.store(d_eps + rows * D + cols, (-tz.to(tl.float32) * d).to(d_eps.dtype.element_ty),
+                 mask=mask)
 
 
-@triton.jit
-def _loss_kernel(m, x0, eps, table, partial, N, D, m0s, m1s, x0s, x1s, e0s, e1s,
-                 COLUMNS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """partial[n, column block] = Σ over the block's columns of (m − target)²."""
-    error, rows, start, cols, row_mask, mask = _loss_error(
-        m, x0, eps, table, N, D, m0s, m1s, x0s, x1s, e0s, e1s, COLUMNS, BLOCK_N, BLOCK_D)
-    total = tl.sum(error * error, axis=1)  # masked elements are 0 − 0 − 0
-    col_blocks = tl.cdiv(D, BLOCK_D)
-    tl.store(partial + tl.reshape(rows, (BLOCK_N,)) * col_blocks + start // BLOCK_D, total,
-             mask=tl.reshape(row_mask, (BLOCK_N,)))
+def _loss_arguments(alpha_bar, like, min_snr_gamma, prediction):
+    """The alpha_bar pointer and scalars (ᾱ, γ, 1/D: an example of no elements loses 0), and
+    the constexprs the loss kernels share."""
+    per_row = isinstance(alpha_bar, torch.Tensor)
+    return ((_pointer(alpha_bar, like), _scalar(alpha_bar),
+             float(min_snr_gamma if min_snr_gamma is not None else 0.0),
+             1.0 / max(like.shape[1], 1), _stride(alpha_bar)),
+            dict(PREDICTION=PREDICTIONS.index(prediction), MIN_SNR=min_snr_gamma is not None,
+                 SOURCE=PER_ROW if per_row else SCALAR))
 
 
-@triton.jit
-def _loss_backward_kernel(m, x0, eps, table, grad, N, D, m0s, m1s, x0s, x1s, e0s, e1s,
-                          COLUMNS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """grad[n, d] = c_n · (m − target)[n, d]."""
-    error, rows, start, cols, row_mask, mask = _loss_error(
-        m, x0, eps, table, N, D, m0s, m1s, x0s, x1s, e0s, e1s, COLUMNS, BLOCK_N, BLOCK_D)
-    c = tl.load(table + rows * COLUMNS + GRAD, mask=row_mask, other=0.0)
-    tl.store(grad + rows * D + cols, (c * error).to(grad.dtype.element_ty), mask=mask)
-
-
-def _loss_launch(kernel, m, x0, eps, table, result, block_n, block_d):
+def diffusion_loss(m, x0, eps, alpha_bar, loss_dtype, *, prediction="eps", min_snr_gamma=None):
+    """(N,) losses of 2-D (N, D) inputs (any strides); alpha_bar a float or an (N,) tensor."""
     N, D = m.shape
-    launch(kernel, (triton.cdiv(N, block_n) * triton.cdiv(D, block_d),),
-           m, x0, eps, table, result, N, D, *m.stride(), *x0.stride(), *eps.stride(),
-           COLUMNS=TABLE_COLUMNS, BLOCK_N=block_n, BLOCK_D=block_d)
+    loss = empty((N,), loss_dtype, m.device)
+    if N == 0:
+        return loss
+    block_d = min(1024, max(16, triton.next_power_of_2(D)))
+    block_n = max(1, min(4096 if INTERPRETED else 1024, 16 * block_d) // block_d)
+    pointer_and_scalars, flags = _loss_arguments(alpha_bar, m, min_snr_gamma, prediction)
+    launch(_loss_kernel, (triton.cdiv(N, block_n),), m, x0, eps, pointer_and_scalars[0], loss,
+           *pointer_and_scalars[1:], N, D, *m.stride(), *x0.stride(), *eps.stride(),
+           **flags, BLOCK_N=block_n, BLOCK_D=block_d)
+    return loss
 
 
-def loss_partial_sums(m, x0, eps, table):
-    """(N, column blocks) float32 partial sums of (m − target)² for 2-D (N, D) inputs."""
+def diffusion_loss_backward(grad, m, x0, eps, alpha_bar, *, prediction="eps", min_snr_gamma=None,
+                            want_x0=False, want_eps=False):
+    """(dL/dm, dL/dx0 or None, dL/dε or None), each (N, D) contiguous, for the (N,) grad."""
     N, D = m.shape
-    block_n, block_d = _tile(D)
-    partial = empty((N, triton.cdiv(D, block_d)), torch.float32, m.device)
+    d_m = empty((N, D), m.dtype, m.device)
+    d_x0 = empty((N, D), x0.dtype, m.device) if want_x0 else None
+    d_eps = empty((N, D), eps.dtype, m.device) if want_eps else None
     if N * D > 0:
-        _loss_launch(_loss_kernel, m, x0, eps, table, partial, block_n, block_d)
-    return partial
+        block_n, block_d = _tile(D)
+        pointer_and_scalars, flags = _loss_arguments(alpha_bar, m, min_snr_gamma, prediction)
+        launch(_loss_backward_kernel, (triton.cdiv(N, block_n) * triton.cdiv(D, block_d),),
+               m, x0, eps, pointer_and_scalars[0], grad, d_m,
+               d_x0 if want_x0 else d_m, d_eps if want_eps else d_m, *pointer_and_scalars[1:],
+               N, D, *m.stride(), *x0.stride(), *eps.stride(), **flags, WANT_X0=want_x0,
+               WANT_EPS=want_eps, BLOCK_N=block_n, BLOCK_D=block_d)
+    return d_m, d_x0, d_eps
 
 
-def loss_backward(m, x0, eps, table):
-    """dL/dm (N, D), contiguous, with the per-example factor in the table's GRAD column."""
-    N, D = m.shape
-    grad = empty((N, D), m.dtype, m.device)
-    if N * D > 0:
-        _loss_launch(_loss_backward_kernel, m, x0, eps, table, grad, *_tile(D))
-    return grad
-
-
-__all__ = ["diffusion_step", "loss_backward", "loss_partial_sums"]
+__all__ = ["KINDS", "TABLE_COLUMNS", "diffusion_loss", "diffusion_loss_backward",
+           "diffusion_step"]

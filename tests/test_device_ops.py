@@ -36,7 +36,7 @@ def test_a_call_dispatches_only_its_kernels(spec):
             if counted is None:
                 continue
             assert counted.launches, f"{case.label} {direction}: no kernel launched"
-            budget = spec.device_op_budget[direction]
+            budget = spec.budget(direction, case)
             assert counted.count <= budget, (
                 f"{case.label} {direction}: {counted.count} device ops besides the kernels "
                 f"(budget {budget}): {dict(counted.ops)}")

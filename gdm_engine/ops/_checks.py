@@ -1,6 +1,7 @@
 """Input checks shared by every op (each error names the argument, what was expected and what
 came), and the seed of the noise that kernels draw themselves."""
 
+import numpy
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -81,9 +82,29 @@ def check_noise_source(noise, generator):
 
 
 def noise_seed(noise, generator):
-    """The seed a kernel draws its noise from: taken from `generator` (torch's global one when
-    None) on the generator's device; 0, unused, when the noise is given."""
+    """The seed a kernel draws its noise from, a Python int, taken from `generator` (torch's
+    default CPU generator when None) without reading the device: a CPU generator draws it on the
+    host; a CUDA generator's Philox state (seed, offset) is host state too, so the seed mixes
+    the two and the offset advances, as torch's own draws advance it. 0, unused, when the noise
+    is given."""
     if noise is not None:
         return 0
-    device = generator.device if generator is not None else "cpu"
-    return int(torch.randint(0, 2**31 - 1, (), generator=generator, device=device))
+    generator = generator if generator is not None else torch.default_generator
+    if generator.device.type != "cpu":
+        offset = generator.get_offset()
+        generator.set_offset(offset + 4)
+        return (generator.initial_seed() * 0x9E3779B1 + offset // 4) % (2**31 - 1)
+    return int(torch.randint(0, 2**31 - 1, (), generator=generator))
+
+
+def host_values(t):
+    """A tensor's values as a float64 numpy array where reading them costs nothing (a CPU
+    tensor, read straight from host memory, no op dispatched), else None: values of device
+    tensors are checked once per loop or module, never per call on the hot path."""
+    if t.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    t = t.detach()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: widen its bits to float32's
+        bits = t.view(torch.int16).numpy().astype(numpy.int32) << 16
+        return bits.view(numpy.float32).astype(numpy.float64)
+    return t.numpy().astype(numpy.float64)

@@ -1,21 +1,26 @@
-"""diffusion: the fused denoising and Langevin steps of the samplers (DDPM, DDIM, Langevin).
+"""diffusion: the fused steps of the samplers (DDPM, DDIM, Euler, Heun, DPM-Solver++(2M),
+Langevin) and the training side (q_sample, the loss).
 
-Forward-only ops (samplers do not train through them): each is a `torch.library.custom_op` with
-a fake implementation and no autograd. The public functions validate their inputs, turn the
-schedule values into per-example coefficients (a few (N,) vectors, on the device, never read back
-to the host) and run one elementwise Triton kernel, or the PyTorch reference
-(gdm_engine.backend).
+Each op is a `torch.library.custom_op` with a fake implementation (the steps have no autograd;
+q_sample and the loss do). The public functions validate their inputs on the host and call the
+registered op, which launches exactly one Triton kernel (kernels/diffusion.py) or runs the
+PyTorch reference (gdm_engine.backend). No device op besides the kernel and no read-back: the
+kernel forms every coefficient from the schedule values itself — floats as float64 kernel
+arguments, per-example tensors read once per row. Dynamic thresholding is the exception: its
+per-example quantile is computed in torch (two kthvalue passes), a budget the catalog declares.
 """
 
 import math
 from typing import Optional
 
+import numpy
 import torch
 
 from gdm_engine import backend
 from gdm_engine.reference import diffusion as ref
 
-from ._checks import check_choice, check_noise_source, check_shape_of, check_tensor, noise_seed
+from ._checks import (check_choice, check_noise_source, check_shape_of, check_tensor,
+                      host_values, noise_seed)
 
 PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("fixed_small", "fixed_large")
@@ -33,128 +38,51 @@ def _rows(t):
 
 
 # --------------------------------------------------------------------------------------------------
-# per-example coefficients of the kernel (kernels/diffusion.py): out = cx·x + cm·M + c2·M2 + σ·z,
-# or with clamping x0 = clamp(cx·x + cm·M, −s, s) · inv and out = a0·x0 + ax·x + σ·z; M is the
-# (guided) model output. Computed in float64 from the schedule (N entries: cheap anywhere),
-# stored as an (N, 16) float32 table.
+# Schedule values reach the registered ops as two lists: `schedule`, the (N,) tensors (None for a
+# float), and `values`, the floats. The kernel takes a float as a float64 argument and reads a
+# tensor once per row, forming every coefficient itself (kernels/diffusion.py): no device op
+# besides the kernel, and no float rounded to fp32 before 1 − ᾱ is taken.
 # --------------------------------------------------------------------------------------------------
 
-_DEFAULTS = {"s": 1.0, "inv": 1.0, "g": 1.0}
+
+def schedule_arguments(*values):
+    """(schedule, values) of the registered ops for floats and (N,) tensors."""
+    return ([v if isinstance(v, torch.Tensor) else None for v in values],
+            [0.0 if isinstance(v, torch.Tensor) else float(v) for v in values])
 
 
-def _stacked(x, names, columns, defaults=None):
-    """The (N, 16) float32 table of the kernels: `columns` (floats or (N,) tensors) in the order
-    of `names`; absent ones take their `defaults` value, or 0."""
-    defaults = defaults or {}
-    cols = [_schedule(columns.get(name, defaults.get(name, 0.0)), x) for name in names]
-    cols += [torch.zeros_like(cols[0])] * (_kernels().TABLE_COLUMNS - len(cols))
-    return torch.stack(cols, dim=1).float().contiguous()
+def _merged(schedule, values):
+    """The schedule values back as floats or tensors, in order."""
+    return [t if t is not None else v for t, v in zip(schedule, values)]
 
 
-def _table(x, **columns):
-    """The step kernel's table; absent columns take their neutral value."""
-    return _stacked(x, _kernels().STEP_COLUMNS, columns, _DEFAULTS)
+def _reference_output(out, like):
+    """The reference's result in the kernel's layout and dtype: contiguous, like x (the
+    reference computes in at least fp32 where the schedule is a float or an fp32 tensor)."""
+    return out.to(like.dtype).contiguous()
 
 
-def _x0_coefficients(a, prediction):
-    """(cx, cm) with x0 = cx·x_t + cm·model_output (VP form)."""
-    if prediction == "eps":
-        return 1 / a.sqrt(), -(1 - a).sqrt() / a.sqrt()
-    if prediction == "x0":
-        return torch.zeros_like(a), torch.ones_like(a)
-    return a.sqrt(), -(1 - a).sqrt()
+def _threshold_scale(kind, x, m, values, uncond, threshold, **options):
+    """Dynamic thresholding's per-example s (Saharia et al., 2022), from the model's x0 that the
+    step kernel writes: the quantile is torch's (kthvalue), the op's declared extra device work."""
+    x0 = _kernels().diffusion_step(kind, _rows(x), _rows(m), values, uncond=_rows(uncond),
+                                   output_x0=True, **options)
+    return ref.threshold_scale(x0, threshold)
 
 
-def _denoised_coefficients(sigma, prediction):
-    """(dx, dm) with D(x; σ) = dx·x + dm·model_output (σ form, reference.denoised)."""
-    if prediction == "eps":
-        return torch.ones_like(sigma), -sigma
-    if prediction == "x0":
-        return torch.zeros_like(sigma), torch.ones_like(sigma)
-    return 1 / (1 + sigma**2), -sigma / (1 + sigma**2).sqrt()
-
-
-def _denoising_table(x, m, uncond, guidance_scale, cx, cm, a0, ax, sigma, clip, threshold):
-    """The table of a DDPM or DDIM step, x0 = cx·x + cm·M, out = a0·x0 + ax·x + σ·z, and
-    whether the kernel clamps. The threshold's quantile is computed here, in torch."""
-    clamp = clip is not None or threshold is not None
-    s = torch.full_like(cx, clip if clip is not None else 1.0)
-    inv = torch.ones_like(cx)
-    if threshold is not None:
-        guided = ref.guided(_rows(m).float(), _rows(uncond).float() if uncond is not None else None,
-                            guidance_scale)
-        x0 = cx.float()[:, None] * _rows(x).float() + cm.float()[:, None] * guided
-        if clip is not None:
-            x0 = x0.clamp(-clip, clip)
-        s = ref.threshold_scale(x0, threshold).double()
-        inv = 1 / s
-    if not clamp:  # fold x0 into the step: one linear combination, no cancellation in fp32
-        cx, cm = a0 * cx + ax, a0 * cm
-    return _table(x, cx=cx, cm=cm, a0=a0, ax=ax, sigma=sigma, s=s, inv=inv,
-                  g=guidance_scale), clamp
-
-
-def _denoising_run(x_t, m, noise, uncond, guidance_scale, cx, cm, a0, ax, sigma, clip, threshold,
-                   seed, deterministic):
-    """A DDPM or DDIM step by the kernel, from its coefficients (see _denoising_table)."""
-    table, clamp = _denoising_table(x_t, m, uncond, guidance_scale, cx, cm, a0, ax, sigma, clip,
-                                    threshold)
-    return _run(x_t, m, table, seed, noise=noise, draw=_draws(noise, deterministic), clamp=clamp,
-                uncond=uncond)
-
-
-def _churn_sigma(sigma_next, churn, s_noise):
-    """The noise level that lifts σ_next to σ̂ = σ_next (1 + churn) (Karras et al., Alg. 2)."""
-    return s_noise * sigma_next * math.sqrt((1 + churn) ** 2 - 1)
-
-
-def _euler_coefficients(sigma, sigma_next, prediction):
-    """(cx, cm) of x' = (σ_next/σ) x + (1 − σ_next/σ) D with D = dx·x + dm·M."""
-    dx, dm = _denoised_coefficients(sigma, prediction)
-    ratio = sigma_next / sigma
-    return ratio + (1 - ratio) * dx, (1 - ratio) * dm
-
-
-def _heun_coefficients(sigma, sigma_next, prediction):
-    """(cx, cm, c2) of x' = x + h/2 (d + d'), h = σ_next − σ, d = (x − D)/σ, the Euler point
-    x_e = x + h d = ex·x + em·M and d' = (x_e − D(x_e; σ_next))/σ_next with D(x_e) from M2."""
-    h = sigma_next - sigma
-    dx, dm = _denoised_coefficients(sigma, prediction)
-    dx_next, dm_next = _denoised_coefficients(sigma_next, prediction)
-    ex, em = 1 + h * (1 - dx) / sigma, -h * dm / sigma
-    slope = (1 - dx_next) / sigma_next  # d' per unit of x_e
-    return (1 + h / 2 * ((1 - dx) / sigma + slope * ex), h / 2 * (-dm / sigma + slope * em),
-            -h / 2 * dm_next / sigma_next)
-
-
-def _dpmpp_coefficients(sigma, sigma_next, sigma_prev, prediction):
-    """(cx, cm, c2) of x' = (σ_next/σ) x + (1 − σ_next/σ) ((1 + k) D − k D_prev) with
-    k = 1/2r = h / (2 h_prev) (0 on a first-order step, sigma_prev None, or where σ_next = 0)."""
-    dx, dm = _denoised_coefficients(sigma, prediction)
-    ratio = sigma_next / sigma
-    k = torch.zeros_like(sigma)
-    if sigma_prev is not None:
-        k = torch.where(sigma_next > 0, torch.log(sigma / sigma_next)
-                        / (2 * torch.log(sigma_prev / sigma)), 0.0)
-    combined = (1 - ratio) * (1 + k)
-    return ratio + combined * dx, combined * dm, -(1 - ratio) * k
-
-
-def _schedule(value, x):
-    """An (N,) float64 tensor of a float or per-example schedule value."""
-    if isinstance(value, torch.Tensor):
-        return value.to(torch.float64).expand(x.shape[0])
-    return torch.full((x.shape[0],), float(value), dtype=torch.float64, device=x.device)
-
-
-def _run(x, m, table, seed=0, *, noise=None, draw=False, clamp=False, uncond=None, second=None,
-         uncond_second=None, store_denoised=False):
+def _step(kind, x, m, values, *, noise=None, uncond=None, second=None, uncond_second=None,
+          second_output=False, threshold=None, **options):
     """The step kernel on (N, D) views; outputs shaped like x."""
-    out = _kernels().diffusion_step(_rows(x), _rows(m), table, seed, noise=_rows(noise),
-                                    draw=draw, clamp=clamp, uncond=_rows(uncond),
-                                    second=_rows(second), uncond_second=_rows(uncond_second),
-                                    store_denoised=store_denoised)
-    if store_denoised:
+    scale = None
+    if threshold is not None:
+        scale = _threshold_scale(kind, x, m, values, uncond, threshold,
+                                 prediction=options["prediction"],
+                                 guidance_scale=options["guidance_scale"], clip=options["clip"])
+    out = _kernels().diffusion_step(kind, _rows(x), _rows(m), values, noise=_rows(noise),
+                                    uncond=_rows(uncond), second=_rows(second),
+                                    uncond_second=_rows(uncond_second), threshold_scale=scale,
+                                    second_output=second_output, **options)
+    if second_output:
         return tuple(t.view(x.shape) for t in out)
     return out.view(x.shape)
 
@@ -164,9 +92,15 @@ def _shaped_like_input(x, *args, **kwargs):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-def _draws(noise, sigma_is_zero):
-    """Whether the kernel draws z itself: no noise given and σ not known to be 0."""
-    return noise is None and not sigma_is_zero
+def _churn_level(churn, s_noise):
+    """σ̂ = σ_next (1 + churn) is reached from σ_next by s_noise·√((1 + churn)² − 1)·σ_next of
+    noise (Karras et al., 2022, Alg. 2)."""
+    return s_noise * math.sqrt((1 + churn) ** 2 - 1)
+
+
+def _seed(draw, seed):
+    """The kernel's seed: None draws no noise."""
+    return seed if draw else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,77 +109,67 @@ def _draws(noise, sigma_is_zero):
 
 
 @torch.library.custom_op("gdm_engine::ddpm_step", mutates_args=())
-def ddpm_library_op(x_t: torch.Tensor, model_output: torch.Tensor, alpha_bar_t: torch.Tensor,
-                    alpha_bar_prev: torch.Tensor, noise: Optional[torch.Tensor] = None,
-                    uncond: Optional[torch.Tensor] = None, *, prediction: str = "eps",
+def ddpm_library_op(x_t: torch.Tensor, model_output: torch.Tensor, noise: Optional[torch.Tensor],
+                    uncond: Optional[torch.Tensor], schedule: list[Optional[torch.Tensor]],
+                    values: list[float], *, prediction: str = "eps",
                     variance: str = "fixed_small", clip: Optional[float] = None,
                     threshold: Optional[float] = None, guidance_scale: float = 1.0,
-                    seed: int = 0, deterministic: bool = False) -> torch.Tensor:
-    """The registered ddpm_step; schedule values are (N,) tensors. `deterministic`: σ is known
-    to be 0 (the last step), so no noise is drawn."""
+                    seed: int = 0, draw: bool = True) -> torch.Tensor:
+    """The registered ddpm_step: schedule (ᾱ_t, ᾱ_prev) as `schedule_arguments`; `draw`: the
+    kernel draws z from `seed` (no noise given, σ not known to be 0)."""
+    a, a_prev = _merged(schedule, values)
     if backend.resolve(x_t) != "triton":
-        return ref.ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise, uncond,
-                             prediction=prediction, variance=variance, clip=clip,
-                             threshold=threshold, guidance_scale=guidance_scale,
-                             seed=seed).contiguous()
-    a, a_prev = _schedule(alpha_bar_t, x_t), _schedule(alpha_bar_prev, x_t)
-    cx, cm = _x0_coefficients(a, prediction)
-    alpha = a / a_prev
-    beta = 1 - alpha
-    a0 = a_prev.sqrt() * beta / (1 - a)
-    ax = alpha.sqrt() * (1 - a_prev) / (1 - a)
-    var = (1 - a_prev) / (1 - a) * beta if variance == "fixed_small" else beta
-    sigma = torch.where(a_prev == 1, 0.0, var.clamp(min=0).sqrt())
-    return _denoising_run(x_t, model_output, noise, uncond, guidance_scale, cx, cm, a0, ax,
-                          sigma, clip, threshold, seed, deterministic)
+        return _reference_output(ref.ddpm_step(
+            x_t, model_output, a, a_prev, noise, uncond, prediction=prediction,
+            variance=variance, clip=clip, threshold=threshold, guidance_scale=guidance_scale,
+            seed=seed), x_t)
+    return _step("ddpm", x_t, model_output, (a, a_prev), noise=noise, uncond=uncond,
+                 threshold=threshold, prediction=prediction,
+                 fixed_large=variance == "fixed_large", clip=clip,
+                 guidance_scale=guidance_scale, seed=_seed(draw, seed))
 
 
 ddpm_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::ddim_step", mutates_args=())
-def ddim_library_op(x_t: torch.Tensor, model_output: torch.Tensor, alpha_bar_t: torch.Tensor,
-                    alpha_bar_prev: torch.Tensor, noise: Optional[torch.Tensor] = None,
-                    uncond: Optional[torch.Tensor] = None, *, eta: float = 0.0,
-                    prediction: str = "eps", clip: Optional[float] = None,
-                    threshold: Optional[float] = None, guidance_scale: float = 1.0,
-                    seed: int = 0, deterministic: bool = False) -> torch.Tensor:
-    """The registered ddim_step; schedule values are (N,) tensors."""
+def ddim_library_op(x_t: torch.Tensor, model_output: torch.Tensor, noise: Optional[torch.Tensor],
+                    uncond: Optional[torch.Tensor], schedule: list[Optional[torch.Tensor]],
+                    values: list[float], *, eta: float = 0.0, prediction: str = "eps",
+                    clip: Optional[float] = None, threshold: Optional[float] = None,
+                    use_clipped_model_output: bool = False, guidance_scale: float = 1.0,
+                    seed: int = 0, draw: bool = True) -> torch.Tensor:
+    """The registered ddim_step: schedule (ᾱ_t, ᾱ_prev) as `schedule_arguments`."""
+    a, a_prev = _merged(schedule, values)
     if backend.resolve(x_t) != "triton":
-        return ref.ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise, uncond,
-                             eta=eta, prediction=prediction, clip=clip, threshold=threshold,
-                             guidance_scale=guidance_scale, seed=seed).contiguous()
-    a, a_prev = _schedule(alpha_bar_t, x_t), _schedule(alpha_bar_prev, x_t)
-    cx, cm = _x0_coefficients(a, prediction)
-    sigma = eta * ((1 - a_prev) / (1 - a)).sqrt() * (1 - a / a_prev).clamp(min=0).sqrt()
-    direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt()
-    # x_{t−1} = sqrt(ᾱ_prev) x0 + d ε̂ + σ z with ε̂ = (x_t − sqrt(ᾱ_t) x0) / sqrt(1 − ᾱ_t)
-    a0 = a_prev.sqrt() - direction * a.sqrt() / (1 - a).sqrt()
-    ax = direction / (1 - a).sqrt()
-    return _denoising_run(x_t, model_output, noise, uncond, guidance_scale, cx, cm, a0, ax,
-                          sigma, clip, threshold, seed, deterministic)
+        return _reference_output(ref.ddim_step(
+            x_t, model_output, a, a_prev, noise, uncond, eta=eta, prediction=prediction,
+            clip=clip, threshold=threshold, use_clipped_model_output=use_clipped_model_output,
+            guidance_scale=guidance_scale, seed=seed), x_t)
+    return _step("ddim", x_t, model_output, (a, a_prev), noise=noise, uncond=uncond,
+                 threshold=threshold, prediction=prediction, eta=eta, clip=clip,
+                 clipped_eps=use_clipped_model_output, guidance_scale=guidance_scale,
+                 seed=_seed(draw, seed))
 
 
 ddim_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::euler_step", mutates_args=())
-def euler_library_op(x: torch.Tensor, model_output: torch.Tensor, sigma: torch.Tensor,
-                     sigma_next: torch.Tensor, noise: Optional[torch.Tensor] = None,
-                     uncond: Optional[torch.Tensor] = None, *, prediction: str = "eps",
-                     churn: float = 0.0, s_noise: float = 1.0, guidance_scale: float = 1.0,
+def euler_library_op(x: torch.Tensor, model_output: torch.Tensor, noise: Optional[torch.Tensor],
+                     uncond: Optional[torch.Tensor], schedule: list[Optional[torch.Tensor]],
+                     values: list[float], *, prediction: str = "eps", churn: float = 0.0,
+                     s_noise: float = 1.0, guidance_scale: float = 1.0,
                      seed: int = 0) -> torch.Tensor:
-    """The registered euler_step; sigmas are (N,) tensors."""
+    """The registered euler_step: schedule (σ, σ_next) as `schedule_arguments`."""
+    sigma, sigma_next = _merged(schedule, values)
     if backend.resolve(x) != "triton":
-        return ref.euler_step(x, model_output, sigma, sigma_next, noise, uncond,
-                              prediction=prediction, churn=churn, s_noise=s_noise,
-                              guidance_scale=guidance_scale, seed=seed).contiguous()
-    s, s_next = _schedule(sigma, x), _schedule(sigma_next, x)
-    cx, cm = _euler_coefficients(s, s_next, prediction)
-    table = _table(x, cx=cx, cm=cm, sigma=_churn_sigma(s_next, churn, s_noise),
-                   g=guidance_scale)
-    return _run(x, model_output, table, seed, noise=noise, draw=_draws(noise, churn == 0),
-                uncond=uncond)
+        return _reference_output(ref.euler_step(
+            x, model_output, sigma, sigma_next, noise, uncond, prediction=prediction,
+            churn=churn, s_noise=s_noise, guidance_scale=guidance_scale, seed=seed), x)
+    return _step("euler", x, model_output, (sigma, sigma_next), noise=noise, uncond=uncond,
+                 prediction=prediction, noise_level=_churn_level(churn, s_noise),
+                 guidance_scale=guidance_scale, seed=_seed(churn != 0, seed))
 
 
 euler_library_op.register_fake(_shaped_like_input)
@@ -253,65 +177,63 @@ euler_library_op.register_fake(_shaped_like_input)
 
 @torch.library.custom_op("gdm_engine::heun_step", mutates_args=())
 def heun_library_op(x: torch.Tensor, model_output: torch.Tensor, model_output_next: torch.Tensor,
-                    sigma: torch.Tensor, sigma_next: torch.Tensor,
-                    noise: Optional[torch.Tensor] = None, uncond: Optional[torch.Tensor] = None,
-                    uncond_next: Optional[torch.Tensor] = None, *, prediction: str = "eps",
-                    churn: float = 0.0, s_noise: float = 1.0, guidance_scale: float = 1.0,
+                    noise: Optional[torch.Tensor], uncond: Optional[torch.Tensor],
+                    uncond_next: Optional[torch.Tensor], schedule: list[Optional[torch.Tensor]],
+                    values: list[float], *, prediction: str = "eps", churn: float = 0.0,
+                    s_noise: float = 1.0, guidance_scale: float = 1.0,
                     seed: int = 0) -> torch.Tensor:
-    """The registered heun_step; sigmas are (N,) tensors."""
+    """The registered heun_step: schedule (σ, σ_next) as `schedule_arguments`."""
+    sigma, sigma_next = _merged(schedule, values)
     if backend.resolve(x) != "triton":
-        return ref.heun_step(x, model_output, model_output_next, sigma, sigma_next, noise, uncond,
-                             uncond_next, prediction=prediction, churn=churn, s_noise=s_noise,
-                             guidance_scale=guidance_scale, seed=seed).contiguous()
-    s, s_next = _schedule(sigma, x), _schedule(sigma_next, x)
-    cx, cm, c2 = _heun_coefficients(s, s_next, prediction)
-    table = _table(x, cx=cx, cm=cm, c2=c2, sigma=_churn_sigma(s_next, churn, s_noise),
-                   g=guidance_scale)
-    return _run(x, model_output, table, seed, noise=noise, draw=_draws(noise, churn == 0),
-                uncond=uncond, second=model_output_next, uncond_second=uncond_next)
+        return _reference_output(ref.heun_step(
+            x, model_output, model_output_next, sigma, sigma_next, noise, uncond, uncond_next,
+            prediction=prediction, churn=churn, s_noise=s_noise, guidance_scale=guidance_scale,
+            seed=seed), x)
+    return _step("heun", x, model_output, (sigma, sigma_next), noise=noise, uncond=uncond,
+                 second=model_output_next, uncond_second=uncond_next, prediction=prediction,
+                 noise_level=_churn_level(churn, s_noise), guidance_scale=guidance_scale,
+                 seed=_seed(churn != 0, seed))
 
 
 heun_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::dpmpp_2m_step", mutates_args=())
-def dpmpp_2m_library_op(x: torch.Tensor, model_output: torch.Tensor, sigma: torch.Tensor,
-                        sigma_next: torch.Tensor, previous_denoised: Optional[torch.Tensor] = None,
-                        uncond: Optional[torch.Tensor] = None,
-                        sigma_prev: Optional[torch.Tensor] = None, *, prediction: str = "eps",
+def dpmpp_2m_library_op(x: torch.Tensor, model_output: torch.Tensor,
+                        previous_denoised: Optional[torch.Tensor],
+                        uncond: Optional[torch.Tensor], schedule: list[Optional[torch.Tensor]],
+                        values: list[float], *, prediction: str = "eps",
                         guidance_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The registered dpmpp_2m_step; sigmas are (N,) tensors. Returns (x', denoised)."""
+    """The registered dpmpp_2m_step: schedule (σ, σ_next, σ_prev) as `schedule_arguments`
+    (σ_prev unused without previous_denoised). Returns (x', denoised)."""
+    sigma, sigma_next, sigma_prev = _merged(schedule, values)
     if backend.resolve(x) != "triton":
         out, d = ref.dpmpp_2m_step(x, model_output, sigma, sigma_next, previous_denoised, uncond,
-                                   sigma_prev=sigma_prev, prediction=prediction,
+                                   sigma_prev=sigma_prev if previous_denoised is not None
+                                   else None, prediction=prediction,
                                    guidance_scale=guidance_scale)
-        return out.contiguous(), d.contiguous()
-    s, s_next = _schedule(sigma, x), _schedule(sigma_next, x)
-    s_prev = _schedule(sigma_prev, x) if previous_denoised is not None else None
-    cx, cm, c2 = _dpmpp_coefficients(s, s_next, s_prev, prediction)
-    dx, dm = _denoised_coefficients(s, prediction)
-    table = _table(x, cx=cx, cm=cm, c2=c2, g=guidance_scale, dx=dx, dm=dm)
-    return _run(x, model_output, table, uncond=uncond, second=previous_denoised,
-                store_denoised=True)
+        # fresh tensors: the reference's D may be model_output itself ("x0")
+        return _reference_output(out, x).clone(), _reference_output(d, x).clone()
+    return _step("dpmpp_2m", x, model_output, (sigma, sigma_next, sigma_prev), uncond=uncond,
+                 second=previous_denoised, second_output=True, prediction=prediction,
+                 guidance_scale=guidance_scale)
 
 
 @dpmpp_2m_library_op.register_fake
-def _(x, model_output, sigma, sigma_next, previous_denoised=None, uncond=None, sigma_prev=None,
-      **kwargs):
+def _(x, *args, **kwargs):
     return (torch.empty_like(x, memory_format=torch.contiguous_format),
             torch.empty_like(x, memory_format=torch.contiguous_format))
 
 
 @torch.library.custom_op("gdm_engine::langevin_step", mutates_args=())
-def langevin_library_op(x: torch.Tensor, score: torch.Tensor, step_size: torch.Tensor,
-                        noise: Optional[torch.Tensor] = None, *, seed: int = 0,
-                        deterministic: bool = False) -> torch.Tensor:
-    """The registered langevin_step; step_size is an (N,) tensor."""
+def langevin_library_op(x: torch.Tensor, score: torch.Tensor, noise: Optional[torch.Tensor],
+                        schedule: list[Optional[torch.Tensor]], values: list[float], *,
+                        seed: int = 0, draw: bool = True) -> torch.Tensor:
+    """The registered langevin_step: the step size as `schedule_arguments`."""
+    (step_size,) = _merged(schedule, values)
     if backend.resolve(x) != "triton":
-        return ref.langevin_step(x, score, step_size, noise, seed=seed).contiguous()
-    h = _schedule(step_size, x)
-    table = _table(x, cx=1.0, cm=h / 2, sigma=h.sqrt())
-    return _run(x, score, table, seed, noise=noise, draw=_draws(noise, deterministic))
+        return _reference_output(ref.langevin_step(x, score, step_size, noise, seed=seed), x)
+    return _step("langevin", x, score, (step_size,), noise=noise, seed=_seed(draw, seed))
 
 
 langevin_library_op.register_fake(_shaped_like_input)
@@ -323,106 +245,143 @@ langevin_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::q_sample", mutates_args=())
-def q_sample_library_op(x0: torch.Tensor, alpha_bar: torch.Tensor,
-                        noise: torch.Tensor) -> torch.Tensor:
-    """The registered q_sample; alpha_bar is an (N,) tensor."""
+def q_sample_library_op(x0: torch.Tensor, noise: torch.Tensor,
+                        schedule: list[Optional[torch.Tensor]],
+                        values: list[float]) -> torch.Tensor:
+    """The registered q_sample: ᾱ as `schedule_arguments`."""
+    (alpha_bar,) = _merged(schedule, values)
     if backend.resolve(x0) != "triton":
-        return ref.q_sample(x0, alpha_bar, noise).contiguous()
-    a = _schedule(alpha_bar, x0)
-    return _run(x0, noise, _table(x0, cx=a.sqrt(), cm=(1 - a).sqrt()))
+        return _reference_output(ref.q_sample(x0, alpha_bar, noise), x0)
+    return _step("q_sample", x0, noise, (alpha_bar,))
 
 
 q_sample_library_op.register_fake(_shaped_like_input)
 
 
+@torch.library.custom_op("gdm_engine::q_sample_backward", mutates_args=())
+def _q_sample_backward(grad: torch.Tensor, schedule: list[Optional[torch.Tensor]],
+                       values: list[float],
+                       implementation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(√ᾱ·grad, √(1 − ᾱ)·grad): x_t is linear in x0 and ε. One kernel writes both, with the
+    coefficients in float64 (a reduced-precision gradient would round ᾱ = 0.999 away)."""
+    (alpha_bar,) = _merged(schedule, values)
+    if implementation == "triton":
+        return _step("q_sample_grad", grad, grad, (alpha_bar,), second_output=True)
+    ones = torch.ones_like(grad)
+    return (_reference_output(ref.q_sample(grad, alpha_bar, 0 * ones), grad),
+            _reference_output(ref.q_sample(0 * ones, alpha_bar, grad), grad))
+
+
+@_q_sample_backward.register_fake
+def _(grad, schedule, values, implementation):
+    return (torch.empty_like(grad, memory_format=torch.contiguous_format),
+            torch.empty_like(grad, memory_format=torch.contiguous_format))
+
+
+def _no_grads(schedule):
+    """The schedule's (absent) gradients, in the structure autograd sees the list in: a list
+    where it holds a tensor, one None where it holds none."""
+    return [None] * len(schedule) if any(t is not None for t in schedule) else None
+
+
 def _q_sample_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[1])
+    ctx.schedule, ctx.values = inputs[2], inputs[3]
+    ctx.save_for_backward(*(t for t in inputs[2] if t is not None))
+    ctx.implementation = backend.resolve(inputs[0])
 
 
-def _q_sample_backward(ctx, grad):
-    # x_t is linear in x0 and ε: the gradients are the coefficients times grad (no kernel needed:
-    # one scaling each; models never need them, x0 and ε being data).
-    (alpha_bar,) = ctx.saved_tensors
-    a = alpha_bar.to(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
-    return a.sqrt() * grad, None, (1 - a).sqrt() * grad
+def _q_sample_autograd(ctx, grad):
+    saved = iter(ctx.saved_tensors)
+    schedule = [next(saved) if t is not None else None for t in ctx.schedule]
+    d_x0, d_noise = _q_sample_backward(grad, schedule, ctx.values, ctx.implementation)
+    return d_x0, d_noise, _no_grads(ctx.schedule), None
 
 
-q_sample_library_op.register_autograd(_q_sample_backward, setup_context=_q_sample_setup)
-
-
-def _loss_table(x0, alpha_bar, prediction, grad=None):
-    """The loss kernels' table: target = tx·x0 + tz·ε, and dL/dm's factor."""
-    a = _schedule(alpha_bar, x0)
-    tx, tz = {"eps": (0.0, 1.0), "x0": (1.0, 0.0), "v": (-(1 - a).sqrt(), a.sqrt())}[prediction]
-    return _stacked(x0, _kernels().LOSS_COLUMNS, {"tx": tx, "tz": tz,
-                                                  "grad": grad if grad is not None else 0.0})
-
-
-def _loss_scale(x0, alpha_bar, prediction, min_snr_gamma):
-    """(N,) float64 weight / D: the loss is the weighted mean of the squared error."""
-    weight = ref.min_snr_weight(_schedule(alpha_bar, x0), prediction, min_snr_gamma)
-    return weight / max(x0[0].numel(), 1) if x0.shape[0] else weight
-
-
-@torch.library.custom_op("gdm_engine::diffusion_loss", mutates_args=())
-def diffusion_loss_library_op(model_output: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
-                              alpha_bar: torch.Tensor, *, prediction: str = "eps",
-                              min_snr_gamma: Optional[float] = None) -> torch.Tensor:
-    """The registered diffusion_loss; alpha_bar is an (N,) tensor. Returns (N,) losses."""
-    if backend.resolve(model_output) != "triton":
-        return ref.diffusion_loss(model_output, x0, noise, alpha_bar, prediction=prediction,
-                                  min_snr_gamma=min_snr_gamma)
-    table = _loss_table(x0, alpha_bar, prediction)
-    partial = _kernels().loss_partial_sums(_rows(model_output), _rows(x0), _rows(noise), table)
-    scale = _loss_scale(x0, alpha_bar, prediction, min_snr_gamma)
-    return (partial.double().sum(dim=1) * scale).to(_loss_dtype(model_output))
+q_sample_library_op.register_autograd(_q_sample_autograd, setup_context=_q_sample_setup)
 
 
 def _loss_dtype(model_output):
     return torch.promote_types(model_output.dtype, torch.float32)
 
 
+@torch.library.custom_op("gdm_engine::diffusion_loss", mutates_args=())
+def diffusion_loss_library_op(model_output: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
+                              schedule: list[Optional[torch.Tensor]], values: list[float], *,
+                              prediction: str = "eps",
+                              min_snr_gamma: Optional[float] = None) -> torch.Tensor:
+    """The registered diffusion_loss: ᾱ as `schedule_arguments`. Returns (N,) losses."""
+    (alpha_bar,) = _merged(schedule, values)
+    if backend.resolve(model_output) != "triton":
+        return ref.diffusion_loss(model_output, x0, noise, alpha_bar, prediction=prediction,
+                                  min_snr_gamma=min_snr_gamma)
+    return _kernels().diffusion_loss(_rows(model_output), _rows(x0), _rows(noise), alpha_bar,
+                                     _loss_dtype(model_output), prediction=prediction,
+                                     min_snr_gamma=min_snr_gamma)
+
+
 @diffusion_loss_library_op.register_fake
-def _(model_output, x0, noise, alpha_bar, **kwargs):
+def _(model_output, x0, noise, schedule, values, **kwargs):
     return model_output.new_empty(model_output.shape[:1], dtype=_loss_dtype(model_output))
 
 
 @torch.library.custom_op("gdm_engine::diffusion_loss_backward", mutates_args=())
 def _loss_backward(grad: torch.Tensor, model_output: torch.Tensor, x0: torch.Tensor,
-                   noise: torch.Tensor, alpha_bar: torch.Tensor, prediction: str,
-                   min_snr_gamma: Optional[float], implementation: str) -> torch.Tensor:
-    """dL/dmodel_output = 2 · grad_n · weight_n / D · (model_output − target)."""
-    factor = 2 * grad.double() * _loss_scale(x0, alpha_bar, prediction, min_snr_gamma)
+                   noise: torch.Tensor, schedule: list[Optional[torch.Tensor]],
+                   values: list[float], prediction: str, min_snr_gamma: Optional[float],
+                   implementation: str, want_x0: bool,
+                   want_noise: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dL/dmodel_output, dL/dx0, dL/dnoise) = (c_n·(m − target), −tx·…, −tz·…) with
+    c_n = 2·grad_n·weight_n / D; unwanted gradients are empty."""
+    (alpha_bar,) = _merged(schedule, values)
     if implementation == "triton":
-        table = _loss_table(x0, alpha_bar, prediction, grad=factor)
-        out = _kernels().loss_backward(_rows(model_output), _rows(x0), _rows(noise), table)
-        return out.view(model_output.shape)
-    target = ref.loss_target(x0, noise, alpha_bar, prediction)
-    factor = factor.to(model_output.dtype).reshape((-1,) + (1,) * (model_output.ndim - 1))
-    return (factor * (model_output - target)).contiguous()
+        grads = _kernels().diffusion_loss_backward(
+            grad, _rows(model_output), _rows(x0), _rows(noise), alpha_bar, prediction=prediction,
+            min_snr_gamma=min_snr_gamma, want_x0=want_x0, want_eps=want_noise)
+        grads = [g.view(model_output.shape) if g is not None else None for g in grads]
+    else:
+        grads = _reference_loss_backward(grad, model_output, x0, noise, alpha_bar, prediction,
+                                         min_snr_gamma)
+    return tuple(g if g is not None and wanted else model_output.new_empty(0)
+                 for g, wanted in zip(grads, (True, want_x0, want_noise)))
+
+
+def _reference_loss_backward(grad, model_output, x0, noise, alpha_bar, prediction, min_snr_gamma):
+    # torch.func.vjp rather than torch.autograd: the body of a custom op runs below autograd
+    def loss(m, x0, noise):
+        return ref.diffusion_loss(m, x0, noise, alpha_bar, prediction=prediction,
+                                  min_snr_gamma=min_snr_gamma)
+
+    _, vjp = torch.func.vjp(loss, model_output, x0, noise)
+    return [g.contiguous() for g in vjp(grad)]
 
 
 @_loss_backward.register_fake
-def _(grad, model_output, x0, noise, alpha_bar, prediction, min_snr_gamma, implementation):
-    return torch.empty_like(model_output, memory_format=torch.contiguous_format)
+def _(grad, model_output, x0, noise, schedule, values, prediction, min_snr_gamma, implementation,
+      want_x0, want_noise):
+    return (torch.empty_like(model_output, memory_format=torch.contiguous_format),
+            torch.empty_like(x0, memory_format=torch.contiguous_format) if want_x0
+            else model_output.new_empty(0),
+            torch.empty_like(noise, memory_format=torch.contiguous_format) if want_noise
+            else model_output.new_empty(0))
 
 
 def _loss_setup(ctx, inputs, keyword_only_inputs, output):
-    ctx.save_for_backward(*inputs)
+    model_output, x0, noise, schedule, values = inputs
+    ctx.save_for_backward(model_output, x0, noise, *(t for t in schedule if t is not None))
+    ctx.schedule, ctx.values = schedule, values
     ctx.config = (keyword_only_inputs["prediction"], keyword_only_inputs["min_snr_gamma"],
-                  backend.resolve(inputs[0]))
+                  backend.resolve(model_output))
 
 
 def _loss_autograd(ctx, grad):
-    model_output, x0, noise, alpha_bar = ctx.saved_tensors
-    d_output = _loss_backward(grad, model_output, x0, noise, alpha_bar, *ctx.config)
-    # the target is tx·x0 + tz·ε: its inputs get −tx and −tz times dL/dmodel_output
-    table = _loss_table(x0, alpha_bar, ctx.config[0])
-    grads = []
-    for column, wanted in ((0, ctx.needs_input_grad[1]), (1, ctx.needs_input_grad[2])):
-        factor = -table[:, column].to(d_output.dtype).reshape((-1,) + (1,) * (x0.ndim - 1))
-        grads.append(factor * d_output if wanted else None)
-    return d_output, *grads, None
+    model_output, x0, noise, *saved = ctx.saved_tensors
+    saved = iter(saved)
+    schedule = [next(saved) if t is not None else None for t in ctx.schedule]
+    want_x0, want_noise = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+    d_output, d_x0, d_noise = _loss_backward(grad, model_output, x0, noise, schedule, ctx.values,
+                                             *ctx.config, want_x0, want_noise)
+    return (d_output, d_x0 if want_x0 else None, d_noise if want_noise else None,
+            _no_grads(ctx.schedule), None)
 
 
 diffusion_loss_library_op.register_autograd(_loss_autograd, setup_context=_loss_setup)
@@ -434,12 +393,13 @@ diffusion_loss_library_op.register_autograd(_loss_autograd, setup_context=_loss_
 
 
 def _check_pair(x_name, x, m_name, m, noise, generator, **others):
-    """x a batch; m, the noise and the `others` given (name=tensor or None) shaped like it."""
+    """x a batch; m (required), the noise and the `others` given (name=tensor or None) shaped
+    like it."""
     check_tensor(x_name, x)
     if x.ndim < 1:
         raise ValueError(f"{x_name} must have shape (N, ...): a batch of examples, got a scalar")
-    named = [(m_name, m), ("noise", noise), *others.items()]
-    for name, value in named:
+    check_shape_of(m_name, m, x_name, x)
+    for name, value in [("noise", noise), *others.items()]:
         if value is not None:
             check_shape_of(name, value, x_name, x)
     check_noise_source(noise, generator)
@@ -460,21 +420,17 @@ def _check_guidance(uncond, guidance_scale):
                          "(classifier-free guidance combines the two)")
 
 
-def _can_read_values(t):
-    """Tensor values are checked where that costs no device sync and breaks no graph: on the
-    CPU outside torch.compile. (On a GPU a check would read back to the host every step.)"""
-    return t.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
 def _check_schedule(name, value, x, low, high, low_open=True, high_open=False):
-    """A float in the interval, or an (N,) float tensor (float32 or x's dtype) on x's device."""
+    """A float in the interval, or an (N,) float tensor (float32 or x's dtype) on x's device.
+    Floats are checked exactly (in Python's float64); a tensor's values where reading them is
+    free (host_values: CPU tensors), never on a GPU's hot path."""
     def describe():
         return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
     def outside(v):
         below = v <= low if low_open else v < low
         above = v >= high if high_open else v > high
-        return below | above
+        return below | above | (v != v)  # NaN is outside every interval
 
     if isinstance(value, torch.Tensor):
         if value.dtype not in (torch.float32, x.dtype):
@@ -484,31 +440,34 @@ def _check_schedule(name, value, x, low, high, low_open=True, high_open=False):
                              f"({x.shape[0]},), got shape {tuple(value.shape)}")
         if value.device != x.device:
             raise ValueError(f"{name} is on {value.device} but x is on {x.device}")
-        if _can_read_values(value):
-            bad = outside(value) | value.isnan()
-            if bool(bad.any()):
-                raise ValueError(f"{name} must lie in {describe()}, got "
-                                 f"{value[bad][0].item()!r}")
+        values = host_values(value)
+        if values is not None and outside(values).any():
+            raise ValueError(f"{name} must lie in {describe()}, got "
+                             f"{float(values[outside(values)][0])!r}")
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float or an (N,) tensor, got {type(value).__name__}")
-    if math.isnan(value) or outside(torch.tensor(float(value))).item():
+    if outside(float(value)):
         raise ValueError(f"{name} must lie in {describe()}, got {value!r}")
 
 
 def _check_order(low_name, low, high_name, high, why, strict=False):
     """low <= high (low < high where `strict`), checked where both values can be read."""
-    values = []
-    for v in (low, high):
-        if isinstance(v, torch.Tensor):
-            if not _can_read_values(v):
-                return
-            v = v.double()
-        values.append(v)
-    bad = torch.as_tensor(values[0] >= values[1] if strict else values[0] > values[1])
-    if bool(bad.any()):
+    values = [host_values(v) if isinstance(v, torch.Tensor) else v for v in (low, high)]
+    if any(v is None for v in values):
+        return
+    bad = values[0] >= values[1] if strict else values[0] > values[1]
+    if numpy.any(bad):
         raise ValueError(f"{high_name} must be {'>' if strict else '>='} {low_name} ({why}), got "
                          f"{high_name}={high!r} and {low_name}={low!r}")
+
+
+def _is_float(value, number):
+    return not isinstance(value, torch.Tensor) and float(value) == number
+
+
+def _optional_float(value):
+    return float(value) if value is not None else None
 
 
 def _check_clip_threshold(clip, threshold):
@@ -558,27 +517,23 @@ def _check_churn(churn, s_noise):
 # --------------------------------------------------------------------------------------------------
 
 
-def _as_tensor(value, x):
-    """The (N,) tensor the registered op takes (float64 for float64 x, else float32)."""
-    if isinstance(value, torch.Tensor):
-        return value
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return torch.full((x.shape[0],), float(value), dtype=dtype, device=x.device)
-
-
-def _is_float(value, number):
-    return not isinstance(value, torch.Tensor) and float(value) == number
+def _draws(noise, generator, *zero_noise):
+    """(seed, draw): whether the kernel draws z (no noise given, and σ not known to be 0 from
+    `zero_noise`), and the seed it draws from (taken from the generator only then)."""
+    draw = noise is None and not any(zero_noise)
+    return (noise_seed(noise, generator) if draw else 0), draw
 
 
 def ddpm_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None,
                         *, prediction="eps", variance="fixed_small", clip=None, threshold=None,
                         guidance_scale=1.0, generator=None):
     """(args, kwargs) of `ddpm_library_op` for a checked call of `ddpm_step`."""
-    kwargs = dict(prediction=prediction, variance=variance, clip=clip, threshold=threshold,
-                  guidance_scale=float(guidance_scale), seed=noise_seed(noise, generator),
-                  deterministic=_is_float(alpha_bar_prev, 1))
-    return (x_t, model_output, _as_tensor(alpha_bar_t, x_t), _as_tensor(alpha_bar_prev, x_t),
-            noise, uncond), kwargs
+    seed, draw = _draws(noise, generator, _is_float(alpha_bar_prev, 1))
+    kwargs = dict(prediction=prediction, variance=variance, clip=_optional_float(clip),
+                  threshold=_optional_float(threshold), guidance_scale=float(guidance_scale),
+                  seed=seed, draw=draw)
+    return (x_t, model_output, noise, uncond,
+            *schedule_arguments(alpha_bar_t, alpha_bar_prev)), kwargs
 
 
 def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, *, prediction="eps",
@@ -610,33 +565,37 @@ def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, *, prediction="eps
 
 def ddim_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None,
                         *, eta=0.0, prediction="eps", clip=None, threshold=None,
-                        guidance_scale=1.0, generator=None):
+                        use_clipped_model_output=False, guidance_scale=1.0, generator=None):
     """(args, kwargs) of `ddim_library_op` for a checked call of `ddim_step`."""
-    deterministic = eta == 0 or _is_float(alpha_bar_prev, 1)
-    kwargs = dict(eta=float(eta), prediction=prediction, clip=clip, threshold=threshold,
-                  guidance_scale=float(guidance_scale),
-                  seed=noise_seed(noise, generator) if not deterministic else 0,
-                  deterministic=deterministic)
-    return (x_t, model_output, _as_tensor(alpha_bar_t, x_t), _as_tensor(alpha_bar_prev, x_t),
-            noise, uncond), kwargs
+    seed, draw = _draws(noise, generator, eta == 0, _is_float(alpha_bar_prev, 1))
+    kwargs = dict(eta=float(eta), prediction=prediction, clip=_optional_float(clip),
+                  threshold=_optional_float(threshold),
+                  use_clipped_model_output=bool(use_clipped_model_output),
+                  guidance_scale=float(guidance_scale), seed=seed, draw=draw)
+    return (x_t, model_output, noise, uncond,
+            *schedule_arguments(alpha_bar_t, alpha_bar_prev)), kwargs
 
 
 def ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, *, eta=0.0, prediction="eps",
-              clip=None, threshold=None, uncond=None, guidance_scale=1.0, noise=None,
-              generator=None):
+              clip=None, threshold=None, use_clipped_model_output=False, uncond=None,
+              guidance_scale=1.0, noise=None, generator=None):
     """One DDIM step x_t -> x_{t−1} (Song et al., 2021, eq. 12), fused in one pass.
 
     Arguments as `ddpm_step`; eta ≥ 0 scales the noise: 0 is deterministic DDIM, 1 matches
     DDPM's posterior variance. x_{t−1} = sqrt(ᾱ_prev) x0 + sqrt(1 − ᾱ_prev − σ²) ε̂ + σ z with
-    σ = eta sqrt((1 − ᾱ_prev)/(1 − ᾱ_t)) sqrt(1 − ᾱ_t/ᾱ_prev). Forward only (no autograd).
+    σ = eta sqrt((1 − ᾱ_prev)/(1 − ᾱ_t)) sqrt(1 − ᾱ_t/ᾱ_prev). With clip or threshold, x0 is
+    clamped but ε̂ stays the model's (the one implied by the unclamped x0), as in the DDIM
+    authors' code and diffusers' DDIMScheduler; `use_clipped_model_output=True` derives ε̂ from
+    the clamped x0 instead (diffusers' option of that name). Forward only (no autograd).
     """
     _check_denoising(x_t, model_output, alpha_bar_t, alpha_bar_prev, prediction, clip, threshold,
                      noise, generator, uncond, guidance_scale)
     _check_float("eta", eta, 0.0)
     args, kwargs = ddim_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise,
                                        uncond, eta=eta, prediction=prediction, clip=clip,
-                                       threshold=threshold, guidance_scale=guidance_scale,
-                                       generator=generator)
+                                       threshold=threshold,
+                                       use_clipped_model_output=use_clipped_model_output,
+                                       guidance_scale=guidance_scale, generator=generator)
     return ddim_library_op(*args, **kwargs)
 
 
@@ -644,11 +603,10 @@ def euler_library_inputs(x, model_output, sigma, sigma_next, noise=None, uncond=
                          prediction="eps", churn=0.0, s_noise=1.0, guidance_scale=1.0,
                          generator=None):
     """(args, kwargs) of `euler_library_op` for a checked call of `euler_step`."""
+    seed, _ = _draws(noise, generator, churn == 0)
     kwargs = dict(prediction=prediction, churn=float(churn), s_noise=float(s_noise),
-                  guidance_scale=float(guidance_scale),
-                  seed=noise_seed(noise, generator) if churn else 0)
-    return (x, model_output, _as_tensor(sigma, x), _as_tensor(sigma_next, x), noise,
-            uncond), kwargs
+                  guidance_scale=float(guidance_scale), seed=seed)
+    return (x, model_output, noise, uncond, *schedule_arguments(sigma, sigma_next)), kwargs
 
 
 def euler_step(x, model_output, sigma, sigma_next, *, prediction="eps", churn=0.0, s_noise=1.0,
@@ -675,11 +633,11 @@ def heun_library_inputs(x, model_output, model_output_next, sigma, sigma_next, n
                         uncond=None, uncond_next=None, *, prediction="eps", churn=0.0,
                         s_noise=1.0, guidance_scale=1.0, generator=None):
     """(args, kwargs) of `heun_library_op` for a checked call of `heun_step`."""
+    seed, _ = _draws(noise, generator, churn == 0)
     kwargs = dict(prediction=prediction, churn=float(churn), s_noise=float(s_noise),
-                  guidance_scale=float(guidance_scale),
-                  seed=noise_seed(noise, generator) if churn else 0)
-    return (x, model_output, model_output_next, _as_tensor(sigma, x), _as_tensor(sigma_next, x),
-            noise, uncond, uncond_next), kwargs
+                  guidance_scale=float(guidance_scale), seed=seed)
+    return (x, model_output, model_output_next, noise, uncond, uncond_next,
+            *schedule_arguments(sigma, sigma_next)), kwargs
 
 
 def heun_step(x, model_output, model_output_next, sigma, sigma_next, *, prediction="eps",
@@ -693,7 +651,8 @@ def heun_step(x, model_output, model_output_next, sigma, sigma_next, *, predicti
     as in `euler_step`. Forward only (no autograd).
     """
     _check_pair("x", x, "model_output", model_output, noise, generator, uncond=uncond,
-                model_output_next=model_output_next, uncond_next=uncond_next)
+                uncond_next=uncond_next)
+    check_shape_of("model_output_next", model_output_next, "x", x)
     _check_sigmas(x, sigma, sigma_next, prediction, uncond, guidance_scale, next_positive=True)
     if (uncond is None) != (uncond_next is None):
         raise ValueError("uncond and uncond_next go together: guidance needs the unconditional "
@@ -710,9 +669,10 @@ def dpmpp_2m_library_inputs(x, model_output, sigma, sigma_next, previous_denoise
                             uncond=None, *, sigma_prev=None, prediction="eps",
                             guidance_scale=1.0):
     """(args, kwargs) of `dpmpp_2m_library_op` for a checked call of `dpmpp_2m_step`."""
-    prev = _as_tensor(sigma_prev, x) if sigma_prev is not None else None
-    return (x, model_output, _as_tensor(sigma, x), _as_tensor(sigma_next, x), previous_denoised,
-            uncond, prev), dict(prediction=prediction, guidance_scale=float(guidance_scale))
+    prev = sigma_prev if sigma_prev is not None else 1.0  # unused on a first-order step
+    return (x, model_output, previous_denoised, uncond,
+            *schedule_arguments(sigma, sigma_next, prev)), dict(
+                prediction=prediction, guidance_scale=float(guidance_scale))
 
 
 def dpmpp_2m_step(x, model_output, sigma, sigma_next, *, previous_denoised=None, sigma_prev=None,
@@ -742,10 +702,8 @@ def dpmpp_2m_step(x, model_output, sigma, sigma_next, *, previous_denoised=None,
 
 def langevin_library_inputs(x, score, step_size, noise=None, *, generator=None):
     """(args, kwargs) of `langevin_library_op` for a checked call of `langevin_step`."""
-    deterministic = _is_float(step_size, 0)
-    kwargs = dict(seed=noise_seed(noise, generator) if not deterministic else 0,
-                  deterministic=deterministic)
-    return (x, score, _as_tensor(step_size, x), noise), kwargs
+    seed, draw = _draws(noise, generator, _is_float(step_size, 0))
+    return (x, score, noise, *schedule_arguments(step_size)), dict(seed=seed, draw=draw)
 
 
 def langevin_step(x, score, step_size, *, noise=None, generator=None):
@@ -763,7 +721,7 @@ def langevin_step(x, score, step_size, *, noise=None, generator=None):
 
 def q_sample_library_inputs(x0, alpha_bar, noise):
     """(args, kwargs) of `q_sample_library_op` for a checked call of `q_sample`."""
-    return (x0, _as_tensor(alpha_bar, x0), noise), {}
+    return (x0, noise, *schedule_arguments(alpha_bar)), {}
 
 
 def q_sample(x0, alpha_bar, noise):
@@ -778,9 +736,8 @@ def q_sample(x0, alpha_bar, noise):
 def diffusion_loss_library_inputs(model_output, x0, noise, alpha_bar, *, prediction="eps",
                                   min_snr_gamma=None):
     """(args, kwargs) of `diffusion_loss_library_op` for a checked call of `diffusion_loss`."""
-    gamma = float(min_snr_gamma) if min_snr_gamma is not None else None
-    return (model_output, x0, noise, _as_tensor(alpha_bar, x0)), dict(prediction=prediction,
-                                                                      min_snr_gamma=gamma)
+    return (model_output, x0, noise, *schedule_arguments(alpha_bar)), dict(
+        prediction=prediction, min_snr_gamma=_optional_float(min_snr_gamma))
 
 
 def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_snr_gamma=None):

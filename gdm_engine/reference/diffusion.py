@@ -17,11 +17,14 @@ import torch
 
 
 def _per_example(value, x):
-    """A float or (N,) schedule value as a tensor broadcasting over x's (N, ...) examples."""
+    """A float or (N,) schedule value as a tensor broadcasting over x's (N, ...) examples, in
+    at least fp32: a coefficient such as 1 − ᾱ or σ² keeps its digits (and stays finite) where x
+    is fp16 or bf16; the ops return the result in x's dtype."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
     if isinstance(value, torch.Tensor):
-        return value.to(torch.promote_types(value.dtype, x.dtype)).reshape(
+        return value.to(torch.promote_types(value.dtype, dtype)).reshape(
             (-1,) + (1,) * (x.ndim - 1))
-    return torch.full((1,) * x.ndim, float(value), dtype=x.dtype, device=x.device)
+    return torch.full((1,) * x.ndim, float(value), dtype=dtype, device=x.device)
 
 
 def _noise(x, noise, seed):
@@ -38,7 +41,8 @@ def guided(model_output, uncond=None, guidance_scale=1.0):
     return uncond + _per_example(guidance_scale, model_output) * (model_output - uncond)
 
 
-def predicted_x0(x_t, model_output, alpha_bar_t, prediction="eps", clip=None, threshold=None):
+def predicted_x0(x_t, model_output, alpha_bar_t, prediction="eps", clip=None, threshold=None,
+                 clamped=True):
     """x0 implied by the model's prediction, optionally clipped or dynamically thresholded.
 
     "eps": x0 = (x_t − sqrt(1−ᾱ_t) ε) / sqrt(ᾱ_t)            (Ho et al., 2020, eq. 4 inverted)
@@ -47,6 +51,7 @@ def predicted_x0(x_t, model_output, alpha_bar_t, prediction="eps", clip=None, th
     clip: x0 = clamp(x0, −clip, clip).
     threshold (Saharia et al., 2022, sec. 2.3, dynamic thresholding): per example,
     s = max(quantile(|x0|, threshold), 1) and x0 = clamp(x0, −s, s) / s.
+    `clamped=False` returns the prediction before clip and threshold.
     """
     a = _per_example(alpha_bar_t, x_t)
     if prediction == "eps":
@@ -55,6 +60,8 @@ def predicted_x0(x_t, model_output, alpha_bar_t, prediction="eps", clip=None, th
         x0 = model_output
     else:  # "v"
         x0 = torch.sqrt(a) * x_t - torch.sqrt(1 - a) * model_output
+    if not clamped:
+        return x0
     if clip is not None:
         x0 = x0.clamp(-clip, clip)
     if threshold is not None:
@@ -72,8 +79,8 @@ def threshold_scale(x0, threshold):
     (unlike torch.quantile) has no limit on the number of elements.
     """
     n = x0.shape[0]
-    if n == 0:
-        return x0.new_ones(0)
+    if n == 0 or x0[0].numel() == 0:  # no elements: nothing to scale
+        return x0.new_ones(n)
     magnitude = x0.abs().reshape(n, -1)
     if magnitude.dtype != torch.float64:
         magnitude = magnitude.float()
@@ -109,17 +116,22 @@ def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond
 
 
 def ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, *,
-              eta=0.0, prediction="eps", clip=None, threshold=None, guidance_scale=1.0, seed=0):
+              eta=0.0, prediction="eps", clip=None, threshold=None,
+              use_clipped_model_output=False, guidance_scale=1.0, seed=0):
     """One DDIM step (Song et al., 2021, eq. 12 with eq. 16's σ):
 
     σ_t = eta sqrt((1 − ᾱ_prev) / (1 − ᾱ_t)) sqrt(1 − ᾱ_t / ᾱ_prev)
     x_{t−1} = sqrt(ᾱ_prev) x0 + sqrt(1 − ᾱ_prev − σ_t²) ε̂ + σ_t z,
-    ε̂ = (x_t − sqrt(ᾱ_t) x0) / sqrt(1 − ᾱ_t), the noise implied by x0 and x_t.
+    ε̂ = (x_t − sqrt(ᾱ_t) x0') / sqrt(1 − ᾱ_t), the noise implied by the model's x0' before
+    clip and threshold (as the DDIM authors' code and diffusers' DDIMScheduler), or by the
+    clamped x0 with `use_clipped_model_output`.
     """
     model_output = guided(model_output, uncond, guidance_scale)
     x0 = predicted_x0(x_t, model_output, alpha_bar_t, prediction, clip, threshold)
     a, a_prev = _per_example(alpha_bar_t, x_t), _per_example(alpha_bar_prev, x_t)
-    eps = (x_t - torch.sqrt(a) * x0) / torch.sqrt(1 - a)
+    implied = x0 if use_clipped_model_output else predicted_x0(
+        x_t, model_output, alpha_bar_t, prediction, clamped=False)
+    eps = (x_t - torch.sqrt(a) * implied) / torch.sqrt(1 - a)
     sigma = eta * torch.sqrt((1 - a_prev) / (1 - a)) * torch.sqrt(1 - a / a_prev)
     direction = torch.sqrt((1 - a_prev - sigma**2).clamp(min=0))
     return torch.sqrt(a_prev) * x0 + direction * eps + sigma * _noise(x_t, noise, seed)
@@ -240,7 +252,8 @@ def min_snr_weight(alpha_bar, prediction="eps", gamma=None):
     """The per-example weight of the min-SNR-γ strategy (Hang et al., 2023, sec. 3.4): with
     SNR = ᾱ / (1 − ᾱ), min(SNR, γ) on the x0 loss, which is min(SNR, γ) / SNR on the ε loss and
     min(SNR, γ) / (SNR + 1) on the v loss. 1 without gamma."""
-    a = alpha_bar if isinstance(alpha_bar, torch.Tensor) else torch.tensor(float(alpha_bar))
+    a = (alpha_bar.double() if isinstance(alpha_bar, torch.Tensor)
+         else torch.tensor(float(alpha_bar), dtype=torch.float64))
     if gamma is None:
         return torch.ones_like(a)
     snr = a / (1 - a)
@@ -251,9 +264,12 @@ def min_snr_weight(alpha_bar, prediction="eps", gamma=None):
 def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_snr_gamma=None):
     """The simple loss of Ho et al. (2020, eq. 14) per example: the mean over an example's
     elements of (model_output − target)², times the min-SNR-γ weight. Returns shape (N,)."""
-    error = (model_output - loss_target(x0, noise, alpha_bar, prediction)).square()
-    weight = min_snr_weight(alpha_bar, prediction, min_snr_gamma).to(error.device, error.dtype)
-    return error.reshape(error.shape[0], -1).mean(dim=1) * weight
+    dtype = torch.promote_types(model_output.dtype, torch.float32)  # fp16 squares overflow
+    target = loss_target(x0.to(dtype), noise.to(dtype), alpha_bar, prediction)
+    error = (model_output.to(dtype) - target).square().reshape(model_output.shape[0], -1)
+    weight = min_snr_weight(alpha_bar, prediction, min_snr_gamma).to(error.device, dtype)
+    # an example of no elements loses 0 (the mean of nothing would be NaN)
+    return error.sum(dim=1) / max(error.shape[1], 1) * weight
 
 
 __all__ = ["ddim_step", "ddpm_step", "denoised", "diffusion_loss", "dpmpp_2m_step", "euler_step",

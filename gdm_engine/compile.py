@@ -22,6 +22,8 @@ and `gdm-engine bench`.
 
 import dataclasses
 import datetime
+import functools
+import importlib
 import inspect
 import json
 import multiprocessing
@@ -163,6 +165,26 @@ def _dtype_label(signature, precision):
     return f"{pointer[1:]} {precision}" if pointer == "*fp32" and precision else pointer[1:]
 
 
+# What `specialise` drives inside Triton's JIT, as (module, attribute path): Triton 3.6 to 3.9
+# have all of it; these are internals, which another version may move.
+TRITON_INTERNALS = [("triton.backends.compiler", "GPUTarget"), ("triton.compiler", "ASTSource"),
+                    ("triton.compiler", "make_backend"),
+                    ("triton.runtime.jit", "create_function_from_signature"),
+                    ("triton.runtime.jit", "JITFunction._pack_args"),
+                    ("triton.knobs", "compilation.instrumentation_mode")]
+
+
+def missing_triton_internals():
+    """The names of TRITON_INTERNALS that the installed Triton lacks."""
+    missing = []
+    for module, path in TRITON_INTERNALS:
+        try:
+            functools.reduce(getattr, path.split("."), importlib.import_module(module))
+        except (ImportError, AttributeError):
+            missing.append(f"{module}.{path}")
+    return missing
+
+
 def specialise(op, launch, arch):
     """The Jobs of one launch on one architecture: one per autotune configuration."""
     from triton import knobs
@@ -174,11 +196,14 @@ def specialise(op, launch, arch):
     target = GPUTarget("cuda", arch, 32)
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
+    # the options Triton's JIT adds to every launch (JITFunction.run); Triton 3.9 added the
+    # floating-point sanitizer's, which 3.6-3.8 neither have nor accept
+    jit_options = {"debug": False, "instrumentation_mode": knobs.compilation.instrumentation_mode}
+    if hasattr(knobs.compilation, "fpsan_homomorphic_casts"):
+        jit_options["fpsan_homomorphic_casts"] = knobs.compilation.fpsan_homomorphic_casts
     jobs = []
     for config in configs:
-        kwargs = dict(launch.kwargs, debug=False,
-                      instrumentation_mode=knobs.compilation.instrumentation_mode,
-                      fpsan_homomorphic_casts=knobs.compilation.fpsan_homomorphic_casts)
+        kwargs = dict(launch.kwargs, **jit_options)
         if config is not None:
             kwargs.update(config.all_kwargs())
         bound, specialization, options = binder(*launch.args, **kwargs)

@@ -86,6 +86,16 @@ def test_compile_refuses_the_interpreter_and_unknown_architectures(tmp_path):
         assert run.returncode == 2 and message in run.stderr, run.stderr
 
 
+def test_compile_names_the_triton_internals_it_lacks(monkeypatch):
+    # compile drives Triton's JIT from inside; where a Triton lacks a piece of it, the command
+    # names the piece and refuses instead of failing in the middle of a build
+    from triton.runtime.jit import JITFunction
+
+    assert aot.missing_triton_internals() == []
+    monkeypatch.delattr(JITFunction, "_pack_args")
+    assert aot.missing_triton_internals() == ["triton.runtime.jit.JITFunction._pack_args"]
+
+
 PTX = """
     @%p1 ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];
     ld.global.L1::evict_last.b16 { %rs1 }, [ %rd2 + 0 ];

@@ -190,6 +190,11 @@ def cmd_compile(args):
     if INTERPRETED:
         raise UsageError("compile builds for real GPUs, which Triton's interpreter cannot: unset "
                          "TRITON_INTERPRET and run it again")
+    missing = aot.missing_triton_internals()
+    if missing:
+        raise UsageError(f"compile specialises kernels through Triton's JIT internals, which this "
+                         f"Triton ({version('triton')}) lacks: {', '.join(missing)} (Triton 3.6 to "
+                         f"3.9 have them); validate and bench do not need them")
     archs = _architectures(args.arch)
     specs = chosen_specs(args.op)
     print(f"recording the launches of {', '.join(s.name for s in specs)} (medium and bench "

@@ -16,6 +16,9 @@ from .masked_conv2d import library_op as masked_conv2d_library_op
 from .masked_conv2d import masked_conv2d
 from .rq_spline import library_op as rq_spline_library_op
 from .rq_spline import rq_spline
+from ._autocast import register_rules
+
+register_rules()  # autocast rules, once every op above is defined
 
 __all__ = ["actnorm", "actnorm_library_op", "affine_coupling", "affine_coupling_library_op",
            "causal_conv1d", "causal_conv1d_library_op", "ddim_library_op", "ddim_step",

@@ -11,6 +11,7 @@ import torch
 from gdm_engine import backend, reference
 from gdm_engine.reference.gaussian_reparam_kl import standard_normal_like
 
+from ._autocast import autocast_inputs
 from ._checks import check_noise_source, check_shape_of, check_tensor, noise_seed
 
 
@@ -110,7 +111,8 @@ def gaussian_reparam_kl(mean, log_var, noise=None, *, generator=None):
     eps is `noise` when given (then kernel and reference agree), otherwise standard normal noise
     drawn by the running implementation from a seed taken from `generator` (torch's global
     generator by default): reproducible per backend, not across them. Gradients flow to mean,
-    log_var and a given noise.
+    log_var and a given noise. Under autocast it computes in float32, like autocast's losses.
     """
+    mean, log_var, noise = autocast_inputs("gaussian_reparam_kl", mean, log_var, noise)
     check_inputs(mean, log_var, noise, generator)
     return library_op(mean, log_var, noise, seed=noise_seed(noise, generator))

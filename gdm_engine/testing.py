@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import inspect
 import math
+import weakref
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -154,20 +155,29 @@ def supported_dtypes(device):
     return dtypes
 
 
-def validate(specs, sizes, device, seed, grads=True, progress=None):
-    """All checks of `specs` at `sizes` in every supported dtype (fp32 with TF32 off and on),
-    contiguous and strided."""
+def check_precisions(device, smoke=False):
+    """(dtype, tf32) pairs to check on `device`: every supported dtype, fp32 with TF32 products
+    off and on; for a smoke check the fp32 pairs and bf16 only."""
+    pairs = [(dtype, tf32) for dtype in supported_dtypes(device)
+             for tf32 in ([False, True] if dtype == torch.float32 else [False])]
+    return [p for p in pairs if p[0] != torch.float16] if smoke else pairs
+
+
+def validate(specs, sizes, device, seed, grads=True, progress=None, precisions=None,
+             cases_per_op=None):
+    """All checks of `specs` at `sizes` in the (dtype, tf32) `precisions` (default: all of
+    `check_precisions(device)`), contiguous and strided; the first `cases_per_op` cases of each
+    size where given."""
     generator = torch.Generator().manual_seed(seed)
     checks = []
     for spec in specs:
-        for dtype in supported_dtypes(device):
-            for tf32 in ([False, True] if dtype == torch.float32 else [False]):
-                for size in sizes:
-                    for case in spec.make_inputs(size, dtype, device, generator):
-                        for variant in (case, with_tensors(case, noncontiguous, " strided")):
-                            checks += check_case(spec, variant, grads, generator, tf32)
-                            if progress is not None:
-                                progress.update(1)
+        for dtype, tf32 in precisions or check_precisions(device):
+            for size in sizes:
+                for case in spec.make_inputs(size, dtype, device, generator)[:cases_per_op]:
+                    for variant in (case, with_tensors(case, noncontiguous, " strided")):
+                        checks += check_case(spec, variant, grads, generator, tf32)
+                        if progress is not None:
+                            progress.update(1)
     return checks
 
 
@@ -210,7 +220,8 @@ class DeviceOps(TorchDispatchMode):
         self.ops = collections.Counter()
         self.read_backs = []
         self.fail_on_read_back = fail_on_read_back
-        self._host_draws = set()  # ids of tensors drawn on the host: reading them is free
+        # tensors drawn on the host, by id (held weakly: a freed tensor's id is reused)
+        self._host_draws = weakref.WeakValueDictionary()
 
     @property
     def count(self):
@@ -218,10 +229,6 @@ class DeviceOps(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
-        if name in READ_BACKS and not any(id(a) in self._host_draws for a in args):
-            self.read_backs.append(name)
-            if self.fail_on_read_back:
-                raise AssertionError(f"aten::{name} reads device memory back to the host")
         if func.namespace == "gdm_engine":  # look inside our own ops: their Python bodies
             from torch._library.custom_ops import OPDEFS
 
@@ -229,9 +236,16 @@ class DeviceOps(TorchDispatchMode):
             with self:
                 return body(*args, **(kwargs or {}))
         result = func(*args, **(kwargs or {}))
-        if _uses_host_generator(args, kwargs):
-            self._host_draws.add(id(result))
-        elif not _is_free(func):
+        if _uses_host_generator(args, kwargs) or any(self._host_draws.get(id(a)) is a
+                                                      for a in args):
+            if isinstance(result, torch.Tensor):  # a seed drawn, then read, on the host
+                self._host_draws[id(result)] = result
+            return result
+        if name in READ_BACKS:
+            self.read_backs.append(name)
+            if self.fail_on_read_back:
+                raise AssertionError(f"aten::{name} reads device memory back to the host")
+        if not _is_free(func):
             self.ops[name] += 1
         return result
 

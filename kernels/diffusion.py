@@ -13,14 +13,14 @@ coefficients that the kernel forms itself, in float64, from the schedule values 
 
 Up to three schedule values (ᾱ_t and ᾱ_prev, σ and σ_next and σ_prev, a step size) come from one
 SOURCE: SCALAR, float64 kernel arguments (a float schedule: exact, no device tensor at all);
-PER_ROW, (N,) tensors read once per row; or INDEXED, a loop's (steps, 5) float64 table read at the
-step that a device counter names (so a captured CUDA graph replays every step of a loop). Two
+PER_ROW, (N,) tensors read once per row; or INDEXED, a loop's (steps, 6) float64 table read at the
+step that a device counter names, seed included (so a captured CUDA graph replays every step). Two
 more factors, in_scale and out_scale, let a sampler loop keep its samples in the model's own
 (variance-preserving) scaling: the σ-form step then reads x·in_scale and writes out·out_scale.
 
 z is a given tensor, or drawn in the kernel from a seed that is a kernel argument never
-specialised on, or read from a device tensor (INDEXED loops): element (n, d) of step k takes
-word d mod 4 of the Philox draw tl.randn4x(seed, (k·N + n)·ceil(D/4) + d div 4), so one Philox
+specialised on, or read from the table (INDEXED loops): element (n, d) takes word d mod 4 of
+the Philox draw tl.randn4x(seed, n·ceil(D/4) + d div 4), so one Philox
 round serves four elements and the numbers depend on the element's index only, not on the tiling.
 
 The loss kernel reads the model output m, x0 and ε and reduces w_n / D · Σ (m − target)² over
@@ -44,8 +44,8 @@ EPS, X0, V = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 SCALAR, PER_ROW, INDEXED = 0, 1, 2
 NO_NOISE, GIVEN_NOISE, DRAWN_NOISE = 0, 1, 2
 NO_CLAMP, CLIP, THRESHOLD = 0, 1, 2
-# columns of a loop's INDEXED table: the three schedule values, in_scale and out_scale
-TABLE_COLUMNS = 5
+# columns of a loop's INDEXED table: the three schedule values, in_scale, out_scale and the seed
+TABLE_COLUMNS = 6
 
 
 def _tile(d):
@@ -83,7 +83,7 @@ def _value(scalar, ptr, stride, column, rows, row_mask, step, SOURCE: tl.constex
     elif SOURCE == 1:
         return tl.load(ptr + rows * stride, mask=row_mask, other=0.5).to(tl.float64)
     else:
-        return tl.load(ptr + step * 5 + column).to(tl.float64)
+        return tl.load(ptr + step * 6 + column).to(tl.float64)
 
 
 @triton.jit
@@ -190,11 +190,11 @@ def _coefficients(v0, v1, v2, eta, noise_level, KIND: tl.constexpr, PREDICTION: 
     return cx, cm, c2, a0, ax, au, sigma, dx, dm
 
 
-@triton.jit(do_not_specialize=["seed", "step"])
+@triton.jit(do_not_specialize=["seed"])
 def _step_kernel(x, m, u, m2, u2, noise, out, out2, threshold_scale, p0, p1, p2, state,
                  v0: tl.float64, v1: tl.float64, v2: tl.float64, in_scale: tl.float64,
                  out_scale: tl.float64, eta: tl.float64, noise_level: tl.float64,
-                 g, clip, seed: tl.int64, step: tl.int64, N, D, QUADS, p0s, p1s, p2s,
+                 g, clip, seed: tl.int64, N, D, QUADS, p0s, p1s, p2s,
                  x0s, x1s, m0s, m1s, u0s, u1s, n0s, n1s, v0s, v1s, z0s, z1s,
                  KIND: tl.constexpr, PREDICTION: tl.constexpr, FIXED_LARGE: tl.constexpr,
                  SOURCE: tl.constexpr, NOISE: tl.constexpr, CLAMP: tl.constexpr,
@@ -203,11 +203,12 @@ def _step_kernel(x, m, u, m2, u2, noise, out, out2, threshold_scale, p0, p1, p2,
                  BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     rows, start, cols, row_mask, mask = _tile_of(pid, N, D, BLOCK_N, BLOCK_D)
-    if SOURCE == 2:  # a loop's step and seed live on the device (CUDA-graph replay)
-        seed = tl.load(state)
-        step = tl.load(state + 1)
-        in_scale = tl.load(p0 + step * 5 + 3).to(tl.float64)
-        out_scale = tl.load(p0 + step * 5 + 4).to(tl.float64)
+    step = 0
+    if SOURCE == 2:  # a loop's step lives on the device: its row holds scales and seed
+        step = tl.load(state)
+        in_scale = tl.load(p0 + step * 6 + 3)
+        out_scale = tl.load(p0 + step * 6 + 4)
+        seed = tl.load(p0 + step * 6 + 5).to(tl.int64)
     s0 = _value(v0, p0, p0s, 0, rows, row_mask, step, SOURCE)
     s1 = _value(v1, p1, p1s, 1, rows, row_mask, step, SOURCE)
     s2 = _value(v2, p2, p2s, 2, rows, row_mask, step, SOURCE)
@@ -242,7 +243,7 @@ def _step_kernel(x, m, u, m2, u2, noise, out, out2, threshold_scale, p0, p1, p2,
         if NOISE == 1:
             z = _load(noise, rows, cols, z0s, z1s, mask)
         else:
-            z = _normal_noise(seed, step * N + rows, start, QUADS, BLOCK_N, BLOCK_D)
+            z = _normal_noise(seed, rows, start, QUADS, BLOCK_N, BLOCK_D)
         y += sigma.to(tl.float32) * z
     tl.store(out + rows * D + cols, y.to(out.dtype.element_ty), mask=mask)
     if OUT2:
@@ -269,16 +270,16 @@ def _scalar(value):
 
 def diffusion_step(kind, x, m, schedule, *, prediction="eps", fixed_large=False, eta=0.0,
                    noise_level=0.0, guidance_scale=1.0, clip=None, threshold_scale=None,
-                   clipped_eps=False, output_x0=False, noise=None, seed=None, step=0,
+                   clipped_eps=False, output_x0=False, noise=None, seed=None,
                    uncond=None, second=None, uncond_second=None, second_output=False,
                    scales=(1.0, 1.0), table=None, state=None):
     """The step `kind` (one of KINDS) on 2-D (N, D) inputs of any strides: out (N, D),
     contiguous, or (out, out2) with `second_output`.
 
-    `schedule`: up to three values, each a float or an (N,) tensor (all floats, or all tensors);
-    or, with `table` ((steps, 5) float64: the values, in_scale, out_scale) and `state` (int64
-    [seed, step] on the device), the step and seed are read on the device. z is `noise` when
-    given, drawn from `seed` (an int) and `step` when `seed` is given, else absent. `clip`
+    `schedule`: up to three values, each a float or an (N,) tensor; or, with `table`
+    ((steps, 6) float64: the values, in_scale, out_scale, seed) and `state` (the step, one int64
+    on the device), the step's row is read on the device. z is `noise` when given, drawn when
+    `seed` is given (from the table's seed with `table`), else absent. `clip`
     and/or `threshold_scale` ((N,) per-example s) clamp x0; `output_x0` writes the model's x0
     (clipped where `clip`) instead of the step."""
     N, D = x.shape
@@ -293,7 +294,7 @@ def diffusion_step(kind, x, m, schedule, *, prediction="eps", fixed_large=False,
         source = PER_ROW if any(isinstance(v, torch.Tensor) for v in values) else SCALAR
         pointers = [_pointer(v, x) for v in values]
     kind_noise = GIVEN_NOISE if noise is not None else (
-        DRAWN_NOISE if seed is not None or state is not None else NO_NOISE)
+        DRAWN_NOISE if seed is not None else NO_NOISE)
     clamp = THRESHOLD if threshold_scale is not None else (CLIP if clip is not None else NO_CLAMP)
     block_n, block_d = _tile(D)
     tensors = (uncond, second, uncond_second, noise)
@@ -304,7 +305,7 @@ def diffusion_step(kind, x, m, schedule, *, prediction="eps", fixed_large=False,
            state if state is not None else x,
            *(_scalar(v) for v in values), float(scales[0]), float(scales[1]), float(eta),
            float(noise_level), float(guidance_scale),
-           float(clip if clip is not None else float("inf")), int(seed or 0), int(step), N, D,
+           float(clip if clip is not None else float("inf")), int(seed or 0), N, D,
            triton.cdiv(D, 4), *(_stride(v) for v in values),
            *x.stride(), *m.stride(), *(s for t in tensors for s in _strides(t)),
            KIND=KINDS.index(kind), PREDICTION=PREDICTIONS.index(prediction),

@@ -104,6 +104,68 @@ def _seed(draw, seed):
 
 
 # --------------------------------------------------------------------------------------------------
+# one step of a sampler loop (gdm_engine.diffusion.samplers): arguments checked once per loop
+# --------------------------------------------------------------------------------------------------
+
+
+def _reference_loop_step(kind, x, m, values, seed, options):
+    """The reference of one loop step on x in the σ form; (out, D) for DPM-Solver++(2M)."""
+    v0, v1, v2 = (list(values) + [None, None])[:3]
+    common = {"guidance_scale": options.get("guidance_scale", 1.0)}
+    given = {"uncond": options.get("uncond"), "noise": None}
+    prediction = options.get("prediction", "eps")
+    seeded = {"seed": seed if seed is not None else 0}
+    if kind == "langevin":
+        return ref.langevin_step(x, m, v0, seed=seeded["seed"]) if seed is not None else \
+            ref.langevin_step(x, m, v0, torch.zeros_like(x))
+    if kind == "dpmpp_2m":
+        return ref.dpmpp_2m_step(x, m, v0, v1, options.get("second"), given["uncond"],
+                                 sigma_prev=v2 if options.get("second") is not None else None,
+                                 prediction=prediction, **common)
+    if seed is None:  # no noise drawn: σ z is 0
+        given["noise"] = torch.zeros_like(x)
+    if kind == "ddpm":
+        return ref.ddpm_step(x, m, v0, v1, **given, prediction=prediction,
+                             variance=options.get("variance", "fixed_small"),
+                             clip=options.get("clip"), **common, **seeded)
+    if kind == "ddim":
+        return ref.ddim_step(x, m, v0, v1, **given, eta=options.get("eta", 0.0),
+                             prediction=prediction, clip=options.get("clip"), **common, **seeded)
+    churn = {"churn": options.get("churn", 0.0), "s_noise": options.get("s_noise", 1.0)}
+    if kind == "euler":
+        return ref.euler_step(x, m, v0, v1, **given, prediction=prediction, **churn, **common,
+                              **seeded)
+    return ref.heun_step(x, m, options["second"], v0, v1, given["noise"], given["uncond"],
+                         options.get("uncond_second"), prediction=prediction, **churn, **common,
+                         **seeded)
+
+
+def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, table=None,
+              state=None, **options):
+    """One step of a sampler loop: the step `kind` (kernels.diffusion.KINDS) with schedule
+    `values` (floats), x read as x·scales[0] (the σ form) and the result written ·scales[1] (the
+    model's scaling), noise drawn from `seed` where given (None: no noise). Options as the step
+    ops' (prediction, variance, eta, clip, churn, s_noise, uncond, second, uncond_second,
+    guidance_scale). On the Triton backend exactly one kernel launch; with `table` and `state`
+    (a CUDA-graph replay) the kernel reads the step's row on the device. Unchecked: the loop
+    checks its arguments once. Returns x', or (x', D) for "dpmpp_2m"."""
+    second_output = kind == "dpmpp_2m"
+    if backend.resolve(x) == "triton":
+        churn, s_noise = options.pop("churn", 0.0), options.pop("s_noise", 1.0)
+        if kind in ("euler", "heun"):
+            options["noise_level"] = _churn_level(churn, s_noise)
+        options["fixed_large"] = options.pop("variance", "fixed_small") == "fixed_large"
+        return _step(kind, x, model_output, values, scales=scales, seed=seed, table=table,
+                     state=state, second_output=second_output, **options)
+    if table is not None:
+        raise ValueError("a CUDA-graph replay of a loop needs the Triton backend on a GPU")
+    out = _reference_loop_step(kind, x * scales[0], model_output, values, seed, options)
+    if second_output:
+        return _reference_output(out[0] * scales[1], x), _reference_output(out[1], x)
+    return _reference_output(out * scales[1], x)
+
+
+# --------------------------------------------------------------------------------------------------
 # registered ops (unchecked: call the public functions, which validate first)
 # --------------------------------------------------------------------------------------------------
 

@@ -413,7 +413,7 @@ def diffusion_loss(m, x0, eps, alpha_bar, loss_dtype, *, prediction="eps", min_s
     loss = empty((N,), loss_dtype, m.device)
     if N == 0:
         return loss
-    block_d = min(1024, max(16, triton.next_power_of_2(D)))
+    block_d = min(512, max(16, triton.next_power_of_2(D)))  # 1024 spills on sm_90
     block_n = max(1, min(4096 if INTERPRETED else 1024, 16 * block_d) // block_d)
     pointer_and_scalars, flags = _loss_arguments(alpha_bar, m, min_snr_gamma, prediction)
     launch(_loss_kernel, (triton.cdiv(N, block_n),), m, x0, eps, pointer_and_scalars[0], loss,

@@ -226,13 +226,19 @@ def _key(job):
 
 def plan(specs, archs=(80, 90), sizes=SIZES, dtypes=DTYPES, seed=0):
     """The distinct Jobs of every op, each with the largest grid its launches use."""
+    return distinct_jobs(((spec.name, launch) for spec in specs
+                          for launch in record_launches(spec, sizes, dtypes, seed)), archs)
+
+
+def distinct_jobs(op_launches, archs):
+    """The distinct Jobs of (op name, Launch) pairs, each with the largest grid its launches
+    use."""
     jobs = {}
-    for spec in specs:
-        for launch in record_launches(spec, sizes, dtypes, seed):
-            for arch in archs:
-                for job in specialise(spec.name, launch, arch):
-                    seen = jobs.setdefault(_key(job), job)
-                    seen.grid = tuple(map(max, seen.grid, job.grid))
+    for op, launch in op_launches:
+        for arch in archs:
+            for job in specialise(op, launch, arch):
+                seen = jobs.setdefault(_key(job), job)
+                seen.grid = tuple(map(max, seen.grid, job.grid))
     return list(jobs.values())
 
 

@@ -1,6 +1,7 @@
 """The kernel commands: info, validate, bench, compile."""
 
 import datetime
+import json
 import platform
 import secrets
 import sys
@@ -45,6 +46,10 @@ def _print_compile_record():
         print(f"  {name:<48} {built}")
 
 
+VALIDATE_COLUMNS = ["op", "dtype", "case", "quantity", "error", "tolerance", "verdict"]
+VALIDATE_SUMMARY_COLUMNS = ["op", "dtype", "checks", "failed", "worst error/tolerance"]
+
+
 def cmd_validate(args):
     from tqdm import tqdm
 
@@ -52,20 +57,57 @@ def cmd_validate(args):
     from gdm_engine._table import format_table
 
     device = current_device()
-    sizes = ["tiny"] if device.type == "cpu" or args.quick else ["tiny", "medium"]
+    if args.smoke:
+        sizes, precisions, cases = ["tiny"], testing.check_precisions(device, smoke=True), 2
+    else:
+        sizes = ["tiny"] if device.type == "cpu" or args.quick else ["tiny", "medium"]
+        precisions, cases = testing.check_precisions(device), None
     seed = args.seed if args.seed is not None else secrets.randbits(31)
     specs = chosen_specs(args.op)
     print(f"validating {', '.join(s.name for s in specs)} on {device} "
           f"({'Triton interpreter' if device.type == 'cpu' else 'compiled kernels'}), seed {seed}")
+    checks = []
     with tqdm(desc="cases", unit="case", disable=None, file=sys.stderr) as bar:
-        checks = testing.validate(specs, sizes, device, seed, grads=not args.no_grad, progress=bar)
-    rows = [c.row() for c in checks]
-    print(format_table(rows, ["op", "dtype", "case", "quantity", "error", "tolerance", "verdict"]))
+        for done, spec in enumerate(specs, 1):
+            checks += testing.validate([spec], sizes, device, seed, grads=not args.no_grad,
+                                       progress=bar, precisions=precisions, cases_per_op=cases)
+            # after every op: a run cut short (a job's time limit) keeps the ops it checked
+            _write_validate_report(args, seed, device, checks, specs[:done], done == len(specs))
+    print(format_table([c.row() for c in checks], VALIDATE_COLUMNS))
     failed = [c for c in checks if not c.passed]
     print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
-    if args.json:
-        write_json(args.json, {"seed": seed, "device": str(device), "checks": rows})
     return 1 if failed else 0
+
+
+def _write_validate_report(args, seed, device, checks, specs, complete):
+    from gdm_engine._table import format_table
+
+    summary = _validate_summary(checks)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"seed": seed, "device": str(device), "ops": [s.name for s in specs],
+                       "complete": complete, "summary": summary,
+                       "checks": [c.row() for c in checks]}, f, indent=1)
+    if args.markdown:
+        failed = sum(row["failed"] for row in summary)
+        with open(args.markdown, "w") as f:
+            f.write(f"# gdm-engine validate{' --smoke' if args.smoke else ''}, "
+                    f"{device_name(device)}, {datetime.date.today().isoformat()}\n\n"
+                    f"seed {seed}; {len(checks) - failed} checks passed, {failed} failed"
+                    f"{'' if complete else f' (cut short after {specs[-1].name})'}\n\n"
+                    f"{format_table(summary, VALIDATE_SUMMARY_COLUMNS, markdown=True)}\n")
+
+
+def _validate_summary(checks):
+    """One row per op and dtype: checks, failures and the worst error as a share of its
+    tolerance."""
+    groups = {}
+    for c in checks:
+        groups.setdefault((c.op, c.dtype), []).append(c)
+    return [{"op": op, "dtype": dtype, "checks": len(group),
+             "failed": sum(not c.passed for c in group),
+             "worst error/tolerance": max(c.error / c.tolerance for c in group)}
+            for (op, dtype), group in groups.items()]
 
 
 def cmd_bench(args):
@@ -105,7 +147,7 @@ def _kernel_timings(args, device):
     seed = args.seed if args.seed is not None else secrets.randbits(31)
     with tqdm(desc="cases", unit="case", disable=None, file=sys.stderr) as bar:
         rows = benchmark.bench(chosen_specs(args.op), size, device, seed, dtypes, progress=bar,
-                               cases_per_op=2 if args.quick else None)
+                               cases_per_op=args.cases or (2 if args.quick else None))
     table = format_table(rows, benchmark.COLUMNS)
     print(table)
     sampling, flow_memory, loops = [], [], []
@@ -240,10 +282,15 @@ def add_commands(sub):
                        help="smaller shapes" + (", two cases per op" if name == "bench" else ""))
         p.add_argument("--seed", type=int, help="random seed (default: fresh each run)")
         p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+        p.add_argument("--markdown", metavar="PATH", help="also write a markdown table")
         if name == "validate":
             p.add_argument("--no-grad", action="store_true", help="forward outputs only")
+            p.add_argument("--smoke", action="store_true",
+                           help="the first two tiny cases of each op in fp32 (IEEE and TF32) "
+                                "and bf16: minutes on a GPU with no kernel built yet")
         else:
-            p.add_argument("--markdown", metavar="PATH", help="also write a markdown table")
+            p.add_argument("--cases", type=positive_int, metavar="N",
+                           help="only the first N cases of each op")
             p.add_argument("--host", action="store_true",
                            help="only the host table: the CPU time of each op call and sampler "
                                 "step, kernels not run")

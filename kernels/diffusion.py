@@ -75,11 +75,18 @@ def _load(ptr, rows, cols, s0, s1, mask):
 
 
 @triton.jit
+def _float64(scalar):
+    """A float64 scalar argument as a float64 value: Triton's interpreter hands such arguments
+    over as Python floats, which would become fp32 in the first jit function they reach."""
+    return tl.full((), 1.0, tl.float64) * scalar
+
+
+@triton.jit
 def _value(scalar, ptr, stride, column, rows, row_mask, step, SOURCE: tl.constexpr):
     """A schedule value as float64: the scalar, the row's entry (of a tensor of any stride, 0
     for an expanded value), or the loop table's at `step`."""
     if SOURCE == 0:
-        return scalar
+        return _float64(scalar)
     elif SOURCE == 1:
         return tl.load(ptr + rows * stride, mask=row_mask, other=0.5).to(tl.float64)
     else:
@@ -203,6 +210,8 @@ def _step_kernel(x, m, u, m2, u2, noise, out, out2, threshold_scale, p0, p1, p2,
                  BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     rows, start, cols, row_mask, mask = _tile_of(pid, N, D, BLOCK_N, BLOCK_D)
+    in_scale, out_scale = _float64(in_scale), _float64(out_scale)
+    eta, noise_level = _float64(eta), _float64(noise_level)
     step = 0
     if SOURCE == 2:  # a loop's step lives on the device: its row holds scales and seed
         step = tl.load(state)
@@ -362,7 +371,7 @@ def _loss_kernel(m, x0, eps, alpha_bar, loss, a_value: tl.float64, gamma: tl.flo
     rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
     row_mask = rows < N
     a = _value(a_value, alpha_bar, a_stride, 0, rows, row_mask, 0, SOURCE)
-    tx, tz, scale = _loss_row(a, gamma, inv_d, PREDICTION, MIN_SNR)
+    tx, tz, scale = _loss_row(a, _float64(gamma), _float64(inv_d), PREDICTION, MIN_SNR)
     total = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     for start in range(0, D, BLOCK_D):
         cols = start + tl.arange(0, BLOCK_D)[None, :].to(tl.int64)
@@ -383,7 +392,7 @@ def _loss_backward_kernel(m, x0, eps, alpha_bar, grad, d_m, d_x0, d_eps, a_value
     pid = tl.program_id(0).to(tl.int64)
     rows, start, cols, row_mask, mask = _tile_of(pid, N, D, BLOCK_N, BLOCK_D)
     a = _value(a_value, alpha_bar, a_stride, 0, rows, row_mask, 0, SOURCE)
-    tx, tz, scale = _loss_row(a, gamma, inv_d, PREDICTION, MIN_SNR)
+    tx, tz, scale = _loss_row(a, _float64(gamma), _float64(inv_d), PREDICTION, MIN_SNR)
     g = tl.load(grad + rows, mask=row_mask, other=0.0).to(tl.float64)
     factor = (2.0 * g * scale).to(tl.float32)
     d = factor * _loss_error(m, x0, eps, rows, cols, mask, tx, tz, m0s, m1s, x0s, x1s, e0s, e1s)

@@ -811,6 +811,7 @@ def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_
     the model saw. Returns (N,) losses in at least fp32. Differentiable: the backward is one
     more fused pass for model_output (x0 and noise, usually data, get a scaling of it)."""
     _check_pair("model_output", model_output, "x0", x0, noise, None)
+    check_shape_of("noise", noise, "model_output", model_output)
     _check_schedule("alpha_bar", alpha_bar, x0, 0, 1, high_open=True)
     check_choice("prediction", prediction, PREDICTIONS)
     if min_snr_gamma is not None:

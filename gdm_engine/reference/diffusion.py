@@ -17,14 +17,13 @@ import torch
 
 
 def _per_example(value, x):
-    """A float or (N,) schedule value as a tensor broadcasting over x's (N, ...) examples, in
-    at least fp32: a coefficient such as 1 − ᾱ or σ² keeps its digits (and stays finite) where x
-    is fp16 or bf16; the ops return the result in x's dtype."""
-    dtype = torch.promote_types(x.dtype, torch.float32)
+    """A float or (N,) schedule value as a tensor broadcasting over x's (N, ...) examples: a
+    float in float64 (exactly as given: 1 − ᾱ keeps its digits), a tensor in at least fp32 (σ²
+    stays finite where x is fp16); the ops return the result in x's dtype."""
     if isinstance(value, torch.Tensor):
-        return value.to(torch.promote_types(value.dtype, dtype)).reshape(
-            (-1,) + (1,) * (x.ndim - 1))
-    return torch.full((1,) * x.ndim, float(value), dtype=dtype, device=x.device)
+        dtype = torch.promote_types(torch.promote_types(value.dtype, x.dtype), torch.float32)
+        return value.to(dtype).reshape((-1,) + (1,) * (x.ndim - 1))
+    return torch.full((1,) * x.ndim, float(value), dtype=torch.float64, device=x.device)
 
 
 def _noise(x, noise, seed):
@@ -266,7 +265,8 @@ def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_
     elements of (model_output − target)², times the min-SNR-γ weight. Returns shape (N,)."""
     dtype = torch.promote_types(model_output.dtype, torch.float32)  # fp16 squares overflow
     target = loss_target(x0.to(dtype), noise.to(dtype), alpha_bar, prediction)
-    error = (model_output.to(dtype) - target).square().reshape(model_output.shape[0], -1)
+    error = (model_output.to(dtype) - target).square().reshape(model_output.shape[0],
+                                                                model_output.shape[1:].numel())
     weight = min_snr_weight(alpha_bar, prediction, min_snr_gamma).to(error.device, dtype)
     # an example of no elements loses 0 (the mean of nothing would be NaN)
     return error.sum(dim=1) / max(error.shape[1], 1) * weight

@@ -22,6 +22,6 @@ setup(
         "pillow",        # PNG sample grids and image folders
         "matplotlib",    # scatter plots of 2-D samples
     ],
-    extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis"]},
+    extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis", "diffusers"]},
     entry_points={"console_scripts": ["gdm-engine = gdm_engine.cli:main"]},
 )

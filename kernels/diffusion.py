@@ -29,11 +29,13 @@ asked, dL/dx0 and dL/dε) in one more pass. Memory-bound, fp32 arithmetic per el
 of rows x columns on a 1-D grid, int64 offsets.
 """
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
-from ._runtime import INTERPRETED, empty, launch
+from ._runtime import INTERPRETED, cdiv, empty, launch, next_power_of_2
 
 # what a step computes (KIND), what the model predicts, where the schedule comes from
 KINDS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m", "langevin", "q_sample", "q_sample_grad")
@@ -48,13 +50,14 @@ NO_CLAMP, CLIP, THRESHOLD = 0, 1, 2
 TABLE_COLUMNS = 6
 
 
+@functools.lru_cache(maxsize=None)
 def _tile(d):
     """(BLOCK_N, BLOCK_D): about 1024 elements per program on a GPU (8 fp32 per thread of 128,
     16-byte vectors), 4096 under the interpreter (fewer, larger programs run faster there).
     BLOCK_D is a power of two of at least 4 (the Philox words); short rows stack several, up to
     128 (more would spill the per-row coefficients of Heun's step on sm_90)."""
     elements = 4096 if INTERPRETED else 1024
-    block_d = min(elements, max(4, triton.next_power_of_2(d)))
+    block_d = min(elements, max(4, next_power_of_2(d)))
     return min(elements // block_d, 128), block_d
 
 
@@ -307,7 +310,7 @@ def diffusion_step(kind, x, m, schedule, *, prediction="eps", fixed_large=False,
     clamp = THRESHOLD if threshold_scale is not None else (CLIP if clip is not None else NO_CLAMP)
     block_n, block_d = _tile(D)
     tensors = (uncond, second, uncond_second, noise)
-    launch(_step_kernel, (triton.cdiv(N, block_n) * triton.cdiv(D, block_d),),
+    launch(_step_kernel, (cdiv(N, block_n) * cdiv(D, block_d),),
            x, m, *(t if t is not None else x for t in tensors), out,
            out2 if second_output else out,
            threshold_scale if threshold_scale is not None else x, *pointers,
@@ -315,7 +318,7 @@ def diffusion_step(kind, x, m, schedule, *, prediction="eps", fixed_large=False,
            *(_scalar(v) for v in values), float(scales[0]), float(scales[1]), float(eta),
            float(noise_level), float(guidance_scale),
            float(clip if clip is not None else float("inf")), int(seed or 0), N, D,
-           triton.cdiv(D, 4), *(_stride(v) for v in values),
+           cdiv(D, 4), *(_stride(v) for v in values),
            *x.stride(), *m.stride(), *(s for t in tensors for s in _strides(t)),
            KIND=KINDS.index(kind), PREDICTION=PREDICTIONS.index(prediction),
            FIXED_LARGE=fixed_large, SOURCE=source, NOISE=kind_noise, CLAMP=clamp,
@@ -422,10 +425,10 @@ def diffusion_loss(m, x0, eps, alpha_bar, loss_dtype, *, prediction="eps", min_s
     loss = empty((N,), loss_dtype, m.device)
     if N == 0:
         return loss
-    block_d = min(512, max(16, triton.next_power_of_2(D)))  # 1024 spills on sm_90
+    block_d = min(512, max(16, next_power_of_2(D)))  # 1024 spills on sm_90
     block_n = max(1, min(4096 if INTERPRETED else 1024, 16 * block_d) // block_d)
     pointer_and_scalars, flags = _loss_arguments(alpha_bar, m, min_snr_gamma, prediction)
-    launch(_loss_kernel, (triton.cdiv(N, block_n),), m, x0, eps, pointer_and_scalars[0], loss,
+    launch(_loss_kernel, (cdiv(N, block_n),), m, x0, eps, pointer_and_scalars[0], loss,
            *pointer_and_scalars[1:], N, D, *m.stride(), *x0.stride(), *eps.stride(),
            **flags, BLOCK_N=block_n, BLOCK_D=block_d)
     return loss
@@ -441,7 +444,7 @@ def diffusion_loss_backward(grad, m, x0, eps, alpha_bar, *, prediction="eps", mi
     if N * D > 0:
         block_n, block_d = _tile(D)
         pointer_and_scalars, flags = _loss_arguments(alpha_bar, m, min_snr_gamma, prediction)
-        launch(_loss_backward_kernel, (triton.cdiv(N, block_n) * triton.cdiv(D, block_d),),
+        launch(_loss_backward_kernel, (cdiv(N, block_n) * cdiv(D, block_d),),
                m, x0, eps, pointer_and_scalars[0], grad, d_m,
                d_x0 if want_x0 else d_m, d_eps if want_eps else d_m, *pointer_and_scalars[1:],
                N, D, *m.stride(), *x0.stride(), *eps.stride(), **flags, WANT_X0=want_x0,

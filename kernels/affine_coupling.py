@@ -13,8 +13,9 @@ raw scale (RealNVP, Dinh et al. 2017, eq. 7-9; Glow, Kingma & Dhariwal 2018, tab
 Where the optional binary mask is set, y = x and log s counts as 0. One pass reads x, shift, r
 (and the mask, of batch stride 0 when one mask serves every example) and writes y and the
 per-example logdet, a row reduction done in registers and cut into partial sums along D when
-there are too few rows to fill the GPU. logsigmoid and tanh are written from exp(−|z|) only, so
-no intermediate overflows: finite inputs give finite log s and slopes, never NaN.
+there are too few rows to fill the GPU (added up by `_reduce.sum_splits`, in a fixed order).
+logsigmoid and tanh are written from exp(−|z|) only, so no intermediate overflows: finite inputs
+give finite log s and slopes, never NaN.
 
 The backward pass recomputes s from r (y is not stored) and gives, from dy and dlogdet:
 
@@ -28,6 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._reduce import partial_sums, sum_splits
 from ._runtime import INTERPRETED, empty, launch, num_programs_target
 
 SCALE_MAPS = {"exp": 0, "sigmoid": 1, "softclamp": 2}
@@ -78,7 +80,7 @@ def _forward_kernel(x, shift, raw, keep_mask, y, logdet_parts, clamp, N, D, SPLI
                     SCALE_MAP: tl.constexpr, REVERSE: tl.constexpr, MASKED: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     # One program: BLOCK_N rows over the split-th stretch of D; its logdet partial sums go to
-    # logdet_parts[split, rows], which the launcher adds up. y is contiguous (N, D).
+    # logdet_parts[split, rows] (the logdet itself when SPLITS is 1). y is contiguous (N, D).
     pid = tl.program_id(0).to(tl.int64)
     split = pid % SPLITS
     rows = (pid // SPLITS) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
@@ -107,12 +109,13 @@ def _forward_kernel(x, shift, raw, keep_mask, y, logdet_parts, clamp, N, D, SPLI
     if REVERSE:
         total = -total
     out_rows = tl.reshape(rows, (BLOCK_N,))
-    tl.store(logdet_parts + split * N + out_rows, total, mask=out_rows < N)
+    tl.store(logdet_parts + split * N + out_rows, total.to(logdet_parts.dtype.element_ty),
+             mask=out_rows < N)
 
 
 @triton.jit
 def _backward_kernel(grad_y, grad_logdet, x, shift, raw, keep_mask, d_x, d_shift, d_raw, clamp,
-                     N, D, g0, g1, x0, x1, t0, t1, r0, r1, k0,
+                     N, D, g0, g1, l0, x0, x1, t0, t1, r0, r1, k0,
                      SCALE_MAP: tl.constexpr, REVERSE: tl.constexpr, MASKED: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     # One program per (rows x cols) tile, on a 1-D grid. The gradients are contiguous (N, D).
@@ -122,7 +125,7 @@ def _backward_kernel(grad_y, grad_logdet, x, shift, raw, keep_mask, d_x, d_shift
     cols = (pid % col_blocks) * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
     mask = (rows < N) & (cols < D)
     dy = tl.load(grad_y + rows * g0 + cols * g1, mask=mask, other=0.0).to(tl.float32)
-    dl = tl.load(grad_logdet + rows, mask=rows < N, other=0.0).to(tl.float32)
+    dl = tl.load(grad_logdet + rows * l0, mask=rows < N, other=0.0).to(tl.float32)
     xv = tl.load(x + rows * x0 + cols * x1, mask=mask, other=0.0).to(tl.float32)
     rv = tl.load(raw + rows * r0 + cols * r1, mask=mask, other=0.0).to(tl.float32)
     log_s, slope = _log_scale(rv, clamp, SCALE_MAP)
@@ -160,20 +163,21 @@ def affine_coupling_forward(x, shift, scale_raw, mask, scale_map, reverse, clamp
     """(y, logdet) for 2-D (N, D) inputs and a contiguous bool mask of shape (1 or N, D)."""
     N, D = x.shape
     y = empty((N, D), x.dtype, x.device)
+    logdet = empty((N,), torch.promote_types(x.dtype, torch.float32), x.device)
     if N == 0:
-        return y, empty((0,), torch.float32, x.device)
+        return y, logdet
     block_n, block_d = _tile(D)
     row_blocks = triton.cdiv(N, block_n)
     # Few rows and long ones: cut D into partial sums until the GPU is full.
     splits = max(1, min(triton.cdiv(D, block_d), num_programs_target(x.device) // row_blocks))
-    parts = empty((splits, N), torch.float32, x.device)
+    parts = partial_sums(logdet, splits)
     keep, k0 = _mask_args(mask, x)
     launch(_forward_kernel, (row_blocks * splits,),
            x, shift, scale_raw, keep, y, parts, float(clamp), N, D, splits,
            *x.stride(), *shift.stride(), *scale_raw.stride(), k0, y.stride(0),
            SCALE_MAP=SCALE_MAPS[scale_map], REVERSE=bool(reverse), MASKED=mask is not None,
            BLOCK_N=block_n, BLOCK_D=block_d)
-    logdet = parts[0] if splits == 1 else parts.sum(0)
+    sum_splits(parts, logdet)
     return y, logdet
 
 
@@ -186,9 +190,12 @@ def affine_coupling_backward(grad_y, grad_logdet, x, shift, scale_raw, mask, sca
         return tuple(grads)
     block_n, block_d = _tile(D)
     keep, k0 = _mask_args(mask, x)
+    # dlogdet is read through its stride: logdet.sum()'s gradient is expanded (stride 0), and
+    # a contiguous copy of it would be a device op of its own
     launch(_backward_kernel, (triton.cdiv(N, block_n) * triton.cdiv(D, block_d),),
-           grad_y, grad_logdet.contiguous(), x, shift, scale_raw, keep, *grads, float(clamp),
-           N, D, *grad_y.stride(), *x.stride(), *shift.stride(), *scale_raw.stride(), k0,
+           grad_y, grad_logdet, x, shift, scale_raw, keep, *grads, float(clamp), N, D,
+           *grad_y.stride(), grad_logdet.stride(0), *x.stride(), *shift.stride(),
+           *scale_raw.stride(), k0,
            SCALE_MAP=SCALE_MAPS[scale_map], REVERSE=bool(reverse), MASKED=mask is not None,
            BLOCK_N=block_n, BLOCK_D=block_d)
     return tuple(grads)

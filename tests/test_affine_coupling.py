@@ -10,6 +10,7 @@ import torch
 import gdm_engine
 from gdm_engine import catalog, reference, testing
 from gdm_engine.catalog import channel_mask, checkerboard_mask
+from gdm_engine.kernels import poisoned_outputs
 from gdm_engine.ops import affine_coupling
 from gdm_engine.ops.affine_coupling import compact_mask
 
@@ -170,16 +171,45 @@ def test_extreme_inputs_give_no_nan(scale_map, reverse, backend, device):
         assert logdet.item() == pytest.approx(4 * (-1e4 + 2), rel=1e-6)
 
 
-def test_few_long_rows_split_into_partial_logdet_sums(monkeypatch, device, generator):
+@pytest.mark.parametrize("shape", [(2, 70), (1, 37)], ids=str)
+def test_few_long_rows_split_into_partial_logdet_sums(shape, monkeypatch, device, generator):
+    # one split: the forward kernel writes the logdet itself; several (forced here, as a GPU
+    # would cut a few long rows): a second kernel adds the partial sums in a fixed order
     from gdm_engine.kernels import affine_coupling as kernels
 
-    x, t, r = _inputs(generator, device, 2, 70)
-    with gdm_engine.use_backend("triton"):
+    x, t, r = _inputs(generator, device, *shape)
+    with gdm_engine.use_backend("triton"), poisoned_outputs():
         whole = affine_coupling(x, t, r, scale_map="softclamp")
         monkeypatch.setattr(kernels, "num_programs_target", lambda device: 1 << 10)
         split = affine_coupling(x, t, r, scale_map="softclamp")
+        again = affine_coupling(x, t, r, scale_map="softclamp")
     assert torch.equal(whole[0], split[0])
-    assert testing.relative_error(split[1], whole[1]) < TOL
+    want = _log_s_by_hand(r.double(), "softclamp", 3.0).sum(1)
+    assert testing.relative_error(whole[1], want) < TOL
+    assert testing.relative_error(split[1], want) < TOL
+    assert torch.equal(split[1], again[1])  # no atomics: the same sums every run
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_backward_reads_an_expanded_logdet_gradient_in_place(reverse, device, generator):
+    # logdet.sum() hands back a stride-0 gradient: the kernel reads it through its stride, so
+    # the backward needs no copy (no device op besides its kernel) and still gets it right
+    x, t, r = (v.requires_grad_() for v in _inputs(generator, device, 3, 2, 5))
+    mask = checkerboard_mask(1, 2, 5)[0].to(device)
+    kw = dict(scale_map="sigmoid", mask=mask, reverse=reverse)
+    with gdm_engine.use_backend("triton"):
+        y, logdet = affine_coupling(x, t, r, **kw)
+    grad_y = torch.randn(y.shape, generator=generator).to(device)
+    grads = (y, logdet), (x, t, r), (grad_y, torch.full((), 0.7, device=device).expand(3))
+    _, counted = testing.device_ops(torch.autograd.grad, *grads, retain_graph=True)
+    assert counted.count == 0, dict(counted.ops)
+    with gdm_engine.use_backend("triton"):
+        got = torch.autograd.grad(*grads)
+    inputs = [v.detach().double().requires_grad_() for v in (x, t, r)]
+    want = torch.autograd.grad(reference.affine_coupling(*inputs, **kw), inputs,
+                               (grad_y.double(), torch.full((3,), 0.7, dtype=torch.float64)))
+    for g, w in zip(got, want):
+        assert testing.relative_error(g, w) < TOL
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 4), (3, 0)])

@@ -16,14 +16,17 @@ Gradients, summed over the examples n and positions p of each channel (e = exp(�
     reverse:  dx = dy · e,   dloc = −Σ dy,      dlog_scale = −Σ dy · (y + loc) − S · Σ_n dlogdet
 
 (in reverse, y + loc = x · exp(−log_scale)). The backward kernels write dx and partial sums of
-the two channel reductions, cut along (N · S) so that they spread over the GPU; the launcher adds
-the partial sums (a small tensor) and the dlogdet term.
+the two channel reductions, the dlogdet term (±S · dlogdet[n] for each pair (n, c)) included, cut
+along (N · S) so that they spread over the GPU; `_reduce.sum_splits` adds them up per channel in
+a fixed order, or, where one program saw all of a channel (one split of one example), that
+program wrote its final sum itself.
 """
 
 import torch
 import triton
 import triton.language as tl
 
+from ._reduce import partial_sums, sum_splits
 from ._runtime import INTERPRETED, empty, launch, num_programs_target
 
 
@@ -97,12 +100,23 @@ def _grad_terms(dy, xv, b, ls, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _backward_rows_kernel(grad_y, x, loc, log_scale, d_x, loc_parts, scale_parts, C, ROWS, COLS,
-                          SPLITS, g0, g1, g2, x0, x1, x2, c0, s0,
+def _logdet_share(grad_logdet, n, mask, l0, SPATIAL, REVERSE: tl.constexpr):
+    """The dlogdet term of dlog_scale for examples n: ±S · dlogdet[n] (d logdet[n] / d
+    log_scale[c] = ±S for every c), in fp32; 0 where mask is off."""
+    share = SPATIAL * tl.load(grad_logdet + n * l0, mask=mask, other=0.0).to(tl.float32)
+    if REVERSE:
+        share = -share
+    return share
+
+
+@triton.jit
+def _backward_rows_kernel(grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts, scale_parts,
+                          C, ROWS, COLS, SPLITS, g0, g1, g2, l0, x0, x1, x2, c0, s0,
                           REVERSE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
     # S > 1: rows are (example, channel) pairs, columns their positions. One program: BLOCK_R
     # rows over the split-th stretch of the positions; the per-row partial sums go to
-    # *_parts[split, rows], which the launcher adds up per channel.
+    # *_parts[split, rows], i.e. *_parts[split · N + n, c]: (SPLITS · N, C) partial sums of the
+    # channels (the sums themselves when SPLITS · N is 1).
     pid = tl.program_id(0).to(tl.int64)
     split = pid % SPLITS
     rows = (pid // SPLITS) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]
@@ -125,16 +139,22 @@ def _backward_rows_kernel(grad_y, x, loc, log_scale, d_x, loc_parts, scale_parts
         scale_acc += scale_term
     out_rows = tl.reshape(rows, (BLOCK_R,))
     keep = out_rows < ROWS
-    tl.store(loc_parts + split * ROWS + out_rows, tl.sum(loc_acc, axis=1), mask=keep)
-    tl.store(scale_parts + split * ROWS + out_rows, tl.sum(scale_acc, axis=1), mask=keep)
+    # each row's dlogdet term, S · dlogdet[n], once: by the split that starts the row
+    share = _logdet_share(grad_logdet, out_rows // C, keep, l0, COLS, REVERSE)
+    share = tl.where(split == 0, share, 0.0)
+    tl.store(loc_parts + split * ROWS + out_rows,
+             tl.sum(loc_acc, axis=1).to(loc_parts.dtype.element_ty), mask=keep)
+    tl.store(scale_parts + split * ROWS + out_rows,
+             (tl.sum(scale_acc, axis=1) + share).to(scale_parts.dtype.element_ty), mask=keep)
 
 
 @triton.jit
-def _backward_cols_kernel(grad_y, x, loc, log_scale, d_x, loc_parts, scale_parts, N, C, SPLITS,
-                          g0, g1, x0, x1, c0, s0,
+def _backward_cols_kernel(grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts, scale_parts,
+                          N, C, SPLITS, g0, g1, l0, x0, x1, c0, s0,
                           REVERSE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
     # S = 1: rows are examples, columns channels. One program: BLOCK_L channels over the
-    # split-th stretch of the examples; its per-channel partial sums go to *_parts[split, cols].
+    # split-th stretch of the examples; its per-channel partial sums go to *_parts[split, cols]
+    # (the sums themselves when SPLITS is 1).
     pid = tl.program_id(0).to(tl.int64)
     split = pid % SPLITS
     cols = (pid // SPLITS) * BLOCK_L + tl.arange(0, BLOCK_L)[None, :]
@@ -152,11 +172,15 @@ def _backward_cols_kernel(grad_y, x, loc, log_scale, d_x, loc_parts, scale_parts
         dx, loc_term, scale_term = _grad_terms(dy, xv, b, ls, REVERSE)
         tl.store(d_x + rows * C + cols, dx.to(d_x.dtype.element_ty), mask=mask)
         loc_acc += loc_term
-        scale_acc += scale_term
+        # each (n, c)'s dlogdet term, S · dlogdet[n] with S = 1; also added in columns past C,
+        # whose sums are never stored
+        scale_acc += scale_term + _logdet_share(grad_logdet, rows, rows < N, l0, 1, REVERSE)
     out_cols = tl.reshape(cols, (BLOCK_L,))
     keep = out_cols < C
-    tl.store(loc_parts + split * C + out_cols, tl.sum(loc_acc, axis=0), mask=keep)
-    tl.store(scale_parts + split * C + out_cols, tl.sum(scale_acc, axis=0), mask=keep)
+    tl.store(loc_parts + split * C + out_cols,
+             tl.sum(loc_acc, axis=0).to(loc_parts.dtype.element_ty), mask=keep)
+    tl.store(scale_parts + split * C + out_cols,
+             tl.sum(scale_acc, axis=0).to(scale_parts.dtype.element_ty), mask=keep)
 
 
 def actnorm_forward(x, loc, log_scale, reverse):
@@ -180,34 +204,33 @@ def actnorm_backward(grad_y, grad_logdet, x, loc, log_scale, reverse):
     """(dx, dloc, dlog_scale): dx contiguous (N, C, S), the others (C,)."""
     N, C, S = x.shape
     d_x = empty((N, C, S), x.dtype, x.device)
+    d_loc = empty((C,), loc.dtype, x.device)
+    d_log_scale = empty((C,), log_scale.dtype, x.device)
+    if N * C * S == 0:  # no element: both sums are 0 (S · Σ_n dlogdet too), sums of no part
+        for out in (d_loc, d_log_scale):
+            sum_splits(partial_sums(out, 0), out)
+        return d_x, d_loc, d_log_scale
     target = num_programs_target(x.device)
-    if N * C * S == 0:
-        loc_sum = scale_sum = torch.zeros(C, dtype=torch.float32, device=x.device)
-    elif S > 1:
+    if S > 1:
         rows = N * C
         block_r, block_l = _tile(S)
         row_blocks = triton.cdiv(rows, block_r)
         splits = max(1, min(triton.cdiv(S, block_l), target // row_blocks))
-        loc_parts, scale_parts = (empty((splits, rows), torch.float32, x.device)
-                                  for _ in range(2))
+        loc_parts, scale_parts = (partial_sums(out, splits * N) for out in (d_loc, d_log_scale))
         launch(_backward_rows_kernel, (row_blocks * splits,),
-               grad_y, x, loc, log_scale, d_x, loc_parts, scale_parts, C, rows, S, splits,
-               *grad_y.stride(), *x.stride(), loc.stride(0), log_scale.stride(0),
-               REVERSE=bool(reverse), BLOCK_R=block_r, BLOCK_L=block_l)
-        loc_sum = loc_parts.view(splits * N, C).sum(0)
-        scale_sum = scale_parts.view(splits * N, C).sum(0)
+               grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts, scale_parts, C, rows, S,
+               splits, *grad_y.stride(), grad_logdet.stride(0), *x.stride(), loc.stride(0),
+               log_scale.stride(0), REVERSE=bool(reverse), BLOCK_R=block_r, BLOCK_L=block_l)
     else:
         block_r, block_l = _tile(C)
         col_blocks = triton.cdiv(C, block_l)
         splits = max(1, min(triton.cdiv(N, block_r), target // col_blocks))
-        loc_parts, scale_parts = (empty((splits, C), torch.float32, x.device) for _ in range(2))
+        loc_parts, scale_parts = (partial_sums(out, splits) for out in (d_loc, d_log_scale))
         launch(_backward_cols_kernel, (col_blocks * splits,),
-               grad_y, x, loc, log_scale, d_x, loc_parts, scale_parts, N, C, splits,
-               grad_y.stride(0), grad_y.stride(1), x.stride(0), x.stride(1),
-               loc.stride(0), log_scale.stride(0),
+               grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts, scale_parts, N, C, splits,
+               grad_y.stride(0), grad_y.stride(1), grad_logdet.stride(0), x.stride(0),
+               x.stride(1), loc.stride(0), log_scale.stride(0),
                REVERSE=bool(reverse), BLOCK_R=block_r, BLOCK_L=block_l)
-        loc_sum, scale_sum = loc_parts.sum(0), scale_parts.sum(0)
-    # the logdet's share: S · Σ_n dlogdet for every channel, negated in reverse
-    logdet_term = S * grad_logdet.float().sum()
-    scale_sum = scale_sum + (-logdet_term if reverse else logdet_term)
-    return d_x, loc_sum.to(loc.dtype), scale_sum.to(log_scale.dtype)
+    sum_splits(loc_parts, d_loc)
+    sum_splits(scale_parts, d_log_scale)
+    return d_x, d_loc, d_log_scale

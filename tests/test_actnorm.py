@@ -9,6 +9,7 @@ import torch
 
 import gdm_engine
 from gdm_engine import catalog, reference, testing
+from gdm_engine.kernels import poisoned_outputs
 from gdm_engine.ops import actnorm
 
 SPEC = catalog.CATALOG["actnorm"]
@@ -85,8 +86,18 @@ def test_gradient_reductions_split_over_examples_and_positions(shape, reverse, m
     inputs = [t.requires_grad_() for t in _inputs(generator, device, shape)]
     grad_y = torch.randn(shape, generator=generator).to(device)
     grad_logdet = torch.randn(shape[0], generator=generator).to(device)
+    _check_kernel_gradients(inputs, grad_y, grad_logdet, reverse)
+
+
+def _check_kernel_gradients(inputs, grad_y, grad_logdet, reverse):
+    """The kernels' gradients of (x, loc, log_scale) against the reference's, every element
+    written (buffers poisoned), and no device op in the backward pass besides the kernels."""
     with gdm_engine.use_backend("triton"):
         outs = actnorm(*inputs, reverse=reverse)
+    _, counted = testing.device_ops(torch.autograd.grad, outs, inputs, (grad_y, grad_logdet),
+                                    retain_graph=True)
+    assert counted.count == 0, dict(counted.ops)
+    with poisoned_outputs():
         got = torch.autograd.grad(outs, inputs, (grad_y, grad_logdet))
     ref_inputs = [t.detach().double().requires_grad_() for t in inputs]
     ref = reference.actnorm(*ref_inputs, reverse=reverse)
@@ -95,17 +106,41 @@ def test_gradient_reductions_split_over_examples_and_positions(shape, reverse, m
         assert testing.relative_error(g, w) < TOL
 
 
+@pytest.mark.parametrize("target", [1, 1 << 10], ids=["one split", "forced splits"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("shape", [(1, 3, 37), (1, 5), (3, 1, 37), (5, 3, 2)], ids=str)
+def test_gradients_of_strided_inputs_and_an_expanded_logdet_gradient(shape, reverse, target,
+                                                                     monkeypatch, device,
+                                                                     generator):
+    # One example and one split: the backward kernel sees all of each channel and writes dloc
+    # and dlog_scale itself; otherwise a second kernel adds its partial sums. x and dy are
+    # strided views, and dlogdet is expanded as logdet.sum() hands it back (stride 0): all read
+    # in place, with no device op besides the kernels, dlogdet's S · Σ_n term included.
+    from gdm_engine.kernels import actnorm as kernels
+
+    monkeypatch.setattr(kernels, "num_programs_target", lambda device: target)
+    x = torch.randn(*shape[:-1], 2 * shape[-1], generator=generator).to(device)[..., ::2]
+    _, loc, log_scale = _inputs(generator, device, shape)
+    inputs = [t.requires_grad_() for t in (x, loc, log_scale)]
+    grad_y = torch.randn(*shape[:-1], 2 * shape[-1], generator=generator).to(device)[..., 1::2]
+    grad_logdet = torch.full((), 0.7, device=device).expand(shape[0])
+    _check_kernel_gradients(inputs, grad_y, grad_logdet, reverse)
+
+
 @pytest.mark.parametrize("shape", [(0, 3, 4, 4), (0, 3), (2, 3, 0), (2, 0, 5)], ids=str)
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 def test_empty_batch_and_empty_dims(shape, backend, device):
     x = torch.zeros(shape, device=device, requires_grad=True)
     loc, log_scale = (torch.ones(shape[1], device=device, requires_grad=True) for _ in range(2))
-    with gdm_engine.use_backend(backend):
+    with gdm_engine.use_backend(backend), poisoned_outputs():
         y, logdet = actnorm(x, loc, log_scale)
         (y.sum() + logdet.sum()).backward()
     assert y.shape == shape and logdet.shape == shape[:1] and x.grad.shape == shape
     assert not logdet.any()  # no positions, or no channels: log-det 0
     assert log_scale.grad.shape == (shape[1],)
+    # sums over no element, written as such (the buffers start as NaN): 0
+    assert torch.equal(loc.grad, torch.zeros_like(loc))
+    assert torch.equal(log_scale.grad, torch.zeros_like(log_scale))
 
 
 BAD_INPUTS = {

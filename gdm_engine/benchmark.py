@@ -68,12 +68,14 @@ def _compiled(fn):
     return torch.compile(fn, dynamic=False)
 
 
-def providers(spec, case, device):
-    """name -> zero-argument callable running the case."""
+def providers(spec, case, device, compiled=True):
+    """name -> zero-argument callable running the case; "compile" only where `compiled` (its
+    graphs take minutes to build)."""
     args, kwargs = case.args, case.kwargs
     found = {"eager": lambda: spec.reference(*args, **kwargs)}
-    compiled = _compiled(spec.reference)
-    found["compile"] = lambda: compiled(*args, **kwargs)
+    if compiled:
+        reference = _compiled(spec.reference)
+        found["compile"] = lambda: reference(*args, **kwargs)
     if device.type == "cuda":
         found["triton"] = lambda: spec.kernel(*args, **kwargs)
     for name, make in spec.peers.items():
@@ -83,19 +85,19 @@ def providers(spec, case, device):
     return found
 
 
-def timed_calls(spec, case, device):
+def timed_calls(spec, case, device, compiled=True):
     """(pass, provider, zero-argument callable) for every provider: the forward pass alone, under
     no_grad, and (for differentiable ops) the forward pass followed by the gradients of every
     input (the backward's cost)."""
     from gdm_engine.testing import varied, with_grads
 
     calls = []
-    for name, fn in providers(spec, case, device).items():
+    for name, fn in providers(spec, case, device, compiled).items():
         calls.append(("forward", name, _without_grad(fn)))
     if not spec.differentiable:  # forward-only ops (the samplers' steps)
         return calls
     grad_case = with_grads(spec, case)
-    for name, fn in providers(spec, grad_case, device).items():
+    for name, fn in providers(spec, grad_case, device, compiled).items():
         calls.append(("forward+backward", name, _with_backward(fn, varied(grad_case))))
     return calls
 
@@ -124,13 +126,13 @@ def _without_grad(fn):
     return call
 
 
-def bench_case(spec, case, device):
+def bench_case(spec, case, device, compiled=True):
     """One row per pass and provider of `case`. GB/s, TFLOP/s and % of roofline come from the
     op's cost model, which counts the forward pass only: forward+backward rows give times."""
     moved, flops = spec.bytes_moved(case), spec.flops(case)
     bandwidth = copy_bandwidth_gbs(str(device))
     rows = []
-    for pass_, name, fn in timed_calls(spec, case, device):
+    for pass_, name, fn in timed_calls(spec, case, device, compiled):
         ms = time_ms(fn, device)
         forward = pass_ == "forward"
         rows.append({
@@ -148,15 +150,16 @@ def bench_case(spec, case, device):
     return rows
 
 
-def bench(specs, size, device, seed, dtypes=None, progress=None, cases_per_op=None):
-    """Rows of every provider on each op's cases at `size` (the first `cases_per_op` of them,
-    where given)."""
+def bench(specs, size, device, seed, dtypes=None, progress=None, cases_per_op=None,
+          compiled=True):
+    """Rows of every provider (torch.compile only where `compiled`) on each op's cases at
+    `size` (the first `cases_per_op` of them, where given)."""
     generator = torch.Generator().manual_seed(seed)
     rows = []
     for spec in specs:
         for dtype in dtypes or supported_dtypes(device):
             for case in spec.make_inputs(size, dtype, device, generator)[:cases_per_op]:
-                rows += bench_case(spec, case, device)
+                rows += bench_case(spec, case, device, compiled)
                 if progress is not None:
                     progress.update(1)
     return rows

@@ -65,6 +65,16 @@ def test_bench_on_cpu_times_references_and_says_kernels_need_a_gpu(capsys, tmp_p
     assert "## Diffusion sampler loops" in table.read_text()
 
 
+def test_bench_without_compile_times_every_provider_but_torch_compile(tmp_path):
+    report = tmp_path / "bench.json"
+    assert cli.main(["bench", "--op", "q_sample", "--cases", "1", "--no-compile", "--json",
+                     str(report)]) == 0
+    saved = json.loads(report.read_text())
+    assert {r["provider"] for r in saved["rows"]} == {"eager"}
+    assert {r["op"] for r in saved["host"]["ops"]} == {"q_sample"}  # the first case only
+    assert len(saved["host"]["ops"]) == 1
+
+
 @pytest.mark.parametrize("argv", [["train"], ["bench", "--seed", "x"]])
 def test_bad_arguments_exit_2(argv):
     with pytest.raises(SystemExit) as exit_info:

@@ -147,7 +147,7 @@ def _kernel_timings(args, device):
     seed = args.seed if args.seed is not None else secrets.randbits(31)
     with tqdm(desc="cases", unit="case", disable=None, file=sys.stderr) as bar:
         rows = benchmark.bench(chosen_specs(args.op), size, device, seed, dtypes, progress=bar,
-                               cases_per_op=args.cases or (2 if args.quick else None))
+                               cases_per_op=_cases_per_op(args), compiled=not args.no_compile)
     table = format_table(rows, benchmark.COLUMNS)
     print(table)
     sampling, flow_memory, loops = [], [], []
@@ -173,6 +173,10 @@ def _kernel_timings(args, device):
             "diffusion_loops": loops}
 
 
+def _cases_per_op(args):
+    return args.cases or (2 if args.quick else None)
+
+
 def _host_timings(args):
     """The host table: every op's call and, without --op, one step of every sampler loop."""
     from tqdm import tqdm
@@ -185,7 +189,7 @@ def _host_timings(args):
           f"recorded, not run, against a bare torch.library.custom_op call on the same tensors "
           f"(target <= {host_time.OP_TARGET:g}x) and diffusers' step where installed")
     with tqdm(desc="host", unit="case", disable=None, file=sys.stderr) as bar:
-        ops = host_time.host_ops(chosen_specs(args.op), cases_per_op=2 if args.quick else None,
+        ops = host_time.host_ops(chosen_specs(args.op), cases_per_op=_cases_per_op(args),
                                  repeats=repeats, progress=bar)
     print(format_table(ops, host_time.OP_COLUMNS))
     steps = []
@@ -291,6 +295,8 @@ def add_commands(sub):
         else:
             p.add_argument("--cases", type=positive_int, metavar="N",
                            help="only the first N cases of each op")
+            p.add_argument("--no-compile", action="store_true",
+                           help="without the torch.compile provider (its graphs take minutes)")
             p.add_argument("--host", action="store_true",
                            help="only the host table: the CPU time of each op call and sampler "
                                 "step, kernels not run")

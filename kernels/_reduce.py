@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import INTERPRETED, empty, launch
+from ._runtime import INTERPRETED, cdiv, empty, launch, next_power_of_2
 
 
 def _tile(columns):
@@ -27,7 +27,7 @@ def _tile(columns):
     a tile's loads are in flight together instead of one dependent load an iteration."""
     if INTERPRETED:
         return 4, 16
-    block_r = min(512, max(4, triton.next_power_of_2(columns)))
+    block_r = min(512, max(4, next_power_of_2(columns)))
     return 2048 // block_r, block_r
 
 
@@ -60,5 +60,5 @@ def sum_splits(parts, out):
         return
     splits, columns = parts.shape
     block_k, block_r = _tile(columns)
-    launch(_sum_splits_kernel, (triton.cdiv(columns, block_r),), parts, out, splits, columns,
+    launch(_sum_splits_kernel, (cdiv(columns, block_r),), parts, out, splits, columns,
            BLOCK_K=block_k, BLOCK_R=block_r)

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from ._reduce import partial_sums, sum_splits
-from ._runtime import INTERPRETED, empty, launch, num_programs_target
+from ._runtime import INTERPRETED, cdiv, empty, launch, next_power_of_2, num_programs_target
 
 
 def _tile(columns):
@@ -35,7 +35,7 @@ def _tile(columns):
     rows of up to 512 columns, which give each of 128 threads 16-byte vectors."""
     if INTERPRETED:
         return 4, 16
-    block_l = min(512, max(4, triton.next_power_of_2(columns)))
+    block_l = min(512, max(4, next_power_of_2(columns)))
     return 1024 // block_l, block_l
 
 
@@ -193,7 +193,7 @@ def actnorm_forward(x, loc, log_scale, reverse):
     channel_rows = S > 1
     rows, cols = (N * C, S) if channel_rows else (N, C)
     block_r, block_l = _tile(cols)
-    grid = (triton.cdiv(rows, block_r) * triton.cdiv(cols, block_l),)
+    grid = (cdiv(rows, block_r) * cdiv(cols, block_l),)
     launch(_forward_kernel, grid, x, loc, log_scale, y, logdet, N, C, S, rows, cols,
            *x.stride(), loc.stride(0), log_scale.stride(0),
            CHANNEL_ROWS=channel_rows, REVERSE=bool(reverse), BLOCK_R=block_r, BLOCK_L=block_l)
@@ -214,8 +214,8 @@ def actnorm_backward(grad_y, grad_logdet, x, loc, log_scale, reverse):
     if S > 1:
         rows = N * C
         block_r, block_l = _tile(S)
-        row_blocks = triton.cdiv(rows, block_r)
-        splits = max(1, min(triton.cdiv(S, block_l), target // row_blocks))
+        row_blocks = cdiv(rows, block_r)
+        splits = max(1, min(cdiv(S, block_l), target // row_blocks))
         loc_parts, scale_parts = (partial_sums(out, splits * N) for out in (d_loc, d_log_scale))
         launch(_backward_rows_kernel, (row_blocks * splits,),
                grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts, scale_parts, C, rows, S,
@@ -223,8 +223,8 @@ def actnorm_backward(grad_y, grad_logdet, x, loc, log_scale, reverse):
                log_scale.stride(0), REVERSE=bool(reverse), BLOCK_R=block_r, BLOCK_L=block_l)
     else:
         block_r, block_l = _tile(C)
-        col_blocks = triton.cdiv(C, block_l)
-        splits = max(1, min(triton.cdiv(N, block_r), target // col_blocks))
+        col_blocks = cdiv(C, block_l)
+        splits = max(1, min(cdiv(N, block_r), target // col_blocks))
         loc_parts, scale_parts = (partial_sums(out, splits) for out in (d_loc, d_log_scale))
         launch(_backward_cols_kernel, (col_blocks * splits,),
                grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts, scale_parts, N, C, splits,

@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from ._reduce import partial_sums, sum_splits
-from ._runtime import INTERPRETED, empty, launch, num_programs_target
+from ._runtime import INTERPRETED, cdiv, empty, launch, next_power_of_2, num_programs_target
 
 SCALE_MAPS = {"exp": 0, "sigmoid": 1, "softclamp": 2}
 
@@ -41,7 +41,7 @@ def _tile(d):
     16-byte vectors."""
     if INTERPRETED:
         return 4, 16
-    block_d = min(512, max(16, triton.next_power_of_2(d)))
+    block_d = min(512, max(16, next_power_of_2(d)))
     return 1024 // block_d, block_d
 
 
@@ -167,9 +167,9 @@ def affine_coupling_forward(x, shift, scale_raw, mask, scale_map, reverse, clamp
     if N == 0:
         return y, logdet
     block_n, block_d = _tile(D)
-    row_blocks = triton.cdiv(N, block_n)
+    row_blocks = cdiv(N, block_n)
     # Few rows and long ones: cut D into partial sums until the GPU is full.
-    splits = max(1, min(triton.cdiv(D, block_d), num_programs_target(x.device) // row_blocks))
+    splits = max(1, min(cdiv(D, block_d), num_programs_target(x.device) // row_blocks))
     parts = partial_sums(logdet, splits)
     keep, k0 = _mask_args(mask, x)
     launch(_forward_kernel, (row_blocks * splits,),
@@ -192,7 +192,7 @@ def affine_coupling_backward(grad_y, grad_logdet, x, shift, scale_raw, mask, sca
     keep, k0 = _mask_args(mask, x)
     # dlogdet is read through its stride: logdet.sum()'s gradient is expanded (stride 0), and
     # a contiguous copy of it would be a device op of its own
-    launch(_backward_kernel, (triton.cdiv(N, block_n) * triton.cdiv(D, block_d),),
+    launch(_backward_kernel, (cdiv(N, block_n) * cdiv(D, block_d),),
            grad_y, grad_logdet, x, shift, scale_raw, keep, *grads, float(clamp), N, D,
            *grad_y.stride(), grad_logdet.stride(0), *x.stride(), *shift.stride(),
            *scale_raw.stride(), k0,

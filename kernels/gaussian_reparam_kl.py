@@ -8,8 +8,8 @@ For each example n with posterior N(mu, diag(exp(log_var))) over D latent dimens
 
 One pass reads mu, log_var (and eps when given) and writes z and kl: the per-example KL is a
 row reduction done in registers. When there are too few rows to fill the GPU, rows are cut into
-partial sums along D, which a second small kernel adds up in a fixed order (the same KL every
-run, and no other device op). s is exp(log_var / 2), never sqrt(exp(log_var)), which overflows
+partial sums along D, which `_reduce.sum_splits` adds up in a fixed order (the same KL every run,
+and no other device op). s is exp(log_var / 2), never sqrt(exp(log_var)), which overflows
 above log_var ≈ 88.
 
 eps is either a given tensor or drawn in the kernel: element (n, d) takes word d mod 4 of the
@@ -23,11 +23,11 @@ otherwise compile a new variant for a seed equal to 1 or divisible by 16. Its gr
     deps     = dz * s
 """
 
-import torch
 import triton
 import triton.language as tl
 
-from ._runtime import INTERPRETED, empty, launch, num_programs_target
+from ._reduce import partial_sums, sum_splits
+from ._runtime import INTERPRETED, cdiv, empty, launch, num_programs_target
 
 
 def _tile():
@@ -94,16 +94,6 @@ def _forward_kernel(mean, log_var, noise, z, kl_parts, seed, N, D, QUADS, SPLITS
     tl.store(kl_parts + split * N + out_rows, kl, mask=out_rows < N)
 
 
-@triton.jit
-def _sum_splits_kernel(kl_parts, kl, N, SPLITS, BLOCK: tl.constexpr):
-    # kl[n] = the sum over splits of kl_parts[split, n], added in split order: deterministic.
-    rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    total = tl.zeros((BLOCK,), dtype=tl.float32)
-    for split in range(SPLITS):
-        total += tl.load(kl_parts + split * N + rows, mask=rows < N, other=0.0)
-    tl.store(kl + rows, total.to(kl.dtype.element_ty), mask=rows < N)
-
-
 @triton.jit(do_not_specialize=["seed"])
 def _backward_kernel(grad_z, grad_kl, mean, log_var, noise, d_mean, d_log_var, d_noise, seed,
                      N, D, QUADS, m0, m1, l0, l1, e0, e1, g0, g1, k0,
@@ -142,18 +132,16 @@ def gaussian_reparam_kl_forward(mean, log_var, noise, seed):
     if N == 0:
         return z, empty((0,), mean.dtype, mean.device)
     block_n, block_d = _tile()
-    row_blocks = triton.cdiv(N, block_n)
+    row_blocks = cdiv(N, block_n)
     # Few rows and long ones: cut D into partial sums until the GPU is full.
-    splits = max(1, min(triton.cdiv(D, block_d), num_programs_target(mean.device) // row_blocks))
+    splits = max(1, min(cdiv(D, block_d), num_programs_target(mean.device) // row_blocks))
     kl = empty((N,), mean.dtype, mean.device)
-    kl_parts = kl if splits == 1 else empty((splits, N), torch.float32, mean.device)
+    kl_parts = partial_sums(kl, splits)
     launch(_forward_kernel, (row_blocks * splits,),
            mean, log_var, noise if noise is not None else mean, z, kl_parts, seed, N, D,
-           triton.cdiv(D, 4), splits, *mean.stride(), *log_var.stride(), *_strides(noise),
+           cdiv(D, 4), splits, *mean.stride(), *log_var.stride(), *_strides(noise),
            *z.stride(), GIVEN_NOISE=noise is not None, BLOCK_N=block_n, BLOCK_D=block_d)
-    if splits > 1:
-        block = 16 if INTERPRETED else 256
-        launch(_sum_splits_kernel, (triton.cdiv(N, block),), kl_parts, kl, N, splits, BLOCK=block)
+    sum_splits(kl_parts, kl)
     return z, kl
 
 
@@ -165,9 +153,9 @@ def gaussian_reparam_kl_backward(grad_z, grad_kl, mean, log_var, noise, seed):
     if N * D == 0:
         return d_mean, d_log_var, d_noise
     block_n, block_d = _tile()
-    launch(_backward_kernel, (triton.cdiv(N, block_n) * triton.cdiv(D, block_d),),
+    launch(_backward_kernel, (cdiv(N, block_n) * cdiv(D, block_d),),
            grad_z, grad_kl, mean, log_var, noise if noise is not None else mean, d_mean,
-           d_log_var, d_noise if d_noise is not None else d_mean, seed, N, D, triton.cdiv(D, 4),
+           d_log_var, d_noise if d_noise is not None else d_mean, seed, N, D, cdiv(D, 4),
            *mean.stride(), *log_var.stride(), *_strides(noise), *grad_z.stride(), grad_kl.stride(0),
            GIVEN_NOISE=noise is not None, BLOCK_N=block_n, BLOCK_D=block_d)
     return d_mean, d_log_var, d_noise

@@ -105,8 +105,8 @@ stage build 80 "$PY" bench/gpu_check.py build "$stem" "$seed"
 stage smoke 90 "$PY" -m gdm_engine.cli validate --smoke --seed "$seed" \
   --json "$stem-smoke.json" --markdown "$stem-smoke.md"
 stage gpu-tests 75 "$PY" bench/gpu_check.py gpu-tests "$stem"
-stage bench 130 "$PY" -m gdm_engine.cli bench --cases 1 --no-compile --json "$stem-bench.json" \
-  --markdown "$stem-bench.md"
+stage bench 130 "$PY" -m gdm_engine.cli bench --cases 1 --no-compile --ops-only \
+  --json "$stem-bench.json" --markdown "$stem-bench.md"
 stage ddim 45 "$PY" bench/gpu_check.py ddim "$stem"
 left=$((DEADLINE - SECONDS))
 if [ "$left" -ge 30 ]; then

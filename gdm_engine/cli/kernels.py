@@ -151,7 +151,7 @@ def _kernel_timings(args, device):
     table = format_table(rows, benchmark.COLUMNS)
     print(table)
     sampling, flow_memory, loops = [], [], []
-    if args.op is None:  # the whole engine: the samplers too
+    if args.op is None and not args.ops_only:  # the whole engine: the samplers too
         cases = benchmark.sampling_cases(device, quick=args.quick)
         print(f"\nsampling: cached against naive ({'; '.join(c.label for c in cases)})")
         with tqdm(desc="samplers", unit="run", disable=None, file=sys.stderr) as bar:
@@ -297,6 +297,9 @@ def add_commands(sub):
                            help="only the first N cases of each op")
             p.add_argument("--no-compile", action="store_true",
                            help="without the torch.compile provider (its graphs take minutes)")
+            p.add_argument("--ops-only", action="store_true",
+                           help="the ops' timings and host table alone: no sampling, flow "
+                                "memory or sampler-loop section")
             p.add_argument("--host", action="store_true",
                            help="only the host table: the CPU time of each op call and sampler "
                                 "step, kernels not run")

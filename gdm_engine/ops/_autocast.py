@@ -49,6 +49,8 @@ def _cast(value, device_type, dtype):
 def autocast_inputs(name, *tensors):
     """`tensors` (None allowed) cast as op `name`'s rule casts them where autocast is on for their
     device, unchanged elsewhere."""
+    if not torch._C._is_any_autocast_enabled():  # the usual case, at the cost of one call
+        return tensors
     device_type = next((t.device.type for t in tensors if isinstance(t, torch.Tensor)), None)
     if device_type not in DEVICE_TYPES or not torch.is_autocast_enabled(device_type):
         return tensors

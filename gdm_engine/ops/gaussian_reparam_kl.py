@@ -22,8 +22,11 @@ def _kernels():
 
 
 def _rows(t):
-    """(N, D) view of an (N, ...) tensor; None stays None."""
-    return t.reshape(t.shape[0], t.shape[1:].numel()) if t is not None else None
+    """(N, D) view of an (N, ...) tensor; None and (N, D) tensors stay as they are (a reshape
+    costs a dispatch on every call)."""
+    if t is None or t.ndim == 2:
+        return t
+    return t.reshape(t.shape[0], t.shape[1:].numel())
 
 
 @torch.library.custom_op("gdm_engine::gaussian_reparam_kl", mutates_args=())

@@ -139,11 +139,12 @@ def _denoised_coefficients(sigma, PREDICTION: tl.constexpr):
 
 @triton.jit
 def _coefficients(v0, v1, v2, eta, noise_level, KIND: tl.constexpr, PREDICTION: tl.constexpr,
-                  FIXED_LARGE: tl.constexpr, CLAMP: tl.constexpr, CLIPPED_EPS: tl.constexpr,
+                  FIXED_LARGE: tl.constexpr, FOLD: tl.constexpr, CLIPPED_EPS: tl.constexpr,
                   SECOND: tl.constexpr):
     """(cx, cm, c2, a0, ax, au, sigma, dx, dm) of the step KIND from its schedule values, in
     float64 (see the module docstring for what each multiplies). `noise_level` is Euler's and
-    Heun's s_noise·√((1 + γ)² − 1) of the churn, `eta` DDIM's."""
+    Heun's s_noise·√((1 + γ)² − 1) of the churn, `eta` DDIM's. FOLD (no clamp, and the step
+    rather than x0 wanted): DDPM's and DDIM's x0 folded into (cx, cm) of the step."""
     zero = v0 * 0.0
     cx, cm, c2, a0, ax, au, sigma, dx, dm = zero, zero, zero, zero, zero, zero, zero, zero, zero
     if KIND == 0 or KIND == 1:  # DDPM, DDIM: v0 = ᾱ_t, v1 = ᾱ_prev
@@ -163,11 +164,11 @@ def _coefficients(v0, v1, v2, eta, noise_level, KIND: tl.constexpr, PREDICTION: 
             # (from the unclamped x0) unless CLIPPED_EPS, where ε̂ comes from the clamped x̂0
             a0 = tl.sqrt(a_prev)
             ax = direction / tl.sqrt(1.0 - a)
-            if CLAMP == 0 or CLIPPED_EPS:
+            if FOLD or CLIPPED_EPS:
                 a0 = a0 - direction * tl.sqrt(a) / tl.sqrt(1.0 - a)
             else:
                 au = -direction * tl.sqrt(a) / tl.sqrt(1.0 - a)
-        if CLAMP == 0:  # fold x0 into the step: one linear combination
+        if FOLD:  # x0 folded into the step: one linear combination
             cx, cm = a0 * cx + ax, a0 * cm
     elif KIND == 2 or KIND == 3 or KIND == 4:  # the σ form: v0 = σ, v1 = σ_next, v2 = σ_prev
         s, s_next = v0, v1
@@ -225,7 +226,8 @@ def _step_kernel(x, m, u, m2, u2, noise, out, out2, threshold_scale, p0, p1, p2,
     s1 = _value(v1, p1, p1s, 1, rows, row_mask, step, SOURCE)
     s2 = _value(v2, p2, p2s, 2, rows, row_mask, step, SOURCE)
     cx, cm, c2, a0, ax, au, sigma, dx, dm = _coefficients(
-        s0, s1, s2, eta, noise_level, KIND, PREDICTION, FIXED_LARGE, CLAMP, CLIPPED_EPS, SECOND)
+        s0, s1, s2, eta, noise_level, KIND, PREDICTION, FIXED_LARGE,
+        CLAMP == 0 and not OUTPUT_X0, CLIPPED_EPS, SECOND)
     # a loop in the model's scaling: x_σ = x·in_scale, and the result is written ·out_scale
     cx, dx = cx * in_scale * out_scale, dx * in_scale
     cm, c2, sigma = cm * out_scale, c2 * out_scale, sigma * out_scale
@@ -387,7 +389,7 @@ def _loss_kernel(m, x0, eps, alpha_bar, loss, a_value: tl.float64, gamma: tl.flo
 
 @triton.jit
 def _loss_backward_kernel(m, x0, eps, alpha_bar, grad, d_m, d_x0, d_eps, a_value: tl.float64,
-                          gamma: tl.float64, inv_d: tl.float64, a_stride, N, D, m0s, m1s, x0s, x1s, e0s, e1s,
+                          gamma: tl.float64, inv_d: tl.float64, a_stride, grad_stride, N, D, m0s, m1s, x0s, x1s, e0s, e1s,
                           PREDICTION: tl.constexpr, MIN_SNR: tl.constexpr, SOURCE: tl.constexpr,
                           WANT_X0: tl.constexpr, WANT_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr):
@@ -396,7 +398,7 @@ def _loss_backward_kernel(m, x0, eps, alpha_bar, grad, d_m, d_x0, d_eps, a_value
     rows, start, cols, row_mask, mask = _tile_of(pid, N, D, BLOCK_N, BLOCK_D)
     a = _value(a_value, alpha_bar, a_stride, 0, rows, row_mask, 0, SOURCE)
     tx, tz, scale = _loss_row(a, _float64(gamma), _float64(inv_d), PREDICTION, MIN_SNR)
-    g = tl.load(grad + rows, mask=row_mask, other=0.0).to(tl.float64)
+    g = tl.load(grad + rows * grad_stride, mask=row_mask, other=0.0).to(tl.float64)
     factor = (2.0 * g * scale).to(tl.float32)
     d = factor * _loss_error(m, x0, eps, rows, cols, mask, tx, tz, m0s, m1s, x0s, x1s, e0s, e1s)
     tl.store(d_m + rows * D + cols, d.to(d_m.dtype.element_ty), mask=mask)
@@ -447,7 +449,7 @@ def diffusion_loss_backward(grad, m, x0, eps, alpha_bar, *, prediction="eps", mi
         launch(_loss_backward_kernel, (cdiv(N, block_n) * cdiv(D, block_d),),
                m, x0, eps, pointer_and_scalars[0], grad, d_m,
                d_x0 if want_x0 else d_m, d_eps if want_eps else d_m, *pointer_and_scalars[1:],
-               N, D, *m.stride(), *x0.stride(), *eps.stride(), **flags, WANT_X0=want_x0,
+               grad.stride(0), N, D, *m.stride(), *x0.stride(), *eps.stride(), **flags, WANT_X0=want_x0,
                WANT_EPS=want_eps, BLOCK_N=block_n, BLOCK_D=block_d)
     return d_m, d_x0, d_eps
 

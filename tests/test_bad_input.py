@@ -15,7 +15,7 @@ import re
 
 import pytest
 import torch
-from test_differential import CPU, cut_batch, known
+from test_differential import CPU, cut_batch
 
 from gdm_engine import catalog, ops, testing, use_backend
 
@@ -120,20 +120,8 @@ def _value_mutations(spec):
                 yield f"{name}=[{value!r}] * N", name, _with(spec, case, **{name: per_example})
 
 
-# the mutations (and the ops' empty batches on a backend) where issue 19 (item 7) lists a defect
-# that its owner is fixing
-KNOWN_DEFECTS = {"diffusion_loss: noise None": "a required tensor accepted as None",
-                 "diffusion_loss-reference": "diffusion_loss with N = 0 raises on the reference "
-                                             "path"}
-
-
-def _param(*values, id):
-    marks = [known(KNOWN_DEFECTS[id])] if id in KNOWN_DEFECTS else []
-    return pytest.param(*values, id=id, marks=marks)
-
-
 def _mutations():
-    return [_param(spec, name, case, id=f"{spec.name}: {label}")
+    return [pytest.param(spec, name, case, id=f"{spec.name}: {label}")
             for spec in SPECS for mutations in (_tensor_mutations, _value_mutations)
             for label, name, case in mutations(spec)]
 
@@ -156,7 +144,7 @@ def test_bad_input_raises_naming_the_argument(spec, name, case, backend):
         spec.op(*case.args, **case.kwargs)
 
 
-@pytest.mark.parametrize("spec, backend", [_param(spec, backend, id=f"{spec.name}-{backend}")
+@pytest.mark.parametrize("spec, backend", [pytest.param(spec, backend, id=f"{spec.name}-{backend}")
                                            for spec in SPECS
                                            for backend in ("reference", "triton")])
 def test_an_empty_batch_gives_empty_outputs(spec, backend):

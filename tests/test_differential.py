@@ -37,11 +37,6 @@ PARAMETERS = {"weight", "bias", "loc", "log_scale"}
 KNOWN_DEFECTS = {"diffusion_loss": lambda case: case.args[0].shape[0] == 0}
 
 
-def known(defect):
-    """The mark of a test that fails on a defect issue 19 lists, until it is fixed."""
-    return pytest.mark.xfail(strict=True, reason=f"issue 19, item 7, being fixed: {defect}")
-
-
 
 def _expanded(t):
     """The first example (or element) repeated with stride 0, as expand() lays it out."""
@@ -441,8 +436,7 @@ def test_v_prediction_keeps_its_precision_at_large_sigma():
 
 
 @pytest.mark.parametrize("shape", [
-    pytest.param((0, 5), id="N=0", marks=known("diffusion_loss with N = 0 raises on the "
-                                                "reference path")),
+    pytest.param((0, 5), id="N=0"),
     pytest.param((3, 0), id="D=0")])
 def test_diffusion_loss_of_no_examples_or_no_elements(shape):
     # the reference raised for N = 0 and gave NaN for D = 0 (the kernel: 0)

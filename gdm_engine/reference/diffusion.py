@@ -264,7 +264,7 @@ def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_
     """The simple loss of Ho et al. (2020, eq. 14) per example: the mean over an example's
     elements of (model_output − target)², times the min-SNR-γ weight. Returns shape (N,)."""
     dtype = torch.promote_types(model_output.dtype, torch.float32)  # fp16 squares overflow
-    target = loss_target(x0.to(dtype), noise.to(dtype), alpha_bar, prediction)
+    target = loss_target(x0.to(dtype), noise.to(dtype), alpha_bar, prediction).to(dtype)
     error = (model_output.to(dtype) - target).square().reshape(model_output.shape[0],
                                                                 model_output.shape[1:].numel())
     weight = min_snr_weight(alpha_bar, prediction, min_snr_gamma).to(error.device, dtype)

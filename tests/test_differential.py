@@ -9,9 +9,8 @@ default, is held to the same: the kernel's dtypes and shapes, within the same to
 The budget is bounded so that it runs in `make test`: a few examples per op and test, no
 deadline, no shrinking (a case runs ~0.1-2 s through the interpreter), nothing written to disk.
 Hypothesis' seed follows the run's (GDM_TEST_SEED replays it), and a failure prints the drawn
-recipe: plain values that rebuild the case (`_case`).
-
-Below the fuzz, each defect that issue 19 (item 7) found on these paths is pinned by a case.
+recipe: plain values that rebuild the case (`_case`). The defects issue 19 (item 7) found on
+these paths are pinned case by case in tests/test_diffusion_regressions.py.
 """
 
 import inspect
@@ -19,10 +18,10 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, assume, given, note, seed, settings
+from hypothesis import HealthCheck, Phase, given, note, seed, settings
 from hypothesis import strategies as st
 
-from gdm_engine import catalog, ops, testing, use_backend
+from gdm_engine import catalog, testing, use_backend
 from gdm_engine.catalog import Case
 
 CPU = torch.device("cpu")
@@ -32,10 +31,6 @@ SPECS = list(catalog.CATALOG.values())
 EXAMPLES = {"causal_conv1d": 4, "masked_conv2d": 4}
 # the tensors of a layer rather than of each example: never cut along the batch
 PARAMETERS = {"weight", "bias", "loc", "log_scale"}
-# Regions where issue 19 (item 7) lists a defect that its owner is fixing: the fuzz leaves them
-# to the defect's pinned test below (a strict xfail), and takes them back once it is fixed.
-KNOWN_DEFECTS = {"diffusion_loss": lambda case: case.args[0].shape[0] == 0}
-
 
 
 def _expanded(t):
@@ -314,7 +309,6 @@ def _fuzz(spec, build, recipes, generator, check):
            case_seed=st.integers(0, 2**31 - 1))
     def run(recipe, dtype, layout, case_seed):
         case = _case(spec, build, recipe, dtype, layout, case_seed)
-        assume(not KNOWN_DEFECTS.get(spec.name, lambda case: False)(case))
         check(case, torch.Generator().manual_seed(case_seed))
 
     run()
@@ -362,88 +356,3 @@ def test_reference_backend_matches_kernel_dtypes_and_tolerance(spec, generator):
     build, recipes = OPTIONS[spec.name]
     _fuzz(spec, build, recipes, generator, _reference_backend_matches_kernel(spec))
 
-
-# --------------------------------------------------------------------------------------------------
-# the defects issue 19 (item 7) found on these paths, each pinned by a case
-# --------------------------------------------------------------------------------------------------
-
-
-def _pinned(op, arguments, dtype=torch.float32, **options):
-    """The kernel against the float64 reference on one case: `arguments` by name, tensors given
-    by their shape (drawn normal in `dtype`), schedule values as they are."""
-    spec = catalog.get(op)
-    generator = torch.Generator().manual_seed(0)
-    named = {k: torch.randn(v, generator=generator).to(dtype) if isinstance(v, tuple) else v
-             for k, v in arguments.items()}
-    case = Case(op, _args(spec, **named), options)
-    testing.assert_checks_pass(testing.check_case(spec, case, generator=generator))
-
-
-STEP = dict(x_t=(3, 16), model_output=(3, 16), noise=(3, 16), alpha_bar_t=0.5,
-            alpha_bar_prev=0.7)
-
-
-@pytest.mark.parametrize("op", ["ddpm_step", "ddim_step"])
-def test_clip_and_threshold_together_match_the_reference(op):
-    # the Triton path dropped the clip: the threshold's scale overwrote it
-    _pinned(op, STEP, clip=1.0, threshold=0.8)
-
-
-def test_dpmpp_2m_x0_prediction_runs_on_the_reference_backend():
-    # the reference returned model_output itself as `denoised`, which a custom op may not alias
-    x, m = torch.randn(2, 5), torch.randn(2, 5)
-    with use_backend("reference"):
-        x_next, denoised = ops.dpmpp_2m_step(x, m, 1.0, 0.5, prediction="x0")
-    assert torch.equal(denoised, m) and denoised.data_ptr() != m.data_ptr()
-    assert torch.allclose(x_next, 0.5 * x + 0.5 * m)
-
-
-# fp16 inputs with float schedule values: every backend returns the kernel's dtype
-DTYPE_CALLS = {"ddpm_step": lambda x: ops.ddpm_step(x, x, 0.5, 0.7, noise=x),
-               "euler_step": lambda x: ops.euler_step(x, x, 2.0, 1.0),
-               "langevin_step": lambda x: ops.langevin_step(x, x, 0.1, noise=x),
-               "q_sample": lambda x: ops.q_sample(x, 0.5, x),
-               "diffusion_loss": lambda x: ops.diffusion_loss(x, 0 * x, 0 * x, 0.5)}
-
-
-@pytest.mark.parametrize("backend", ["reference", "triton"])
-@pytest.mark.parametrize("op", DTYPE_CALLS)
-def test_both_backends_return_the_kernels_dtype(op, backend):
-    x = torch.full((2, 3), 300.0, dtype=torch.float16)
-    with use_backend(backend):
-        out = DTYPE_CALLS[op](x)
-    if op == "diffusion_loss":  # at least fp32: 300² overflows fp16
-        assert out.dtype == torch.float32 and torch.equal(out, torch.full((2,), 90000.0))
-    else:
-        assert out.dtype == torch.float16
-
-
-@pytest.mark.parametrize("dtype, alpha_bar", [(torch.bfloat16, 0.999), (torch.float16, 0.9999)])
-def test_q_sample_gradients_keep_alpha_bar_in_full_precision(dtype, alpha_bar):
-    # the backward rounded ᾱ to the gradient's dtype: d x_t / d noise = sqrt(1 − 1) = 0
-    _pinned("q_sample", dict(x0=(4, 8), alpha_bar=alpha_bar, noise=(4, 8)), dtype)
-
-
-def test_v_prediction_keeps_its_precision_at_large_sigma():
-    # the reference path lost it in fp16 (relative error 0.4 at σ = 300)
-    x, v = (torch.randn(4, 8, generator=torch.Generator().manual_seed(0)).half() for _ in "xv")
-    x = 300 * x
-    with use_backend("reference"):
-        got = ops.euler_step(x, v, 300.0, 150.0, prediction="v")
-    want = catalog.get("euler_step").reference(x.double(), v.double(), 300.0, 150.0,
-                                               prediction="v")
-    assert testing.relative_error(got, want) <= catalog.DEFAULT_TOLERANCE[torch.float16]
-
-
-@pytest.mark.parametrize("shape", [
-    pytest.param((0, 5), id="N=0"),
-    pytest.param((3, 0), id="D=0")])
-def test_diffusion_loss_of_no_examples_or_no_elements(shape):
-    # the reference raised for N = 0 and gave NaN for D = 0 (the kernel: 0)
-    _pinned("diffusion_loss", dict(model_output=shape, x0=shape, noise=shape, alpha_bar=0.5))
-
-
-def test_ddpm_step_with_a_threshold_over_no_elements():
-    # an IndexError in the threshold's quantile
-    _pinned("ddpm_step", dict(STEP, x_t=(3, 0), model_output=(3, 0), noise=(3, 0)),
-            threshold=0.9)

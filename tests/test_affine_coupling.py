@@ -148,6 +148,25 @@ def test_mask_kinds_agree_and_a_shared_mask_is_not_copied_per_example(device, ge
         assert torch.equal(y, results[0][0]) and torch.equal(logdet, results[0][1])
 
 
+def test_a_masks_values_are_checked_once_until_it_changes(device, generator):
+    """Regression: a mask of numbers was checked to be all 0 or 1 at every call, reading it back
+    from the device. Its values are checked, and its compact form built, at the first call; later
+    calls read nothing back and dispatch nothing for it, until the mask changes in place."""
+    x, t, r = _inputs(generator, device, 2, 4, 3, 3)
+    mask = channel_mask(4).to(device)
+    first = affine_coupling(x, t, r, mask=mask)
+    _, counted = testing.device_ops(affine_coupling, x, t, r, mask=mask)  # launches recorded
+    assert not counted.read_backs and not counted.ops.get("ne")
+    for a, b in zip(affine_coupling(x, t, r, mask=mask), first):
+        assert torch.equal(a, b)
+    mask.fill_(0.5)  # an in-place change: checked again
+    with pytest.raises(ValueError, match="mask must be binary"):
+        affine_coupling(x, t, r, mask=mask)
+    mask.fill_(0.0)
+    y, _ = affine_coupling(x, t, r, mask=mask)
+    assert not torch.equal(y, first[0])  # the new mask, not the cached one
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("scale_map", ["sigmoid", "softclamp"])
 @pytest.mark.parametrize("backend", ["reference", "triton"])

@@ -199,13 +199,30 @@ def test_actnorm_initialises_from_the_first_training_batch(generator):
     layer = gnn.ActNorm(3)
     x = 5 + 2 * torch.randn(64, 3, 4, 4, generator=generator)
     y, logdet = layer(x)
-    assert bool(layer.initialized)
+    assert layer.is_initialized and bool(layer.initialized)
     assert y.mean((0, 2, 3)).abs().max() < 1e-4
     assert (y.std((0, 2, 3), unbiased=False) - 1).abs().max() < 1e-3
     assert torch.allclose(logdet, 16 * layer.log_scale.sum().expand(64))
     before = layer.loc.detach().clone()
     layer(x + 10)  # initialised once only
     assert torch.equal(layer.loc.detach(), before)
+
+
+def test_actnorm_resumes_initialised_from_a_state_dict(generator):
+    """Whether the layer is initialised is a Python bool, so that forward reads nothing back
+    (tests/test_read_backs.py); loading a state dict restores it exactly: a resumed layer does
+    not initialise again, a fresh one's state keeps it waiting for data."""
+    trained = gnn.ActNorm(3)
+    x = torch.randn(8, 3, generator=generator)
+    trained(x)
+    for source, initialised in ((trained, True), (gnn.ActNorm(3), False)):
+        resumed = gnn.InvertibleSequential(gnn.ActNorm(3))
+        resumed.layers[0].is_initialized = not initialised
+        resumed.load_state_dict({f"layers.0.{k}": v for k, v in source.state_dict().items()})
+        assert resumed.layers[0].is_initialized == initialised
+        resumed(x + 10)
+        moved = not torch.equal(resumed.layers[0].loc, source.loc)
+        assert moved != initialised
 
 
 def test_a_2d_flow_density_integrates_to_one(generator):
@@ -262,6 +279,11 @@ BAD_SETTINGS = [
     (lambda: gnn.AffineCoupling((4,), "checkerboard"), ValueError, "checkerboard"),
     (lambda: gnn.AffineCoupling((4,), parity=2), ValueError, "parity"),
     (lambda: gnn.SplineCoupling((4,), bins=1), ValueError, "bins"),
+    # regression: NSF took tail_bound <= 0 and failed only at its first log_prob
+    (lambda: models.NSF((2,), tail_bound=0.0), ValueError, "tail_bound must be a finite number"),
+    (lambda: models.NSF((2,), tail_bound=-1), ValueError, "tail_bound must be a finite number"),
+    (lambda: gnn.SplineCoupling((4,), tail_bound=math.inf), ValueError, "tail_bound"),
+    (lambda: gnn.SplineCoupling((4,), tail_bound="3"), TypeError, "tail_bound must be a number"),
     (lambda: gnn.ActNorm(0), ValueError, "channels"),
     (lambda: gnn.Logit(0.5), ValueError, "alpha"),
     (lambda: gnn.Reshape((2, 3), (5,)), ValueError, "reshape"),

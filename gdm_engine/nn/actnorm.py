@@ -15,7 +15,12 @@ class ActNorm(InvertibleLayer):
     (N, C, ...) inputs. Data-dependent initialisation: the first forward pass in training mode
     sets loc and log_scale so that its batch comes out with zero mean and unit variance per
     channel (statistics averaged over every process under torch.distributed, so that all ranks
-    start alike); before that the layer is the identity. logdet = (positions) * sum log_scale."""
+    start alike); before that the layer is the identity. logdet = (positions) * sum log_scale.
+
+    Whether the layer is initialised is a Python bool, `is_initialized`, so that forward decides
+    without reading the device (a bool tensor in an `if` would stall a GPU at every call). The
+    `initialized` buffer records it in the state dict, so checkpoints save and resume it:
+    `initialize` sets both, and loading a state dict sets the bool from the loaded buffer."""
 
     def __init__(self, channels, eps=1e-6):
         super().__init__()
@@ -24,9 +29,17 @@ class ActNorm(InvertibleLayer):
         self.loc = nn.Parameter(torch.zeros(channels))
         self.log_scale = nn.Parameter(torch.zeros(channels))
         self.register_buffer("initialized", torch.tensor(False))
+        self.is_initialized = False
+        self.register_load_state_dict_pre_hook(ActNorm._restore_is_initialized)
 
     def extra_repr(self):
         return f"channels={len(self.loc)}"
+
+    def _restore_is_initialized(self, state_dict, prefix, *args):
+        # read once per load, from the state dict (a checkpoint loads to the CPU), never in a step
+        key = prefix + "initialized"
+        if key in state_dict:
+            self.is_initialized = bool(state_dict[key])
 
     @torch.no_grad()
     def initialize(self, x):
@@ -42,9 +55,10 @@ class ActNorm(InvertibleLayer):
         self.loc.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(True)
+        self.is_initialized = True
 
     def forward(self, x):
-        if self.training and not self.initialized and len(x) > 1:
+        if self.training and not self.is_initialized and len(x) > 1:
             self.initialize(x)
         return ops.actnorm(x, self.loc.to(x.dtype), self.log_scale.to(x.dtype))
 

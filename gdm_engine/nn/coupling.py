@@ -20,6 +20,7 @@ from torch import nn
 
 from gdm_engine import ops
 from gdm_engine.ops._checks import check_choice, check_fraction, check_int
+from gdm_engine.ops._flow import check_positive
 
 from .invertible import InvertibleLayer, InvertibleSequential, Replay
 
@@ -191,6 +192,7 @@ class SplineCoupling(_Coupling):
 
     def __init__(self, shape, parity=0, hidden=64, bins=8, tail_bound=3.0, dropout=0.0):
         check_int("bins", bins, 2)
+        check_positive("tail_bound", tail_bound)
         self.params_per_element = 3 * bins - 1
         super().__init__(shape, "channel", parity, hidden, dropout)
         self.bins, self.tail_bound = bins, tail_bound

@@ -1,4 +1,7 @@
-"""What the flow ops share: their reference backward, and the dtype of a log-det."""
+"""What the flow ops and layers share: their reference backward, the dtype of a log-det, and the
+check of their positive settings (a scale's clamp, a spline's tail bound)."""
+
+import math
 
 import torch
 
@@ -17,6 +20,14 @@ def reference_vjp(fn, primals, cotangents, keep_apart=()):
         taken.add(grad.untyped_storage().data_ptr())
         fresh.append(grad)
     return tuple(fresh)
+
+
+def check_positive(name, value):
+    """A finite number > 0: a Python int or float, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def logdet_dtype(x):

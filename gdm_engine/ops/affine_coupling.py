@@ -5,18 +5,23 @@ The public function checks its inputs and brings the mask to a compact bool tens
 the registered op, a `torch.library.custom_op` with a fake implementation and a registered
 backward op; each chooses the Triton kernel or the PyTorch reference when it runs
 (gdm_engine.backend).
+
+A mask's values (all 0 or 1) are checked, and its compact form built, once per mask tensor, and
+again only after it changes in place: a steady-state call with the same mask (a coupling layer's
+buffer) reads nothing back and launches nothing for it.
 """
 
 import math
 from typing import Optional
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from gdm_engine import backend, reference
 from gdm_engine.reference.affine_coupling import SCALE_MAPS
 
 from ._checks import check_choice, check_shape_of, check_tensor
-from ._flow import logdet_dtype, reference_vjp
+from ._flow import check_positive, logdet_dtype, reference_vjp
 
 
 def _kernels():
@@ -102,10 +107,7 @@ def check_inputs(x, shift, scale_raw, scale_map, mask, reverse, clamp):
     check_choice("scale_map", scale_map, SCALE_MAPS)
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
-    if isinstance(clamp, bool) or not isinstance(clamp, (int, float)):
-        raise TypeError(f"clamp must be a number, got {type(clamp).__name__}")
-    if not clamp > 0 or not math.isfinite(clamp):
-        raise ValueError(f"clamp must be a finite number > 0, got {clamp!r}")
+    check_positive("clamp", clamp)
     if mask is None:
         return
     if not isinstance(mask, torch.Tensor):
@@ -118,20 +120,39 @@ def check_inputs(x, shift, scale_raw, scale_map, mask, reverse, clamp):
                                  zip(mask.shape[::-1], x.shape[::-1])):
         raise ValueError(f"mask must be broadcastable to x's shape {tuple(x.shape)}, got "
                          f"{tuple(mask.shape)}")
-    # a data-dependent check: made eagerly, skipped while torch.compile or export traces
-    if mask.dtype != torch.bool and not torch.compiler.is_compiling():
-        if not ((mask == 0) | (mask == 1)).all():
-            raise ValueError("mask must be binary: bool, or numbers that are all 0 or 1")
+
+
+# mask -> ((its version, the shape it was compacted to), compact mask): see the module's docstring
+_compacted = WeakIdKeyDictionary()
 
 
 def compact_mask(mask, x):
     """The mask as the registered op takes it: bool, contiguous, of shape (1, *x.shape[1:]) when
-    it is the same for every example (no per-example copy), else x.shape; None stays None."""
+    it is the same for every example (no per-example copy), else x.shape; None stays None.
+    Raises ValueError for a mask of numbers that are not all 0 or 1 (a data-dependent check,
+    skipped while torch.compile or export traces). Cached per mask tensor (see the module)."""
     if mask is None:
         return None
-    mask = mask.reshape((1,) * (x.ndim - mask.ndim) + tuple(mask.shape)) != 0
-    batch = x.shape[0] if mask.shape[0] != 1 else 1
-    return mask.expand(batch, *x.shape[1:]).contiguous()
+    per_example = mask.ndim == x.ndim and mask.shape[0] != 1
+    shape = (x.shape[0] if per_example else 1, *x.shape[1:])
+    if torch.compiler.is_compiling():
+        return _compact(mask, shape)
+    # an inference tensor has no version counter to tell an in-place change: never cached
+    key = None if mask.is_inference() else (mask._version, shape)
+    cached = _compacted.get(mask)
+    if key is not None and cached is not None and cached[0] == key:
+        return cached[1]
+    if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("mask must be binary: bool, or numbers that are all 0 or 1")
+    compact = _compact(mask, shape)
+    if key is not None:
+        _compacted[mask] = (key, compact)
+    return compact
+
+
+def _compact(mask, shape):
+    mask = mask.reshape((1,) * (len(shape) - mask.ndim) + tuple(mask.shape)) != 0
+    return mask.expand(shape).contiguous()
 
 
 def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=False,

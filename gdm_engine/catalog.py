@@ -63,6 +63,9 @@ class OpSpec:
     device_op_budget: dict = dataclasses.field(
         default_factory=lambda: {"forward": 0, "backward": 0})
     budget_reason: str = ""
+    # the sampler loops' calls of the op's kernel, replayed steps included: (dtype, device) ->
+    # None, run by `gdm-engine compile` while it records launches
+    loop_calls: Callable = None
 
     def budget(self, direction, case):
         """The device ops a call of `case` may dispatch besides its kernels ("forward" or
@@ -874,6 +877,23 @@ def _library_inputs(prepare):
     return lambda case: prepare(*case.args, **case.kwargs)
 
 
+def _loop_calls(kind, **options):
+    """The loops' calls of a step kernel (ops.diffusion.loop_step): an eager step and a step
+    replayed from a CUDA graph, which reads its schedule row and seed on the device."""
+    def calls(dtype, device):
+        x = torch.zeros(4, 3, 8, 8, dtype=dtype, device=device)
+        second = {"second": x} if kind in ("heun", "dpmpp_2m") else {}
+        table = torch.zeros(5, 6, dtype=torch.float64, device=device)
+        step = torch.zeros(1, dtype=torch.long, device=device)
+        for noisy in (False, True):
+            seed = 0 if noisy else None
+            ops.diffusion.loop_step(kind, x, x, (0.5, 0.6, 0.7), seed=seed, **second, **options)
+            ops.diffusion.loop_step(kind, x, x, (0.5, 0.6, 0.7), seed=seed, table=table,
+                                    state=step, **second, **options)
+
+    return calls
+
+
 # Dynamic thresholding needs each example's quantile of |x0| before the step: the kernel writes
 # x0, torch takes |x0|, two kthvalue passes and the interpolation between them (7 ops), then the
 # step kernel runs. Every other case is its one kernel.
@@ -893,6 +913,7 @@ DDPM_STEP = OpSpec(
     flops=_denoising_flops,
     library_inputs=_library_inputs(ops.diffusion.ddpm_library_inputs),
     differentiable=False,
+    loop_calls=_loop_calls("ddpm"),
     device_op_budget=_THRESHOLD_BUDGET,
     budget_reason=_THRESHOLD_REASON,
     peers={"diffusers": _diffusers_step("DDPMScheduler")},
@@ -909,6 +930,7 @@ DDIM_STEP = OpSpec(
     flops=_denoising_flops,
     library_inputs=_library_inputs(ops.diffusion.ddim_library_inputs),
     differentiable=False,
+    loop_calls=_loop_calls("ddim"),
     device_op_budget=_THRESHOLD_BUDGET,
     budget_reason=_THRESHOLD_REASON,
     peers={"diffusers": _diffusers_step("DDIMScheduler", steps=50)},
@@ -925,6 +947,7 @@ EULER_STEP = OpSpec(
     flops=_sigma_form_flops,
     library_inputs=_library_inputs(ops.diffusion.euler_library_inputs),
     differentiable=False,
+    loop_calls=_loop_calls("euler"),
 )
 
 HEUN_STEP = OpSpec(
@@ -938,6 +961,7 @@ HEUN_STEP = OpSpec(
     flops=_sigma_form_flops,
     library_inputs=_library_inputs(ops.diffusion.heun_library_inputs),
     differentiable=False,
+    loop_calls=_loop_calls("heun"),
 )
 
 DPMPP_2M_STEP = OpSpec(
@@ -951,6 +975,7 @@ DPMPP_2M_STEP = OpSpec(
     flops=_sigma_form_flops,
     library_inputs=_library_inputs(ops.diffusion.dpmpp_2m_library_inputs),
     differentiable=False,
+    loop_calls=_loop_calls("dpmpp_2m"),
     outputs=("x_next", "denoised"),
 )
 
@@ -993,6 +1018,7 @@ LANGEVIN_STEP = OpSpec(
     flops=_langevin_flops,
     library_inputs=_library_inputs(ops.diffusion.langevin_library_inputs),
     differentiable=False,
+    loop_calls=_loop_calls("langevin"),
 )
 
 CATALOG = {spec.name: spec for spec in [ACTNORM, AFFINE_COUPLING, CAUSAL_CONV1D, DDIM_STEP,

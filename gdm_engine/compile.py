@@ -121,6 +121,10 @@ def record_launches(spec, sizes=SIZES, dtypes=DTYPES, seed=0):
                             torch.autograd.grad(outs, varied(case),
                                                 [torch.empty_like(o) for o in outs])
                     launches += recorded
+        if spec.loop_calls is not None:  # the sampler loops' calls, replayed steps included
+            with recording_launches() as recorded, use_backend("triton"):
+                spec.loop_calls(dtype, torch.device("cpu"))
+            launches += recorded
     return launches
 
 

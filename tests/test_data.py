@@ -1,13 +1,14 @@
-"""Data sets: the digits split, the 2-D toys (samplers and true densities), user files, and the
-dequantisation convention."""
+"""Data sets: the digits split, the 2-D toys (samplers and true densities), user files, the
+dequantisation convention, and what every model takes of discrete data (integer levels in range)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from gdm_engine import data
+from gdm_engine import data, models
 
 
 def test_digits_are_the_bundled_images_with_a_fixed_split():
@@ -171,3 +172,47 @@ def test_unknown_data_names_the_choices():
         data.load("mnist")
     with pytest.raises(TypeError, match="data must be"):
         data.load(3)
+
+
+# --------------------------------------------------------------------------------------------------
+# What every model takes: discrete data are integer levels 0 .. levels - 1
+# --------------------------------------------------------------------------------------------------
+
+
+def _entries(model):
+    """The public calls of a model that take examples: log_prob (where it has one) and loss (of
+    its first player, for a model of several)."""
+    players = model.players()
+    options = {"player": players[0].name} if len(players) > 1 else {}
+    entries = {"loss": lambda x: model.loss(x, **options)}
+    if model.likelihood is not None:
+        entries["log_prob"] = model.log_prob
+    return entries
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_every_model_refuses_examples_that_are_not_its_levels(name):
+    """Regression: out-of-range levels gave NaN or a number (the flows, the DDPM) or an
+    IndexError (the VAE, the pixels, PixelCNN, WaveNet); float examples were taken as levels."""
+    digits = data.load("digits")
+    model = models.get(name).for_data(digits)
+    x = digits.test[:2]
+    bad = [(x + digits.levels, ValueError, "x must lie in 0 .. 16, got values from 17 to"),
+           (x - 1, ValueError, "x must lie in 0 .. 16, got values from -1 to"),
+           (x.float(), TypeError, "integer levels x, got torch.float32"),
+           (x[:, 0], ValueError, re.escape("x must have shape (N, 1, 8, 8), got (2, 8, 8)")),
+           (x.tolist(), TypeError, "x must be a torch.Tensor")]
+    for call, entry in _entries(model).items():
+        for examples, error, message in bad:
+            with pytest.raises(error, match=message):
+                entry(examples)
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_every_model_needs_two_levels_or_more(name):
+    """Regression: IndependentPixels took levels=0 and levels=1."""
+    for levels in (0, 1):
+        with pytest.raises(ValueError, match="levels must be >= 2"):
+            models.get(name)(shape=(1, 8, 8), levels=levels)
+    with pytest.raises(TypeError, match="levels must be an int"):
+        models.get(name)(shape=(1, 8, 8), levels=17.0)

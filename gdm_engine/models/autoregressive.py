@@ -28,7 +28,6 @@ class AutoregressiveModel(GenerativeModel):
         if levels is None:
             raise ValueError(f"{type(self).__name__} models discrete data (levels); got "
                              "continuous data")
-        check_int("levels", levels, 2)
         super().__init__(shape=list(shape), levels=levels, **config)
         self.shape, self.levels = tuple(shape), levels
 
@@ -37,11 +36,6 @@ class AutoregressiveModel(GenerativeModel):
         inputs in [-1, 1], in the dtype of the model's parameters."""
         dtype = next(self.parameters()).dtype
         return x.to(dtype) / (self.levels - 1) * 2 - 1
-
-    def check_data(self, x):
-        if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(f"x must have shape (N, {', '.join(map(str, self.shape))}), got "
-                             f"{tuple(x.shape)}")
 
     def logits(self, x):
         raise NotImplementedError
@@ -61,7 +55,7 @@ class AutoregressiveModel(GenerativeModel):
     def cached_logits(self, x):
         """The logits that the cached sampler computes, position by position, with x fed in as if
         it had been drawn: equal to ``logits(x)`` (what the tests check)."""
-        self.check_data(x)
+        self.check_shape(x)
         with _evaluating(self):
             return self._generate(x.clone(), draw=None)
 

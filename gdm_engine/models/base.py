@@ -5,6 +5,7 @@ import dataclasses
 import torch
 
 from gdm_engine.data import dequantize, quantize
+from gdm_engine.ops._checks import check_int, host_values
 
 
 def drawn_on(generator, device):
@@ -19,15 +20,23 @@ def draw(shape, generator, device, uniform=False):
     return sample(shape, generator=generator, device=drawn_on(generator, device)).to(device)
 
 
-def continuous_space(x, levels, generator, model_name):
+def check_range(name, t, count):
+    """t's values lie in 0 .. count − 1 (levels of discrete data, class labels). They are checked
+    where reading them is free, on CPU tensors (`host_values`); a GPU would stall to read them,
+    so data on a GPU are checked once on the host where they are loaded (the trainer checks its
+    training split before it moves it to the device) and no training step reads them."""
+    values = host_values(t)
+    if values is not None and values.size and not 0 <= values.min() <= values.max() < count:
+        raise ValueError(f"{name} must lie in 0 .. {count - 1}, got values from "
+                         f"{values.min():g} to {values.max():g}")
+
+
+def continuous_space(x, levels, generator):
     """Examples as a model of continuous values sees them: discrete levels dequantised into
     [−1, 1) as 2 (x + u) / levels − 1 (the convention of gdm_engine.data.dequantize), continuous
     data as floats."""
     if levels is None:
         return x.float()
-    if x.is_floating_point():
-        raise TypeError(f"{model_name} on discrete data takes integer levels, got floating "
-                        f"point x")
     return 2 * dequantize(x, levels, generator) - 1
 
 
@@ -70,15 +79,38 @@ class GenerativeModel(torch.nn.Module):
       model has several losses (a GAN), whose ``loss`` then takes ``player=`` (the name).
 
     A model is rebuilt from ``name`` and ``config`` (the keyword arguments of its constructor, all
-    plain Python values), which is how checkpoints store it.
+    plain Python values), which is how checkpoints store it. Every model has ``shape`` (of one
+    example) and ``levels`` (of discrete data, >= 2; None for continuous data), against which
+    ``check_data`` checks what ``log_prob`` and ``loss`` are given.
     """
 
     name = None
     likelihood = "exact"  # what log_prob gives, in words: "exact", or the bound it is
 
     def __init__(self, **config):
+        if config.get("levels") is not None:
+            check_int("levels", config["levels"], 2)
         super().__init__()
         self.config = config
+
+    def check_shape(self, x):
+        """x is a tensor of examples (N, *shape)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor of examples, got {type(x).__name__}")
+        if tuple(x.shape[1:]) != self.shape or x.ndim == 0:
+            raise ValueError(f"x must have shape (N, {', '.join(map(str, self.shape))}), got "
+                             f"{tuple(x.shape)}")
+
+    def check_data(self, x):
+        """Raise TypeError/ValueError naming x unless it holds examples as the model takes them:
+        (N, *shape), and for discrete data integer levels in 0 .. levels − 1 (their values checked
+        where that is free: see `check_range`)."""
+        self.check_shape(x)
+        if self.levels is None:
+            return
+        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"{self.name} on discrete data takes integer levels x, got {x.dtype}")
+        check_range("x", x, self.levels)
 
     @classmethod
     def for_data(cls, data, **options):

@@ -10,7 +10,7 @@ from gdm_engine import diffusion, ops
 from gdm_engine.nn.unet import ResidualMLP, UNet
 from gdm_engine.ops._checks import check_choice, check_fraction, check_int
 
-from .base import GenerativeModel, draw, drawn_on
+from .base import GenerativeModel, check_range, draw, drawn_on
 
 SCHEDULES = {"linear": diffusion.linear_alpha_bars, "cosine": diffusion.cosine_alpha_bars}
 PREDICTIONS = ("eps", "x0", "v")
@@ -52,8 +52,6 @@ class DDPM(GenerativeModel):
         if min_snr_gamma is not None and (isinstance(min_snr_gamma, bool) or not isinstance(
                 min_snr_gamma, (int, float)) or not min_snr_gamma > 0):
             raise ValueError(f"min_snr_gamma must be None or a number > 0, got {min_snr_gamma!r}")
-        if levels is not None:
-            check_int("levels", levels, 2)
         check_int("classes", classes, 0)
         check_fraction("label_dropout", label_dropout)
         if not isinstance(level_offsets, bool):
@@ -130,8 +128,16 @@ class DDPM(GenerativeModel):
         """The level (0 .. L − 1, as a float) nearest to y on the [−1, 1] scale."""
         return ((y + 1) * ((self.levels - 1) / 2)).round().clamp(0, self.levels - 1)
 
+    def check_data(self, x, labels=None):
+        """x as every model checks it (GenerativeModel.check_data), and the labels given with it
+        (see `_check_labels`); returns the labels on the model's device."""
+        super().check_data(x)
+        return self._check_labels(labels, len(x))
+
     def _check_labels(self, labels, n):
-        """None, or (n,) int64 class labels in 0 .. classes − 1 of a conditional model."""
+        """None, or (n,) int64 class labels in 0 .. classes − 1 of a conditional model (their
+        values checked where that is free: see models.base.check_range); returns them on the
+        model's device."""
         if labels is None:
             return None
         if not self.classes:
@@ -141,9 +147,7 @@ class DDPM(GenerativeModel):
             got = f"{labels.dtype} of shape {tuple(labels.shape)}" \
                 if isinstance(labels, torch.Tensor) else type(labels).__name__
             raise TypeError(f"labels must be an int64 tensor of shape ({n},), got {got}")
-        if n and (labels.min() < 0 or labels.max() >= self.classes):
-            raise ValueError(f"labels must lie in 0 .. {self.classes - 1}, got values from "
-                             f"{labels.min().item()} to {labels.max().item()}")
+        check_range("labels", labels, self.classes)
         return labels.to(self.alpha_bars.device)
 
     def denoiser(self, labels=None, guidance_scale=None):
@@ -190,9 +194,9 @@ class DDPM(GenerativeModel):
         """The simple loss (Ho et al., 2020, eq. 14; min-SNR-γ weighted when min_snr_gamma is
         set), averaged over the batch: one uniform step t per example, x_t from `ops.q_sample`,
         labels replaced by the null label with probability label_dropout."""
+        labels = self.check_data(x, labels)
         x0 = self._inputs(x)
         n, device = len(x0), x0.device
-        labels = self._check_labels(labels, n)
         t = torch.randint(self.timesteps, (n,), generator=generator,
                           device=drawn_on(generator, device)).to(device)
         noise = draw(x0.shape, generator, device)
@@ -232,8 +236,8 @@ class DDPM(GenerativeModel):
         labels=None: the unconditional model (the null label)."""
         if self.bound_timesteps is None:
             return -self.bound_terms(x, labels, generator).sum(1)
+        labels = self.check_data(x, labels)
         x0 = self._inputs(x)
-        labels = self._check_labels(labels, len(x0))
         steps, sizes = self._stratified_steps(len(x0), generator, x0.device)
         first = steps.new_zeros(len(x0), 1)
         terms = self._step_terms(x0, torch.cat([first, steps], dim=1), labels, generator)
@@ -244,8 +248,8 @@ class DDPM(GenerativeModel):
         """The bound's terms in nats, (N, T + 1): column 0 is L_0, column i (1 .. T − 1) is
         L_i = KL(q(x_i | x_{i+1}, x_0) ‖ p(x_i | x_{i+1})), column T is L_T. Their sum is
         −log_prob with bound_timesteps=None."""
+        labels = self.check_data(x, labels)
         x0 = self._inputs(x)
-        labels = self._check_labels(labels, len(x0))
         steps = torch.arange(self.timesteps, device=x0.device).expand(len(x0), -1)
         return torch.cat([self._step_terms(x0, steps, labels, generator),
                           self._prior_term(x0)[:, None]], dim=1)

@@ -71,8 +71,6 @@ class EBM(GenerativeModel):
     def __init__(self, shape, levels=None, low=None, high=None, hidden=(128, 128),
                  langevin_steps=40, step_size=0.01, sample_steps=400, buffer_size=10000,
                  reinit=0.05, alpha=0.1, spectral_norm=False, temperature=1.0):
-        if levels is not None:
-            check_int("levels", levels, 2)
         dims = math.prod(shape)
         low = [-1.0] * dims if low is None else low
         high = [1.0] * dims if high is None else high
@@ -165,7 +163,8 @@ class EBM(GenerativeModel):
 
     def loss(self, x, generator=None):
         """Contrastive divergence with the energy regulariser (Du & Mordatch, 2019, sec. 3)."""
-        x = continuous_space(x, self.levels, generator, self.name).flatten(1)
+        self.check_data(x)
+        x = continuous_space(x, self.levels, generator).flatten(1)
         negatives = self._negatives(len(x), generator)
         positive, negative = self.energy(x), self.energy(negatives)
         regulariser = self.config["alpha"] * (positive.square() + negative.square())

@@ -70,6 +70,7 @@ class FlowModel(GenerativeModel):
     def log_prob(self, x, samples=None, generator=None):
         """Exact log-density for continuous x; for discrete x the (importance-weighted, K =
         `samples`, default `iwae_samples`) dequantisation bound on log P(x). Nats per example."""
+        self.check_data(x)
         if self.levels is None:
             return self.log_density(x.to(self.flow_dtype))
         k = self.iwae_samples if samples is None else samples

@@ -127,7 +127,8 @@ class GAN(GenerativeModel):
     def discriminator_loss(self, x, generator=None):
         """softplus(D(fake)) + softplus(−D(real)) + r1/2 · |∇ₓD(real)|², the batch mean; the
         fakes carry no gradient to the generator."""
-        real = continuous_space(x, self.levels, generator, self.name)
+        self.check_data(x)
+        real = continuous_space(x, self.levels, generator)
         real.requires_grad_(self.config["r1"] > 0)
         with torch.no_grad():
             fake = self._fakes(len(x), generator)

@@ -24,6 +24,7 @@ class IndependentPixels(GenerativeModel):
     @torch.no_grad()
     def fit(self, images, smoothing=1.0):
         """Maximum likelihood with `smoothing` added to every count (Laplace's rule for 1)."""
+        self.check_data(images)
         flat = images.reshape(len(images), -1).to(self.logits.device)
         counts = torch.zeros_like(self.logits).scatter_add_(
             1, flat.T, torch.ones(flat.T.shape, device=flat.device))
@@ -31,6 +32,7 @@ class IndependentPixels(GenerativeModel):
         return self
 
     def log_prob(self, x):
+        self.check_data(x)
         log_p = torch.log_softmax(self.logits, -1)
         flat = x.reshape(len(x), -1)
         return log_p.gather(1, flat.T).T.sum(1)

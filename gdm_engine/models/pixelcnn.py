@@ -82,7 +82,7 @@ class PixelCNN(AutoregressiveModel):
     def logits(self, x):
         """Logits (N, levels, C, H, W) of every channel's conditional given the pixels before it
         and the channels before it in its pixel. x: levels (N, C, H, W), integer or float."""
-        self.check_data(x)
+        self.check_shape(x)
         v = h = self.scaled(x)
         for i in range(len(self.vertical)):
             v, h = self._block(i, v, h)

@@ -95,6 +95,7 @@ class VAE(GenerativeModel):
 
     def loss(self, x, generator=None):
         """Negative ELBO, nats per example, averaged over the batch."""
+        self.check_data(x)
         mean, log_var = self.encode(x)
         z, kl = ops.gaussian_reparam_kl(mean, log_var, generator=generator)
         return (kl - self.decoder_log_prob(x, z)).mean()
@@ -105,6 +106,7 @@ class VAE(GenerativeModel):
         `iwae_samples`) draws from q(z|x) (Burda et al., 2016, eq. 8),
             log p(x) >= E[ log 1/K sum_k p(x, z_k) / q(z_k|x) ],
         which tightens as K grows (K = 1 is the ELBO). Nats per example."""
+        self.check_data(x)
         k = self.iwae_samples if samples is None else samples
         check_int("samples", k, 1)
         mean, log_var = self.encode(x)

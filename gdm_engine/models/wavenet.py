@@ -63,7 +63,7 @@ class WaveNet(AutoregressiveModel):
     def logits(self, x):
         """Logits (N, levels, *shape) of every position's conditional given the positions before
         it in raster order. x: levels (N, *shape), integer or float."""
-        self.check_data(x)
+        self.check_shape(x)
         return self.sequence_logits(self.scaled(x).reshape(len(x), 1, self.length)).reshape(
             len(x), self.levels, *self.shape)
 

@@ -186,9 +186,13 @@ def _masked_conv2d_case(spec, r, dtype, generator):
 
 
 def _rq_spline_case(spec, r, dtype, generator):
+    """Two inputs at ±B (where asked) among at least 6 others: the gradients of the bins at +B
+    are 0, which the float64 reference gets to within ~1e-16, and a relative error taken of
+    that rounding alone would fail."""
+    at_bounds = r["at_bounds"] and math.prod(r["shape"]) >= 8
     return catalog.rq_spline_case(r["shape"], r["K"], dtype, CPU, generator,
                                   tail_bound=r["tail_bound"], reverse=r["reverse"],
-                                  at_bounds=r["at_bounds"])
+                                  at_bounds=at_bounds)
 
 
 def _coupling_mask(kind, shape, generator):
@@ -276,7 +280,10 @@ OPTIONS = {
         mask=st.sampled_from(["A", "B", "custom"]), residual=st.booleans(), **_CONVOLUTION)),
     "rq_spline": (_rq_spline_case, _recipe(
         shape=st.lists(st.integers(0, 5), min_size=1, max_size=3), K=st.integers(2, 9),
-        tail_bound=st.floats(0.5, 5), reverse=st.booleans(), at_bounds=st.booleans())),
+        # B in sixteenths, exact in bf16: inputs "at ±B" are then at B in every dtype, not a
+        # rounding away on either side of the spline's edge, where its gradients jump
+        tail_bound=st.integers(8, 80).map(lambda i: i / 16), reverse=st.booleans(),
+        at_bounds=st.booleans())),
     "affine_coupling": (_affine_coupling_case, _affine_coupling_recipes()),
     "actnorm": (_actnorm_case, _recipe(shape=_shapes(1, 3), reverse=st.booleans())),
 }

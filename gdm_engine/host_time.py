@@ -15,6 +15,7 @@ than diffusers'.
 
 import contextlib
 import functools
+import itertools
 import statistics
 import time
 
@@ -48,19 +49,20 @@ def launches_recorded():
         yield
 
 
-def median_us(call, repeats, context=contextlib.nullcontext, warmup=20):
-    """Median µs of call() over `repeats` calls after `warmup`, each inside a fresh context()
-    entered outside the timed region."""
-    for _ in range(warmup):
-        with context():
-            call()
-    samples = []
-    for _ in range(repeats):
-        with context():
-            start = time.perf_counter_ns()
-            call()
-            samples.append(time.perf_counter_ns() - start)
-    return statistics.median(samples) / 1e3
+def median_us(calls, repeats, warmup=20):
+    """The median µs of each (call, context) of `calls` over `repeats` rounds after `warmup`.
+    The calls take turns within a round, so that a load coming and going on a shared machine
+    weighs on each alike; each runs inside a fresh context(), entered outside the timed region."""
+    samples = [[] for _ in calls]
+    for round_ in range(warmup + repeats):
+        for (call, context), times in zip(calls, samples):
+            with context():
+                start = time.perf_counter_ns()
+                call()
+                elapsed = time.perf_counter_ns() - start
+            if round_ >= warmup:
+                times.append(elapsed)
+    return [statistics.median(times) / 1e3 for times in samples]
 
 
 def _ratio(ours, theirs):
@@ -75,11 +77,13 @@ def host_ops(specs, seed=0, cases_per_op=None, repeats=400, progress=None):
     rows = []
     for spec in specs:
         for case in spec.make_inputs("tiny", torch.float32, _CPU, generator)[:cases_per_op]:
-            host = median_us(functools.partial(spec.op, *case.args, **case.kwargs), repeats,
-                             launches_recorded)
-            bare = median_us(functools.partial(bare_op, case.tensors()), repeats)
+            calls = [(functools.partial(spec.op, *case.args, **case.kwargs), launches_recorded),
+                     (functools.partial(bare_op, case.tensors()), contextlib.nullcontext)]
             peer = spec.peers.get("diffusers", lambda case: None)(case)
-            diffusers = median_us(peer, repeats) if peer is not None else None
+            if peer is not None:
+                calls.append((peer, contextlib.nullcontext))
+            host, bare, *peer_us = median_us(calls, repeats)
+            diffusers = peer_us[0] if peer_us else None
             rows.append({"op": spec.name, "case": case.label, "host_us": host,
                          "custom_op_us": bare, "host/custom_op": host / bare,
                          f"<={OP_TARGET:g}x": "yes" if host <= OP_TARGET * bare else "no",
@@ -101,24 +105,26 @@ class _Stamped:
         return self.model(x, t)
 
 
-def step_us(make_loop, evaluations_per_step, intervals, context=contextlib.nullcontext):
-    """Median µs of one step of the loop `make_loop(model)` builds around a stand-in model, over
-    at least `intervals` steps after a warm-up run (each run inside a fresh context()); None
-    where it builds none (a peer library that is not installed)."""
-    model = _Stamped(benchmark.stand_in_model(None))
-    loop = make_loop(model)
-    if loop is None:
-        return None
-    with context():
-        loop()
-    samples = []
-    while len(samples) < intervals:
-        model.starts.clear()
-        with context():
-            loop()
-        starts = model.starts[::evaluations_per_step]
-        samples += [b - a for a, b in zip(starts, starts[1:])]
-    return statistics.median(samples) / 1e3
+def step_us(make_loops, evaluations_per_step, intervals):
+    """The median µs of one step of each loop that a (make_loop, context) of `make_loops`
+    builds around a stand-in model, make_loop(model), over at least `intervals` steps after a
+    warm-up run; None where it builds none (a peer library that is not installed). The loops
+    take turns, a whole run each inside a fresh context(), as median_us's calls do."""
+    models = [_Stamped(benchmark.stand_in_model(None)) for _ in make_loops]
+    loops = [make_loop(model) for (make_loop, _), model in zip(make_loops, models)]
+    samples = {i: [] for i, loop in enumerate(loops) if loop is not None}
+    for round_ in itertools.count():
+        for i in samples:
+            models[i].starts.clear()
+            with make_loops[i][1]():
+                loops[i]()
+            starts = models[i].starts[::evaluations_per_step]
+            if round_:  # the first round warms up
+                samples[i] += [b - a for a, b in zip(starts, starts[1:])]
+        if round_ and all(len(times) >= intervals for times in samples.values()):
+            break
+    return [statistics.median(samples[i]) / 1e3 if i in samples else None
+            for i in range(len(loops))]
 
 
 def _langevin_loop(model):
@@ -142,8 +148,8 @@ def host_sampler_steps(samplers=tuple(SAMPLERS), intervals=400, progress=None):
         else:
             ours = functools.partial(benchmark.engine_loop, case, _CPU)
             theirs = functools.partial(benchmark.diffusers_loop, case, _CPU)
-        host = step_us(ours, per_step, intervals, launches_recorded)
-        diffusers = step_us(theirs, per_step, intervals)
+        host, diffusers = step_us([(ours, launches_recorded), (theirs, contextlib.nullcontext)],
+                                  per_step, intervals)
         ran = diffusers is not None
         rows.append({"sampler": sampler, "shape": "x".join(map(str, SHAPE)), "steps": STEPS,
                      "host_us": host,

@@ -112,10 +112,12 @@ class _Loop:
     step function step(i, x, t, graph) -> x; run eagerly, or with one step captured in a CUDA
     graph and replayed."""
 
-    def __init__(self, denoiser, guidance_scale, times, n, device, calls, desc):
+    def __init__(self, denoiser, guidance_scale, times, n, device, calls, desc,
+                 last_differs=False):
         self.denoiser, self.guidance_scale = denoiser, guidance_scale
         self.times = torch.tensor(times, dtype=torch.long).to(device, non_blocking=True)
         self.n, self.device, self.calls, self.desc = n, device, calls, desc
+        self.last_differs = last_differs  # the last step is not the replayed one (Heun's)
 
     def evaluate(self, x, t):
         return _evaluate(self.denoiser, x, t.expand(self.n), self.guidance_scale)
@@ -167,8 +169,6 @@ class _Loop:
             state = step(count - 1, *state, graph=None)
             bar.update(1)
         return state
-
-    last_differs = False
 
 
 def _check_sampler(prediction, churn=0.0):
@@ -267,15 +267,14 @@ def _karras_loop(second_order, denoiser, shape, alpha_bars, steps, spacing, chur
         # Heun's Euler point at σ_next, in the model's scaling for its second evaluation
         heun_rows.append(_row(sigma, sigma_next, scales=(scales[0], _vp_scale(sigma_next))))
     common = {"prediction": prediction, "guidance_scale": _guidance(guidance_scale)}
-    churned = {"churn": 0.0 if not churn else churn, **common}
+    churned = {"churn": churn, **common}
     euler = _Call("euler", euler_rows, churned)
     point = _Call("euler", heun_rows, common, key="point")
     heun = _Call("heun", euler_rows, churned)
     loop = _Loop(denoiser, guidance_scale, [t for _, t, _, _ in plan], shape[0], device,
-                 [heun, point] if second_order else [euler], desc)
+                 [heun, point] if second_order else [euler], desc, last_differs=second_order)
     next_times = torch.tensor([t_next for *_, t_next in plan],
                               dtype=torch.long).to(device, non_blocking=True)
-    loop.last_differs = second_order
 
     def step(i, x, graph):
         output, uncond = loop.evaluate(x, loop.model_time(i, graph))

@@ -43,7 +43,10 @@ def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=
     mask (broadcastable to x; bool, or 0/1 numbers): where it is 1 the entry passes through
     (y = x) and adds nothing to logdet. reverse=True inverts the forward map: x is then the flow's
     output, y its input, and logdet the log-det of the inverse (the negated forward sum)."""
-    log_s = log_scale(scale_raw, scale_map, clamp)
+    # computed in at least fp32 (as the kernel does), returned in x's dtype: a bf16 log s
+    # would carry its rounding into every term of the log-det
+    wide = torch.promote_types(x.dtype, torch.float32)
+    log_s = log_scale(scale_raw.to(wide), scale_map, clamp)
     keep = None
     if mask is not None:
         keep = (mask != 0).to(x.device)
@@ -54,7 +57,6 @@ def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=
         y = x * torch.exp(log_s) + shift
     if keep is not None:
         y = torch.where(keep, x, y)
-    # a sum of many terms: at least fp32 whatever the input's precision
-    wide = torch.promote_types(x.dtype, torch.float32)
-    logdet = log_s.to(wide).expand(x.shape).reshape(x.shape[0], math.prod(x.shape[1:])).sum(1)
+    y = y.to(x.dtype)
+    logdet = log_s.expand(x.shape).reshape(x.shape[0], math.prod(x.shape[1:])).sum(1)
     return y, -logdet if reverse else logdet

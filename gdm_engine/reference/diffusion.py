@@ -37,6 +37,8 @@ def guided(model_output, uncond=None, guidance_scale=1.0):
     """Classifier-free guidance (Ho & Salimans, 2022, eq. 6): u + w (c − u); c without uncond."""
     if uncond is None:
         return model_output
+    wide = torch.promote_types(model_output.dtype, torch.float32)  # as the kernel combines
+    uncond, model_output = uncond.to(wide), model_output.to(wide)
     return uncond + _per_example(guidance_scale, model_output) * (model_output - uncond)
 
 

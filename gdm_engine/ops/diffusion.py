@@ -13,7 +13,6 @@ per-example quantile is computed in torch (two kthvalue passes), a budget the ca
 import math
 from typing import Optional
 
-import numpy
 import torch
 
 from gdm_engine import backend
@@ -519,7 +518,7 @@ def _check_order(low_name, low, high_name, high, why, strict=False):
     if any(v is None for v in values):
         return
     bad = values[0] >= values[1] if strict else values[0] > values[1]
-    if numpy.any(bad):
+    if bad is True or (bad is not False and bad.any()):
         raise ValueError(f"{high_name} must be {'>' if strict else '>='} {low_name} ({why}), got "
                          f"{high_name}={high!r} and {low_name}={low!r}")
 

@@ -1,6 +1,7 @@
 """The trainer: its schedule and settings, atomic checkpoints, an exact resume after SIGKILL, and
 data parallelism under torchrun matching one process."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ def test_learning_rate_warms_up_then_decays_to_the_final_fraction():
     ({"final_lr": -0.5}, "final_lr"),
     ({"final_lr": 1.5}, "final_lr"),
     ({"select": "precision"}, "select must be one of"),
+    ({"log_every": -1}, "log_every must be >= 0"),
 ])
 def test_bad_settings_raise_naming_them(setting, message):
     with pytest.raises(ValueError, match=message):
@@ -48,6 +50,47 @@ def _small_trainer(out, **settings):
     model = train.build_model("vae", digits, latent=4, hidden=32)
     config = train.TrainConfig(**{"eval_every": 1000, "checkpoint_every": 1000, **settings})
     return train.Trainer(model, digits, config, out=str(out))
+
+
+def test_the_trainer_checks_its_training_split_once_when_it_loads_it(tmp_path):
+    """A step reads nothing back from the device (tests/test_read_backs.py), so the training
+    split and its labels are checked on the host before they move there."""
+    digits = data.load("digits")
+    model = train.build_model("vae", digits, latent=4, hidden=8)
+    config = train.TrainConfig(steps=1, batch_size=8)
+    bad = dataclasses.replace(digits, train=digits.train.clone())
+    bad.train[5, 0, 3, 3] = digits.levels
+    with pytest.raises(ValueError, match="x must lie in 0 .. 16, got values from 0 to 17"):
+        train.Trainer(model, bad, config, out=str(tmp_path))
+    ddpm = train.build_model("ddpm", digits, conditional=True, timesteps=4, width=8,
+                             multipliers=(1,), blocks=1)
+    labels = dict(digits.labels, train=digits.labels["train"] + 1)
+    with pytest.raises(ValueError, match="labels must lie in 0 .. 9, got values from 1 to 10"):
+        train.Trainer(ddpm, dataclasses.replace(digits, labels=labels), config,
+                      out=str(tmp_path))
+    trainer = train.Trainer(model, digits, config, out=str(tmp_path))
+    assert trainer.train_examples.device == trainer.device
+
+
+def test_the_loss_is_read_back_only_when_it_is_shown(tmp_path, monkeypatch):
+    """Every log_every steps for the bar, and at evaluations and checkpoints; the running loss
+    is the same as when it is read at every step."""
+    reads = []
+    read_losses = train.Trainer._read_losses
+
+    def recording(self):
+        if self._unread_losses:
+            reads.append(self.step)
+        read_losses(self)
+
+    every_step = _small_trainer(tmp_path / "every", steps=7, log_every=1, batch_size=32)
+    every_step.fit()
+    monkeypatch.setattr(train.Trainer, "_read_losses", recording)
+    sparse = _small_trainer(tmp_path / "sparse", steps=7, log_every=3, eval_every=5,
+                            batch_size=32)
+    sparse.fit()
+    assert reads == [3, 5, 6, 7]  # the bar at 3 and 6, the evaluation at 5, the end at 7
+    assert sparse.running_loss == every_step.running_loss
 
 
 def test_every_random_stream_of_a_run_has_its_own_seed():

@@ -8,6 +8,7 @@ import numpy as np
 # Every random stream of a run has its own tag, first in the seed's entropy (numpy's SeedSequence
 # ignores trailing zeros, so a tag in last place could make two streams equal).
 INIT, PERMUTATION, STEP_NOISE, EVALUATION, PICTURES = 1, 2, 3, 4, 5
+LOG_EVERY_ON_GPU = 50
 # validation figures that can choose best.pt: lower is better ("": the model's default)
 SELECTABLE = ("", "bits_per_dim", "nll_nats", "frechet_digit_distance", "sliced_wasserstein",
               "mmd")
@@ -34,6 +35,9 @@ class TrainConfig:
     early_stop: int = 0            # stop after this many evaluations without improvement (0: off)
     eval_test: bool = False        # also evaluate the test split, for curves only (never chooses)
     samples: int = 64              # examples in each sample picture
+    # steps between reads of the loss for the progress bar; 0: every step on a CPU, where reading
+    # it is free, every LOG_EVERY_ON_GPU steps on a GPU, where a read waits for the device
+    log_every: int = 0
     select: str = ""               # the validation figure that chooses best.pt ("": the default)
     seed: int = 0
 
@@ -43,7 +47,7 @@ class TrainConfig:
                      "samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup", "early_stop"):
+        for name in ("warmup", "early_stop", "log_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "grad_clip"):

@@ -15,26 +15,18 @@ from gdm_engine import models, pictures
 
 from .checkpoint import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, CHECKPOINT_VERSION,
                          METRICS_NAME, check_same_run, save_checkpoint)
-from .config import EVALUATION, INIT, PERMUTATION, PICTURES, STEP_NOISE, _seed
+from .config import EVALUATION, INIT, LOG_EVERY_ON_GPU, PERMUTATION, PICTURES, STEP_NOISE, _seed
 from .distributed import distributed_setup
 from .evaluation import (LIKELIHOOD_FIGURES, _fork_rng, default_selection, describe, evaluate,
                          selectable_figures)
 
 
-def _ema_update(decay):
-    """EMA with warm-up: the n-th update uses min(decay, (1 + n) / (10 + n)), so that early on the
-    average follows the weights instead of remembering their random start (the schedule of
-    TensorFlow's ExponentialMovingAverage with num_updates). It averages parameters only: the
-    AveragedModel copies buffers (use_buffers=False), which are state, not weights (masks, flags,
-    an EBM's replay buffer of Langevin chains, whose average would be no chain at all)."""
-
-    @torch.no_grad()
-    def update(averages, currents, num_averaged):
-        n = float(num_averaged)
-        rate = min(decay, (1 + n) / (10 + n))
-        torch._foreach_lerp_(averages, currents, 1 - rate)
-
-    return update
+def _ema_rate(decay, n):
+    """The weight the EMA keeps at its n-th update (n = 1, 2, ...; the 0th copies the weights):
+    min(decay, (1 + n) / (10 + n)), so that early on the average follows the weights instead of
+    remembering their random start (the schedule of TensorFlow's ExponentialMovingAverage with
+    num_updates)."""
+    return min(decay, (1 + n) / (10 + n))
 
 
 def build_model(name, data, seed=0, **options):
@@ -116,21 +108,40 @@ class Trainer:
             # draws the fakes without gradient), which DDP must be told to expect
             self.parallel = torch.nn.parallel.DistributedDataParallel(
                 self.model, find_unused_parameters=len(self.players) > 1)
+        # The training split is checked on the host and moved to the training device once: a
+        # step takes its batch there, copying nothing from the host and reading nothing back.
+        conditioning = self._training_conditioning()
+        self.model.check_data(data.train, **conditioning)
+        self.train_examples = data.train.to(self.device)
+        self.train_conditioning = {name: value.to(self.device)
+                                   for name, value in conditioning.items()}
+        # fused: Adam's step counts stay on the device (the other implementations read them
+        # back at every step to form the bias corrections)
         self.optimizers = {
             player.name: torch.optim.AdamW(player_parameters(self.model, player).values(),
                                            lr=config.learning_rate(0, player.lr),
                                            betas=player.betas,
-                                           weight_decay=config.weight_decay)
+                                           weight_decay=config.weight_decay, fused=True)
             for player in self.players}
-        self.ema = AveragedModel(self.model, multi_avg_fn=_ema_update(config.ema_decay),
-                                 use_buffers=False)
-        # (EMA copy, weight) of the players that do not sample: the EMA holds their weights
-        averaged = dict(self.ema.module.named_parameters())
-        self._copied_to_ema = [(averaged[name], p) for player in self.players
-                               if not player.samples
-                               for name, p in player_parameters(self.model, player).items()]
+        # the EMA's container and checkpoint format; _update_ema updates it
+        self.ema = AveragedModel(self.model, use_buffers=False)
+        # The weights of the players that sample are averaged (their EMA copies, and the
+        # weights); the others' are copied, as (EMA copy, live tensor) pairs, and so are buffers,
+        # which are state, not weights (masks, flags, an EBM's replay buffer of Langevin chains,
+        # whose average would be no chain at all).
+        copies = dict(self.ema.module.named_parameters())
+        self._ema_copies, self._ema_weights, self._copied_to_ema = [], [], []
+        for player in self.players:
+            for name, p in player_parameters(self.model, player).items():
+                if player.samples:
+                    self._ema_copies.append(copies[name])
+                    self._ema_weights.append(p)
+                else:
+                    self._copied_to_ema.append((copies[name], p))
+        self._copied_to_ema += list(zip(self.ema.module.buffers(), self.model.buffers()))
         self.step = 0
         self.running_loss = None  # {player: the exponential average of its loss, on the bar}
+        self._unread_losses = []  # {player: loss tensor} of each step since the running losses
         self.best, self.evaluations_since_best = None, 0  # the best validation evaluation so far
         self.seconds = 0.0  # time spent training, over every resume
         self._permutation = (None, None)  # (epoch, permutation of the training set)
@@ -164,19 +175,23 @@ class Trainer:
         per_epoch = n // batch
         epoch, offset = divmod(position, per_epoch)
         if self._permutation[0] != epoch:
-            generator = torch.Generator().manual_seed(_seed(PERMUTATION, self.config.seed, epoch))
-            self._permutation = (epoch, torch.randperm(n, generator=generator))
+            # drawn on the training device, where the data are: nothing copied from the host
+            generator = torch.Generator(self.device).manual_seed(
+                _seed(PERMUTATION, self.config.seed, epoch))
+            self._permutation = (epoch, torch.randperm(n, generator=generator,
+                                                       device=self.device))
         return self._permutation[1][offset * batch:(offset + 1) * batch]
 
     def train_step(self):
         """One training step: every player's optimiser steps; returns {player: this process's
-        mean loss over its steps}."""
+        mean loss over its steps}, as a tensor on the device (reading it would wait for the
+        step: the trainer reads losses only where it shows them, see _read_losses)."""
         position = self.step * self.batches_per_step
         losses = {}
         for player in self.players:
             mean = 0.0
             for _ in range(player.steps):
-                mean += self._player_step(player, position) / player.steps
+                mean = mean + self._player_step(player, position) / player.steps
                 position += 1
             losses[player.name] = mean
         self._update_ema()
@@ -185,7 +200,7 @@ class Trainer:
 
     def _player_step(self, player, position):
         """One optimiser step of `player` on the global batch at `position`; returns the global
-        batch's mean loss."""
+        batch's mean loss (a tensor on the device)."""
         config = self.config
         shard_size = config.batch_size // (self.world * config.accumulate)
         indices = self.global_batch(position)
@@ -199,7 +214,7 @@ class Trainer:
         for i in range(config.accumulate):
             shard = self.rank * config.accumulate + i
             rows = indices[shard * shard_size:(shard + 1) * shard_size]
-            x = self.data.train[rows]
+            conditioning = {name: value[rows] for name, value in self.train_conditioning.items()}
             generator = torch.Generator(self.device).manual_seed(
                 _seed(STEP_NOISE, config.seed, position, shard))
             last = i == config.accumulate - 1
@@ -207,8 +222,8 @@ class Trainer:
             with sync:
                 with torch.autocast(self.device.type, torch.bfloat16,
                                     enabled=self.device.type == "cuda"):
-                    loss = self.parallel(x.to(self.device), generator=generator,
-                                         **options, **self._conditioning(rows))
+                    loss = self.parallel(self.train_examples[rows], generator=generator,
+                                         **options, **conditioning)
                 (loss / config.accumulate).backward()
             losses.append(loss.detach().float())
         torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
@@ -217,23 +232,31 @@ class Trainer:
         if self.world > 1:  # the global batch's mean, not rank 0's shard alone
             dist.all_reduce(loss)
             loss /= self.world
-        return loss.item()
+        return loss
 
+    @torch.no_grad()
     def _update_ema(self):
-        """The EMA of the players that sample; the others' copy is their current weights."""
-        self.ema.update_parameters(self.model)
-        with torch.no_grad():
-            for averaged, current in self._copied_to_ema:
-                averaged.copy_(current)
+        """The EMA of the players that sample (see _ema_rate); the others' copy is their current
+        weights. The n-th update is that of step n, so its rate comes from the step count on the
+        host: nothing is read back (AveragedModel.update_parameters reads its count from a
+        tensor)."""
+        if self.step == 0:
+            torch._foreach_copy_(self._ema_copies, self._ema_weights)
+        else:
+            rate = _ema_rate(self.config.ema_decay, self.step)
+            torch._foreach_lerp_(self._ema_copies, self._ema_weights, 1 - rate)
+        for copy, live in self._copied_to_ema:
+            copy.copy_(live)
+        self.ema.n_averaged += 1
 
-    def _conditioning(self, rows):
-        """{"labels": the class labels of training examples `rows`} for a class-conditional
-        model (one with `classes` > 0); nothing for the others."""
+    def _training_conditioning(self):
+        """{"labels": the class labels of the training split} for a class-conditional model (one
+        with `classes` > 0); nothing for the others."""
         if not getattr(self.model, "classes", 0):
             return {}
         if self.data.labels is None:
             raise ValueError(f"the model is class-conditional but {self.data.name} has no labels")
-        return {"labels": self.data.labels["train"][rows].to(self.device)}
+        return {"labels": self.data.labels["train"]}
 
     # ---- evaluation and pictures --------------------------------------------------------------
 
@@ -301,6 +324,7 @@ class Trainer:
     # ---- checkpoints --------------------------------------------------------------------------
 
     def state(self):
+        self._read_losses()  # the running losses as of this step
         cuda = self.device.type == "cuda"
         return {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
@@ -322,11 +346,16 @@ class Trainer:
         self.model.load_state_dict(state["model_state"])
         self.ema.load_state_dict(state["ema"])
         for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
+            saved = state["optimizers"][name]
+            # a checkpoint's settings override the optimiser's: one written before the optimisers
+            # were fused resumes fused too (its step counts then move to the device)
+            optimizer.load_state_dict(dict(saved, param_groups=[
+                dict(group, fused=True) for group in saved["param_groups"]]))
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if self.device.type == "cuda" and state["rng"]["cuda"].numel():
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
         self.step, self.running_loss = state["step"], state["running_loss"]
+        self._unread_losses.clear()
         self.best, self.evaluations_since_best = state["best"], state["evaluations_since_best"]
         self.seconds = state["seconds"]
         if self.is_main:
@@ -360,19 +389,18 @@ class Trainer:
                 if os.path.exists(self.best_path):
                     os.remove(self.best_path)
         results = {}
+        log_every = config.log_every or (1 if self.device.type == "cpu" else LOG_EVERY_ON_GPU)
         bar = tqdm(total=config.steps, initial=self.step, desc=f"train {self.model_name}",
                    disable=not self.is_main or None, dynamic_ncols=True)
         with bar:
             while self.step < config.steps and not self.stopped_early:
                 start = time.perf_counter()
-                losses = self.train_step()
+                self._unread_losses.append(self.train_step())
                 self.seconds += time.perf_counter() - start
-                previous = self.running_loss or losses
-                self.running_loss = {name: 0.98 * previous[name] + 0.02 * loss
-                                     for name, loss in losses.items()}
-                bar.set_postfix(**{name: f"{value:.4g}" for name, value
-                                   in self._loss_fields().items()},
-                                lr=f"{config.learning_rate(self.step):.2g}")
+                if self.step % log_every == 0:
+                    bar.set_postfix(**{name: f"{value:.4g}" for name, value
+                                       in self._loss_fields().items()},
+                                    lr=f"{config.learning_rate(self.step):.2g}")
                 bar.update()
                 done = self.step == config.steps
                 if done or self.step % config.eval_every == 0:
@@ -384,9 +412,26 @@ class Trainer:
             dist.barrier()
         return results
 
+    def _read_losses(self):
+        """Fold the losses of the steps since the last read into the running losses (their
+        exponential average, 0.98 per step), reading them back in one go: what the bar, the
+        metrics file and a checkpoint show, read only when they show it (on a GPU the read waits
+        for the device to finish the steps)."""
+        if not self._unread_losses:
+            return
+        names = list(self._unread_losses[0])
+        read = torch.stack([torch.stack([losses[name] for name in names])
+                            for losses in self._unread_losses]).tolist()
+        self._unread_losses.clear()
+        for values in read:
+            previous = self.running_loss or dict(zip(names, values))
+            self.running_loss = {name: 0.98 * previous[name] + 0.02 * value
+                                 for name, value in zip(names, values)}
+
     def _loss_fields(self):
         """The running losses for the bar and the metrics file: "loss" for a one-loss model,
         "loss_<player>" for each player of the others."""
+        self._read_losses()
         if self.running_loss is None:
             return {}
         if len(self.players) == 1:

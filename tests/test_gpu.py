@@ -1,13 +1,15 @@
-"""What only a GPU can show: the sampler loops never synchronise with the host, and a loop
-captured in a CUDA graph replays fresh noise every step, equal to the eager loop for the same
-generator. Skipped without CUDA; bench/run_gpu.sh runs them (pytest -m gpu)."""
+"""What only a GPU can show: the sampler loops and a training step of every model never
+synchronise with the host, and a loop captured in a CUDA graph replays fresh noise every step,
+equal to the eager loop for the same generator. Skipped without CUDA; bench/run_gpu.sh runs them
+(pytest -m gpu)."""
 
 import contextlib
 
 import pytest
 import torch
 
-from gdm_engine import diffusion
+from gdm_engine import data, diffusion, train
+from test_read_backs import MODEL_CASES
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -67,3 +69,18 @@ def test_a_replayed_step_draws_fresh_noise_and_equals_the_eager_loop(name):
     torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)
     # another generator: other noise at every step, so another result
     assert (_run(name, 4, cuda_graph=True) - graphed).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_a_training_step_of_every_model_never_synchronises(case, tmp_path):
+    """The trainer's own step (every player's forward and backward, the optimiser step, the EMA)
+    on the device: the model cases of tests/test_read_backs.py, on CUDA."""
+    name, data_name, options = MODEL_CASES[case]
+    loaded = data.load(data_name)
+    model = train.build_model(name, loaded, **options)
+    trainer = train.Trainer(model, loaded, train.TrainConfig(steps=3, batch_size=8),
+                            out=str(tmp_path))
+    assert trainer.device.type == "cuda"
+    trainer.train_step()  # builds and tunes the kernels, initialises data-dependent layers
+    with _no_synchronisation():
+        trainer.train_step()

@@ -98,7 +98,7 @@ def noise_seed(noise, generator):
 
 
 def host_values(t):
-    """A tensor's values as a float64 numpy array where reading them costs nothing (a CPU
+    """A tensor's values as a numpy array where reading them costs nothing (a CPU
     tensor, read straight from host memory, no op dispatched), else None: values of device
     tensors are checked once per loop or module, never per call on the hot path."""
     if t.device.type != "cpu" or torch.compiler.is_compiling():
@@ -106,5 +106,5 @@ def host_values(t):
     t = t.detach()
     if t.dtype == torch.bfloat16:  # numpy has no bfloat16: widen its bits to float32's
         bits = t.view(torch.int16).numpy().astype(numpy.int32) << 16
-        return bits.view(numpy.float32).astype(numpy.float64)
-    return t.numpy().astype(numpy.float64)
+        return bits.view(numpy.float32)
+    return t.numpy()  # a view of the tensor's memory: no copy of a large data split

@@ -10,6 +10,7 @@ import torch
 
 from gdm_engine import backend, reference
 
+from ._autocast import autocast_inputs
 from ._checks import check_like, check_tensor
 from ._flow import logdet_dtype, reference_vjp
 
@@ -101,5 +102,6 @@ def actnorm(x, loc, log_scale, *, reverse=False):
     Σ_c log_scale, the same for every example, negated in reverse. Gradients flow to x, loc and
     log_scale.
     """
+    x, loc, log_scale = autocast_inputs("actnorm", x, loc, log_scale)
     check_inputs(x, loc, log_scale, reverse)
     return library_op(x, loc, log_scale, reverse=reverse)

@@ -20,6 +20,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from gdm_engine import backend, reference
 from gdm_engine.reference.affine_coupling import SCALE_MAPS
 
+from ._autocast import autocast_inputs
 from ._checks import check_choice, check_shape_of, check_tensor
 from ._flow import check_positive, logdet_dtype, reference_vjp
 
@@ -168,6 +169,7 @@ def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=
     is 1, y = x and nothing is added to logdet (y = b·x + (1 − b)·(x · s + shift)). Gradients
     flow to x, shift and scale_raw.
     """
+    x, shift, scale_raw = autocast_inputs("affine_coupling", x, shift, scale_raw)
     check_inputs(x, shift, scale_raw, scale_map, mask, reverse, clamp)
     return library_op(x, shift, scale_raw, compact_mask(mask, x), scale_map=scale_map,
                       reverse=reverse, clamp=float(clamp))

@@ -18,6 +18,7 @@ import torch
 from gdm_engine import backend
 from gdm_engine.reference import diffusion as ref
 
+from ._autocast import autocast_inputs
 from ._checks import (check_choice, check_noise_source, check_shape_of, check_tensor,
                       host_values, noise_seed)
 
@@ -809,6 +810,7 @@ def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_
     SNR = ᾱ/(1 − ᾱ)) when min_snr_gamma is given. x_t = q_sample(x0, alpha_bar, noise) is what
     the model saw. Returns (N,) losses in at least fp32. Differentiable: the backward is one
     more fused pass for model_output (x0 and noise, usually data, get a scaling of it)."""
+    model_output, x0, noise = autocast_inputs("diffusion_loss", model_output, x0, noise)
     _check_pair("model_output", model_output, "x0", x0, noise, None)
     check_shape_of("noise", noise, "model_output", model_output)
     _check_schedule("alpha_bar", alpha_bar, x0, 0, 1, high_open=True)

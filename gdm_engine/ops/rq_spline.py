@@ -12,6 +12,7 @@ import torch
 
 from gdm_engine import backend, reference
 
+from ._autocast import autocast_inputs
 from ._checks import check_like, check_tensor
 from ._flow import reference_vjp
 
@@ -130,6 +131,8 @@ def rq_spline(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False)
     The convention is that of nflows' `unconstrained_rational_quadratic_spline` with
     tails="linear", but for the boundary derivatives, which are exactly 1 here.
     """
+    x, widths, heights, derivatives = autocast_inputs("rq_spline", x, widths, heights,
+                                                      derivatives)
     check_inputs(x, widths, heights, derivatives, tail_bound, reverse)
     return library_op(x, widths, heights, derivatives, tail_bound=float(tail_bound),
                       reverse=reverse)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gdm_engine
-from gdm_engine import catalog
+from gdm_engine import catalog, ops
 from gdm_engine.ops import _autocast, causal_conv1d, gaussian_reparam_kl
 from gdm_engine.testing import as_tuple
 
@@ -80,3 +80,16 @@ def test_outside_autocast_inputs_pass_unchanged():
     x, w = torch.randn(2, 3), torch.randn(2, 3).bfloat16()
     got = _autocast.autocast_inputs("masked_conv2d", x, w, None)
     assert got[0] is x and got[1] is w and got[2] is None
+
+
+def test_a_network_output_meets_fp32_data_under_autocast():
+    # a layer's bf16 output beside fp32 data: the public ops cast by their rule before checking
+    x, out = torch.randn(4, 6), torch.randn(4, 6, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, logdet = ops.affine_coupling(x, out, out)
+        loss = ops.diffusion_loss(out, x, x, 0.5)
+        _, actnorm_logdet = ops.actnorm(x, out[0], out[1])
+        z, spline_logdet = ops.rq_spline(x[:, :1], *(torch.randn(4, 1, 3, dtype=torch.bfloat16)
+                                                     for _ in range(2)),
+                                         torch.randn(4, 1, 2, dtype=torch.bfloat16))
+    assert {t.dtype for t in (logdet, loss, actnorm_logdet, spline_logdet)} == {torch.float32}

@@ -125,6 +125,9 @@ def _causal_conv1d_inputs(size, dtype, device, generator):
         case(2, 6, 12, 7 * scale, 4, 3, 6, "tanh"),            # depthwise, multiplier 2
         case(r(1, 3), c, 2 * c, r(5, 31) * scale, 4, r(1, 5), c, "gated"),  # depthwise gated
         case(1, 1, 1, 1, 1, 1, 1, "relu"),                     # K=1, L=1
+        # long depthwise kernels: the weight gradient's (channel, tap, time) tiles must still fit
+        case(1, 3, 3, r(4, 9) * scale, 7, 1, 3, None),
+        case(1, 2, 4, r(4, 9) * scale, 9, 2, 2, "relu"),
         # dot form: >= 16 channels per group
         case(2, 32, 32, r(7, 29) * scale, 3, 2, 1, "gated"),
         case(r(1, 2), 32, 48, 11 * scale, 2, 5, 2, "relu"),
@@ -267,11 +270,13 @@ def _masked_conv2d_inputs(size, dtype, device, generator):
 
 
 def _masked_conv2d_library_inputs(case):
-    """The registered op takes the full bool mask the public op builds."""
+    """The registered op takes the full bool mask and the tap table the public op builds."""
+    from gdm_engine.ops.masked_conv2d import mask_and_taps
+
     kw = case.kwargs
-    full = full_mask(case.args[1].shape, kw["mask"], kw["color_groups"],
-                     kw["activation"] == "gated").to(case.args[0].device)
-    return (*case.args, full), {"dilation": kw["dilation"], "activation": kw["activation"]}
+    prepared = mask_and_taps(case.args[1].shape, kw["mask"], kw["color_groups"],
+                             kw["activation"] == "gated", kw["dilation"], case.args[0].device)
+    return (*case.args, *prepared), {"dilation": kw["dilation"], "activation": kw["activation"]}
 
 
 def _masked_conv2d_bytes(case):

@@ -2,21 +2,28 @@
 sequences of their pixels) convolved with K taps, each tap reading the input at an offset.
 
 * causal taps (WaveNet, van den Oord et al., 2016, sec. 2.1): tap k of output time t reads
-  t - (K-1-k)·d, with x taken as zero before t = 0;
-* a tap table (masked_conv2d): tap k reads the pixel (dh_k, dw_k) away on an image of width W,
-  zero outside the image.
+  t - (K-1-k)·d, with x taken as zero before t = 0, and weighs it with weight position k;
+* a tap table (masked_conv2d): an int32 (K, 3) tensor whose row k, (dh_k, dw_k, p_k), says that
+  tap k reads the pixel (dh_k, dw_k) away on an image of width W, zero outside the image, and
+  weighs it with position p_k = row·kw + column of the kernel window. Only the taps a mask leaves
+  active are listed: no work goes to the others.
 
 Every kernel reads the convolution as one matrix product per group over the reduction index
 j = i·K + k (in-channel i, tap k), which runs taps and channels as a single pipelined loop:
 
-    pre[o, t] = sum_j W[o, j] · X[j, t],   X[j, t] = x[i, t + offset_k(t)]
+    pre[o, t] = sum_j W[o, j] · X[j, t],   W[o, j] = w[o, i, p_k],
+                                          X[j, t] = x[i, t + offset_k(t)]
 
-W is the weight's (C_out, C_in_g, K) layout read as a (C_out, C_in_g·K) matrix, so every weight
-tile is contiguous. The input gradient is the mirrored convolution (every offset negated) of the
-pre-activation gradient with the transposed weight, run by the same kernels with REVERSE=True over
-a (C_in, C_out_g·K) copy of the weight (made once per call; weights are small). The weight
-gradient is the product dW[o, j] = sum_{n,t} dpre[n, o, t] · X[n, j, t], every tap of a channel
-in one program.
+w is the weight in its own contiguous (C_out, C_in_g, P) layout (P = K positions, or kh·kw), read
+in place: no packed or transposed copy is made. A full mask laid out like the weight (bool), when
+given, switches weights off as they are loaded: a masked weight is never read, so NaN or inf there
+cannot reach a result. The input gradient is the mirrored convolution (every offset negated) of the
+pre-activation gradient with the weight read transposed within each group (in-channels as rows),
+run by the same kernels with REVERSE=True. The weight gradient is the product
+dW[o, j] = sum_{n,t} dpre[n, o, t] · X[n, j, t], every tap of a channel in one program, cut into
+partial sums over (sample, time) that fill the GPU; one last kernel adds them in a fixed order
+(the same bits every run) and writes the gradient in the weight's layout and dtype, exactly zero
+off the mask.
 
 Two forms of each loop nest:
   * dot: tl.dot tiles (tensor cores), for groups with at least 16 in- and out-channels, and for
@@ -77,6 +84,12 @@ def _shifted_time(t, shift, REVERSE: tl.constexpr):
 
 
 @triton.jit
+def _tap_column(taps_ptr, k, column, ok):
+    """Column `column` (0: dh, 1: dw, 2: weight position) of the tap table's rows k."""
+    return tl.load(taps_ptr + 3 * k + column, mask=ok, other=0)
+
+
+@triton.jit
 def _unfolded_x(x_group, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K: tl.constexpr,
                 REVERSE: tl.constexpr, TAP_TABLE: tl.constexpr):
     """Tile X[j, t] = x[i, t + offset_k(t)] for reduction indices j = i·K + k, shape (j, t):
@@ -85,8 +98,8 @@ def _unfolded_x(x_group, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K: tl.const
     k = j % K
     if TAP_TABLE:
         # 32-bit pixel arithmetic (an image has fewer than 2^31 pixels): half the registers
-        dh = tl.load(taps_ptr + 2 * k, mask=j < J, other=0)
-        dw = tl.load(taps_ptr + 2 * k + 1, mask=j < J, other=0)
+        dh = _tap_column(taps_ptr, k, 0, j < J)
+        dw = _tap_column(taps_ptr, k, 1, j < J)
         if REVERSE:
             dh, dw = -dh, -dw
         pixel = t.to(tl.int32)
@@ -98,6 +111,31 @@ def _unfolded_x(x_group, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K: tl.const
         src = _shifted_time(t[None, :], ((K - 1 - k) * DIL)[:, None], REVERSE)
         ok = (j < J)[:, None] & (src >= 0) & (src < L)
     return tl.load(x_group + i[:, None] * sxc + src * sxt, mask=ok, other=0.0)
+
+
+@triton.jit
+def _weight_offsets(j, J, swi, taps_ptr, K: tl.constexpr, REVERSE: tl.constexpr,
+                    TAP_TABLE: tl.constexpr):
+    """Offsets, from the start of a weight row, of W[., j] for reduction indices j = i·K + k:
+    channel i (stride swi) at tap k's position, k itself for causal taps (contiguous weight).
+    Causal taps read forward have swi = K, so the offset is j: said so, the row's elements load
+    in vectors."""
+    offsets = j
+    if REVERSE or TAP_TABLE:
+        k = j % K
+        if TAP_TABLE:
+            k = _tap_column(taps_ptr, k, 2, j < J)
+        offsets = (j // K).to(tl.int64) * swi + k
+    return offsets
+
+
+@triton.jit
+def _weight_tile(w_ptr, mask_ptr, offsets, ok, HAS_MASK: tl.constexpr):
+    """The weight at `offsets`, zero where not `ok` and, with a mask (laid out like the weight),
+    where the mask is off: such weights are not loaded at all."""
+    if HAS_MASK:
+        ok = ok & (tl.load(mask_ptr + offsets, mask=ok, other=0) != 0)
+    return tl.load(w_ptr + offsets, mask=ok, other=0.0)
 
 
 @triton.jit
@@ -124,8 +162,8 @@ def _epilogue(a, b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
         if ACTIVATION == 1:
             th = _tanh(a)
             a = dy * (1.0 - th * th)
-        elif ACTIVATION == 2:
-            a = tl.where(a > 0.0, dy, 0.0)
+        elif ACTIVATION == 2:  # as torch.relu's gradient: a NaN pre-activation passes dy on
+            a = tl.where(a <= 0.0, 0.0, dy)
         elif ACTIVATION == 3:
             th = _tanh(a)
             sg = tl.sigmoid(b)
@@ -135,8 +173,8 @@ def _epilogue(a, b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
     else:
         if ACTIVATION == 1:
             a = _tanh(a)
-        elif ACTIVATION == 2:
-            a = tl.maximum(a, 0.0)
+        elif ACTIVATION == 2:  # not tl.maximum, which would turn NaN into 0: NaN in, NaN out
+            a = tl.where(a < 0.0, 0.0, a)
         elif ACTIVATION == 3:
             # WaveNet's gated activation unit (eq. 2): tanh(W_f * x) ⊙ σ(W_g * x).
             a = _tanh(a) * tl.sigmoid(b)
@@ -170,6 +208,7 @@ _DOT_CONFIGS = {
         (64, 32, 128, 4, 3),
         (64, 64, 64, 4, 4),
         (64, 32, 64, 4, 2),
+        (64, 16, 64, 4, 3),  # for the input gradient, which reads the weight transposed
     ),
     "tf32": _dot_tiles(
         (128, 32, 128, 8, 3),
@@ -226,11 +265,16 @@ def _products(dtype):
 
 def _dot_fits(config, args):
     """Whether a dot-kernel tile fits: accumulators (two for the gated unit) within the register
-    budget, and its stages of weight and x tiles within shared memory."""
+    budget, and its stages of weight and x tiles within shared memory. The mirrored convolution
+    of the input gradient reads the weight transposed, one element at a time (no vector loads):
+    with its 64-bit address an element of its weight tile costs about four accumulator values
+    (larger tiles spilled on sm_80 and sm_90)."""
     meta = config.kwargs
     gated = args["ACTIVATION"] == GATED
     threads = 32 * config.num_warps
     accumulators = (2 if gated else 1) * meta["BLOCK_O"] * meta["BLOCK_T"] / threads
+    if args["REVERSE"]:
+        accumulators += 4 * meta["BLOCK_O"] * meta["BLOCK_J"] / threads
     weight_tiles = (2 if gated else 1) * meta["BLOCK_O"] * meta["BLOCK_J"]
     x_tiles = (2 if gated and args["GATE_GROUP_SHIFT"] else 1) * meta["BLOCK_J"] * meta["BLOCK_T"]
     shared = config.num_stages * (weight_tiles + x_tiles) * args["x_ptr"].element_size()
@@ -241,17 +285,18 @@ def _dot_fits(config, args):
 
 
 @triton.jit
-def _conv_dot_kernel(x_ptr, w_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr, taps_ptr,
+def _conv_dot_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr, taps_ptr,
                      C_IN_G, C_OUT_G, ROWS, ROW_GROUPS, HALF, L, L_BUCKET, DIL, IMG_W,
-                     sxn, sxc, sxt, son, soc, sot, sdn, sdc, sdt, rsn, rsc, rst,
+                     swr, swg, swi, sxn, sxc, sxt, son, soc, sot, sdn, sdc, sdt, rsn, rsc, rst,
                      K: tl.constexpr, GATE_GROUP_SHIFT: tl.constexpr, ACTIVATION: tl.constexpr,
                      REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr, GRAD: tl.constexpr,
-                     HAS_RESIDUAL: tl.constexpr, TAP_TABLE: tl.constexpr,
+                     HAS_RESIDUAL: tl.constexpr, TAP_TABLE: tl.constexpr, HAS_MASK: tl.constexpr,
                      PRECISION: tl.constexpr,
                      BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_T: tl.constexpr):
     # One program: BLOCK_O output channels (and their gate channels) x BLOCK_T times of sample n.
     # The channel block varies fastest, so the programs that share an x tile run side by side and
-    # find it in L2. Each row group has ROWS channels inside one weight group.
+    # find it in L2. Each row group has ROWS channels inside one weight group. Row c of group g
+    # starts at (c - g·C_OUT_G)·swr + g·swg in the weight (swr, swg, swi: _weight_strides).
     pid = tl.program_id(0).to(tl.int64)
     c_blocks = tl.cdiv(ROWS, BLOCK_O)
     row_group = (pid // c_blocks) % ROW_GROUPS
@@ -266,21 +311,25 @@ def _conv_dot_kernel(x_ptr, w_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr, taps_ptr,
     J = C_IN_G * K
     x_a = x_ptr + n * sxn + (g * C_IN_G) * sxc
     x_b = x_ptr + n * sxn + ((g + GATE_GROUP_SHIFT) * C_IN_G) * sxc  # the gate half's group
+    w_row = (c - g * C_OUT_G) * swr + g * swg
 
     acc_a = tl.zeros((BLOCK_O, BLOCK_T), dtype=tl.float32)
     acc_b = tl.zeros((BLOCK_O, BLOCK_T), dtype=tl.float32)
     for j0 in range(0, J, BLOCK_J):
         j = j0 + tl.arange(0, BLOCK_J)
         w_ok = c_ok[:, None] & (j < J)[None, :]
+        w_at = w_row[:, None] + _weight_offsets(j, J, swi, taps_ptr, K, REVERSE,
+                                                TAP_TABLE)[None, :]
         xa = _unfolded_x(x_a, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K, REVERSE, TAP_TABLE)
-        wa = tl.load(w_ptr + c[:, None] * J + j[None, :], mask=w_ok, other=0.0)
+        wa = _weight_tile(w_ptr, mask_ptr, w_at, w_ok, HAS_MASK)
         acc_a = _dot(wa, xa, acc_a, PRECISION)
         if ACTIVATION == 3:
             xb = xa
             if GATE_GROUP_SHIFT != 0:
                 xb = _unfolded_x(x_b, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K, REVERSE,
                                  TAP_TABLE)
-            wb = tl.load(w_ptr + (c + HALF)[:, None] * J + j[None, :], mask=w_ok, other=0.0)
+            # the gate rows c + HALF (gated launches run forward, where swg = C_OUT_G·swr)
+            wb = _weight_tile(w_ptr, mask_ptr, w_at + HALF * swr, w_ok, HAS_MASK)
             acc_b = _dot(wb, xb, acc_b, PRECISION)
     _epilogue(acc_a, acc_b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
               son, soc, sot, sdn, sdc, sdt, rsn, rsc, rst, ACTIVATION, HAS_BIAS, GRAD,
@@ -295,45 +344,53 @@ _CONV_DOT = {(products, table): autotune(configs, _DOT_KEY, _INTERPRETER_DOT,
 
 
 @triton.jit
-def _direct_rows(x_ptr, w_ptr, n, o, o_ok, t, C_IN_G, C_OUT_G, L, DIL, sxn, sxc, sxt,
-                 K: tl.constexpr, REVERSE: tl.constexpr, BLOCK_C: tl.constexpr,
+def _direct_rows(x_ptr, w_ptr, n, o, o_ok, t, C_IN_G, C_OUT_G, L, DIL, swr, swg, swi,
+                 sxn, sxc, sxt, K: tl.constexpr, REVERSE: tl.constexpr, BLOCK_C: tl.constexpr,
                  BLOCK_T: tl.constexpr):
     """Pre-activation tile [BLOCK_C, BLOCK_T] of rows o; each row may lie in its own group."""
-    x_i = x_ptr + n * sxn + ((o // C_OUT_G) * C_IN_G)[:, None] * sxc
-    w_i = w_ptr + o * (C_IN_G * K)
+    g = o // C_OUT_G
+    x_i = x_ptr + n * sxn + (g * C_IN_G)[:, None] * sxc
+    w_i = w_ptr + (o - g * C_OUT_G) * swr + g * swg
     acc = tl.zeros((BLOCK_C, BLOCK_T), dtype=tl.float32)
     for i32 in range(0, C_IN_G):
         i = tl.cast(i32, tl.int64)  # so that i·sxc cannot wrap past 2^31
         for k in tl.static_range(K):  # unrolled: the shifts are constants times the dilation
             src = _shifted_time(t, (K - 1 - k) * DIL, REVERSE)
             ok = o_ok[:, None] & ((src >= 0) & (src < L))[None, :]
-            w = tl.load(w_i + i * K + k, mask=o_ok, other=0.0).to(tl.float32)
+            w = tl.load(w_i + i * swi + k, mask=o_ok, other=0.0).to(tl.float32)
             xs = tl.load(x_i + i * sxc + src[None, :] * sxt, mask=ok, other=0.0)
             acc += w[:, None] * xs.to(tl.float32)
     return acc
 
 
-# Tiles laid along time for wide loads. `_direct_fits` keeps 16 fp32 values or fewer per thread
-# (both halves' tiles for the gated unit): larger ones spilled on sm_80.
+# Tiles laid along time for wide loads, 16 fp32 values per thread (the first four) down to 2 (for
+# long kernels). `_direct_fits` keeps 16 or fewer per thread (both halves' tiles for the gated
+# unit), larger ones spilled on sm_80; and, as every unrolled tap holds its own x tile and its
+# addresses (the dilation is not a constant), 64 or fewer over the K taps: K = 9 with 16 spilled.
 _DIRECT_CONFIGS = [
     triton.Config({"BLOCK_C": 2, "BLOCK_T": 512}, num_warps=4),
     triton.Config({"BLOCK_C": 4, "BLOCK_T": 1024}, num_warps=8),
     triton.Config({"BLOCK_C": 8, "BLOCK_T": 512}, num_warps=8),
     triton.Config({"BLOCK_C": 16, "BLOCK_T": 256}, num_warps=8),
+    triton.Config({"BLOCK_C": 2, "BLOCK_T": 1024}, num_warps=8),
+    triton.Config({"BLOCK_C": 2, "BLOCK_T": 512}, num_warps=8),
+    triton.Config({"BLOCK_C": 1, "BLOCK_T": 512}, num_warps=8),
 ]
 _INTERPRETER_DIRECT = triton.Config({"BLOCK_C": 4, "BLOCK_T": 32}, num_warps=1)
 
 
 def _direct_fits(config, args):
     tiles = 2 if args["ACTIVATION"] == GATED else 1
-    return tiles * config.kwargs["BLOCK_C"] * config.kwargs["BLOCK_T"] <= 16 * 32 * config.num_warps
+    meta = config.kwargs
+    per_thread = tiles * meta["BLOCK_C"] * meta["BLOCK_T"] / (32 * config.num_warps)
+    return per_thread <= 16 and per_thread * args["K"] <= 64
 
 
 @autotune(_DIRECT_CONFIGS, ["C_IN_G", "C_OUT_G", "ROWS", "L_BUCKET", "K", "ACTIVATION", "REVERSE",
                             "GRAD"], _INTERPRETER_DIRECT, _direct_fits)
 @triton.jit
 def _conv_direct_kernel(x_ptr, w_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr,
-                        C_IN_G, C_OUT_G, ROWS, HALF, L, L_BUCKET, DIL, SEGMENTS,
+                        C_IN_G, C_OUT_G, ROWS, HALF, L, L_BUCKET, DIL, SEGMENTS, swr, swg, swi,
                         sxn, sxc, sxt, son, soc, sot, sdn, sdc, sdt, rsn, rsc, rst,
                         K: tl.constexpr, ACTIVATION: tl.constexpr, REVERSE: tl.constexpr,
                         HAS_BIAS: tl.constexpr, GRAD: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
@@ -351,12 +408,12 @@ def _conv_direct_kernel(x_ptr, w_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr,
     first = segment * per_segment
     for block in range(first, tl.minimum(first + per_segment, t_blocks)):
         t = block * BLOCK_T + tl.arange(0, BLOCK_T)  # int64, as `first` is
-        a = _direct_rows(x_ptr, w_ptr, n, c, c_ok, t, C_IN_G, C_OUT_G, L, DIL, sxn, sxc, sxt,
-                         K, REVERSE, BLOCK_C, BLOCK_T)
+        a = _direct_rows(x_ptr, w_ptr, n, c, c_ok, t, C_IN_G, C_OUT_G, L, DIL, swr, swg, swi,
+                         sxn, sxc, sxt, K, REVERSE, BLOCK_C, BLOCK_T)
         b = a
         if ACTIVATION == 3:
             b = _direct_rows(x_ptr, w_ptr, n, c + HALF, c_ok, t, C_IN_G, C_OUT_G, L, DIL,
-                             sxn, sxc, sxt, K, REVERSE, BLOCK_C, BLOCK_T)
+                             swr, swg, swi, sxn, sxc, sxt, K, REVERSE, BLOCK_C, BLOCK_T)
         _epilogue(a, b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
                   son, soc, sot, sdn, sdc, sdt, rsn, rsc, rst, ACTIVATION, HAS_BIAS, GRAD,
                   HAS_RESIDUAL)
@@ -406,8 +463,8 @@ _WGRAD_KEY = ["C_IN_G", "C_OUT_G", "N_BUCKET", "L_BUCKET", "K", "TAP_TABLE"]
 
 @triton.jit
 def _weight_grad_dot_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr, taps_ptr,
-                            N, N_BUCKET, C_IN_G, C_OUT_G, C_OUT, L, L_BUCKET, DIL, IMG_W,
-                            sxn, sxc, sxt, sdn, sdc, sdt,
+                            N, N_BUCKET, C_IN_G, C_OUT_G, C_OUT, POSITIONS, L, L_BUCKET, DIL,
+                            IMG_W, sxn, sxc, sxt, sdn, sdc, sdt,
                             K: tl.constexpr, HAS_BIAS: tl.constexpr, TAP_TABLE: tl.constexpr,
                             PRECISION: tl.constexpr,
                             BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_T: tl.constexpr):
@@ -418,7 +475,7 @@ def _weight_grad_dot_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr, taps_ptr,
     split = tl.program_id(1).to(tl.int64)  # so the loop's index and n are 64-bit too
     SPLITS = tl.num_programs(1)
     J = C_IN_G * K
-    j_blocks = tl.cdiv(J, BLOCK_J)
+    j_blocks = tl.maximum(tl.cdiv(J, BLOCK_J), 1)  # one without in-channels still sums the bias
     o_blocks = tl.cdiv(C_OUT_G, BLOCK_O)
     j = (pid % j_blocks) * BLOCK_J + tl.arange(0, BLOCK_J)
     g = pid // (j_blocks * o_blocks)
@@ -438,8 +495,11 @@ def _weight_grad_dot_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr, taps_ptr,
         acc = _dot(dy, tl.trans(xs), acc, PRECISION)
         if HAS_BIAS:
             bias_acc += tl.sum(dy.to(tl.float32), axis=1)
-    row = split * C_OUT + o  # partial sums of this split, laid out like the weight
-    tl.store(dw_ptr + row[:, None] * J + j[None, :], acc, mask=o_ok[:, None] & (j < J)[None, :])
+    # partial sums of this split, at their places in the weight's (C_out, C_in_g, POSITIONS)
+    row = split * C_OUT + o
+    at = (row * (C_IN_G * POSITIONS))[:, None] + _weight_offsets(j, J, POSITIONS, taps_ptr, K,
+                                                                 False, TAP_TABLE)[None, :]
+    tl.store(dw_ptr + at, acc, mask=o_ok[:, None] & (j < J)[None, :])
     if HAS_BIAS:  # the same for every j block: the first stores it
         if pid % j_blocks == 0:
             tl.store(db_ptr + row, bias_acc, mask=o_ok)
@@ -451,11 +511,29 @@ _WEIGHT_GRAD_DOT = {
     for products, configs in lists.items()}
 
 
-@autotune([
+# (channel, tap, time) tiles: each thread holds BLOCK_C·K_POW2·BLOCK_T / threads accumulator
+# values, and an x tile as large. The wide tiles serve short kernels; the narrow ones long kernels.
+_WGRAD_DIRECT_CONFIGS = [
     triton.Config({"BLOCK_C": 4, "BLOCK_T": 256}, num_warps=4),
     triton.Config({"BLOCK_C": 8, "BLOCK_T": 128}, num_warps=4),
     triton.Config({"BLOCK_C": 8, "BLOCK_T": 256}, num_warps=8),
-], ["C_IN_G", "C_OUT_G", "C_OUT", "N_BUCKET", "L_BUCKET", "K"], _INTERPRETER_DIRECT)
+    triton.Config({"BLOCK_C": 2, "BLOCK_T": 256}, num_warps=8),
+    triton.Config({"BLOCK_C": 1, "BLOCK_T": 256}, num_warps=8),
+]
+# Accumulator values per thread of the direct weight-gradient kernel: 64 built without spills on
+# sm_80 and sm_90 (at most ~210 registers, with the bias's tile), 128 spilled.
+_WGRAD_DIRECT_BUDGET = 64
+
+
+def _weight_grad_direct_fits(config, args):
+    """Whether a tile's (channel, tap, time) accumulator fits the registers."""
+    meta = config.kwargs
+    per_thread = meta["BLOCK_C"] * args["K_POW2"] * meta["BLOCK_T"] / (32 * config.num_warps)
+    return per_thread <= _WGRAD_DIRECT_BUDGET
+
+
+@autotune(_WGRAD_DIRECT_CONFIGS, ["C_IN_G", "C_OUT_G", "C_OUT", "N_BUCKET", "L_BUCKET", "K"],
+          _INTERPRETER_DIRECT, _weight_grad_direct_fits)
 @triton.jit
 def _weight_grad_direct_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr,
                                N, N_BUCKET, C_IN_G, C_OUT_G, C_OUT, L, L_BUCKET, DIL,
@@ -463,7 +541,8 @@ def _weight_grad_direct_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr,
                                K: tl.constexpr, K_POW2: tl.constexpr, HAS_BIAS: tl.constexpr,
                                BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
     # dw[o, i, k] for BLOCK_C out-channels o, one in-channel i and every tap k at once: a
-    # (channel, tap, time) tile, so each dpre tile is read once for all taps.
+    # (channel, tap, time) tile, so each dpre tile is read once for all taps. Without in-channels
+    # one program per channel block still sums the bias.
     pid = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1).to(tl.int64)  # so the loop's index and n are 64-bit too
     SPLITS = tl.num_programs(1)
@@ -471,6 +550,7 @@ def _weight_grad_direct_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr,
     i = pid // c_blocks
     o = (pid % c_blocks) * BLOCK_C + tl.arange(0, BLOCK_C)
     o_ok = o < C_OUT
+    w_ok = tl.where(i < C_IN_G, o_ok, False)  # the rows whose weights this program sums
     k = tl.arange(0, K_POW2)
     shift = ((K - 1 - k) * DIL)[None, :, None]
     x_row = x_ptr + ((o // C_OUT_G) * C_IN_G + i)[:, None, None] * sxc
@@ -483,17 +563,45 @@ def _weight_grad_direct_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr,
         dy = tl.load(dy_ptr + n * sdn + o[:, None] * sdc + t[None, :] * sdt,
                      mask=o_ok[:, None] & (t < L)[None, :], other=0.0).to(tl.float32)
         src = t[None, None, :] - shift
-        ok = o_ok[:, None, None] & (k < K)[None, :, None] & (src >= 0) & (src < L)
+        ok = w_ok[:, None, None] & (k < K)[None, :, None] & (src >= 0) & (src < L)
         xs = tl.load(x_row + n * sxn + src * sxt, mask=ok, other=0.0)
         acc += dy[:, None, :] * xs.to(tl.float32)
         if HAS_BIAS:
             bias_acc += dy
     row = split * C_OUT + o
     tl.store(dw_ptr + ((row * C_IN_G + i) * K)[:, None] + k[None, :], tl.sum(acc, axis=2),
-             mask=o_ok[:, None] & (k < K)[None, :])
+             mask=w_ok[:, None] & (k < K)[None, :])
     if HAS_BIAS:  # the same for every in-channel: the first stores it
         if i == 0:
             tl.store(db_ptr + row, tl.sum(bias_acc, axis=1), mask=o_ok)
+
+
+@triton.jit
+def _sum_splits_kernel(dw_parts_ptr, db_parts_ptr, mask_ptr, dw_ptr, db_ptr, SPLITS, E, C_OUT,
+                       HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
+    # Elements e of the weight gradient (E of them) and of the bias gradient (C_OUT): the sum of
+    # the SPLITS partial sums in split order, so that every run gives the same bits, stored in the
+    # gradient's dtype. Off the mask the gradient is zero, and the partial sums there (of no tap:
+    # never written) are not read.
+    pid = tl.program_id(0).to(tl.int64)
+    e = pid * BLOCK + tl.arange(0, BLOCK)
+    ok = e < E
+    summed = ok
+    if HAS_MASK:
+        summed = ok & (tl.load(mask_ptr + e, mask=ok, other=0) != 0)
+    dw = tl.zeros((BLOCK,), dtype=tl.float32)
+    db = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s32 in range(0, SPLITS):
+        s = tl.cast(s32, tl.int64)  # so that s·E cannot wrap past 2^31
+        dw += tl.load(dw_parts_ptr + s * E + e, mask=summed, other=0.0)
+        if HAS_BIAS:
+            db += tl.load(db_parts_ptr + s * C_OUT + e, mask=e < C_OUT, other=0.0)
+    tl.store(dw_ptr + e, dw.to(dw_ptr.dtype.element_ty), mask=ok)
+    if HAS_BIAS:
+        tl.store(db_ptr + e, db.to(db_ptr.dtype.element_ty), mask=e < C_OUT)
+
+
+_SUM_SPLITS_BLOCK = 1024  # 8 fp32 values per thread of 4 warps: two 16-byte vectors
 
 
 # --------------------------------------------------------------------------------------------------
@@ -503,9 +611,10 @@ def _weight_grad_direct_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr,
 
 @dataclasses.dataclass
 class Taps:
-    """Where the K taps of a convolution read: causal taps of a dilation (tap k of time t reads
-    t - (K-1-k)·dilation), or a table (K, 2) of (dh, dw) pixel offsets on images `width` wide,
-    flattened to sequences (an int32 tensor on the inputs' device)."""
+    """Where the K taps of a convolution read, and which weight positions they use: causal taps
+    of a dilation (tap k of time t reads t - (K-1-k)·dilation, with position k), or a tap table
+    (K, 3) of (dh, dw, position) rows on images `width` wide, flattened to sequences (an int32
+    tensor on the inputs' device; see the module's docstring)."""
 
     count: int
     dilation: int = 1
@@ -532,30 +641,44 @@ def _use_dot(c_in_g, c_out_g, groups, activation, taps):
     return c_in_g >= MIN_DOT_CHANNELS and c_out_g >= MIN_DOT_CHANNELS and gated_ok
 
 
-def _transposed_rows(weight, groups):
-    """The weight of the mirrored convolution: (C_in, C_out_g·K), row c = in-channel c."""
-    c_out, c_in_g, k = weight.shape
-    per_group = weight.reshape(groups, c_out // groups, c_in_g, k).transpose(1, 2)
-    return per_group.reshape(groups * c_in_g, c_out // groups * k).contiguous()
+def _weight_strides(weight, groups, reverse):
+    """(row, group, reduction channel) strides with which a kernel reads the weight
+    (C_out, C_in_g, P): rows are out-channels, or in-channels for the mirrored convolution of
+    the input gradient, which reads each group's weight transposed."""
+    s_out, s_in, _ = weight.stride()
+    c_out_g = weight.shape[0] // groups
+    if reverse:
+        return s_in, c_out_g * s_out, s_out
+    return s_out, c_out_g * s_out, s_in
+
+
+def _as_bytes(mask):
+    """A bool mask as the uint8 view the kernels load (or None)."""
+    return mask.contiguous().view(torch.uint8) if mask is not None else None
 
 
 def _strides(t):
     return t.stride() if t is not None else (0, 0, 0)
 
 
-def _conv(x, w_rows, bias, dy, residual, out, groups, c_in_g, c_out_g, taps, activation, reverse,
-          grad):
-    """Launch one convolution form. w_rows: (groups·c_out_g, c_in_g·K), contiguous. Forward
-    (grad=False) writes act(pre) + residual to out; grad=True writes d loss / d pre given dy;
-    reverse=True runs the mirrored convolution of the input gradient."""
+def _conv(x, weight, mask, bias, dy, residual, out, groups, c_in_g, c_out_g, taps, activation,
+          reverse, grad):
+    """Launch one convolution form. weight: (C_out, C_in_g, P), contiguous; mask: its uint8
+    layout or None. c_in_g, c_out_g: channels per group of the reduction and of the rows
+    (swapped when reverse). Forward (grad=False) writes act(pre) + residual to out; grad=True
+    writes d loss / d pre given dy; reverse=True runs the mirrored convolution of the input
+    gradient."""
+    if out.numel() == 0:
+        return out
     N, _, L = x.shape
-    half = w_rows.shape[0] // 2 if activation == GATED else 0
-    rows = half if activation == GATED else w_rows.shape[0]  # output channels (of one half)
+    half = groups * c_out_g // 2 if activation == GATED else 0
+    rows = half if activation == GATED else groups * c_out_g  # output channels (of one half)
     # tensors that a launch does not use (no bias, no dy, no residual) stand in as `out`
     args = [t if t is not None else out for t in (bias, dy, residual)]
     flags = dict(K=taps.count, ACTIVATION=activation, REVERSE=reverse, HAS_BIAS=bias is not None,
                  GRAD=grad, HAS_RESIDUAL=residual is not None)
-    strides = (*x.stride(), *out.stride(), *_strides(dy), *_strides(residual))
+    strides = (*_weight_strides(weight, groups, reverse), *x.stride(), *out.stride(),
+               *_strides(dy), *_strides(residual))
     if _use_dot(c_in_g, c_out_g, groups, activation, taps):
         # Row groups: channel ranges inside one weight group. With the gated unit and several
         # groups, each half is groups/2 whole groups and the gate reads the group groups/2 on.
@@ -569,11 +692,12 @@ def _conv(x, w_rows, bias, dy, residual, out, groups, c_in_g, c_out_g, taps, act
 
         products = _products(x.dtype)
         table, width = taps.arguments(out)
-        launch(_CONV_DOT[products, taps.table is not None], grid, x, w_rows, *args, out, table,
-               c_in_g, c_out_g, rows // row_groups, row_groups, half, L, _bucket(L),
-               taps.dilation, width, *strides, GATE_GROUP_SHIFT=gate_shift,
-               TAP_TABLE=taps.table is not None, PRECISION=_INPUT_PRECISION[products], **flags)
-    else:
+        launch(_CONV_DOT[products, taps.table is not None], grid, x, weight,
+               mask if mask is not None else weight, *args, out, table, c_in_g, c_out_g,
+               rows // row_groups, row_groups, half, L, _bucket(L), taps.dilation, width,
+               *strides, GATE_GROUP_SHIFT=gate_shift, TAP_TABLE=taps.table is not None,
+               HAS_MASK=mask is not None, PRECISION=_INPUT_PRECISION[products], **flags)
+    else:  # causal taps without a mask
         c_blocks_min = triton.cdiv(rows, 16)  # the widest channel block of any configuration
         segments = max(1, min(triton.cdiv(L, 256),
                               num_programs_target(x.device) // max(N * c_blocks_min, 1)))
@@ -581,23 +705,22 @@ def _conv(x, w_rows, bias, dy, residual, out, groups, c_in_g, c_out_g, taps, act
         def grid(meta):
             return (N * segments * triton.cdiv(rows, meta["BLOCK_C"]),)
 
-        launch(_conv_direct_kernel, grid, x, w_rows, *args, out, c_in_g, c_out_g,
+        launch(_conv_direct_kernel, grid, x, weight, *args, out, c_in_g, c_out_g,
                rows, half, L, _bucket(L), taps.dilation, segments, *strides, **flags)
     return out
 
 
-def convolve(x, weight, bias, groups, taps, activation, residual=None):
-    """act(conv(x, weight) + bias) + residual for x (N, C_in, L), weight (C_out, C_in_g, K);
-    `activation` is a name from ACTIVATIONS."""
+def convolve(x, weight, bias, groups, taps, activation, residual=None, mask=None):
+    """act(conv(x, weight) + bias) + residual for x (N, C_in, L) and weight (C_out, C_in_g, P),
+    whose positions the taps weigh with (P = K for causal taps); `mask`, bool and shaped like
+    the weight, switches weights off (None: all on); `activation` is a name from ACTIVATIONS."""
     N, _, L = x.shape
     c_out, c_in_g, _ = weight.shape
     act = ACTIVATIONS[activation]
     y = empty((N, c_out // 2 if act == GATED else c_out, L), x.dtype, x.device)
-    if y.numel() == 0:
-        return y
     bias = bias.contiguous() if bias is not None else None
-    return _conv(x, weight.contiguous(), bias, None, residual, y, groups, c_in_g, c_out // groups,
-                 taps, act, reverse=False, grad=False)
+    return _conv(x, weight.contiguous(), _as_bytes(mask), bias, None, residual, y, groups, c_in_g,
+                 c_out // groups, taps, act, reverse=False, grad=False)
 
 
 def _splits(device, programs, reduction_blocks):
@@ -605,9 +728,12 @@ def _splits(device, programs, reduction_blocks):
     return max(1, min(reduction_blocks, num_programs_target(device) // max(programs, 1)))
 
 
-def _weight_grad(x, dpre, weight, groups, taps, with_bias):
+def _weight_grad(x, dpre, weight, mask, groups, taps, with_bias):
+    """(dweight, dbias or None) in the weight's layout and dtype: partial sums over (sample,
+    time) blocks in float32, added up by _sum_splits_kernel."""
     N, _, L = x.shape
-    c_out, c_in_g, K = weight.shape
+    c_out, c_in_g, positions = weight.shape
+    K = taps.count
     c_out_g = c_out // groups
     reduction_blocks = N * triton.cdiv(L, _WGRAD_MIN_BLOCK_T)
     buckets = dict(N_BUCKET=_bucket(N), L_BUCKET=_bucket(L))
@@ -617,39 +743,42 @@ def _weight_grad(x, dpre, weight, groups, taps, with_bias):
         programs = groups * triton.cdiv(c_out_g, tile) * triton.cdiv(c_in_g * K, tile)
         splits = _splits(x.device, programs, reduction_blocks)
         grid = lambda meta: (groups * triton.cdiv(c_out_g, meta["BLOCK_O"])  # noqa: E731
-                             * triton.cdiv(c_in_g * K, meta["BLOCK_J"]), splits)
+                             * max(triton.cdiv(c_in_g * K, meta["BLOCK_J"]), 1), splits)
         products = _products(x.dtype)
         table, width = taps.arguments(x)
-        dw = empty((splits, c_out, c_in_g, K), torch.float32, x.device)
-        db = empty((splits, c_out), torch.float32, x.device) if with_bias else dw
-        launch(_WEIGHT_GRAD_DOT[products, taps.table is not None], grid, x, dpre, dw, db, table,
-               N, buckets["N_BUCKET"], c_in_g, c_out_g, c_out, L, buckets["L_BUCKET"],
-               taps.dilation, width, *strides, K=K, HAS_BIAS=with_bias,
+        parts = empty((splits, c_out, c_in_g, positions), torch.float32, x.device)
+        bias_parts = empty((splits, c_out), torch.float32, x.device) if with_bias else parts
+        launch(_WEIGHT_GRAD_DOT[products, taps.table is not None], grid, x, dpre, parts,
+               bias_parts, table, N, buckets["N_BUCKET"], c_in_g, c_out_g, c_out, positions, L,
+               buckets["L_BUCKET"], taps.dilation, width, *strides, K=K, HAS_BIAS=with_bias,
                TAP_TABLE=taps.table is not None, PRECISION=_INPUT_PRECISION[products])
     else:
         programs = triton.cdiv(c_out, _WGRAD_DIRECT_ROWS) * c_in_g
         splits = _splits(x.device, programs, reduction_blocks)
-        grid = lambda meta: (triton.cdiv(c_out, meta["BLOCK_C"]) * c_in_g, splits)  # noqa: E731
-        dw = empty((splits, c_out, c_in_g, K), torch.float32, x.device)
-        db = empty((splits, c_out), torch.float32, x.device) if with_bias else dw
-        launch(_weight_grad_direct_kernel, grid, x, dpre, dw, db, N, buckets["N_BUCKET"], c_in_g,
-               c_out_g, c_out, L, buckets["L_BUCKET"], taps.dilation, *strides, K=K,
-               K_POW2=triton.next_power_of_2(K), HAS_BIAS=with_bias)
-    grad_w = dw.sum(0).to(weight.dtype)
-    grad_b = db.sum(0).to(weight.dtype) if with_bias else None
+        grid = lambda meta: (triton.cdiv(c_out, meta["BLOCK_C"]) * max(c_in_g, 1),  # noqa: E731
+                             splits)
+        parts = empty((splits, c_out, c_in_g, K), torch.float32, x.device)
+        bias_parts = empty((splits, c_out), torch.float32, x.device) if with_bias else parts
+        launch(_weight_grad_direct_kernel, grid, x, dpre, parts, bias_parts, N,
+               buckets["N_BUCKET"], c_in_g, c_out_g, c_out, L, buckets["L_BUCKET"],
+               taps.dilation, *strides, K=K, K_POW2=triton.next_power_of_2(K), HAS_BIAS=with_bias)
+    grad_w = empty(weight.shape, weight.dtype, x.device)
+    grad_b = empty((c_out,), weight.dtype, x.device) if with_bias else None
+    launch(_sum_splits_kernel, (triton.cdiv(max(grad_w.numel(), c_out), _SUM_SPLITS_BLOCK),),
+           parts, bias_parts, mask if mask is not None else parts, grad_w,
+           grad_b if with_bias else grad_w, splits, grad_w.numel(), c_out, HAS_BIAS=with_bias,
+           HAS_MASK=mask is not None, BLOCK=_SUM_SPLITS_BLOCK)
     return grad_w, grad_b
 
 
-def convolution_backward(grad_y, x, weight, bias, groups, taps, activation):
+def convolution_backward(grad_y, x, weight, bias, groups, taps, activation, mask=None):
     """Gradients (dx, dweight, dbias or None) of convolve's output (a residual's gradient is
-    grad_y itself)."""
-    N, c_in, L = x.shape
-    c_out, c_in_g, K = weight.shape
+    grad_y itself); dweight is exactly zero where `mask` is off."""
+    N, _, L = x.shape
+    c_out, c_in_g, _ = weight.shape
     act = ACTIVATIONS[activation]
-    if x.numel() == 0 or c_out == 0:
-        zeros_b = torch.zeros_like(bias) if bias is not None else None
-        return torch.zeros_like(x), torch.zeros_like(weight), zeros_b
     c_out_g = c_out // groups
+    weight, mask = weight.contiguous(), _as_bytes(mask)
     if act == NONE:
         dpre = grad_y
     else:
@@ -658,12 +787,12 @@ def convolution_backward(grad_y, x, weight, bias, groups, taps, activation):
         # for the backward pass, and none is written and read back.
         dpre = empty((N, c_out, L), x.dtype, x.device)
         bias_arg = bias.contiguous() if bias is not None else None
-        _conv(x, weight.contiguous(), bias_arg, grad_y, None, dpre, groups, c_in_g, c_out_g, taps,
-              act, reverse=False, grad=True)
+        _conv(x, weight, mask, bias_arg, grad_y, None, dpre, groups, c_in_g, c_out_g, taps, act,
+              reverse=False, grad=True)
     dx = empty(x.shape, x.dtype, x.device)
-    # dx is the mirrored convolution of dpre with the transposed weight: in-channels become the
-    # rows, each group's out-channels (and taps) the reduction.
-    _conv(dpre, _transposed_rows(weight, groups), None, None, None, dx, groups, c_out_g, c_in_g,
-          taps, NONE, reverse=True, grad=False)
-    grad_w, grad_b = _weight_grad(x, dpre, weight, groups, taps, bias is not None)
+    # dx is the mirrored convolution of dpre with the weight read transposed: in-channels become
+    # the rows, each group's out-channels (and taps) the reduction.
+    _conv(dpre, weight, mask, None, None, None, dx, groups, c_out_g, c_in_g, taps, NONE,
+          reverse=True, grad=False)
+    grad_w, grad_b = _weight_grad(x, dpre, weight, mask, groups, taps, bias is not None)
     return dx, grad_w, grad_b

@@ -5,7 +5,8 @@
 with x taken as zero before t = 0, so position t sees only t, t-d, ..., t-(K-1)d. No padded copy of
 x is made: taps that fall before the sequence start are masked loads. The kernels (a tensor-core
 form for dense groups, a direct form with unrolled taps for depthwise and small groups) are the
-convolution engine in _conv.py, with causal taps.
+convolution engine in _conv.py, with causal taps; the backward pass launches only kernels (its
+weight gradient's partial sums are added by one of them, in a fixed order).
 """
 
 from ._conv import Taps, convolution_backward, convolve

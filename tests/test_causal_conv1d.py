@@ -4,6 +4,7 @@ every activation in each kernel form, bad input, and the CausalConv1d module."""
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
 
 import gdm_engine
 from gdm_engine import catalog, testing
@@ -135,3 +136,93 @@ def test_weight_gradient_split_into_partial_sums(form, monkeypatch, device, gene
     channels = 16 if form == "dot" else 4
     case = _case(generator, device, 3, channels, channels, 70, 3, 2, 1, "gated")
     _assert_matches_reference(case, generator)
+
+
+def assert_empty_shapes_work(op, x, w, b, generator):
+    """Where there is nothing to sum (no positions, input or output channels), both backends
+    give tanh of the bias alone, shaped (N, C_out, *positions), and its gradients: zero for x and
+    the weight, the summed output gradient (through tanh) for the bias."""
+    want = (torch.zeros(x.shape[0], w.shape[0], *x.shape[2:]) + b.view(-1, *[1] * (x.ndim - 2))
+            .cpu()).tanh()
+    for backend in ("reference", "triton"):
+        inputs = [t.detach().requires_grad_() for t in (x, w, b)]
+        with gdm_engine.use_backend(backend):
+            y = op(*inputs, activation="tanh")
+            dy = torch.randn(y.shape, generator=generator).to(y.device)
+            dx, dw, db = torch.autograd.grad(y, inputs, dy)
+        assert y.shape == want.shape and torch.allclose(y.cpu(), want), backend
+        assert torch.equal(dx, torch.zeros_like(x)) and torch.equal(dw, torch.zeros_like(w))
+        dims = [0, *range(2, x.ndim)]
+        assert torch.allclose(db, (dy * (1 - y.square())).sum(dims), atol=1e-6), backend
+
+
+def assert_relu_keeps_nan(op, case):
+    """ReLU of a NaN pre-activation (a NaN bias at channel 1) is NaN on both backends, as with
+    torch.relu (tl.maximum would give 0), and the gradients, which pass through it as
+    torch.relu's do, agree."""
+    x, w, b = case.args[:3]
+    b = b.clone()
+    b[1] = float("nan")
+    outs = {}
+    for backend in ("reference", "triton"):
+        inputs = [t.detach().requires_grad_() for t in (x, w, b)]
+        with gdm_engine.use_backend(backend):
+            y = op(*inputs, **case.kwargs)
+            grads = torch.autograd.grad(y, inputs[:2], torch.ones_like(y))
+        outs[backend] = y, grads
+    (y, grads), (want, wanted) = outs["triton"], outs["reference"]
+    assert torch.isnan(y[:, 1]).all() and torch.equal(torch.isnan(y), torch.isnan(want))
+    finite = ~torch.isnan(want)
+    assert testing.relative_error(y[finite], want[finite]) < TOL
+    for got, expected in zip(grads, wanted):
+        assert testing.relative_error(got, expected) < TOL
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((2, 3, 0), (4, 3, 2)),  # no positions
+    ((2, 0, 5), (4, 0, 3)),  # no input channels
+    ((2, 3, 5), (0, 3, 2)),  # no output channels
+])
+def test_empty_shapes_on_both_backends(x_shape, w_shape, device, generator):
+    x, w = (torch.randn(s, generator=generator).to(device) for s in (x_shape, w_shape))
+    b = torch.randn(w_shape[0], generator=generator).to(device)
+    assert_empty_shapes_work(causal_conv1d, x, w, b, generator)
+
+
+@pytest.mark.parametrize("form", ["direct", "dot"])
+def test_relu_keeps_nan(form, device, generator):
+    channels = 16 if form == "dot" else 4
+    assert_relu_keeps_nan(causal_conv1d,
+                          _case(generator, device, 2, channels, channels, 9, 3, 2, 1, "relu"))
+
+
+def test_the_backward_pass_launches_only_kernels(device, generator):
+    # the weight gradient's partial sums (several here, as on a GPU) are added by a kernel too
+    x, w, b = (t.requires_grad_() for t in _case(generator, device, 2, 4, 8, 300, 3, 2, 2,
+                                                  "tanh").args)
+    y, forward = testing.device_ops(causal_conv1d, x, w, b, groups=2, activation="tanh")
+    _, backward = testing.device_ops(torch.autograd.grad, y, [x, w, b], torch.ones_like(y))
+    assert forward.count == backward.count == 0
+    # forward; the activation's gradient, dx, the weight gradient's partial sums and their sum
+    assert len(forward.launches) == 1 and len(backward.launches) == 4
+    assert backward.launches[-1].args[5] > 1  # the partial sums it adds up
+
+
+def test_long_kernels_keep_tiles_that_fit():
+    # The direct kernels unroll their taps, each with its own x tile, and the weight gradient's
+    # holds a (channel, tap, time) accumulator: long kernels keep narrower tiles, which build
+    # without spills (`gdm-engine compile` builds those of the catalog's K = 7 and 9).
+    from gdm_engine.kernels import _conv as kernels
+
+    def fitting(configs, fits, **args):
+        return [config for config in configs if fits(config, args)]
+
+    for k in range(1, 65):
+        assert fitting(kernels._WGRAD_DIRECT_CONFIGS, kernels._weight_grad_direct_fits,
+                       K_POW2=triton.next_power_of_2(k)), k
+        for activation, longest in ((kernels.NONE, 32), (kernels.GATED, 16)):
+            kept = fitting(kernels._DIRECT_CONFIGS, kernels._direct_fits, K=k,
+                           ACTIVATION=activation)
+            assert bool(kept) == (k <= longest), (k, activation)
+    short = fitting(kernels._DIRECT_CONFIGS, kernels._direct_fits, K=4, ACTIVATION=kernels.NONE)
+    assert short == kernels._DIRECT_CONFIGS  # WaveNet's and Mamba's kernels keep every tile

@@ -12,6 +12,8 @@ from gdm_engine.nn import MaskedConv2d
 from gdm_engine.ops import masked_conv2d
 from gdm_engine.reference.masked_conv2d import full_mask
 
+from test_causal_conv1d import assert_empty_shapes_work, assert_relu_keeps_nan
+
 SPEC = catalog.CATALOG["masked_conv2d"]
 TOL = SPEC.tolerance[torch.float32]
 
@@ -138,6 +140,11 @@ BAD_INPUTS = {
     "activation": (lambda x, w, b: (x, w, {"activation": "gelu"}), ValueError, "activation"),
     "residual shape": (lambda x, w, b: (x, w, {"residual": torch.zeros(2, 6, 4, 4)}),
                        ValueError, "residual must have the output's shape"),
+    "prepared type": (lambda x, w, b: (x, w, {"prepared": full_mask(w.shape)}), TypeError,
+                      "prepared must be the (mask, taps) tensors"),
+    "prepared shape": (lambda x, w, b: (x, w, {"prepared": (full_mask(w[:3].shape),
+                                                            torch.zeros(1, 3, dtype=torch.int32))}),
+                       ValueError, "prepared mask must be bool and shaped like weight"),
 }
 
 
@@ -166,3 +173,69 @@ def test_module_matches_the_functional_op_and_keeps_a_custom_mask(device):
     assert module.weight.grad[:, :, 2].abs().sum() == 0  # the row below is not a tap
     assert repr(MaskedConv2d(3, 6, 7, mask="A", color_groups=3, bias=False)) == (
         "MaskedConv2d(3, 6, kernel_size=7, mask='A', color_groups=3, bias=False)")
+
+
+def test_the_module_reads_nothing_back_and_launches_only_kernels(device):
+    module = MaskedConv2d(3, 6, 3, mask="A", color_groups=3, activation="relu", device=device)
+    x = torch.randn(2, 3, 5, 4, device=device, requires_grad=True)
+    with gdm_engine.use_backend("triton"):
+        module(x).sum().backward()  # warm-up: kernels built and tuned
+        with testing.no_read_backs():
+            module(x).square().sum().backward()
+    y, forward = testing.device_ops(module, x)
+    _, backward = testing.device_ops(torch.autograd.grad, y, [x, *module.parameters()],
+                                     torch.ones_like(y))
+    assert forward.count == backward.count == 0
+    # forward; the activation's gradient, dx, the weight gradient's partial sums and their sum
+    assert len(forward.launches) == 1 and len(backward.launches) == 4
+
+
+def test_the_module_rebuilds_its_mask_when_it_loads_another():
+    above, left = torch.zeros(3, 3, dtype=torch.bool), torch.zeros(3, 3, dtype=torch.bool)
+    above[0], left[1, 0] = True, True
+    module, other = MaskedConv2d(2, 2, 3, mask=above), MaskedConv2d(2, 2, 3, mask=left)
+    module.load_state_dict(other.state_dict())
+    assert torch.equal(module.full_mask, other.full_mask) and torch.equal(module.taps, other.taps)
+    assert module.taps.tolist() == [[0, -1, 3]]  # (dh, dw, row·kw + column) of the one tap
+
+
+def test_nan_and_inf_at_masked_weights_stay_out_of_the_result(device, generator):
+    # The kernels never read a weight the mask switches off; the reference (the specification)
+    # takes where(M, weight, 0), so that 0 · NaN does not make the output NaN.
+    case = _case(generator, device, 2, 3, 6, (4, 5), 3, "A", 3, 1, "tanh")
+    x, w, b, _ = case.args
+    off = ~full_mask(w.shape, "A", 3).to(device)
+    nan_and_inf = torch.full_like(w, float("nan"))
+    nan_and_inf.view(-1)[::2] = float("inf")
+    poisoned = torch.where(off, nan_and_inf, w)
+    clean = torch.where(off, 0.0, w)
+    for backend in ("reference", "triton"):
+        inputs = [t.detach().requires_grad_() for t in (x, poisoned, b)]
+        with gdm_engine.use_backend(backend):
+            y = masked_conv2d(*inputs, mask="A", color_groups=3, activation="tanh")
+            grads = torch.autograd.grad(y.square().sum(), inputs)
+        clean_inputs = [t.detach().double().requires_grad_() for t in (x, clean, b)]
+        want = gdm_engine.reference.masked_conv2d(*clean_inputs, mask="A", color_groups=3,
+                                                  activation="tanh")
+        wanted = torch.autograd.grad(want.square().sum(), clean_inputs)
+        assert testing.relative_error(y, want) < TOL, backend
+        for got, expected in zip(grads, wanted):
+            assert testing.relative_error(got, expected) < TOL, backend
+        assert torch.count_nonzero(grads[1][off]) == 0
+
+
+@pytest.mark.parametrize("x_shape, w_shape", [
+    ((2, 3, 0, 4), (4, 3, 3, 3)),  # no rows
+    ((2, 3, 4, 0), (4, 3, 3, 3)),  # no columns
+    ((2, 0, 4, 5), (4, 0, 3, 3)),  # no input channels
+    ((2, 3, 4, 5), (0, 3, 3, 3)),  # no output channels
+])
+def test_empty_shapes_on_both_backends(x_shape, w_shape, device, generator):
+    x, w = (torch.randn(s, generator=generator).to(device) for s in (x_shape, w_shape))
+    b = torch.randn(w_shape[0], generator=generator).to(device)
+    assert_empty_shapes_work(masked_conv2d, x, w, b, generator)
+
+
+def test_relu_keeps_nan(device, generator):
+    assert_relu_keeps_nan(masked_conv2d,
+                          _case(generator, device, 2, 4, 6, (3, 4), 3, "B", 1, 1, "relu"))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gdm_engine import ops
-from gdm_engine.reference.masked_conv2d import full_mask
+from gdm_engine.ops.masked_conv2d import check_layer, mask_and_taps
 
 
 class MaskedConv2d(nn.Module):
@@ -14,7 +14,11 @@ class MaskedConv2d(nn.Module):
     (N, C_in, H, W), output (N, C_out, H, W), or (N, C_out/2, H, W) with ``activation="gated"``;
     ``forward(x, residual=None)`` adds a residual after the activation. ``kernel_size`` is an int
     or an (kh, kw) pair of odd sizes (a Gated PixelCNN's horizontal stack is 1 x k). ``mask`` is
-    "A", "B" or a bool (kh, kw) tensor (kept as a buffer). Initialised like ``nn.Conv2d``."""
+    "A", "B" or a bool (kh, kw) tensor (kept as a buffer). Initialised like ``nn.Conv2d``.
+
+    The full mask and the kernels' tap table are built once, when the layer is built or loads a
+    state dict, and held as buffers (not saved: they follow from the settings and `mask`), so a
+    forward or backward pass launches only the op's kernels and reads nothing back."""
 
     def __init__(self, in_channels, out_channels, kernel_size, mask="B", color_groups=1,
                  dilation=1, bias=True, activation=None, device=None, dtype=None):
@@ -25,6 +29,8 @@ class MaskedConv2d(nn.Module):
         self.kernel_size = tuple(kernel_size)
         self.color_groups, self.dilation = color_groups, dilation
         self.activation = activation
+        check_layer((out_channels, in_channels, *self.kernel_size), mask, color_groups, dilation,
+                    activation)
         self.mask_kind = mask if isinstance(mask, str) else "custom"
         if isinstance(mask, torch.Tensor):
             self.register_buffer("mask", mask.clone())
@@ -35,6 +41,15 @@ class MaskedConv2d(nn.Module):
                                                **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.reset_parameters()
+        self._prepare()
+        self.register_load_state_dict_post_hook(_prepare_after_load)
+
+    def _prepare(self):
+        """(Re)build the buffers `full_mask` and `taps` from the settings and `mask`."""
+        full, taps = mask_and_taps(self.weight.shape, self.mask, self.color_groups,
+                                   self.activation == "gated", self.dilation, self.weight.device)
+        self.register_buffer("full_mask", full, persistent=False)
+        self.register_buffer("taps", taps, persistent=False)
 
     def reset_parameters(self):
         # nn.Conv2d's initialisation: Kaiming-uniform weight, uniform bias in ±1/sqrt(fan_in).
@@ -46,13 +61,12 @@ class MaskedConv2d(nn.Module):
     def forward(self, x, residual=None):
         return ops.masked_conv2d(x, self.weight, self.bias, residual, mask=self.mask,
                                  color_groups=self.color_groups, dilation=self.dilation,
-                                 activation=self.activation)
+                                 activation=self.activation, prepared=(self.full_mask, self.taps))
 
     def masked_weight(self):
-        """weight * M, with M the full mask (taps and colour groups) that the layer applies."""
-        full = full_mask(self.weight.shape, self.mask, self.color_groups,
-                         self.activation == "gated")
-        return self.weight * full.to(self.weight.device, self.weight.dtype)
+        """The weight where M, the full mask (taps and colour groups) the layer applies, is on;
+        zero elsewhere."""
+        return torch.where(self.full_mask, self.weight, 0)
 
     def extra_repr(self):
         kh, kw = self.kernel_size
@@ -68,3 +82,9 @@ class MaskedConv2d(nn.Module):
         if self.activation is not None:
             text += f", activation={self.activation!r}"
         return text
+
+
+def _prepare_after_load(module, incompatible_keys):
+    """A loaded mask may differ from the one the buffers were built from (a named function, so
+    that the layer pickles)."""
+    module._prepare()

@@ -4,7 +4,7 @@
 import torch
 import torch.nn.functional as F
 
-from .causal_conv1d import activate
+from .causal_conv1d import activate, bias_only
 
 
 def raster_mask(kernel_h, kernel_w):
@@ -43,16 +43,22 @@ def full_mask(weight_shape, mask="B", color_groups=1, gated=False):
 
 def masked_conv2d(x, weight, bias=None, residual=None, mask="B", color_groups=1, dilation=1,
                   activation=None):
-    """act(conv2d(x, weight * M, bias)) (+ residual), stride 1, "same" padding d·(k//2)."""
+    """act(conv2d(x, where(M, weight, 0), bias)) (+ residual), stride 1, "same" padding
+    d·(k//2)."""
     gated = activation == "gated"
     m = full_mask(weight.shape, mask, color_groups, gated).to(weight.device)
     return conv_with_mask(x, weight, bias, residual, m, dilation, activation)
 
 
 def conv_with_mask(x, weight, bias, residual, full, dilation, activation):
-    """The layer for a given full mask (what the registered op computes)."""
+    """The layer for a given full mask (what the registered op computes). The masked weight is
+    where(M, weight, 0), not weight · M: a weight the mask switches off takes no part, so NaN or
+    inf there stays out of the result (0 · NaN would be NaN)."""
     kh, kw = weight.shape[2:]
-    pre = F.conv2d(x, weight * full.to(weight.dtype), bias,
-                   padding=(dilation * (kh // 2), dilation * (kw // 2)), dilation=dilation)
+    if x.numel() == 0 or weight.numel() == 0:
+        pre = bias_only(x, weight, bias)
+    else:
+        pre = F.conv2d(x, torch.where(full, weight, 0), bias,
+                       padding=(dilation * (kh // 2), dilation * (kw // 2)), dilation=dilation)
     out = activate(pre, activation)
     return out + residual if residual is not None else out

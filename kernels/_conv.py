@@ -41,7 +41,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import INTERPRETED, autotune, empty, launch, num_programs_target
+from ._reduce import sum_splits
+from ._runtime import (INTERPRETED, autotune, cdiv, empty, launch, next_power_of_2,
+                       num_programs_target)
 
 # Triton's interpreter multiplies bf16 dot operands as their raw 16-bit integers; products of bf16
 # values are exact in fp32, so upcasting there gives the tensor cores' result.
@@ -576,32 +578,6 @@ def _weight_grad_direct_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr,
             tl.store(db_ptr + row, tl.sum(bias_acc, axis=1), mask=o_ok)
 
 
-@triton.jit
-def _sum_splits_kernel(dw_parts_ptr, db_parts_ptr, mask_ptr, dw_ptr, db_ptr, SPLITS, E, C_OUT,
-                       HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
-    # Elements e of the weight gradient (E of them) and of the bias gradient (C_OUT): the sum of
-    # the SPLITS partial sums in split order, so that every run gives the same bits, stored in the
-    # gradient's dtype. Off the mask the gradient is zero, and the partial sums there (of no tap:
-    # never written) are not read.
-    pid = tl.program_id(0).to(tl.int64)
-    e = pid * BLOCK + tl.arange(0, BLOCK)
-    ok = e < E
-    summed = ok
-    if HAS_MASK:
-        summed = ok & (tl.load(mask_ptr + e, mask=ok, other=0) != 0)
-    dw = tl.zeros((BLOCK,), dtype=tl.float32)
-    db = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s32 in range(0, SPLITS):
-        s = tl.cast(s32, tl.int64)  # so that s·E cannot wrap past 2^31
-        dw += tl.load(dw_parts_ptr + s * E + e, mask=summed, other=0.0)
-        if HAS_BIAS:
-            db += tl.load(db_parts_ptr + s * C_OUT + e, mask=e < C_OUT, other=0.0)
-    tl.store(dw_ptr + e, dw.to(dw_ptr.dtype.element_ty), mask=ok)
-    if HAS_BIAS:
-        tl.store(db_ptr + e, db.to(db_ptr.dtype.element_ty), mask=e < C_OUT)
-
-
-_SUM_SPLITS_BLOCK = 1024  # 8 fp32 values per thread of 4 warps: two 16-byte vectors
 
 
 # --------------------------------------------------------------------------------------------------
@@ -626,9 +602,23 @@ class Taps:
         return (self.table if self.table is not None else like), self.width
 
 
-def _bucket(size):
-    """Autotuning key of a length or batch: its power of two, so new sizes rarely re-tune."""
-    return triton.next_power_of_2(max(int(size), 1))
+def _bucket(size, floor=1):
+    """Autotuning key of a length or batch: its power of two, so new sizes rarely re-tune, and
+    at least `floor`: lengths within a kernel's longest time tile cost every configuration one
+    tile per program, so they all tune alike (WaveNet's naive sampler, whose length grows by
+    one a step, then re-tunes once for the short lengths instead of at every power of two)."""
+    return next_power_of_2(max(int(size), floor))
+
+
+def _longest_tile(*config_sets):
+    """The longest time tile (BLOCK_T) of the configurations: lists, or dicts of lists."""
+    lists = [c for s in config_sets for c in (s.values() if isinstance(s, dict) else [s])]
+    return max(config.kwargs["BLOCK_T"] for configs in lists for config in configs)
+
+
+_DOT_TILE_T = _longest_tile(_DOT_CONFIGS, _TABLE_DOT_CONFIGS)
+_DIRECT_TILE_T = _longest_tile(_DIRECT_CONFIGS)
+_WGRAD_TILE_T = _longest_tile(_WGRAD_DOT_CONFIGS, _TABLE_WGRAD_DOT_CONFIGS, _WGRAD_DIRECT_CONFIGS)
 
 
 def _use_dot(c_in_g, c_out_g, groups, activation, taps):
@@ -687,26 +677,27 @@ def _conv(x, weight, mask, bias, dy, residual, out, groups, c_in_g, c_out_g, tap
         gate_shift = groups // 2 if gated_groups else 0
 
         def grid(meta):
-            return (N * triton.cdiv(L, meta["BLOCK_T"]) * row_groups
-                    * triton.cdiv(rows // row_groups, meta["BLOCK_O"]),)
+            return (N * cdiv(L, meta["BLOCK_T"]) * row_groups
+                    * cdiv(rows // row_groups, meta["BLOCK_O"]),)
 
         products = _products(x.dtype)
         table, width = taps.arguments(out)
         launch(_CONV_DOT[products, taps.table is not None], grid, x, weight,
                mask if mask is not None else weight, *args, out, table, c_in_g, c_out_g,
-               rows // row_groups, row_groups, half, L, _bucket(L), taps.dilation, width,
-               *strides, GATE_GROUP_SHIFT=gate_shift, TAP_TABLE=taps.table is not None,
+               rows // row_groups, row_groups, half, L, _bucket(L, _DOT_TILE_T), taps.dilation,
+               width, *strides, GATE_GROUP_SHIFT=gate_shift, TAP_TABLE=taps.table is not None,
                HAS_MASK=mask is not None, PRECISION=_INPUT_PRECISION[products], **flags)
     else:  # causal taps without a mask
-        c_blocks_min = triton.cdiv(rows, 16)  # the widest channel block of any configuration
-        segments = max(1, min(triton.cdiv(L, 256),
+        c_blocks_min = cdiv(rows, 16)  # the widest channel block of any configuration
+        segments = max(1, min(cdiv(L, 256),
                               num_programs_target(x.device) // max(N * c_blocks_min, 1)))
 
         def grid(meta):
-            return (N * segments * triton.cdiv(rows, meta["BLOCK_C"]),)
+            return (N * segments * cdiv(rows, meta["BLOCK_C"]),)
 
         launch(_conv_direct_kernel, grid, x, weight, *args, out, c_in_g, c_out_g,
-               rows, half, L, _bucket(L), taps.dilation, segments, *strides, **flags)
+               rows, half, L, _bucket(L, _DIRECT_TILE_T), taps.dilation, segments, *strides,
+               **flags)
     return out
 
 
@@ -730,20 +721,20 @@ def _splits(device, programs, reduction_blocks):
 
 def _weight_grad(x, dpre, weight, mask, groups, taps, with_bias):
     """(dweight, dbias or None) in the weight's layout and dtype: partial sums over (sample,
-    time) blocks in float32, added up by _sum_splits_kernel."""
+    time) blocks in float32, added up by _reduce.sum_splits."""
     N, _, L = x.shape
     c_out, c_in_g, positions = weight.shape
     K = taps.count
     c_out_g = c_out // groups
-    reduction_blocks = N * triton.cdiv(L, _WGRAD_MIN_BLOCK_T)
-    buckets = dict(N_BUCKET=_bucket(N), L_BUCKET=_bucket(L))
+    reduction_blocks = N * cdiv(L, _WGRAD_MIN_BLOCK_T)
+    buckets = dict(N_BUCKET=_bucket(N), L_BUCKET=_bucket(L, _WGRAD_TILE_T))
     strides = (*x.stride(), *dpre.stride())
     if _use_dot(c_in_g, c_out_g, groups, NONE, taps):
         tile = _WGRAD_DOT_TILE
-        programs = groups * triton.cdiv(c_out_g, tile) * triton.cdiv(c_in_g * K, tile)
+        programs = groups * cdiv(c_out_g, tile) * cdiv(c_in_g * K, tile)
         splits = _splits(x.device, programs, reduction_blocks)
-        grid = lambda meta: (groups * triton.cdiv(c_out_g, meta["BLOCK_O"])  # noqa: E731
-                             * max(triton.cdiv(c_in_g * K, meta["BLOCK_J"]), 1), splits)
+        grid = lambda meta: (groups * cdiv(c_out_g, meta["BLOCK_O"])  # noqa: E731
+                             * max(cdiv(c_in_g * K, meta["BLOCK_J"]), 1), splits)
         products = _products(x.dtype)
         table, width = taps.arguments(x)
         parts = empty((splits, c_out, c_in_g, positions), torch.float32, x.device)
@@ -753,21 +744,23 @@ def _weight_grad(x, dpre, weight, mask, groups, taps, with_bias):
                buckets["L_BUCKET"], taps.dilation, width, *strides, K=K, HAS_BIAS=with_bias,
                TAP_TABLE=taps.table is not None, PRECISION=_INPUT_PRECISION[products])
     else:
-        programs = triton.cdiv(c_out, _WGRAD_DIRECT_ROWS) * c_in_g
+        programs = cdiv(c_out, _WGRAD_DIRECT_ROWS) * c_in_g
         splits = _splits(x.device, programs, reduction_blocks)
-        grid = lambda meta: (triton.cdiv(c_out, meta["BLOCK_C"]) * max(c_in_g, 1),  # noqa: E731
+        grid = lambda meta: (cdiv(c_out, meta["BLOCK_C"]) * max(c_in_g, 1),  # noqa: E731
                              splits)
         parts = empty((splits, c_out, c_in_g, K), torch.float32, x.device)
         bias_parts = empty((splits, c_out), torch.float32, x.device) if with_bias else parts
         launch(_weight_grad_direct_kernel, grid, x, dpre, parts, bias_parts, N,
                buckets["N_BUCKET"], c_in_g, c_out_g, c_out, L, buckets["L_BUCKET"],
-               taps.dilation, *strides, K=K, K_POW2=triton.next_power_of_2(K), HAS_BIAS=with_bias)
+               taps.dilation, *strides, K=K, K_POW2=next_power_of_2(K), HAS_BIAS=with_bias)
     grad_w = empty(weight.shape, weight.dtype, x.device)
-    grad_b = empty((c_out,), weight.dtype, x.device) if with_bias else None
-    launch(_sum_splits_kernel, (triton.cdiv(max(grad_w.numel(), c_out), _SUM_SPLITS_BLOCK),),
-           parts, bias_parts, mask if mask is not None else parts, grad_w,
-           grad_b if with_bias else grad_w, splits, grad_w.numel(), c_out, HAS_BIAS=with_bias,
-           HAS_MASK=mask is not None, BLOCK=_SUM_SPLITS_BLOCK)
+    # off the mask the gradient is 0: its partial sums there (of no tap) were never written
+    sum_splits(parts.view(splits, -1), grad_w.view(-1),
+               mask.view(-1) if mask is not None else None)
+    grad_b = None
+    if with_bias:
+        grad_b = empty((c_out,), weight.dtype, x.device)
+        sum_splits(bias_parts.view(splits, c_out), grad_b)
     return grad_w, grad_b
 
 

@@ -32,13 +32,18 @@ def _tile(columns):
 
 
 @triton.jit
-def _sum_splits_kernel(parts, out, K, R, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
-    # One program: BLOCK_R columns of the contiguous (K, R) parts, summed over all K rows.
+def _sum_splits_kernel(parts, out, keep, K, R, HAS_KEEP: tl.constexpr, BLOCK_K: tl.constexpr,
+                       BLOCK_R: tl.constexpr):
+    # One program: BLOCK_R columns of the contiguous (K, R) parts, summed over all K rows;
+    # columns that `keep` switches off are 0, their parts (never written) not read.
     cols = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    summed = cols < R
+    if HAS_KEEP:
+        summed = summed & (tl.load(keep + cols, mask=cols < R, other=0) != 0)
     acc = tl.zeros((BLOCK_K, BLOCK_R), dtype=tl.float32)
     for start in range(0, K, BLOCK_K):
         ks = (start + tl.arange(0, BLOCK_K)[:, None]).to(tl.int64)  # K · R may pass 2³¹
-        acc += tl.load(parts + ks * R + cols[None, :], mask=(ks < K) & (cols[None, :] < R),
+        acc += tl.load(parts + ks * R + cols[None, :], mask=(ks < K) & summed[None, :],
                        other=0.0).to(tl.float32)
     tl.store(out + cols, tl.sum(acc, axis=0).to(out.dtype.element_ty), mask=cols < R)
 
@@ -52,13 +57,15 @@ def partial_sums(out, splits):
     return empty((splits, out.numel()), torch.float32, out.device)
 
 
-def sum_splits(parts, out):
+def sum_splits(parts, out, keep=None):
     """out[r] = Σ_k parts[k, r] for the contiguous (K, R) `parts` of `partial_sums(out, K)`,
-    added in fp32 in a fixed order and cast to out's dtype; K = 0 writes zeros. Nothing to do
+    added in fp32 in a fixed order and cast to out's dtype; K = 0 writes zeros, and so does a
+    column r where the (R,) byte tensor `keep` is 0 (its parts are not read). Nothing to do
     when parts is out (one split, already written)."""
     if parts is out or out.numel() == 0:
         return
     splits, columns = parts.shape
     block_k, block_r = _tile(columns)
-    launch(_sum_splits_kernel, (cdiv(columns, block_r),), parts, out, splits, columns,
+    launch(_sum_splits_kernel, (cdiv(columns, block_r),), parts, out,
+           keep if keep is not None else parts, splits, columns, HAS_KEEP=keep is not None,
            BLOCK_K=block_k, BLOCK_R=block_r)

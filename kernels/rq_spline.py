@@ -52,7 +52,7 @@ L = log dy/dx (L(xi; s, d_k, d_{k+1})):
 import triton
 import triton.language as tl
 
-from ._runtime import INTERPRETED, empty, launch
+from ._runtime import INTERPRETED, cdiv, empty, launch, next_power_of_2
 
 # the minimum bin width and height (shares of the interval) and knot derivative (nflows' defaults)
 MIN_BIN_WIDTH = tl.constexpr(1e-3)
@@ -64,7 +64,7 @@ def _tile(K):
     """(BLOCK, KP, num_warps): KP = K rounded up to a power of two. On a GPU a [BLOCK, KP] tile
     holds 512 values (1024 for K > 32: at least 16 rows), 4 or 8 per thread of 4 warps; compile
     shows no spills for 2 <= K <= 64."""
-    kp = triton.next_power_of_2(K)
+    kp = next_power_of_2(K)
     if INTERPRETED:
         return 32, kp, 4
     return max(16, min(256, 512 // kp)), kp, 4
@@ -332,7 +332,7 @@ def rq_spline_forward(x, widths, heights, derivatives, tail_bound, reverse):
     if N == 0:
         return y, lad
     block, kp, warps = _tile(K)
-    launch(_forward_kernel, (triton.cdiv(N, block),), x, widths, heights, derivatives, y, lad,
+    launch(_forward_kernel, (cdiv(N, block),), x, widths, heights, derivatives, y, lad,
            N, tail_bound, x.stride(0), *widths.stride(), *heights.stride(),
            *derivatives.stride(), K=K, KP=kp, REVERSE=reverse, BLOCK=block, num_warps=warps)
     return y, lad
@@ -349,7 +349,7 @@ def rq_spline_backward(grad_y, grad_lad, x, widths, heights, derivatives, tail_b
     if N == 0:
         return dx, dwidths, dheights, dderivs
     block, kp, warps = _tile(K)
-    launch(_backward_kernel, (triton.cdiv(N, block),), grad_y, grad_lad, x, widths, heights,
+    launch(_backward_kernel, (cdiv(N, block),), grad_y, grad_lad, x, widths, heights,
            derivatives, dx, dwidths, dheights, dderivs, N, tail_bound, grad_y.stride(0),
            grad_lad.stride(0), x.stride(0), *widths.stride(), *heights.stride(),
            *derivatives.stride(), K=K, KP=kp, REVERSE=reverse, BLOCK=block, num_warps=warps)

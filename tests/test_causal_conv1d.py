@@ -203,9 +203,10 @@ def test_the_backward_pass_launches_only_kernels(device, generator):
     y, forward = testing.device_ops(causal_conv1d, x, w, b, groups=2, activation="tanh")
     _, backward = testing.device_ops(torch.autograd.grad, y, [x, w, b], torch.ones_like(y))
     assert forward.count == backward.count == 0
-    # forward; the activation's gradient, dx, the weight gradient's partial sums and their sum
-    assert len(forward.launches) == 1 and len(backward.launches) == 4
-    assert backward.launches[-1].args[5] > 1  # the partial sums it adds up
+    # forward; the activation's gradient, dx, the weight gradient's partial sums, and the sums
+    # of the weight's and the bias's partials (kernels/_reduce.py)
+    assert len(forward.launches) == 1 and len(backward.launches) == 5
+    assert all(launch.args[3] > 1 for launch in backward.launches[-2:])  # splits added up
 
 
 def test_long_kernels_keep_tiles_that_fit():
@@ -226,3 +227,13 @@ def test_long_kernels_keep_tiles_that_fit():
             assert bool(kept) == (k <= longest), (k, activation)
     short = fitting(kernels._DIRECT_CONFIGS, kernels._direct_fits, K=4, ACTIVATION=kernels.NONE)
     assert short == kernels._DIRECT_CONFIGS  # WaveNet's and Mamba's kernels keep every tile
+
+
+def test_short_lengths_share_one_autotuning_key():
+    # a naive WaveNet sampler grows its length by one a step: within a kernel's longest time
+    # tile every length costs each configuration one tile, so all share one key (one tuning)
+    from gdm_engine.kernels import _conv
+
+    for floor in (_conv._DOT_TILE_T, _conv._DIRECT_TILE_T, _conv._WGRAD_TILE_T):
+        assert {_conv._bucket(length, floor) for length in range(1, floor + 1)} == {floor}
+        assert _conv._bucket(floor + 1, floor) == 2 * floor

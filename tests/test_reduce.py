@@ -43,3 +43,14 @@ def test_one_split_is_the_output_itself_and_launches_nothing(device):
         sum_splits(out, out)
         sum_splits(partial_sums(torch.empty(0, device=device), 3), torch.empty(0, device=device))
     assert launches == []  # nothing left to add; no column to write
+
+
+def test_columns_switched_off_are_zero_and_their_parts_unread(device, generator):
+    parts = torch.randn(3, 11, generator=generator).to(device)
+    keep = (torch.arange(11) % 3 != 0).to(device=device, dtype=torch.uint8)
+    parts[:, keep == 0] = float("nan")  # never written by a kernel that skips them
+    out = torch.full((11,), float("nan"), device=device)
+    sum_splits(parts, out, keep)
+    want = torch.where(keep != 0, parts.nan_to_num().sum(0), 0.0)
+    assert torch.equal(out.isnan(), torch.zeros(11, dtype=torch.bool, device=device))
+    assert torch.allclose(out, want)

@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import math
 import platform
 import secrets
 import sys
@@ -106,8 +107,13 @@ def _validate_summary(checks):
         groups.setdefault((c.op, c.dtype), []).append(c)
     return [{"op": op, "dtype": dtype, "checks": len(group),
              "failed": sum(not c.passed for c in group),
-             "worst error/tolerance": max(c.error / c.tolerance for c in group)}
+             "worst error/tolerance": max(_share(c.error, c.tolerance) for c in group)}
             for (op, dtype), group in groups.items()]
+
+
+def _share(error, tolerance):
+    """error / tolerance, where a tolerance of 0 allows nothing: any error is infinitely over."""
+    return error / tolerance if tolerance else (math.inf if error else 0.0)
 
 
 def cmd_bench(args):

@@ -93,3 +93,13 @@ def test_a_network_output_meets_fp32_data_under_autocast():
                                                      for _ in range(2)),
                                          torch.randn(4, 1, 2, dtype=torch.bfloat16))
     assert {t.dtype for t in (logdet, loss, actnorm_logdet, spline_logdet)} == {torch.float32}
+
+
+def test_stacked_convolutions_under_autocast():
+    # the second layer meets the first's bf16 output with its fp32 weight: both run in bf16
+    layers = torch.nn.Sequential(gdm_engine.nn.MaskedConv2d(2, 4, 3, mask="A"),
+                                 gdm_engine.nn.MaskedConv2d(4, 4, 3),
+                                 torch.nn.Flatten(2), gdm_engine.nn.CausalConv1d(4, 4, 2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layers(torch.randn(2, 2, 4, 4))
+    assert out.dtype == torch.bfloat16

@@ -11,6 +11,7 @@ import torch
 
 from gdm_engine import backend, reference
 
+from ._autocast import autocast_inputs
 from ._checks import (check_bias, check_choice, check_gated_channels, check_int, check_like,
                       check_tensor)
 
@@ -119,5 +120,6 @@ def causal_conv1d(x, weight, bias=None, *, dilation=1, groups=1, activation=None
     the padded copy. ``activation`` is None, "tanh", "relu" or "gated"; "gated" returns
     tanh(first half of the channels) * sigmoid(second half): (N, C_out/2, L).
     """
+    x, weight, bias = autocast_inputs("causal_conv1d", x, weight, bias)
     check_inputs(x, weight, bias, dilation, groups, activation)
     return library_op(x, weight, bias, dilation=dilation, groups=groups, activation=activation)

@@ -16,6 +16,7 @@ import torch
 from gdm_engine import backend
 from gdm_engine.reference.masked_conv2d import conv_with_mask, full_mask
 
+from ._autocast import autocast_inputs
 from ._checks import (check_bias, check_choice, check_gated_channels, check_int, check_like,
                       check_tensor)
 
@@ -218,6 +219,7 @@ def masked_conv2d(x, weight, bias=None, residual=None, *, mask="B", color_groups
     (M, tap table) pair of ``mask_and_taps(weight.shape, mask, color_groups, activation ==
     "gated", dilation, x.device)``, skips the look-up (nn.MaskedConv2d holds it as buffers).
     """
+    x, weight, bias, residual = autocast_inputs("masked_conv2d", x, weight, bias, residual)
     check_inputs(x, weight, bias, residual, mask, color_groups, dilation, activation)
     if prepared is None:
         prepared = _prepared(weight.shape, mask, color_groups, activation == "gated", dilation,

@@ -270,13 +270,16 @@ def _masked_conv2d_inputs(size, dtype, device, generator):
 
 
 def _masked_conv2d_library_inputs(case):
-    """The registered op takes the full bool mask and the tap table the public op builds."""
+    """The registered op takes the full bool mask, the tap table and channel_mask that the
+    public op builds."""
     from gdm_engine.ops.masked_conv2d import mask_and_taps
 
     kw = case.kwargs
-    prepared = mask_and_taps(case.args[1].shape, kw["mask"], kw["color_groups"],
-                             kw["activation"] == "gated", kw["dilation"], case.args[0].device)
-    return (*case.args, *prepared), {"dilation": kw["dilation"], "activation": kw["activation"]}
+    full, taps, channel_mask = mask_and_taps(case.args[1].shape, kw["mask"], kw["color_groups"],
+                                             kw["activation"] == "gated", kw["dilation"],
+                                             case.args[0].device)
+    return (*case.args, full, taps), {"dilation": kw["dilation"], "activation": kw["activation"],
+                                      "channel_mask": channel_mask}
 
 
 def _masked_conv2d_bytes(case):

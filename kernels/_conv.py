@@ -313,13 +313,15 @@ def _conv_dot_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr,
     J = C_IN_G * K
     x_a = x_ptr + n * sxn + (g * C_IN_G) * sxc
     x_b = x_ptr + n * sxn + ((g + GATE_GROUP_SHIFT) * C_IN_G) * sxc  # the gate half's group
-    w_row = (c - g * C_OUT_G) * swr + g * swg
+    # Rows past ROWS read row 0 (their sums are not stored), so that the loop carries no row
+    # mask (its predicates spilled on sm_80).
+    w_row = tl.where(c_ok, (c - g * C_OUT_G) * swr + g * swg, 0)
 
     acc_a = tl.zeros((BLOCK_O, BLOCK_T), dtype=tl.float32)
     acc_b = tl.zeros((BLOCK_O, BLOCK_T), dtype=tl.float32)
     for j0 in range(0, J, BLOCK_J):
         j = j0 + tl.arange(0, BLOCK_J)
-        w_ok = c_ok[:, None] & (j < J)[None, :]
+        w_ok = (j < J)[None, :]
         w_at = w_row[:, None] + _weight_offsets(j, J, swi, taps_ptr, K, REVERSE,
                                                 TAP_TABLE)[None, :]
         xa = _unfolded_x(x_a, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K, REVERSE, TAP_TABLE)
@@ -350,7 +352,9 @@ def _direct_rows(x_ptr, w_ptr, n, o, o_ok, t, C_IN_G, C_OUT_G, L, DIL, swr, swg,
                  sxn, sxc, sxt, K: tl.constexpr, REVERSE: tl.constexpr, BLOCK_C: tl.constexpr,
                  BLOCK_T: tl.constexpr):
     """Pre-activation tile [BLOCK_C, BLOCK_T] of rows o; each row may lie in its own group."""
-    g = o // C_OUT_G
+    # a 32-bit division (channels are fewer than 2^31): a 64-bit one by a run-time value is a
+    # subroutine call, whose stack frame the builds report as spilled bytes
+    g = (o.to(tl.int32) // C_OUT_G).to(tl.int64)
     x_i = x_ptr + n * sxn + (g * C_IN_G)[:, None] * sxc
     w_i = w_ptr + (o - g * C_OUT_G) * swr + g * swg
     acc = tl.zeros((BLOCK_C, BLOCK_T), dtype=tl.float32)
@@ -477,7 +481,7 @@ def _weight_grad_dot_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr, taps_ptr,
     split = tl.program_id(1).to(tl.int64)  # so the loop's index and n are 64-bit too
     SPLITS = tl.num_programs(1)
     J = C_IN_G * K
-    j_blocks = tl.maximum(tl.cdiv(J, BLOCK_J), 1)  # one without in-channels still sums the bias
+    j_blocks = tl.cdiv(J, BLOCK_J)
     o_blocks = tl.cdiv(C_OUT_G, BLOCK_O)
     j = (pid % j_blocks) * BLOCK_J + tl.arange(0, BLOCK_J)
     g = pid // (j_blocks * o_blocks)
@@ -719,7 +723,7 @@ def _splits(device, programs, reduction_blocks):
     return max(1, min(reduction_blocks, num_programs_target(device) // max(programs, 1)))
 
 
-def _weight_grad(x, dpre, weight, mask, groups, taps, with_bias):
+def _weight_grad(x, dpre, weight, keep, groups, taps, with_bias):
     """(dweight, dbias or None) in the weight's layout and dtype: partial sums over (sample,
     time) blocks in float32, added up by _reduce.sum_splits."""
     N, _, L = x.shape
@@ -729,12 +733,14 @@ def _weight_grad(x, dpre, weight, mask, groups, taps, with_bias):
     reduction_blocks = N * cdiv(L, _WGRAD_MIN_BLOCK_T)
     buckets = dict(N_BUCKET=_bucket(N), L_BUCKET=_bucket(L, _WGRAD_TILE_T))
     strides = (*x.stride(), *dpre.stride())
-    if _use_dot(c_in_g, c_out_g, groups, NONE, taps):
+    # Without in-channels only the bias has a gradient: the direct kernel sums it (and loads
+    # nothing else, so it serves tap tables too).
+    if c_in_g and _use_dot(c_in_g, c_out_g, groups, NONE, taps):
         tile = _WGRAD_DOT_TILE
         programs = groups * cdiv(c_out_g, tile) * cdiv(c_in_g * K, tile)
         splits = _splits(x.device, programs, reduction_blocks)
         grid = lambda meta: (groups * cdiv(c_out_g, meta["BLOCK_O"])  # noqa: E731
-                             * max(cdiv(c_in_g * K, meta["BLOCK_J"]), 1), splits)
+                             * cdiv(c_in_g * K, meta["BLOCK_J"]), splits)
         products = _products(x.dtype)
         table, width = taps.arguments(x)
         parts = empty((splits, c_out, c_in_g, positions), torch.float32, x.device)
@@ -754,9 +760,9 @@ def _weight_grad(x, dpre, weight, mask, groups, taps, with_bias):
                buckets["N_BUCKET"], c_in_g, c_out_g, c_out, L, buckets["L_BUCKET"],
                taps.dilation, *strides, K=K, K_POW2=next_power_of_2(K), HAS_BIAS=with_bias)
     grad_w = empty(weight.shape, weight.dtype, x.device)
-    # off the mask the gradient is 0: its partial sums there (of no tap) were never written
+    # off `keep` the gradient is 0: the partial sums there (of no tap) were never written
     sum_splits(parts.view(splits, -1), grad_w.view(-1),
-               mask.view(-1) if mask is not None else None)
+               keep.view(-1) if keep is not None else None)
     grad_b = None
     if with_bias:
         grad_b = empty((c_out,), weight.dtype, x.device)
@@ -764,14 +770,17 @@ def _weight_grad(x, dpre, weight, mask, groups, taps, with_bias):
     return grad_w, grad_b
 
 
-def convolution_backward(grad_y, x, weight, bias, groups, taps, activation, mask=None):
+def convolution_backward(grad_y, x, weight, bias, groups, taps, activation, mask=None,
+                         keep=None):
     """Gradients (dx, dweight, dbias or None) of convolve's output (a residual's gradient is
-    grad_y itself); dweight is exactly zero where `mask` is off."""
+    grad_y itself). `mask` is convolve's; dweight is exactly zero where `keep` (bool, shaped
+    like the weight; the mask when not given) is off."""
     N, _, L = x.shape
     c_out, c_in_g, _ = weight.shape
     act = ACTIVATIONS[activation]
     c_out_g = c_out // groups
     weight, mask = weight.contiguous(), _as_bytes(mask)
+    keep = _as_bytes(keep) if keep is not None else mask
     if act == NONE:
         dpre = grad_y
     else:
@@ -787,5 +796,5 @@ def convolution_backward(grad_y, x, weight, bias, groups, taps, activation, mask
     # the rows, each group's out-channels (and taps) the reduction.
     _conv(dpre, weight, mask, None, None, None, dx, groups, c_out_g, c_in_g, taps, NONE,
           reverse=True, grad=False)
-    grad_w, grad_b = _weight_grad(x, dpre, weight, mask, groups, taps, bias is not None)
+    grad_w, grad_b = _weight_grad(x, dpre, weight, keep, groups, taps, bias is not None)
     return dx, grad_w, grad_b

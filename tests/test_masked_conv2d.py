@@ -141,9 +141,10 @@ BAD_INPUTS = {
     "residual shape": (lambda x, w, b: (x, w, {"residual": torch.zeros(2, 6, 4, 4)}),
                        ValueError, "residual must have the output's shape"),
     "prepared type": (lambda x, w, b: (x, w, {"prepared": full_mask(w.shape)}), TypeError,
-                      "prepared must be the (mask, taps) tensors"),
+                      "prepared must be the (mask, taps, channel_mask) of mask_and_taps"),
     "prepared shape": (lambda x, w, b: (x, w, {"prepared": (full_mask(w[:3].shape),
-                                                            torch.zeros(1, 3, dtype=torch.int32))}),
+                                                            torch.zeros(1, 3, dtype=torch.int32),
+                                                            False)}),
                        ValueError, "prepared mask must be bool and shaped like weight"),
 }
 
@@ -189,6 +190,29 @@ def test_the_module_reads_nothing_back_and_launches_only_kernels(device):
     # forward; the activation's gradient, dx, the weight gradient's partial sums, and the sums
     # of the weight's and the bias's partials (kernels/_reduce.py)
     assert len(forward.launches) == 1 and len(backward.launches) == 5
+
+
+@pytest.mark.parametrize("mask, groups, loaded", [
+    ("A", 3, True),    # the centre connects earlier colours only
+    ("B", 1, False),   # every channel pair at every active tap: the taps say all
+    ("A", 1, False),   # the centre is no tap at all
+])
+def test_the_kernels_load_the_mask_only_where_it_switches_off_channel_pairs(mask, groups, loaded,
+                                                                           generator):
+    x, w = (torch.randn(shape, generator=generator).requires_grad_()
+            for shape in ((1, 3, 4, 4), (6, 3, 3, 3)))
+    y, forward = testing.device_ops(masked_conv2d, x, w, mask=mask, color_groups=groups)
+    _, backward = testing.device_ops(torch.autograd.grad, y, [x, w], torch.ones_like(y))
+    convolutions = [launch for launch in forward.launches + backward.launches
+                    if "HAS_MASK" in launch.kwargs]
+    assert len(convolutions) == 2 and all(launch.kwargs["HAS_MASK"] == loaded
+                                          for launch in convolutions)
+    # the weight gradient is exactly zero off the mask whether or not the kernels loaded it
+    with gdm_engine.use_backend("triton"):
+        (grad,) = torch.autograd.grad(masked_conv2d(x, w, mask=mask, color_groups=groups).sum(),
+                                      w)
+    off = ~full_mask(w.shape, mask, groups)
+    assert torch.count_nonzero(grad[off]) == 0 and torch.count_nonzero(grad[~off]) > 0
 
 
 def test_the_module_rebuilds_its_mask_when_it_loads_another():
@@ -240,3 +264,17 @@ def test_empty_shapes_on_both_backends(x_shape, w_shape, device, generator):
 def test_relu_keeps_nan(device, generator):
     assert_relu_keeps_nan(masked_conv2d,
                           _case(generator, device, 2, 4, 6, (3, 4), 3, "B", 1, 1, "relu"))
+
+
+def test_a_traced_call_leaves_the_cache_to_eager_calls(generator):
+    # export traces with fake tensors: the mask and tap table it builds belong to its graph, and
+    # an eager call after it (a layer no call built before) still builds and caches real ones
+    x, w = (torch.randn(shape, generator=generator) for shape in ((1, 5, 4, 6), (10, 5, 3, 5)))
+
+    class Layer(torch.nn.Module):
+        def forward(self, x, w):
+            return masked_conv2d(x, w, mask="A", color_groups=5, dilation=3)
+
+    exported = torch.export.export(Layer(), (x, w))
+    want = gdm_engine.reference.masked_conv2d(x, w, mask="A", color_groups=5, dilation=3)
+    assert torch.equal(Layer()(x, w), want) and torch.equal(exported.module()(x, w), want)

@@ -45,9 +45,11 @@ class MaskedConv2d(nn.Module):
         self.register_load_state_dict_post_hook(_prepare_after_load)
 
     def _prepare(self):
-        """(Re)build the buffers `full_mask` and `taps` from the settings and `mask`."""
-        full, taps = mask_and_taps(self.weight.shape, self.mask, self.color_groups,
-                                   self.activation == "gated", self.dilation, self.weight.device)
+        """(Re)build the buffers `full_mask` and `taps`, and `channel_mask`, from the settings
+        and `mask`."""
+        full, taps, self.channel_mask = mask_and_taps(
+            self.weight.shape, self.mask, self.color_groups, self.activation == "gated",
+            self.dilation, self.weight.device)
         self.register_buffer("full_mask", full, persistent=False)
         self.register_buffer("taps", taps, persistent=False)
 
@@ -61,7 +63,8 @@ class MaskedConv2d(nn.Module):
     def forward(self, x, residual=None):
         return ops.masked_conv2d(x, self.weight, self.bias, residual, mask=self.mask,
                                  color_groups=self.color_groups, dilation=self.dilation,
-                                 activation=self.activation, prepared=(self.full_mask, self.taps))
+                                 activation=self.activation,
+                                 prepared=(self.full_mask, self.taps, self.channel_mask))
 
     def masked_weight(self):
         """The weight where M, the full mask (taps and colour groups) the layer applies, is on;

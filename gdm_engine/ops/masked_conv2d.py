@@ -3,10 +3,11 @@
 The public function passes the registered op (a `torch.library.custom_op` with a fake
 implementation and a registered backward op, each choosing the Triton kernel or the PyTorch
 reference when it runs, gdm_engine.backend) the full (C_out, C_in, kh, kw) bool mask of `mask` and
-`color_groups` (`full_mask` of gdm_engine.reference.masked_conv2d) and the kernels' tap table of
-its active taps. Both are built on the host once (`mask_and_taps`) and kept on the device: cached
-by the function, held as buffers by nn.MaskedConv2d. A call then reads nothing back and launches
-nothing but the op's kernels.
+`color_groups` (`full_mask` of gdm_engine.reference.masked_conv2d), the kernels' tap table of
+its active taps, and whether the mask also switches off channel pairs at an active tap (colour
+groups), which is when the kernels load it. All are built on the host once (`mask_and_taps`),
+the tensors kept on the device: cached by the function, held by nn.MaskedConv2d. A call then
+reads nothing back and launches nothing but the op's kernels.
 """
 
 from typing import Optional
@@ -45,10 +46,17 @@ def active_taps(full, dilation):
 
 
 def mask_and_taps(weight_shape, mask, color_groups, gated, dilation, device):
-    """(full mask, tap table) of the layer on `device`, built on the host: the op's `mask` and
-    `taps` arguments."""
+    """(full mask, tap table, channel_mask) of the layer, built on the host, the two tensors
+    then moved to `device`: the op's `mask`, `taps` and `channel_mask` arguments. channel_mask
+    says whether the mask switches off some channel pair at an active tap (colour groups, or a
+    mask without active taps): only then do the kernels load it."""
     full = full_mask(weight_shape, mask, color_groups, gated)
-    return full.to(device), active_taps(full, dilation).to(device)
+    taps = active_taps(full, dilation)
+    # traced (torch.compile, export), where a tensor's value cannot steer Python, the kernels
+    # load the mask: always right
+    channel_mask = (torch.compiler.is_compiling()
+                    or not bool(full.flatten(2)[:, :, taps[:, 2].long()].all()))
+    return full.to(device), taps.to(device), channel_mask
 
 
 # (weight shape, mask name or contents, colour groups, gated, dilation, device) -> mask_and_taps;
@@ -60,6 +68,8 @@ def _prepared(weight_shape, mask, color_groups, gated, dilation, device):
     """mask_and_taps, built once per distinct layer. A tensor mask is keyed by its contents,
     read on the host: from a CPU tensor that costs no device work; from a GPU tensor it is a
     read-back at every call (MaskedConv2d, which holds the result, avoids it)."""
+    if torch.compiler.is_compiling():  # traced: the graph builds them, and nothing traced is kept
+        return mask_and_taps(weight_shape, mask, color_groups, gated, dilation, device)
     contents = mask if isinstance(mask, str) else tuple(map(tuple, mask.tolist()))
     key = (tuple(weight_shape), contents, color_groups, gated, dilation, device)
     if key not in _PREPARED:
@@ -70,17 +80,18 @@ def _prepared(weight_shape, mask, color_groups, gated, dilation, device):
 @torch.library.custom_op("gdm_engine::masked_conv2d", mutates_args=())
 def library_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                residual: Optional[torch.Tensor], mask: torch.Tensor, taps: torch.Tensor, *,
-               dilation: int = 1, activation: Optional[str] = None) -> torch.Tensor:
-    """The registered op, unchecked, for a full bool mask and its tap table (`mask_and_taps`):
-    call `masked_conv2d`."""
+               dilation: int = 1, activation: Optional[str] = None,
+               channel_mask: bool = True) -> torch.Tensor:
+    """The registered op, unchecked, for a full bool mask, its tap table and channel_mask
+    (`mask_and_taps`): call `masked_conv2d`."""
     if backend.resolve(x) == "triton":
         return _kernels().masked_conv2d_forward(x, weight, bias, residual, mask, taps,
-                                                activation or "none")
+                                                channel_mask, activation or "none")
     return conv_with_mask(x, weight, bias, residual, mask, dilation, activation)
 
 
 @library_op.register_fake
-def _(x, weight, bias, residual, mask, taps, *, dilation=1, activation=None):
+def _(x, weight, bias, residual, mask, taps, *, dilation=1, activation=None, channel_mask=True):
     channels = weight.shape[0] // 2 if activation == "gated" else weight.shape[0]
     return x.new_empty((x.shape[0], channels, *x.shape[2:]))
 
@@ -88,13 +99,13 @@ def _(x, weight, bias, residual, mask, taps, *, dilation=1, activation=None):
 @torch.library.custom_op("gdm_engine::masked_conv2d_backward", mutates_args=())
 def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
               bias: Optional[torch.Tensor], mask: torch.Tensor, taps: torch.Tensor, dilation: int,
-              activation: Optional[str], implementation: str
+              activation: Optional[str], channel_mask: bool, implementation: str
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dweight, dbias) by the implementation that ran the forward pass; dbias is empty when
     there is no bias. (The residual's gradient is grad itself.)"""
     if implementation == "triton":
         dx, dw, db = _kernels().masked_conv2d_backward(grad, x, weight, bias, mask, taps,
-                                                       activation or "none")
+                                                       channel_mask, activation or "none")
     else:
         dx, dw, db = _reference_backward(grad, x, weight, bias, mask, dilation, activation)
     return dx, dw, db if db is not None else weight.new_empty(0)
@@ -113,7 +124,7 @@ def _reference_backward(grad, x, weight, bias, mask, dilation, activation):
 
 
 @_backward.register_fake
-def _(grad, x, weight, bias, mask, taps, dilation, activation, implementation):
+def _(grad, x, weight, bias, mask, taps, dilation, activation, channel_mask, implementation):
     db = torch.empty_like(bias) if bias is not None else weight.new_empty(0)
     return torch.empty_like(x), torch.empty_like(weight), db
 
@@ -122,7 +133,7 @@ def _setup_context(ctx, inputs, keyword_only_inputs, output):
     x, weight, bias, residual, mask, taps = inputs
     ctx.save_for_backward(x, weight, bias, mask, taps)
     kw = keyword_only_inputs
-    ctx.config = (kw["dilation"], kw["activation"], backend.resolve(x))
+    ctx.config = (kw["dilation"], kw["activation"], kw["channel_mask"], backend.resolve(x))
     ctx.has_residual = residual is not None
 
 
@@ -182,12 +193,14 @@ def check_inputs(x, weight, bias, residual, mask, color_groups, dilation, activa
 
 
 def check_prepared(prepared, weight, x):
-    """A (full mask, tap table) pair made by `mask_and_taps` for this weight, on x's device."""
-    if not (isinstance(prepared, tuple) and len(prepared) == 2
-            and all(isinstance(t, torch.Tensor) for t in prepared)):
-        raise TypeError(f"prepared must be the (mask, taps) tensors of mask_and_taps, got "
+    """A (full mask, tap table, channel_mask) of `mask_and_taps` for this weight, on x's
+    device."""
+    if not (isinstance(prepared, tuple) and len(prepared) == 3
+            and all(isinstance(t, torch.Tensor) for t in prepared[:2])
+            and isinstance(prepared[2], bool)):
+        raise TypeError(f"prepared must be the (mask, taps, channel_mask) of mask_and_taps, got "
                         f"{type(prepared).__name__}")
-    full, taps = prepared
+    full, taps, _ = prepared
     if full.dtype != torch.bool or full.shape != weight.shape:
         raise ValueError(f"prepared mask must be bool and shaped like weight "
                          f"{tuple(weight.shape)}, got {full.dtype} {tuple(full.shape)}")
@@ -215,9 +228,9 @@ def masked_conv2d(x, weight, bias=None, residual=None, *, mask="B", color_groups
 
     M and the kernels' tap table are built on the host once per distinct (mask, color_groups,
     gating, dilation, weight shape, device) and cached. A tensor `mask` is keyed by its contents,
-    so give it as a CPU tensor: one on a GPU would be read back at every call. `prepared`, the
-    (M, tap table) pair of ``mask_and_taps(weight.shape, mask, color_groups, activation ==
-    "gated", dilation, x.device)``, skips the look-up (nn.MaskedConv2d holds it as buffers).
+    so give it as a CPU tensor: one on a GPU would be read back at every call. `prepared`,
+    ``mask_and_taps(weight.shape, mask, color_groups, activation == "gated", dilation,
+    x.device)``, skips the look-up (nn.MaskedConv2d holds it).
     """
     x, weight, bias, residual = autocast_inputs("masked_conv2d", x, weight, bias, residual)
     check_inputs(x, weight, bias, residual, mask, color_groups, dilation, activation)
@@ -226,6 +239,6 @@ def masked_conv2d(x, weight, bias=None, residual=None, *, mask="B", color_groups
                              x.device)
     else:
         check_prepared(prepared, weight, x)
-    full, taps = prepared
+    full, taps, channel_mask = prepared
     return library_op(x, weight, bias, residual, full, taps, dilation=dilation,
-                      activation=activation)
+                      activation=activation, channel_mask=channel_mask)

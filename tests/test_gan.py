@@ -54,7 +54,9 @@ def test_the_discriminator_loss_adds_r1_on_real_data(generator):
     (gradient,) = torch.autograd.grad(gan.discriminator(real).sum(), real)
     penalty = gradient.square().sum(1).mean()
     assert penalty > 0
-    assert (loss(2.0) - loss(0.0)).item() == pytest.approx(penalty.item(), rel=1e-5)
+    # a difference of two fp32 losses ~300 times the penalty: their rounding (~1e-7 each) is
+    # ~3e-5 of it, whatever order the threads add in
+    assert (loss(2.0) - loss(0.0)).item() == pytest.approx(penalty.item(), rel=1e-4)
     # and it is differentiable for the discriminator's weights (the double backward)
     loss(2.0).backward()
     assert all(p.grad is not None for p in gan.discriminator.parameters())

@@ -222,10 +222,10 @@ _DOT_CONFIGS = {
         (32, 16, 64, 4, 3),
     ),
 }
-# Tap tables spend registers on each element's pixel arithmetic: narrower reduction tiles.
+# Tap tables spend registers on each element's pixel arithmetic, and read the weight through the
+# table: narrower reduction tiles (a 16-bit (64, 16, 128) tile left a few bytes on sm_80's stack).
 _TABLE_DOT_CONFIGS = {
     "16-bit": _dot_tiles(
-        (64, 16, 128, 4, 3),
         (128, 16, 64, 8, 3),
         (64, 16, 64, 4, 3),
         (64, 32, 64, 4, 2),
@@ -313,15 +313,13 @@ def _conv_dot_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr,
     J = C_IN_G * K
     x_a = x_ptr + n * sxn + (g * C_IN_G) * sxc
     x_b = x_ptr + n * sxn + ((g + GATE_GROUP_SHIFT) * C_IN_G) * sxc  # the gate half's group
-    # Rows past ROWS read row 0 (their sums are not stored), so that the loop carries no row
-    # mask (its predicates spilled on sm_80).
-    w_row = tl.where(c_ok, (c - g * C_OUT_G) * swr + g * swg, 0)
+    w_row = (c - g * C_OUT_G) * swr + g * swg
 
     acc_a = tl.zeros((BLOCK_O, BLOCK_T), dtype=tl.float32)
     acc_b = tl.zeros((BLOCK_O, BLOCK_T), dtype=tl.float32)
     for j0 in range(0, J, BLOCK_J):
         j = j0 + tl.arange(0, BLOCK_J)
-        w_ok = (j < J)[None, :]
+        w_ok = c_ok[:, None] & (j < J)[None, :]
         w_at = w_row[:, None] + _weight_offsets(j, J, swi, taps_ptr, K, REVERSE,
                                                 TAP_TABLE)[None, :]
         xa = _unfolded_x(x_a, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K, REVERSE, TAP_TABLE)

@@ -214,8 +214,7 @@ _DOT_CONFIGS = {
     ),
     "tf32": _dot_tiles(
         (128, 32, 128, 8, 3),
-        (64, 32, 128, 4, 3),
-        (64, 16, 64, 8, 3),
+        (64, 16, 64, 8, 3),  # (64, 32, 128) with 4 warps spilled on sm_80 for the gated unit
     ),
     "ieee": _dot_tiles(
         (32, 32, 64, 4, 3),
@@ -238,9 +237,7 @@ _TABLE_DOT_CONFIGS = {
         (64, 32, 64, 4, 2),
         (64, 16, 32, 4, 3),
     ),
-    "ieee": _dot_tiles(
-        (128, 16, 64, 8, 3),
-        (32, 16, 64, 4, 2),
+    "ieee": _dot_tiles(  # (128, 16, 64) and (32, 16, 64) spilled on sm_90 with the tap table
         (32, 16, 32, 4, 3),
     ),
 }

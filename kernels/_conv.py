@@ -364,10 +364,12 @@ def _direct_rows(x_ptr, w_ptr, n, o, o_ok, t, C_IN_G, C_OUT_G, L, DIL, swr, swg,
     return acc
 
 
-# Tiles laid along time for wide loads, 16 fp32 values per thread (the first four) down to 2 (for
-# long kernels). `_direct_fits` keeps 16 or fewer per thread (both halves' tiles for the gated
-# unit), larger ones spilled on sm_80; and, as every unrolled tap holds its own x tile and its
-# addresses (the dilation is not a constant), 64 or fewer over the K taps: K = 9 with 16 spilled.
+# Tiles laid along time for wide loads: 8 to 16 values per thread (the first four), down to 2 for
+# long kernels. `_direct_fits` keeps 16 or fewer per thread (both halves' tiles for the gated
+# unit), larger ones spilled on sm_80; 64 or fewer over the K taps, as every unrolled tap holds
+# its own x tile and addresses (K = 9 with 16 spilled); and of those the widest, down to half as
+# wide: a narrower tile loads in narrower vectors, so it only serves kernels too long for the
+# wide ones.
 _DIRECT_CONFIGS = [
     triton.Config({"BLOCK_C": 2, "BLOCK_T": 512}, num_warps=4),
     triton.Config({"BLOCK_C": 4, "BLOCK_T": 1024}, num_warps=8),
@@ -380,11 +382,18 @@ _DIRECT_CONFIGS = [
 _INTERPRETER_DIRECT = triton.Config({"BLOCK_C": 4, "BLOCK_T": 32}, num_warps=1)
 
 
-def _direct_fits(config, args):
+def _direct_values(config, args):
+    """fp32 values per thread of a direct tile (both halves' for the gated unit)."""
     tiles = 2 if args["ACTIVATION"] == GATED else 1
-    meta = config.kwargs
-    per_thread = tiles * meta["BLOCK_C"] * meta["BLOCK_T"] / (32 * config.num_warps)
-    return per_thread <= 16 and per_thread * args["K"] <= 64
+    return tiles * config.kwargs["BLOCK_C"] * config.kwargs["BLOCK_T"] / (32 * config.num_warps)
+
+
+def _direct_fits(config, args):
+    def fits(c):
+        return _direct_values(c, args) <= 16 and _direct_values(c, args) * args["K"] <= 64
+
+    widest = max((_direct_values(c, args) for c in _DIRECT_CONFIGS if fits(c)), default=0)
+    return fits(config) and 2 * _direct_values(config, args) >= widest
 
 
 @autotune(_DIRECT_CONFIGS, ["C_IN_G", "C_OUT_G", "ROWS", "L_BUCKET", "K", "ACTIVATION", "REVERSE",

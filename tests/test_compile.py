@@ -57,9 +57,6 @@ def test_16_bit_dot_kernels_use_the_tensor_cores(whole_catalog):
     assert {b["tensor_cores"] for b in dots if b["dtype"] == "fp32 ieee"} == {"none"}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 regression, left open: since the direct kernel "
-                   "reads the weight through its strides, the bf16 depthwise bench case loads "
-                   "8-byte vectors, not 16")
 def test_the_depthwise_kernel_loads_and_stores_in_vectors(whole_catalog):
     _, report, _ = whole_catalog
     # the bench shape: N=8, C=1024, L=8192, K=4, d=1, bf16; its x tiles are 16-byte aligned

@@ -47,7 +47,7 @@ SCALAR, PER_ROW, INDEXED = 0, 1, 2
 NO_NOISE, GIVEN_NOISE, DRAWN_NOISE = 0, 1, 2
 NO_CLAMP, CLIP, THRESHOLD = 0, 1, 2
 # columns of a loop's INDEXED table: the three schedule values, in_scale, out_scale and the seed
-TABLE_COLUMNS = 6
+TABLE_COLUMNS = tl.constexpr(6)
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,7 +93,7 @@ def _value(scalar, ptr, stride, column, rows, row_mask, step, SOURCE: tl.constex
     elif SOURCE == 1:
         return tl.load(ptr + rows * stride, mask=row_mask, other=0.5).to(tl.float64)
     else:
-        return tl.load(ptr + step * 6 + column).to(tl.float64)
+        return tl.load(ptr + step * TABLE_COLUMNS + column).to(tl.float64)
 
 
 @triton.jit
@@ -219,9 +219,9 @@ def _step_kernel(x, m, u, m2, u2, noise, out, out2, threshold_scale, p0, p1, p2,
     step = 0
     if SOURCE == 2:  # a loop's step lives on the device: its row holds scales and seed
         step = tl.load(state)
-        in_scale = tl.load(p0 + step * 6 + 3)
-        out_scale = tl.load(p0 + step * 6 + 4)
-        seed = tl.load(p0 + step * 6 + 5).to(tl.int64)
+        in_scale = tl.load(p0 + step * TABLE_COLUMNS + 3)
+        out_scale = tl.load(p0 + step * TABLE_COLUMNS + 4)
+        seed = tl.load(p0 + step * TABLE_COLUMNS + 5).to(tl.int64)
     s0 = _value(v0, p0, p0s, 0, rows, row_mask, step, SOURCE)
     s1 = _value(v1, p1, p1s, 1, rows, row_mask, step, SOURCE)
     s2 = _value(v2, p2, p2s, 2, rows, row_mask, step, SOURCE)

@@ -18,14 +18,15 @@ import torch
 
 def actnorm(x, loc, log_scale, *, reverse=False):
     """(y, logdet) for x (N, C, ...), loc and log_scale (C,)."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    loc, log_scale = loc.reshape(shape), log_scale.reshape(shape)
-    if reverse:
-        y = x * torch.exp(-log_scale) - loc
-    else:
-        y = (x + loc) * torch.exp(log_scale)
-    spatial = math.prod(x.shape[2:])
-    # log-dets are sums of many terms: at least fp32 whatever the input's precision
+    # computed in at least fp32 (as the kernel does) and rounded once to x's dtype: in fp16,
+    # x · exp(−log_scale) rounded before − loc loses the digits of a y near 0; a log-det sums
+    # many terms and stays in at least fp32
     wide = torch.promote_types(x.dtype, torch.float32)
-    logdet = (spatial * log_scale.to(wide).sum()).expand(x.shape[0])
-    return y, -logdet if reverse else logdet
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    loc, log_scale = loc.to(wide).reshape(shape), log_scale.to(wide).reshape(shape)
+    if reverse:
+        y = x.to(wide) * torch.exp(-log_scale) - loc
+    else:
+        y = (x.to(wide) + loc) * torch.exp(log_scale)
+    logdet = (math.prod(x.shape[2:]) * log_scale.sum()).expand(x.shape[0])
+    return y.to(x.dtype), -logdet if reverse else logdet

@@ -70,6 +70,13 @@ def _tanh(x):
 
 
 @triton.jit
+def _tanh_grad(x):
+    # tanh'(x) = 1 − tanh²(x) = 4·sigmoid(2x)·sigmoid(−2x): no cancellation where tanh saturates
+    # (1 − th² of an fp32 th near ±1 keeps few digits of a small derivative)
+    return 4.0 * tl.sigmoid(2.0 * x) * tl.sigmoid(-2.0 * x)
+
+
+@triton.jit
 def _dot(a, b, acc, PRECISION: tl.constexpr):
     """acc + a @ b with fp32 accumulation."""
     if _UPCAST_BF16_DOT and a.dtype == tl.bfloat16:
@@ -162,16 +169,15 @@ def _epilogue(a, b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
         dy = tl.load(dy_ptr + n * sdn + c[:, None] * sdc + t[None, :] * sdt, mask=ok, other=0.0)
         dy = dy.to(tl.float32)
         if ACTIVATION == 1:
-            th = _tanh(a)
-            a = dy * (1.0 - th * th)
+            a = dy * _tanh_grad(a)
         elif ACTIVATION == 2:  # as torch.relu's gradient: a NaN pre-activation passes dy on
             a = tl.where(a <= 0.0, 0.0, dy)
         elif ACTIVATION == 3:
-            th = _tanh(a)
             sg = tl.sigmoid(b)
             gate_out = out_ptr + n * son + (c + HALF)[:, None] * soc + t[None, :] * sot
-            tl.store(gate_out, (dy * th * sg * (1.0 - sg)).to(out_ty), mask=ok)
-            a = dy * sg * (1.0 - th * th)
+            # σ'(b) = σ(b)·σ(−b), as tanh' above: no 1 − σ(b) of a saturated σ(b)
+            tl.store(gate_out, (dy * _tanh(a) * sg * tl.sigmoid(-b)).to(out_ty), mask=ok)
+            a = dy * sg * _tanh_grad(a)
     else:
         if ACTIVATION == 1:
             a = _tanh(a)

@@ -203,9 +203,12 @@ def test_few_long_rows_split_into_partial_logdet_sums(shape, monkeypatch, device
         split = affine_coupling(x, t, r, scale_map="softclamp")
         again = affine_coupling(x, t, r, scale_map="softclamp")
     assert torch.equal(whole[0], split[0])
-    want = _log_s_by_hand(r.double(), "softclamp", 3.0).sum(1)
-    assert testing.relative_error(whole[1], want) < TOL
-    assert testing.relative_error(split[1], want) < TOL
+    # an fp32 sum of terms of both signs is good to a few ulps of Σ|terms|, not of its result
+    # (37 terms once summed to 0.0118 from terms of ~1: 1.1e-5 of it, 1e-7 of Σ|terms|)
+    terms = _log_s_by_hand(r.double(), "softclamp", 3.0)
+    want, scale = terms.sum(1), terms.abs().sum(1)
+    assert ((whole[1] - want).abs() <= TOL * scale).all()
+    assert ((split[1] - want).abs() <= TOL * scale).all()
     assert torch.equal(split[1], again[1])  # no atomics: the same sums every run
 
 

@@ -112,7 +112,7 @@ def _reference_loop_step(kind, x, m, values, seed, options):
     """The reference of one loop step on x in the σ form; (out, D) for DPM-Solver++(2M)."""
     v0, v1, v2 = (list(values) + [None, None])[:3]
     common = {"guidance_scale": options.get("guidance_scale", 1.0)}
-    given = {"uncond": options.get("uncond"), "noise": None}
+    given = {"uncond": options.get("uncond"), "noise": options.get("noise")}
     prediction = options.get("prediction", "eps")
     seeded = {"seed": seed if seed is not None else 0}
     if kind == "langevin":
@@ -122,7 +122,7 @@ def _reference_loop_step(kind, x, m, values, seed, options):
         return ref.dpmpp_2m_step(x, m, v0, v1, options.get("second"), given["uncond"],
                                  sigma_prev=v2 if options.get("second") is not None else None,
                                  prediction=prediction, **common)
-    if seed is None:  # no noise drawn: σ z is 0
+    if seed is None and given["noise"] is None:  # no noise drawn nor given: σ z is 0
         given["noise"] = torch.zeros_like(x)
     if kind == "ddpm":
         return ref.ddpm_step(x, m, v0, v1, **given, prediction=prediction,
@@ -146,10 +146,13 @@ def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, ta
     `values` (floats), x read as x·scales[0] (the σ form) and the result written ·scales[1] (the
     model's scaling), noise drawn from `seed` where given (None: no noise). Options as the step
     ops' (prediction, variance, eta, clip, churn, s_noise, uncond, second, uncond_second,
-    guidance_scale). On the Triton backend exactly one kernel launch; with `table` and `state`
-    (a CUDA-graph replay) the kernel reads the step's row on the device. Unchecked: the loop
-    checks its arguments once. Returns x', or (x', D) for "dpmpp_2m"."""
-    second_output = kind == "dpmpp_2m"
+    guidance_scale), and `noise`, a given z (then no seed). On the Triton backend exactly one
+    kernel launch; with `table` and `state` (a CUDA-graph replay) the kernel reads the step's row
+    on the device. Unchecked: the loop checks its arguments once. Returns x', or (x', D) for
+    "dpmpp_2m" and for "euler" with `denoised=True` (D = D(x·scales[0]; σ), the model's x0 in
+    the same pass: what diffusers' schedulers return as pred_original_sample)."""
+    denoised = options.pop("denoised", False)
+    second_output = kind == "dpmpp_2m" or (kind == "euler" and denoised)
     if backend.resolve(x) == "triton":
         churn, s_noise = options.pop("churn", 0.0), options.pop("s_noise", 1.0)
         if kind in ("euler", "heun"):
@@ -160,6 +163,10 @@ def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, ta
     if table is not None:
         raise ValueError("a CUDA-graph replay of a loop needs the Triton backend on a GPU")
     out = _reference_loop_step(kind, x * scales[0], model_output, values, seed, options)
+    if kind == "euler" and denoised:
+        guided = ref.guided(model_output, options.get("uncond"),
+                            options.get("guidance_scale", 1.0))
+        out = out, ref.denoised(x * scales[0], guided, values[0], options.get("prediction", "eps"))
     if second_output:
         return _reference_output(out[0] * scales[1], x), _reference_output(out[1], x)
     return _reference_output(out * scales[1], x)

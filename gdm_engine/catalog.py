@@ -315,10 +315,11 @@ MASKED_CONV2D = OpSpec(
 
 
 def rq_spline_case(shape, K, dtype, device, generator, tail_bound=3.0, reverse=False,
-                   at_bounds=False):
+                   at_bounds=False, **form):
     """A random rq_spline call: inputs uniform on [-1.3 B, 1.3 B] (about a quarter of them in the
     identity tails), parameters N(0, 0.5²) (bins from about a third to three times the mean
-    width); `at_bounds` puts inputs exactly at ±B.
+    width); `at_bounds` puts inputs exactly at ±B. `form`: the op's parameterisation keywords
+    (parameterisation="zuko", slope; or nflows' minimum shares and derivative).
 
     The spread of the parameters is what keeps the fp32 comparison well-conditioned: with
     N(0, 1) parameters about 1 case in 200 puts an inverse input next to a knot between a flat
@@ -334,8 +335,9 @@ def rq_spline_case(shape, K, dtype, device, generator, tail_bound=3.0, reverse=F
     derivatives = 0.5 * torch.randn(*shape, K - 1, generator=generator)
     tensors = tuple(t.to(device=device, dtype=dtype) for t in (x, widths, heights, derivatives))
     label = (f"{'inverse' if reverse else 'forward'} shape={tuple(shape)} K={K} B={B:g}"
-             f"{' at ±B' if at_bounds else ''}")
-    return Case(label, tensors, {"tail_bound": tail_bound, "reverse": reverse})
+             f"{' at ±B' if at_bounds else ''}"
+             + "".join(f" {name}={value}" for name, value in form.items()))
+    return Case(label, tensors, {"tail_bound": tail_bound, "reverse": reverse, **form})
 
 
 def _rq_spline_inputs(size, dtype, device, generator):
@@ -347,13 +349,20 @@ def _rq_spline_inputs(size, dtype, device, generator):
     r = lambda low, high: _randint(generator, low, high)  # noqa: E731
     if size == "medium":  # tiles of 4 to 64 bins (with "bench", 8): up to the kernels' largest K
         return [case((r(64, 512), 37), K, reverse=bool(i % 2), tail_bound=[3.0, 5.0][i % 2])
-                for i, K in enumerate((13, 3, 64, 32))]
+                for i, K in enumerate((13, 3, 64, 32))] + [
+            case((r(64, 512), 37), 8, reverse=True, tail_bound=5.0, parameterisation="zuko")]
     return [
         case((1, r(5, 9)), 2),                                          # K = 2, size-1 dim
         case((r(2, 4), 1, r(2, 5)), 3, reverse=True),   # size-1 dim, odd K (the gradcheck case)
         case((r(9, 23),), 8, tail_bound=1.5, at_bounds=True),
         case((2, r(3, 6)), 8, reverse=True, tail_bound=5.0, at_bounds=True),
         case((r(5, 11),), 5),                                            # odd K
+        # zuko's parameterisation (soft clip, exp derivatives), both directions, at ±B
+        case((r(9, 23),), 8, tail_bound=5.0, at_bounds=True, parameterisation="zuko"),
+        case((2, r(3, 6)), 5, reverse=True, parameterisation="zuko", slope=0.05),
+        # nflows' with other minimum shares and derivative
+        case((r(5, 11),), 4, reverse=True, min_bin_width=0.1, min_bin_height=0.02,
+             min_derivative=0.3),
     ]
 
 
@@ -370,18 +379,42 @@ def _rq_spline_flops(case):
 
 
 def _nflows_rq_spline(case):
-    """nflows' `unconstrained_rational_quadratic_spline` (tails="linear"), where installed: the
-    same function, with boundary derivatives 1 up to rounding of its softplus constant."""
+    """nflows' `unconstrained_rational_quadratic_spline` (tails="linear"), where installed and
+    the case is in nflows' parameterisation: the same function, with boundary derivatives 1 up
+    to rounding of its softplus constant."""
+    kw = dict(case.kwargs)
+    if kw.pop("parameterisation", "nflows") != "nflows":
+        return None
     try:
         from nflows.transforms.splines.rational_quadratic import (
             unconstrained_rational_quadratic_spline)
     except ImportError:
         return None
     x, widths, heights, derivatives = case.args
-    kw = case.kwargs
+    reverse, tail_bound = kw.pop("reverse"), kw.pop("tail_bound")
     return lambda: unconstrained_rational_quadratic_spline(
-        x, widths, heights, derivatives, inverse=kw["reverse"], tails="linear",
-        tail_bound=kw["tail_bound"])
+        x, widths, heights, derivatives, inverse=reverse, tails="linear", tail_bound=tail_bound,
+        **kw)
+
+
+def _zuko_rq_spline(case):
+    """zuko's `MonotonicRQSTransform` (forward: call_and_ladj; inverse: inv, then its ladj),
+    where installed and the case is in zuko's parameterisation."""
+    kw = case.kwargs
+    if kw.get("parameterisation") != "zuko":
+        return None
+    try:
+        from zuko.transforms import MonotonicRQSTransform
+    except ImportError:
+        return None
+    x, widths, heights, derivatives = case.args
+
+    def run():
+        spline = MonotonicRQSTransform(widths, heights, derivatives, bound=kw["tail_bound"],
+                                       slope=kw.get("slope", 1e-3))
+        return spline.inv.call_and_ladj(x) if kw["reverse"] else spline.call_and_ladj(x)
+
+    return run
 
 
 RQ_SPLINE = OpSpec(
@@ -393,7 +426,7 @@ RQ_SPLINE = OpSpec(
     make_inputs=_rq_spline_inputs,
     bytes_moved=_rq_spline_bytes,
     flops=_rq_spline_flops,
-    peers={"nflows": _nflows_rq_spline},
+    peers={"nflows": _nflows_rq_spline, "zuko": _zuko_rq_spline},
     outputs=("y", "logabsdet"),
     # fp32: the fp32 knots sit within ~1e-7 B of the float64 reference's, an error relative to
     # the bins' width (2B / K) that grows with K, and the inverse amplifies it near knots where

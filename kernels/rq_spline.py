@@ -5,11 +5,14 @@ A program takes BLOCK elements; the K bins of each element sit along the second 
 [BLOCK, KP] register tiles (KP = K rounded up to a power of two). For each element the kernel
 reads x, the K unnormalised widths and heights and the K - 1 unnormalised inner derivatives, and
 
-1. takes the softmax of widths and heights and gives each bin its minimum share (1e-3); a cumulative
-   sum along the tile from each end gives, for bin j, the shares before it and from it on;
+1. soft-clips the unnormalised widths and heights, u / (1 + |u| / c) (zuko's; 1 / c = 0 for
+   nflows' parameterisation, where it is u), takes their softmax and gives each bin its minimum
+   share (nflows: 1e-3 by default; zuko: 0); a cumulative sum along the tile from each end gives,
+   for bin j, the shares before it and from it on;
 2. finds the bin k of x: how many of the inner knots x_1 .. x_{K-1} are <= x (the last bin
-   includes x = B), picks that bin's sums, share and the two knot derivatives (1 at ±B,
-   1e-3 + softplus inside: softplus is taken of these two only);
+   includes x = B), picks that bin's sums, share and the two knot derivatives (1 at ±B; inside,
+   min_derivative + softplus (nflows) or exp of the soft-clipped value (zuko), taken of these
+   two only);
 3. evaluates eqs. (4)-(6) (forward) or the root of the quadratic of appendix A (inverse), and
    log|dy/dx| from eq. (6) as a sum of logs. Outside [-B, B] it writes the input and 0.
 
@@ -46,18 +49,28 @@ L = log dy/dx (L(xi; s, d_k, d_{k+1})):
   without cancellation. Both differ by a constant shift of d(share), which the softmax backward
   p (g - sum(p g)) removes; this one keeps the exact zeros at x = B exact (there y = B whatever
   the parameters). The softmax backward brings d(share) to the unnormalised widths (heights
-  alike, from y_k and h_k); softplus' derivative is the sigmoid.
+  alike, from y_k and h_k); the soft clip's derivative 1 / (1 + |u| / c)² takes it on to u
+  (the backward kernel reloads u for it rather than hold another tile); softplus' derivative
+  is the sigmoid, exp's is exp.
 """
+
+import collections
+
 
 import triton
 import triton.language as tl
 
 from ._runtime import INTERPRETED, cdiv, empty, launch, next_power_of_2
 
-# the minimum bin width and height (shares of the interval) and knot derivative (nflows' defaults)
-MIN_BIN_WIDTH = tl.constexpr(1e-3)
-MIN_BIN_HEIGHT = tl.constexpr(1e-3)
-MIN_DERIVATIVE = tl.constexpr(1e-3)
+
+# How unnormalised parameters become shares and knot derivatives: the minimum bin width and
+# height (shares of the interval), the minimum inner derivative (softplus), the soft clips' 1 / c
+# of widths and heights and of the derivatives, and whether the derivatives are exp (zuko) or
+# min_derivative + softplus (nflows). NFLOWS is nflows' defaults.
+Parameterisation = collections.namedtuple(
+    "Parameterisation", "min_bin_width min_bin_height min_derivative clip clip_derivative "
+    "exp_derivatives")
+NFLOWS = Parameterisation(1e-3, 1e-3, 1e-3, 0.0, 0.0, False)
 
 
 def _tile(K):
@@ -80,6 +93,20 @@ def _softplus(u):
 
 
 @triton.jit
+def _soft_clip(u, inverse_scale):
+    """zuko's soft clip u / (1 + |u| / c): the identity for 1 / c = 0."""
+    return u / (1.0 + inverse_scale * tl.abs(u))
+
+
+@triton.jit
+def _derivative(u, min_derivative, clip_derivative, EXP_DERIVATIVES: tl.constexpr):
+    """An inner knot's derivative from its unnormalised value."""
+    if EXP_DERIVATIVES:
+        return tl.exp(_soft_clip(u, clip_derivative))
+    return min_derivative + _softplus(u)
+
+
+@triton.jit
 def _knot(before, after, bound):
     """The knot with shares `before` to its left and `after` to its right (before + after = 1),
     from the nearer end of [-B, B]."""
@@ -92,12 +119,12 @@ def _pick(tile, onehot):
 
 
 @triton.jit
-def _bin(ptr, rows, cols, row_mask, v, s0, s1, bound, minimum, K: tl.constexpr):
+def _bin(ptr, rows, cols, row_mask, v, s0, s1, bound, minimum, clip, K: tl.constexpr):
     """Softmax probabilities p, shares, and the shares before and from each bin on, as
     [BLOCK, KP]; and the bin k of v ([BLOCK]) among these knots."""
     valid = cols < K
     u = tl.load(ptr + rows * s0 + cols * s1, mask=row_mask & valid, other=0.0).to(tl.float32)
-    u = tl.where(valid, u, float("-inf"))
+    u = tl.where(valid, _soft_clip(u, clip), float("-inf"))
     e = tl.exp(u - tl.max(u, axis=1)[:, None])
     p = e / tl.sum(e, axis=1)[:, None]
     share = tl.where(valid, minimum + (1.0 - minimum * K) * p, 0.0)
@@ -108,8 +135,9 @@ def _bin(ptr, rows, cols, row_mask, v, s0, s1, bound, minimum, K: tl.constexpr):
 
 
 @triton.jit
-def _locate(x, widths, heights, derivs, rows, N, bound, sx, sw0, sw1, sh0, sh1, sd0, sd1,
-            K: tl.constexpr, KP: tl.constexpr, REVERSE: tl.constexpr):
+def _locate(x, widths, heights, derivs, rows, N, bound, min_w, min_h, min_d, clip, clip_d,
+            sx, sw0, sw1, sh0, sh1, sd0, sd1, K: tl.constexpr, KP: tl.constexpr,
+            REVERSE: tl.constexpr, EXP_DERIVATIVES: tl.constexpr):
     """Everything about the bins of `rows` (1-D): the input, its clamped value v, whether it was
     inside [-B, B], its bin k, that bin's shares and knots, its knot derivatives, and the tiles
     the backward pass needs."""
@@ -120,18 +148,20 @@ def _locate(x, widths, heights, derivs, rows, N, bound, sx, sw0, sw1, sh0, sh1, 
     tile_rows = rows[:, None]
     tile_mask = row_mask[:, None]
     cols = tl.arange(0, KP)[None, :]
-    pw, sw, bw, aw, kw = _bin(widths, tile_rows, cols, tile_mask, v, sw0, sw1, bound,
-                              MIN_BIN_WIDTH, K)
-    ph, sh, bh, ah, kh = _bin(heights, tile_rows, cols, tile_mask, v, sh0, sh1, bound,
-                              MIN_BIN_HEIGHT, K)
+    pw, sw, bw, aw, kw = _bin(widths, tile_rows, cols, tile_mask, v, sw0, sw1, bound, min_w,
+                              clip, K)
+    ph, sh, bh, ah, kh = _bin(heights, tile_rows, cols, tile_mask, v, sh0, sh1, bound, min_h,
+                              clip, K)
     k = kh if REVERSE else kw
     onehot = cols == k[:, None]
     share_w, before_w, after_w = _pick(sw, onehot), _pick(bw, onehot), _pick(aw, onehot)
     share_h, before_h, after_h = _pick(sh, onehot), _pick(bh, onehot), _pick(ah, onehot)
     du = tl.load(derivs + tile_rows * sd0 + cols * sd1, mask=tile_mask & (cols < K - 1),
                  other=0.0).to(tl.float32)
-    d_left = tl.where(k == 0, 1.0, MIN_DERIVATIVE + _softplus(_pick(du, cols == k[:, None] - 1)))
-    d_right = tl.where(k == K - 1, 1.0, MIN_DERIVATIVE + _softplus(_pick(du, onehot)))
+    d_left = tl.where(k == 0, 1.0, _derivative(_pick(du, cols == k[:, None] - 1), min_d, clip_d,
+                                               EXP_DERIVATIVES))
+    d_right = tl.where(k == K - 1, 1.0, _derivative(_pick(du, onehot), min_d, clip_d,
+                                                    EXP_DERIVATIVES))
     x_k = _knot(before_w, after_w, bound)
     x_next = _knot(before_w + share_w, after_w - share_w, bound)  # exactly B for the last bin
     y_k = _knot(before_h, after_h, bound)
@@ -188,16 +218,17 @@ def _log_derivative(xi, one_m, s, d_left, d_right):
 
 
 @triton.jit
-def _forward_kernel(x, widths, heights, derivs, y, lad, N, bound,
-                    sx, sw0, sw1, sh0, sh1, sd0, sd1,
+def _forward_kernel(x, widths, heights, derivs, y, lad, N, bound, min_w, min_h, min_d, clip,
+                    clip_d, sx, sw0, sw1, sh0, sh1, sd0, sd1,
                     K: tl.constexpr, KP: tl.constexpr, REVERSE: tl.constexpr,
-                    BLOCK: tl.constexpr):
+                    EXP_DERIVATIVES: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK + tl.arange(0, BLOCK)
     (value, v, inside, k, cols, pw, ph, du, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left,
      d_right, x_from_right, y_from_right) = _locate(x, widths, heights, derivs, rows, N, bound,
-                                                    sx, sw0, sw1, sh0, sh1, sd0, sd1, K, KP,
-                                                    REVERSE)
+                                                    min_w, min_h, min_d, clip, clip_d, sx, sw0,
+                                                    sw1, sh0, sh1, sd0, sd1, K, KP, REVERSE,
+                                                    EXP_DERIVATIVES)
     xi, one_m, out = _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right,
                               REVERSE)
     logabsdet = _log_derivative(xi, one_m, s, d_left, d_right)
@@ -210,34 +241,47 @@ def _forward_kernel(x, widths, heights, derivs, y, lad, N, bound,
 
 
 @triton.jit
-def _softmax_backward(p, cols, k, from_right, g_knot, g_size, bound, minimum, K: tl.constexpr):
+def _softmax_backward(p, cols, k, from_right, g_knot, g_size, bound, minimum, clip_slope,
+                      K: tl.constexpr):
     """Gradient of the unnormalised sizes from those of bin k's left knot and size. The knot is
     -B + 2B (share_0 + ... + share_{k-1}) and the size 2B share_k; or, `from_right`, the bin is
     its right knot B - 2B (share_{k+1} + ... + share_{K-1}) less its size, and g_size is then
     the gradient of the size with that knot held (d(w_k) - d(x_k)). Both give the same result
     (they differ by a constant shift of d(share)); the one from the nearer end keeps exact
-    zeros exact: at x = ±B the parameters get no gradient."""
+    zeros exact: at x = ±B the parameters get no gradient. `clip_slope` is the soft clip's
+    derivative at each unnormalised size."""
     kk = k[:, None]
     right = from_right[:, None]
     g_share = 2.0 * bound * (tl.where(right & (cols > kk), -g_knot[:, None], 0.0)
                              + tl.where(~right & (cols < kk), g_knot[:, None], 0.0)
                              + tl.where(cols == kk, g_size[:, None], 0.0))
     g_p = (1.0 - minimum * K) * g_share
-    return p * (g_p - tl.sum(p * g_p, axis=1)[:, None])
+    return clip_slope * p * (g_p - tl.sum(p * g_p, axis=1)[:, None])
+
+
+@triton.jit
+def _clip_slope(ptr, rows, cols, mask, s0, s1, clip):
+    """d/du of the soft clip u / (1 + |u| / c), 1 / (1 + |u| / c)², at the unnormalised values
+    (reloaded: cheaper than holding them through the backward pass)."""
+    u = tl.load(ptr + rows * s0 + cols * s1, mask=mask, other=0.0).to(tl.float32)
+    r = 1.0 / (1.0 + clip * tl.abs(u))
+    return r * r
 
 
 @triton.jit
 def _backward_kernel(grad_y, grad_lad, x, widths, heights, derivs, dx, dwidths, dheights,
-                     dderivs, N, bound, sgy, sgl, sx, sw0, sw1, sh0, sh1, sd0, sd1,
-                     K: tl.constexpr, KP: tl.constexpr, REVERSE: tl.constexpr,
+                     dderivs, N, bound, min_w, min_h, min_d, clip, clip_d, sgy, sgl, sx, sw0,
+                     sw1, sh0, sh1, sd0, sd1, K: tl.constexpr, KP: tl.constexpr,
+                     REVERSE: tl.constexpr, EXP_DERIVATIVES: tl.constexpr,
                      BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK + tl.arange(0, BLOCK)
     row_mask = rows < N
     (value, v, inside, k, cols, pw, ph, du, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left,
      d_right, x_from_right, y_from_right) = _locate(x, widths, heights, derivs, rows, N, bound,
-                                                    sx, sw0, sw1, sh0, sh1, sd0, sd1, K, KP,
-                                                    REVERSE)
+                                                    min_w, min_h, min_d, clip, clip_d, sx, sw0,
+                                                    sw1, sh0, sh1, sd0, sd1, K, KP, REVERSE,
+                                                    EXP_DERIVATIVES)
     gy = tl.load(grad_y + rows * sgy, mask=row_mask, other=0.0).to(tl.float32)
     gl = tl.load(grad_lad + rows * sgl, mask=row_mask, other=0.0).to(tl.float32)
     xi, one_m, out = _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right,
@@ -308,22 +352,35 @@ def _backward_kernel(grad_y, grad_lad, x, widths, heights, derivs, dx, dwidths, 
     tl.store(dx + rows, g_in.to(out_ty), mask=row_mask)
     tile_rows = rows[:, None]
     tile_mask = row_mask[:, None]
-    g_widths = _softmax_backward(pw, cols, k, x_from_right, g_xk, g_wk, bound, MIN_BIN_WIDTH,
-                                 K)
-    tl.store(dwidths + tile_rows * K + cols, g_widths.to(out_ty), mask=tile_mask & (cols < K))
-    g_heights = _softmax_backward(ph, cols, k, y_from_right, g_yk, g_hk, bound,
-                                  MIN_BIN_HEIGHT, K)
-    tl.store(dheights + tile_rows * K + cols, g_heights.to(out_ty), mask=tile_mask & (cols < K))
-    z = tl.exp(-tl.abs(du))  # softplus' derivative, the sigmoid, without overflow
-    sigmoid = tl.where(du >= 0, 1.0, z) / (1.0 + z)
+    bins = tile_mask & (cols < K)
+    g_widths = _softmax_backward(pw, cols, k, x_from_right, g_xk, g_wk, bound, min_w,
+                                 _clip_slope(widths, tile_rows, cols, bins, sw0, sw1, clip), K)
+    tl.store(dwidths + tile_rows * K + cols, g_widths.to(out_ty), mask=bins)
+    g_heights = _softmax_backward(ph, cols, k, y_from_right, g_yk, g_hk, bound, min_h,
+                                  _clip_slope(heights, tile_rows, cols, bins, sh0, sh1, clip), K)
+    tl.store(dheights + tile_rows * K + cols, g_heights.to(out_ty), mask=bins)
+    if EXP_DERIVATIVES:  # exp of the soft clip: exp(u') du'/du
+        r = 1.0 / (1.0 + clip_d * tl.abs(du))
+        slope = tl.exp(du * r) * r * r
+    else:
+        z = tl.exp(-tl.abs(du))  # softplus' derivative, the sigmoid, without overflow
+        slope = tl.where(du >= 0, 1.0, z) / (1.0 + z)
     kk = k[:, None]
-    g_du = sigmoid * (tl.where(cols == kk - 1, g_dl[:, None], 0.0)
-                      + tl.where(cols == kk, g_dr[:, None], 0.0))
+    g_du = slope * (tl.where(cols == kk - 1, g_dl[:, None], 0.0)
+                    + tl.where(cols == kk, g_dr[:, None], 0.0))
     tl.store(dderivs + tile_rows * (K - 1) + cols, g_du.to(out_ty),
              mask=tile_mask & (cols < K - 1))
 
 
-def rq_spline_forward(x, widths, heights, derivatives, tail_bound, reverse):
+def _scalars(parameterisation):
+    """The kernels' float arguments and EXP_DERIVATIVES of a Parameterisation."""
+    p = parameterisation
+    return ((float(p.min_bin_width), float(p.min_bin_height), float(p.min_derivative),
+             float(p.clip), float(p.clip_derivative)), bool(p.exp_derivatives))
+
+
+def rq_spline_forward(x, widths, heights, derivatives, tail_bound, reverse,
+                      parameterisation=NFLOWS):
     """(y, logabsdet), each (N,) contiguous, for x (N,), widths and heights (N, K) and
     derivatives (N, K - 1), all of any strides."""
     N, K = widths.shape
@@ -332,13 +389,16 @@ def rq_spline_forward(x, widths, heights, derivatives, tail_bound, reverse):
     if N == 0:
         return y, lad
     block, kp, warps = _tile(K)
+    scalars, exp_derivatives = _scalars(parameterisation)
     launch(_forward_kernel, (cdiv(N, block),), x, widths, heights, derivatives, y, lad,
-           N, tail_bound, x.stride(0), *widths.stride(), *heights.stride(),
-           *derivatives.stride(), K=K, KP=kp, REVERSE=reverse, BLOCK=block, num_warps=warps)
+           N, tail_bound, *scalars, x.stride(0), *widths.stride(), *heights.stride(),
+           *derivatives.stride(), K=K, KP=kp, REVERSE=reverse, EXP_DERIVATIVES=exp_derivatives,
+           BLOCK=block, num_warps=warps)
     return y, lad
 
 
-def rq_spline_backward(grad_y, grad_lad, x, widths, heights, derivatives, tail_bound, reverse):
+def rq_spline_backward(grad_y, grad_lad, x, widths, heights, derivatives, tail_bound, reverse,
+                       parameterisation=NFLOWS):
     """(dx (N,), dwidths (N, K), dheights (N, K), dderivatives (N, K - 1)), contiguous, from the
     gradients of y and logabsdet (N,)."""
     N, K = widths.shape
@@ -349,8 +409,10 @@ def rq_spline_backward(grad_y, grad_lad, x, widths, heights, derivatives, tail_b
     if N == 0:
         return dx, dwidths, dheights, dderivs
     block, kp, warps = _tile(K)
+    scalars, exp_derivatives = _scalars(parameterisation)
     launch(_backward_kernel, (cdiv(N, block),), grad_y, grad_lad, x, widths, heights,
-           derivatives, dx, dwidths, dheights, dderivs, N, tail_bound, grad_y.stride(0),
-           grad_lad.stride(0), x.stride(0), *widths.stride(), *heights.stride(),
-           *derivatives.stride(), K=K, KP=kp, REVERSE=reverse, BLOCK=block, num_warps=warps)
+           derivatives, dx, dwidths, dheights, dderivs, N, tail_bound, *scalars,
+           grad_y.stride(0), grad_lad.stride(0), x.stride(0), *widths.stride(),
+           *heights.stride(), *derivatives.stride(), K=K, KP=kp, REVERSE=reverse,
+           EXP_DERIVATIVES=exp_derivatives, BLOCK=block, num_warps=warps)
     return dx, dwidths, dheights, dderivs

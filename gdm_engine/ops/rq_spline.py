@@ -4,25 +4,43 @@ its log-derivative, forward or inverse, as a registered torch op.
 Registered as `torch.library.custom_op`s (forward and backward): each chooses the Triton kernel
 or the PyTorch reference when it runs (gdm_engine.backend). The Triton kernels hold the K bins
 of an element in registers and support 2 <= K <= MAX_KERNEL_BINS; the reference takes any K >= 2.
+Two parameterisations of the unnormalised parameters: nflows' (minimum shares and derivative,
+softplus) and zuko's (soft clip by `slope`, exp derivatives); see gdm_engine.reference.rq_spline.
 """
 
+import functools
 import math
 
 import torch
 
 from gdm_engine import backend, reference
+from gdm_engine.reference.rq_spline import (MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE,
+                                            PARAMETERISATIONS, SLOPE, clip_scales)
 
 from ._autocast import autocast_inputs
 from ._checks import check_like, check_tensor
 from ._flow import reference_vjp
 
 MAX_KERNEL_BINS = 64  # the most bins the Triton kernels hold in registers without spilling
+_NFLOWS_DEFAULTS = {"min_bin_width": MIN_BIN_WIDTH, "min_bin_height": MIN_BIN_HEIGHT,
+                    "min_derivative": MIN_DERIVATIVE}
 
 
 def _kernels():
     from gdm_engine.kernels import rq_spline as kernels
 
     return kernels
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_parameterisation(parameterisation, min_bin_width, min_bin_height, min_derivative,
+                             slope):
+    """The kernels' Parameterisation (their minimum shares, soft clips and derivative map)."""
+    clip, clip_derivative = clip_scales(parameterisation, slope)
+    if parameterisation == "zuko":
+        return _kernels().Parameterisation(0.0, 0.0, 0.0, clip, clip_derivative, True)
+    return _kernels().Parameterisation(min_bin_width, min_bin_height, min_derivative, 0.0, 0.0,
+                                       False)
 
 
 def _flat(x, widths, heights, derivatives):
@@ -34,42 +52,52 @@ def _flat(x, widths, heights, derivatives):
 
 @torch.library.custom_op("gdm_engine::rq_spline", mutates_args=())
 def library_op(x: torch.Tensor, widths: torch.Tensor, heights: torch.Tensor,
-               derivatives: torch.Tensor, *, tail_bound: float = 3.0,
-               reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               derivatives: torch.Tensor, *, tail_bound: float = 3.0, reverse: bool = False,
+               parameterisation: str = "nflows", min_bin_width: float = 1e-3,
+               min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
+               slope: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     """The registered op, unchecked: call `rq_spline`, which validates its inputs first."""
+    form = (parameterisation, min_bin_width, min_bin_height, min_derivative, slope)
     if backend.resolve(x) == "triton":
         y, logabsdet = _kernels().rq_spline_forward(*_flat(x, widths, heights, derivatives),
-                                                    float(tail_bound), bool(reverse))
+                                                    float(tail_bound), bool(reverse),
+                                                    _kernel_parameterisation(*form))
         return y.view(x.shape), logabsdet.view(x.shape)
-    y, logabsdet = reference.rq_spline(x, widths, heights, derivatives, tail_bound, reverse)
+    y, logabsdet = reference.rq_spline(x, widths, heights, derivatives, tail_bound, reverse,
+                                       *form)
     return y.contiguous(), logabsdet.contiguous()
 
 
 @library_op.register_fake
-def _(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False):
+def _(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False,
+      parameterisation="nflows", min_bin_width=1e-3, min_bin_height=1e-3, min_derivative=1e-3,
+      slope=1e-3):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
 @torch.library.custom_op("gdm_engine::rq_spline_backward", mutates_args=())
 def _backward(grad_y: torch.Tensor, grad_logabsdet: torch.Tensor, x: torch.Tensor,
               widths: torch.Tensor, heights: torch.Tensor, derivatives: torch.Tensor,
-              tail_bound: float, reverse: bool, implementation: str
+              tail_bound: float, reverse: bool, parameterisation: str, min_bin_width: float,
+              min_bin_height: float, min_derivative: float, slope: float, implementation: str
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dwidths, dheights, dderivatives) by the implementation that ran the forward pass."""
+    form = (parameterisation, min_bin_width, min_bin_height, min_derivative, slope)
     if implementation == "triton":
         K = widths.shape[-1]
         grads = _kernels().rq_spline_backward(grad_y.reshape(-1), grad_logabsdet.reshape(-1),
                                               *_flat(x, widths, heights, derivatives),
-                                              float(tail_bound), bool(reverse))
+                                              float(tail_bound), bool(reverse),
+                                              _kernel_parameterisation(*form))
         shapes = (x.shape, widths.shape, heights.shape, (*x.shape, K - 1))
         return tuple(g.view(shape) for g, shape in zip(grads, shapes))
-    return reference_vjp(lambda *a: reference.rq_spline(*a, tail_bound, reverse),
+    return reference_vjp(lambda *a: reference.rq_spline(*a, tail_bound, reverse, *form),
                          (x, widths, heights, derivatives), (grad_y, grad_logabsdet))
 
 
 @_backward.register_fake
 def _(grad_y, grad_logabsdet, x, widths, heights, derivatives, tail_bound, reverse,
-      implementation):
+      parameterisation, min_bin_width, min_bin_height, min_derivative, slope, implementation):
     return (x.new_empty(x.shape), widths.new_empty(widths.shape),
             heights.new_empty(heights.shape), derivatives.new_empty(derivatives.shape))
 
@@ -77,7 +105,9 @@ def _(grad_y, grad_logabsdet, x, widths, heights, derivatives, tail_bound, rever
 def _setup_context(ctx, inputs, keyword_only_inputs, output):
     ctx.save_for_backward(*inputs)
     kw = keyword_only_inputs
-    ctx.config = (float(kw["tail_bound"]), bool(kw["reverse"]), backend.resolve(inputs[0]))
+    ctx.config = (float(kw["tail_bound"]), bool(kw["reverse"]), kw["parameterisation"],
+                  kw["min_bin_width"], kw["min_bin_height"], kw["min_derivative"], kw["slope"],
+                  backend.resolve(inputs[0]))
 
 
 def _autograd_backward(ctx, grad_y, grad_logabsdet):
@@ -85,6 +115,47 @@ def _autograd_backward(ctx, grad_y, grad_logabsdet):
 
 
 library_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def _check_number(name, value, low, high, rule):
+    """A finite Python number (not a bool) with `rule(value)`; the message says [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and rule(value)):
+        raise ValueError(f"{name} must be in {low}, {high}, got {value!r}")
+
+
+def resolve_parameterisation(parameterisation, K, min_bin_width=None, min_bin_height=None,
+                             min_derivative=None, slope=None):
+    """The library op's keyword arguments for a parameterisation, defaults filled in, after
+    checking them: the minimum shares and derivative belong to "nflows" (each >= 0, a share
+    times K at most 1, as nflows requires), `slope` to "zuko" (in (0, 1): its log clips)."""
+    if not isinstance(parameterisation, str):
+        raise TypeError(f"parameterisation must be a str, got {type(parameterisation).__name__}")
+    if parameterisation not in PARAMETERISATIONS:
+        raise ValueError(f"parameterisation must be one of {PARAMETERISATIONS}, "
+                         f"got {parameterisation!r}")
+    mins = {"min_bin_width": min_bin_width, "min_bin_height": min_bin_height,
+            "min_derivative": min_derivative}
+    if parameterisation == "zuko":
+        for name, value in mins.items():
+            if value is not None:
+                raise ValueError(f"{name} applies to parameterisation='nflows'; zuko's "
+                                 f"parameterisation takes slope, got {name}={value!r}")
+        slope = SLOPE if slope is None else slope
+        _check_number("slope", slope, "(0", "1)", lambda v: 0 < v < 1)
+        return {"parameterisation": "zuko", **_NFLOWS_DEFAULTS, "slope": float(slope)}
+    if slope is not None:
+        raise ValueError(f"slope applies to parameterisation='zuko', got slope={slope!r}")
+    for name, value in mins.items():
+        mins[name] = _NFLOWS_DEFAULTS[name] if value is None else value
+        if name == "min_derivative":
+            _check_number(name, mins[name], "[0", "inf)", lambda v: v >= 0)
+        else:
+            _check_number(name, mins[name], "[0", f"1 / K = 1 / {K}]",
+                          lambda v: 0 <= v and v * K <= 1)
+    return {"parameterisation": "nflows", **{n: float(v) for n, v in mins.items()},
+            "slope": SLOPE}
 
 
 def check_inputs(x, widths, heights, derivatives, tail_bound, reverse):
@@ -116,7 +187,9 @@ def check_inputs(x, widths, heights, derivatives, tail_bound, reverse):
                          f"{MAX_KERNEL_BINS}; use fewer bins or the reference backend")
 
 
-def rq_spline(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False):
+def rq_spline(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False,
+              parameterisation="nflows", min_bin_width=None, min_bin_height=None,
+              min_derivative=None, slope=None):
     """Monotonic rational-quadratic spline with identity tails (Durkan et al., 2019), elementwise.
 
     x: (...) float tensor. widths, heights: (..., K) unnormalised bin widths and heights (softmax
@@ -129,10 +202,17 @@ def rq_spline(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False)
     is diagonal). With reverse=True the first argument is y and the op returns (x, log|dx/dy|),
     the inverse and minus the forward log-derivative. Gradients flow to every tensor argument.
     The convention is that of nflows' `unconstrained_rational_quadratic_spline` with
-    tails="linear", but for the boundary derivatives, which are exactly 1 here.
+    tails="linear", but for the boundary derivatives, which are exactly 1 here; its
+    min_bin_width, min_bin_height and min_derivative default to nflows' 1e-3.
+
+    parameterisation="zuko" reads the parameters as zuko's `MonotonicRQSTransform` does: each
+    softly clipped by `slope` (default 1e-3), softmax shares without a minimum, inner
+    derivatives exp of the clipped value (and, as there, y = x outside [-B, B]).
     """
     x, widths, heights, derivatives = autocast_inputs("rq_spline", x, widths, heights,
                                                       derivatives)
     check_inputs(x, widths, heights, derivatives, tail_bound, reverse)
+    form = resolve_parameterisation(parameterisation, widths.shape[-1], min_bin_width,
+                                    min_bin_height, min_derivative, slope)
     return library_op(x, widths, heights, derivatives, tail_bound=float(tail_bound),
-                      reverse=reverse)
+                      reverse=reverse, **form)

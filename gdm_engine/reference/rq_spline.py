@@ -31,9 +31,21 @@ the quadratic a xi² + b xi + c = 0 of appendix A (eqs. 29-32),
 in the numerically stable form xi = 2c / (-b - sqrt(b² - 4ac)) (or its mirror image from the
 bin's right end, see below); its log|dx/dy| is minus the forward one at that xi.
 
+Two parameterisations map the unnormalised parameters u to shares and knot derivatives:
+
+* "nflows" (nflows' `unconstrained_rational_quadratic_spline`, tails="linear"): the formulas
+  above, with the minimum shares and derivative as arguments (default 1e-3 each);
+* "zuko" (zuko 1.x `MonotonicRQSTransform`): each u is first softly clipped,
+  u / (1 + |u| / c) with c = |log slope| / 2 for widths and heights and c = |log slope| for the
+  inner derivatives, then shares = softmax (no minimum share) and d_k = exp(u) (so the slopes
+  and the bins' size ratios stay within [slope, 1 / slope]); boundary derivatives exp(0) = 1.
+  The clip is the "nflows" one with 1 / c = 0: u / (1 + 0) = u.
+
 float16 and bfloat16 inputs are computed in float32 and the results rounded back, as the
 kernels do.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +53,8 @@ import torch.nn.functional as F
 MIN_BIN_WIDTH = 1e-3
 MIN_BIN_HEIGHT = 1e-3
 MIN_DERIVATIVE = 1e-3
+SLOPE = 1e-3  # zuko's default minimum slope
+PARAMETERISATIONS = ("nflows", "zuko")
 
 
 def _softmax(t):
@@ -51,11 +65,24 @@ def _softmax(t):
     return e / e.sum(dim=-1, keepdim=True)
 
 
-def _knots(unnormalised, minimum, bound):
+def soft_clip(u, inverse_scale):
+    """zuko's soft clip u / (1 + |u| / c), with inverse_scale = 1 / c (0: no clip)."""
+    return u / (1 + inverse_scale * u.abs())
+
+
+def clip_scales(parameterisation, slope):
+    """(1 / c of widths and heights, 1 / c of the inner derivatives): 0 for "nflows"; for
+    "zuko", c = |log slope| / 2 and |log slope|."""
+    if parameterisation == "nflows":
+        return 0.0, 0.0
+    return 2 / abs(math.log(slope)), 1 / abs(math.log(slope))
+
+
+def _knots(unnormalised, minimum, bound, clip=0.0):
     """Knot positions (..., K + 1) on [-bound, bound] and bin sizes (..., K) from unnormalised
-    bin sizes (..., K): softmax, a minimum share per bin, cumulative sum."""
+    bin sizes (..., K): soft clip, softmax, a minimum share per bin, cumulative sum."""
     K = unnormalised.shape[-1]
-    share = minimum + (1 - minimum * K) * _softmax(unnormalised)
+    share = minimum + (1 - minimum * K) * _softmax(soft_clip(unnormalised, clip))
     cumulative = F.pad(torch.cumsum(share, dim=-1), (1, 0), value=0.0)
     knots = 2 * bound * cumulative - bound
     # the ends exactly at ±bound (the cumulative sum rounds): so y(±B) = ±B
@@ -64,11 +91,29 @@ def _knots(unnormalised, minimum, bound):
     return knots, knots[..., 1:] - knots[..., :-1]
 
 
-def _knot_derivatives(unnormalised):
-    """(..., K + 1) derivatives at the knots: 1 at both ends, MIN_DERIVATIVE + softplus inside."""
-    inner = MIN_DERIVATIVE + F.softplus(unnormalised)
+def _knot_derivatives(unnormalised, parameterisation="nflows", minimum=MIN_DERIVATIVE, clip=0.0):
+    """(..., K + 1) derivatives at the knots: 1 at both ends; inside minimum + softplus
+    ("nflows") or exp of the soft-clipped value ("zuko")."""
+    if parameterisation == "zuko":
+        inner = torch.exp(soft_clip(unnormalised, clip))
+    else:
+        inner = minimum + F.softplus(unnormalised)
     one = torch.ones_like(inner[..., :1])
     return torch.cat([one, inner, one], dim=-1)
+
+
+def spline_knots(widths, heights, derivatives, tail_bound, parameterisation="nflows",
+                 min_bin_width=MIN_BIN_WIDTH, min_bin_height=MIN_BIN_HEIGHT,
+                 min_derivative=MIN_DERIVATIVE, slope=SLOPE):
+    """(x knots, y knots, knot derivatives), each (..., K + 1): the spline that the unnormalised
+    parameters describe (zuko's `horizontal`, `vertical` and `derivatives`)."""
+    clip, clip_d = clip_scales(parameterisation, slope)
+    if parameterisation == "zuko":
+        min_bin_width = min_bin_height = 0.0
+    x_knots, _ = _knots(widths, min_bin_width, tail_bound, clip)
+    y_knots, _ = _knots(heights, min_bin_height, tail_bound, clip)
+    return x_knots, y_knots, _knot_derivatives(derivatives, parameterisation, min_derivative,
+                                               clip_d)
 
 
 def _bin_index(knots, v):
@@ -89,19 +134,23 @@ def _log_derivative(xi, s, d_left, d_right):
     return 2 * torch.log(s) + torch.log(numerator) - 2 * torch.log(denominator)
 
 
-def rq_spline(x, widths, heights, derivatives, tail_bound=3.0, reverse=False):
+def rq_spline(x, widths, heights, derivatives, tail_bound=3.0, reverse=False,
+              parameterisation="nflows", min_bin_width=MIN_BIN_WIDTH,
+              min_bin_height=MIN_BIN_HEIGHT, min_derivative=MIN_DERIVATIVE, slope=SLOPE):
     """(y, logabsdet), both shaped like x: the rational-quadratic spline of x (or its inverse
     when `reverse`, then logabsdet = log|dx/dy|), elementwise, with parameters widths (..., K),
-    heights (..., K) and derivatives (..., K - 1) per element of x (...).
+    heights (..., K) and derivatives (..., K - 1) per element of x (...). The minimum shares
+    and derivative apply to parameterisation "nflows", `slope` to "zuko".
     """
     if x.dtype in (torch.float16, torch.bfloat16):
         y, logabsdet = rq_spline(x.float(), widths.float(), heights.float(), derivatives.float(),
-                                 tail_bound, reverse)
+                                 tail_bound, reverse, parameterisation, min_bin_width,
+                                 min_bin_height, min_derivative, slope)
         return y.to(x.dtype), logabsdet.to(x.dtype)
     B = float(tail_bound)
-    x_knots, w = _knots(widths, MIN_BIN_WIDTH, B)
-    y_knots, h = _knots(heights, MIN_BIN_HEIGHT, B)
-    d = _knot_derivatives(derivatives)
+    x_knots, y_knots, d = spline_knots(widths, heights, derivatives, B, parameterisation,
+                                       min_bin_width, min_bin_height, min_derivative, slope)
+    w, h = x_knots.diff(dim=-1), y_knots.diff(dim=-1)
     inside = (x >= -B) & (x <= B)
     # Evaluate the spline on clamped inputs everywhere (finite values and gradients), then keep
     # the identity outside.

@@ -65,11 +65,12 @@ from ._runtime import INTERPRETED, cdiv, empty, launch, next_power_of_2
 
 # How unnormalised parameters become shares and knot derivatives: the minimum bin width and
 # height (shares of the interval), the minimum inner derivative (softplus), the soft clips' 1 / c
-# of widths and heights and of the derivatives, and whether the derivatives are exp (zuko) or
-# min_derivative + softplus (nflows). NFLOWS is nflows' defaults.
+# of widths and heights and of the derivatives, and `zuko`: whether the derivatives are exp and
+# the interval (-B, B] (zuko) or min_derivative + softplus on [-B, B] (nflows). NFLOWS is
+# nflows' defaults.
 Parameterisation = collections.namedtuple(
     "Parameterisation", "min_bin_width min_bin_height min_derivative clip clip_derivative "
-    "exp_derivatives")
+    "zuko")
 NFLOWS = Parameterisation(1e-3, 1e-3, 1e-3, 0.0, 0.0, False)
 
 
@@ -99,9 +100,9 @@ def _soft_clip(u, inverse_scale):
 
 
 @triton.jit
-def _derivative(u, min_derivative, clip_derivative, EXP_DERIVATIVES: tl.constexpr):
+def _derivative(u, min_derivative, clip_derivative, ZUKO: tl.constexpr):
     """An inner knot's derivative from its unnormalised value."""
-    if EXP_DERIVATIVES:
+    if ZUKO:
         return tl.exp(_soft_clip(u, clip_derivative))
     return min_derivative + _softplus(u)
 
@@ -137,13 +138,15 @@ def _bin(ptr, rows, cols, row_mask, v, s0, s1, bound, minimum, clip, K: tl.const
 @triton.jit
 def _locate(x, widths, heights, derivs, rows, N, bound, min_w, min_h, min_d, clip, clip_d,
             sx, sw0, sw1, sh0, sh1, sd0, sd1, K: tl.constexpr, KP: tl.constexpr,
-            REVERSE: tl.constexpr, EXP_DERIVATIVES: tl.constexpr):
+            REVERSE: tl.constexpr, ZUKO: tl.constexpr):
     """Everything about the bins of `rows` (1-D): the input, its clamped value v, whether it was
     inside [-B, B], its bin k, that bin's shares and knots, its knot derivatives, and the tiles
     the backward pass needs."""
     row_mask = rows < N
     value = tl.load(x + rows * sx, mask=row_mask, other=0.0).to(tl.float32)
     inside = (value >= -bound) & (value <= bound)
+    if ZUKO:  # zuko's interval is (-B, B]: -B itself is in the identity tail
+        inside = inside & (value > -bound)
     v = tl.minimum(tl.maximum(value, -bound), bound)
     tile_rows = rows[:, None]
     tile_mask = row_mask[:, None]
@@ -159,9 +162,9 @@ def _locate(x, widths, heights, derivs, rows, N, bound, min_w, min_h, min_d, cli
     du = tl.load(derivs + tile_rows * sd0 + cols * sd1, mask=tile_mask & (cols < K - 1),
                  other=0.0).to(tl.float32)
     d_left = tl.where(k == 0, 1.0, _derivative(_pick(du, cols == k[:, None] - 1), min_d, clip_d,
-                                               EXP_DERIVATIVES))
+                                               ZUKO))
     d_right = tl.where(k == K - 1, 1.0, _derivative(_pick(du, onehot), min_d, clip_d,
-                                                    EXP_DERIVATIVES))
+                                                    ZUKO))
     x_k = _knot(before_w, after_w, bound)
     x_next = _knot(before_w + share_w, after_w - share_w, bound)  # exactly B for the last bin
     y_k = _knot(before_h, after_h, bound)
@@ -221,14 +224,14 @@ def _log_derivative(xi, one_m, s, d_left, d_right):
 def _forward_kernel(x, widths, heights, derivs, y, lad, N, bound, min_w, min_h, min_d, clip,
                     clip_d, sx, sw0, sw1, sh0, sh1, sd0, sd1,
                     K: tl.constexpr, KP: tl.constexpr, REVERSE: tl.constexpr,
-                    EXP_DERIVATIVES: tl.constexpr, BLOCK: tl.constexpr):
+                    ZUKO: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK + tl.arange(0, BLOCK)
     (value, v, inside, k, cols, pw, ph, du, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left,
      d_right, x_from_right, y_from_right) = _locate(x, widths, heights, derivs, rows, N, bound,
                                                     min_w, min_h, min_d, clip, clip_d, sx, sw0,
                                                     sw1, sh0, sh1, sd0, sd1, K, KP, REVERSE,
-                                                    EXP_DERIVATIVES)
+                                                    ZUKO)
     xi, one_m, out = _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right,
                               REVERSE)
     logabsdet = _log_derivative(xi, one_m, s, d_left, d_right)
@@ -272,7 +275,7 @@ def _clip_slope(ptr, rows, cols, mask, s0, s1, clip):
 def _backward_kernel(grad_y, grad_lad, x, widths, heights, derivs, dx, dwidths, dheights,
                      dderivs, N, bound, min_w, min_h, min_d, clip, clip_d, sgy, sgl, sx, sw0,
                      sw1, sh0, sh1, sd0, sd1, K: tl.constexpr, KP: tl.constexpr,
-                     REVERSE: tl.constexpr, EXP_DERIVATIVES: tl.constexpr,
+                     REVERSE: tl.constexpr, ZUKO: tl.constexpr,
                      BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK + tl.arange(0, BLOCK)
@@ -281,7 +284,7 @@ def _backward_kernel(grad_y, grad_lad, x, widths, heights, derivs, dx, dwidths, 
      d_right, x_from_right, y_from_right) = _locate(x, widths, heights, derivs, rows, N, bound,
                                                     min_w, min_h, min_d, clip, clip_d, sx, sw0,
                                                     sw1, sh0, sh1, sd0, sd1, K, KP, REVERSE,
-                                                    EXP_DERIVATIVES)
+                                                    ZUKO)
     gy = tl.load(grad_y + rows * sgy, mask=row_mask, other=0.0).to(tl.float32)
     gl = tl.load(grad_lad + rows * sgl, mask=row_mask, other=0.0).to(tl.float32)
     xi, one_m, out = _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right,
@@ -359,7 +362,7 @@ def _backward_kernel(grad_y, grad_lad, x, widths, heights, derivs, dx, dwidths, 
     g_heights = _softmax_backward(ph, cols, k, y_from_right, g_yk, g_hk, bound, min_h,
                                   _clip_slope(heights, tile_rows, cols, bins, sh0, sh1, clip), K)
     tl.store(dheights + tile_rows * K + cols, g_heights.to(out_ty), mask=bins)
-    if EXP_DERIVATIVES:  # exp of the soft clip: exp(u') du'/du
+    if ZUKO:  # exp of the soft clip: exp(u') du'/du
         r = 1.0 / (1.0 + clip_d * tl.abs(du))
         slope = tl.exp(du * r) * r * r
     else:
@@ -373,10 +376,10 @@ def _backward_kernel(grad_y, grad_lad, x, widths, heights, derivs, dx, dwidths, 
 
 
 def _scalars(parameterisation):
-    """The kernels' float arguments and EXP_DERIVATIVES of a Parameterisation."""
+    """The kernels' float arguments and ZUKO of a Parameterisation."""
     p = parameterisation
     return ((float(p.min_bin_width), float(p.min_bin_height), float(p.min_derivative),
-             float(p.clip), float(p.clip_derivative)), bool(p.exp_derivatives))
+             float(p.clip), float(p.clip_derivative)), bool(p.zuko))
 
 
 def rq_spline_forward(x, widths, heights, derivatives, tail_bound, reverse,
@@ -389,10 +392,10 @@ def rq_spline_forward(x, widths, heights, derivatives, tail_bound, reverse,
     if N == 0:
         return y, lad
     block, kp, warps = _tile(K)
-    scalars, exp_derivatives = _scalars(parameterisation)
+    scalars, zuko = _scalars(parameterisation)
     launch(_forward_kernel, (cdiv(N, block),), x, widths, heights, derivatives, y, lad,
            N, tail_bound, *scalars, x.stride(0), *widths.stride(), *heights.stride(),
-           *derivatives.stride(), K=K, KP=kp, REVERSE=reverse, EXP_DERIVATIVES=exp_derivatives,
+           *derivatives.stride(), K=K, KP=kp, REVERSE=reverse, ZUKO=zuko,
            BLOCK=block, num_warps=warps)
     return y, lad
 
@@ -409,10 +412,10 @@ def rq_spline_backward(grad_y, grad_lad, x, widths, heights, derivatives, tail_b
     if N == 0:
         return dx, dwidths, dheights, dderivs
     block, kp, warps = _tile(K)
-    scalars, exp_derivatives = _scalars(parameterisation)
+    scalars, zuko = _scalars(parameterisation)
     launch(_backward_kernel, (cdiv(N, block),), grad_y, grad_lad, x, widths, heights,
            derivatives, dx, dwidths, dheights, dderivs, N, tail_bound, *scalars,
            grad_y.stride(0), grad_lad.stride(0), x.stride(0), *widths.stride(),
            *heights.stride(), *derivatives.stride(), K=K, KP=kp, REVERSE=reverse,
-           EXP_DERIVATIVES=exp_derivatives, BLOCK=block, num_warps=warps)
+           ZUKO=zuko, BLOCK=block, num_warps=warps)
     return dx, dwidths, dheights, dderivs

@@ -275,6 +275,31 @@ def test_agrees_with_nflows(reverse, device, generator):
         assert testing.relative_error(g, w) < TOL
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_zuko_parameterisation_is_zukos_spline(reverse, device, generator):
+    # the reference (float64) against zuko's MonotonicRQSTransform itself, and the kernel
+    # against the reference, with the gradients of every input
+    transforms = pytest.importorskip("zuko.transforms")
+    B, K, slope = 4.0, 7, 0.01
+    x = ((torch.rand(31, generator=generator) * 2 - 1) * 1.3 * B).to(device)
+    params = _params(generator, device, (31,), K, scale=2.0)
+    spline = transforms.MonotonicRQSTransform(*_float64(*params), bound=B, slope=slope)
+    want = spline.inv.call_and_ladj(x.double()) if reverse else spline.call_and_ladj(x.double())
+    form = {"parameterisation": "zuko", "slope": slope}
+    got = reference.rq_spline(*_float64(x, *params), B, reverse, **form)
+    for g, w in zip(got, want):
+        assert testing.relative_error(g, w) < 1e-9
+    args = [t.requires_grad_() for t in (x, *params)]
+    ours = _run("triton", *args, tail_bound=B, reverse=reverse, **form)
+    exact = [t.detach().double().requires_grad_() for t in args]
+    ref = reference.rq_spline(*exact, B, reverse, **form)
+    for g, w in zip(ours, ref):
+        assert testing.relative_error(g, w) < TOL
+    ones = (torch.ones_like(ours[0]),) * 2
+    for g, w in zip(torch.autograd.grad(ours, args, ones), torch.autograd.grad(ref, exact, ones)):
+        assert testing.relative_error(g, w) < TOL
+
+
 # --------------------------------------------------------------------------------------------------
 # bad input
 # --------------------------------------------------------------------------------------------------
@@ -311,6 +336,23 @@ BAD_INPUTS = {
     "tail_bound nan": (lambda *a: a, {"tail_bound": math.nan}, ValueError, "tail_bound must be"),
     "tail_bound type": (lambda *a: a, {"tail_bound": "3"}, TypeError, "tail_bound must be a"),
     "reverse type": (lambda *a: a, {"reverse": 1}, TypeError, "reverse must be a bool"),
+    "parameterisation name": (lambda *a: a, {"parameterisation": "nsf"}, ValueError,
+                              "parameterisation must be one of"),
+    "parameterisation type": (lambda *a: a, {"parameterisation": 1}, TypeError,
+                              "parameterisation must be a str"),
+    "slope with nflows": (lambda *a: a, {"slope": 0.1}, ValueError, "slope applies to"),
+    "minimum with zuko": (lambda *a: a, {"parameterisation": "zuko", "min_derivative": 0.1},
+                          ValueError, "min_derivative applies to"),
+    "slope one": (lambda *a: a, {"parameterisation": "zuko", "slope": 1.0}, ValueError,
+                  "slope must be in"),
+    "slope type": (lambda *a: a, {"parameterisation": "zuko", "slope": "0.1"}, TypeError,
+                   "slope must be a number"),
+    "min_bin_width * K > 1": (lambda *a: a, {"min_bin_width": 0.3}, ValueError,
+                              "min_bin_width must be in"),
+    "min_bin_height negative": (lambda *a: a, {"min_bin_height": -0.1}, ValueError,
+                                "min_bin_height must be in"),
+    "min_derivative nan": (lambda *a: a, {"min_derivative": float("nan")}, ValueError,
+                           "min_derivative must be in"),
 }
 
 

@@ -39,7 +39,8 @@ Two parameterisations map the unnormalised parameters u to shares and knot deriv
   u / (1 + |u| / c) with c = |log slope| / 2 for widths and heights and c = |log slope| for the
   inner derivatives, then shares = softmax (no minimum share) and d_k = exp(u) (so the slopes
   and the bins' size ratios stay within [slope, 1 / slope]); boundary derivatives exp(0) = 1.
-  The clip is the "nflows" one with 1 / c = 0: u / (1 + 0) = u.
+  The clip is the "nflows" one with 1 / c = 0: u / (1 + 0) = u. As in zuko, the interval is
+  (-B, B]: x = -B takes the identity (the same value, no gradient of the log-derivative).
 
 float16 and bfloat16 inputs are computed in float32 and the results rounded back, as the
 kernels do.
@@ -151,7 +152,9 @@ def rq_spline(x, widths, heights, derivatives, tail_bound=3.0, reverse=False,
     x_knots, y_knots, d = spline_knots(widths, heights, derivatives, B, parameterisation,
                                        min_bin_width, min_bin_height, min_derivative, slope)
     w, h = x_knots.diff(dim=-1), y_knots.diff(dim=-1)
-    inside = (x >= -B) & (x <= B)
+    # zuko's interval is (-B, B]: at -B both give y = -B, but the identity's log-derivative
+    # has no gradient there
+    inside = ((x > -B) if parameterisation == "zuko" else (x >= -B)) & (x <= B)
     # Evaluate the spline on clamped inputs everywhere (finite values and gradients), then keep
     # the identity outside.
     v = x.clamp(-B, B)

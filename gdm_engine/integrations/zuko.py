@@ -1,0 +1,193 @@
+"""zuko's monotonic rational-quadratic spline (zuko 1.x) over the engine's `rq_spline` op.
+
+`MonotonicRQSTransform` is zuko's class (a subclass): same arguments, same function — zuko's
+parameterisation (each unnormalised width and height softly clipped, u / (1 + |2u / log slope|),
+then a softmax; inner derivatives exp(u / (1 + |u / log slope|)), boundary derivatives 1; the
+identity outside [-bound, bound]) — but each call is one fused kernel (forward or inverse, with
+its log-derivative) instead of zuko's chain of tensor ops, and the knots are never built in
+memory. `NSF` is zuko's neural spline flow whose splines are this transform; `accelerate(flow)`
+swaps it into an existing zuko flow (NSF or any masked autoregressive flow with zuko's spline).
+
+    from gdm_engine.integrations.zuko import NSF
+    flow = NSF(features=3, context=0, bins=8, transforms=3)
+    flow().log_prob(x)                                  # as zuko's NSF, the fused op underneath
+
+Numbers: the same function to rounding (the op puts the outer knots exactly at ±bound where
+zuko's cumulative sum rounds; its inverse takes the cancellation-free root of appendix A of
+Durkan et al., 2019, where zuko's can lose digits next to steep knots).
+"""
+
+import functools
+import weakref
+
+import torch
+from torch.distributions import Transform
+from torch.distributions.transforms import _InverseTransform
+
+from gdm_engine import ops
+from gdm_engine.integrations import require
+from gdm_engine.reference.rq_spline import spline_knots
+
+zuko_transforms = require("zuko.transforms", "zuko")
+zuko_flows = require("zuko.flows", "zuko")
+zuko_autoregressive = require("zuko.flows.autoregressive", "zuko")
+
+
+class MonotonicRQSTransform(zuko_transforms.MonotonicRQSTransform):
+    """zuko's `MonotonicRQSTransform(widths, heights, derivatives, bound=5.0, slope=1e-3)`, each
+    call one `gdm_engine.ops.rq_spline` kernel (parameterisation="zuko").
+
+    widths, heights: (*, K); derivatives: (*, K - 1), unconstrained, as zuko takes them; they
+    broadcast against the input's shape as zuko's do. The knots (`horizontal`, `vertical`,
+    `derivatives`) are computed only when read.
+    """
+
+    def __init__(self, widths, heights, derivatives, bound=5.0, slope=1e-3, **kwargs):
+        # zuko's __init__ builds the knots eagerly (clip, softmax, cumsum, exp: a dozen device
+        # ops per transform); the kernel builds them per element from the unconstrained values,
+        # so only Transform's own initialisation runs here.
+        Transform.__init__(self, **kwargs)
+        self.unconstrained = (widths, heights, derivatives)
+        self.bound = bound
+        self.slope = slope
+        # the latest call: x, y (with their versions), its log-derivative and its direction
+        self._last = None
+
+    @property
+    def bins(self):
+        return self.unconstrained[0].shape[-1]
+
+    def _knots(self):
+        return spline_knots(*self.unconstrained, self.bound, "zuko", slope=self.slope)
+
+    # zuko's attributes, for code that reads them (built from the same parameters on demand)
+    horizontal = property(lambda self: self._knots()[0])
+    vertical = property(lambda self: self._knots()[1])
+    derivatives = property(lambda self: self._knots()[2])
+
+    def _spline(self, value, reverse):
+        """(output, log|d output / d value|) by the fused op, parameters broadcast (as views)."""
+        widths, heights, derivatives = self.unconstrained
+        shape = torch.broadcast_shapes(value.shape, widths.shape[:-1], heights.shape[:-1],
+                                       derivatives.shape[:-1])
+        return ops.rq_spline(value.expand(shape), widths.expand(*shape, widths.shape[-1]),
+                             heights.expand(*shape, heights.shape[-1]),
+                             derivatives.expand(*shape, derivatives.shape[-1]),
+                             tail_bound=float(self.bound), reverse=reverse,
+                             parameterisation="zuko", slope=float(self.slope))
+
+    def _remember(self, x, y, ladj, reverse):
+        self._last = (x, x._version, y, y._version, ladj, reverse)
+
+    def _remembered(self, x, y, reverse):
+        """The log-derivative of the latest call if it mapped x to y (or y to x) in direction
+        `reverse` and neither tensor was changed in place since; else None."""
+        if self._last is None:
+            return None
+        last_x, x_version, last_y, y_version, ladj, last_reverse = self._last
+        if (x is last_x and y is last_y and x._version == x_version and y._version == y_version
+                and reverse == last_reverse):
+            return ladj
+        return None
+
+    def _call(self, x):
+        y, ladj = self._spline(x, reverse=False)
+        self._remember(x, y, ladj, False)
+        return y
+
+    def _inverse(self, y):
+        x, inverse_ladj = self._spline(y, reverse=True)
+        self._remember(x, y, inverse_ladj, True)
+        return x
+
+    def log_abs_det_jacobian(self, x, y):
+        # The kernel that computed y from x computed this too: reuse it. Else one forward call,
+        # as zuko does (log|dy/dx| at x is minus the inverse's log|dx/dy| at y).
+        ladj = self._remembered(x, y, reverse=False)
+        return self.call_and_ladj(x)[1] if ladj is None else ladj
+
+    def call_and_ladj(self, x):
+        return self._spline(x, reverse=False)
+
+    @property
+    def inv(self):
+        """The inverse transform (as torch's `inv`, held weakly), whose `call_and_ladj` is one
+        inverse kernel call: torch's would call the inverse, then the forward for the ladj."""
+        inverse = self._inv() if self._inv is not None else None
+        if inverse is None:
+            inverse = _Inverse(self)
+            self._inv = weakref.ref(inverse)
+        return inverse
+
+
+class _Inverse(_InverseTransform):
+    """torch's inverse of a transform, with the drop-in's one-call inverse and log-derivative."""
+
+    def call_and_ladj(self, y):
+        return self._inv._spline(y, reverse=True)
+
+    def log_abs_det_jacobian(self, y, x):
+        ladj = self._inv._remembered(x, y, reverse=True)
+        return -self._inv.log_abs_det_jacobian(x, y) if ladj is None else ladj
+
+
+def accelerate(flow, slope=None):
+    """`flow` (a zuko Flow or lazy transform) with every masked autoregressive transform whose
+    univariate transform is zuko's `MonotonicRQSTransform` running this one: the same
+    parameters and networks, the fused op underneath. Returns the flow (changed in place)."""
+    for module in flow.modules():
+        if not isinstance(module, zuko_autoregressive.MaskedAutoregressiveTransform):
+            continue
+        univariate = module.univariate
+        keywords = {}
+        if isinstance(univariate, functools.partial):
+            univariate, keywords = univariate.func, univariate.keywords
+        if univariate is zuko_transforms.MonotonicRQSTransform:
+            if slope is not None:
+                keywords = {**keywords, "slope": slope}
+            module.univariate = functools.partial(MonotonicRQSTransform, **keywords)
+    return flow
+
+
+class NSF(zuko_flows.NSF):
+    """zuko's `NSF(features, context=0, bins=8, slope=1e-3, **kwargs)` (a subclass) whose
+    splines run the fused op: built as zuko builds it (same parameters, same initialisation for
+    the same seed), then `accelerate`d."""
+
+    def __init__(self, features, context=0, bins=8, slope=1e-3, **kwargs):
+        super().__init__(features, context, bins, slope, **kwargs)
+        accelerate(self)
+
+
+def benchmark_pairs(size):
+    """[(name, case, upstream, dropin)]: zero-argument callables running one call of zuko's
+    spline and the same call of the drop-in, on CPU tensors built once. size: "tiny" or
+    "medium"."""
+    if size not in ("tiny", "medium"):
+        raise ValueError(f"size must be 'tiny' or 'medium', got {size!r}")
+    n, features, K = (64, 4, 8) if size == "tiny" else (4096, 16, 8)
+    generator = torch.Generator().manual_seed(0)
+    x = 6 * torch.rand(n, features, generator=generator) - 3
+    params = [torch.randn(n, features, k, generator=generator) for k in (K, K, K - 1)]
+    case = f"x=({n}, {features}) K={K}"
+
+    def forward(cls):
+        return lambda: cls(*params).call_and_ladj(x)
+
+    def inverse(cls):
+        return lambda: cls(*params).inv.call_and_ladj(x)
+
+    def flow_log_prob(cls):
+        torch.manual_seed(0)
+        flow = cls(features, bins=K, transforms=2, hidden_features=(32, 32))
+        data = x[: min(n, 256)]
+        return lambda: flow().log_prob(data)
+
+    pairs = []
+    for name, make in (("MonotonicRQSTransform.call_and_ladj", forward),
+                       ("MonotonicRQSTransform.inv.call_and_ladj", inverse)):
+        pairs.append((name, case, make(zuko_transforms.MonotonicRQSTransform),
+                      make(MonotonicRQSTransform)))
+    pairs.append(("NSF.log_prob", f"x=({min(n, 256)}, {features}) K={K} 2 transforms",
+                  flow_log_prob(zuko_flows.NSF), flow_log_prob(NSF)))
+    return pairs

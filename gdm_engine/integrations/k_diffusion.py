@@ -273,7 +273,8 @@ SAMPLERS = {"sample_euler": sample_euler, "sample_euler_ancestral": sample_euler
 # upstream, for the tests and the benchmarks
 # --------------------------------------------------------------------------------------------------
 
-_UPSTREAM = "_gdm_upstream_k_diffusion"  # a private name: a user's `import k_diffusion` is untouched
+# a private name: a user's own `import k_diffusion` stays untouched
+_UPSTREAM = "_gdm_upstream_k_diffusion"
 
 
 def _placeholder_torchvision():

@@ -70,10 +70,20 @@ def _tanh(x):
 
 
 @triton.jit
-def _tanh_grad(x):
-    # tanh'(x) = 1 − tanh²(x) = 4·sigmoid(2x)·sigmoid(−2x): no cancellation where tanh saturates
-    # (1 − th² of an fp32 th near ±1 keeps few digits of a small derivative)
-    return 4.0 * tl.sigmoid(2.0 * x) * tl.sigmoid(-2.0 * x)
+def _tanh_and_grad(x):
+    # (tanh x, tanh' x) from one exp, e = exp(−2|x|): tanh' = 4e / (1 + e)² keeps its digits
+    # where tanh saturates (1 − th² of an fp32 th near ±1 does not)
+    e = tl.exp(-2.0 * tl.abs(x))
+    r = 1.0 / (1.0 + e)
+    return tl.where(x >= 0.0, 1.0 - e, e - 1.0) * r, 4.0 * e * r * r
+
+
+@triton.jit
+def _sigmoid_and_grad(x):
+    # (σ(x), σ'(x)) from one exp, e = exp(−|x|): σ' = e / (1 + e)², as tanh's above
+    e = tl.exp(-tl.abs(x))
+    r = 1.0 / (1.0 + e)
+    return tl.where(x >= 0.0, 1.0, e) * r, e * r * r
 
 
 @triton.jit
@@ -169,15 +179,16 @@ def _epilogue(a, b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
         dy = tl.load(dy_ptr + n * sdn + c[:, None] * sdc + t[None, :] * sdt, mask=ok, other=0.0)
         dy = dy.to(tl.float32)
         if ACTIVATION == 1:
-            a = dy * _tanh_grad(a)
+            _, grad = _tanh_and_grad(a)
+            a = dy * grad
         elif ACTIVATION == 2:  # as torch.relu's gradient: a NaN pre-activation passes dy on
             a = tl.where(a <= 0.0, 0.0, dy)
         elif ACTIVATION == 3:
-            sg = tl.sigmoid(b)
+            th, th_grad = _tanh_and_grad(a)
+            sg, sg_grad = _sigmoid_and_grad(b)
             gate_out = out_ptr + n * son + (c + HALF)[:, None] * soc + t[None, :] * sot
-            # σ'(b) = σ(b)·σ(−b), as tanh' above: no 1 − σ(b) of a saturated σ(b)
-            tl.store(gate_out, (dy * _tanh(a) * sg * tl.sigmoid(-b)).to(out_ty), mask=ok)
-            a = dy * sg * _tanh_grad(a)
+            tl.store(gate_out, (dy * th * sg_grad).to(out_ty), mask=ok)
+            a = dy * sg * th_grad
     else:
         if ACTIVATION == 1:
             a = _tanh(a)

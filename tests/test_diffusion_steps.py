@@ -247,3 +247,24 @@ def test_bad_guidance_of_the_vp_steps_names_the_argument(step, name, error, bad)
 def test_bad_training_input_names_the_argument(name, error, call):
     with pytest.raises(error, match=name):
         call(_x(3, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_host_euler_step_is_the_reference_step(prediction, dtype, generator):
+    # off the Triton backend, loop_step's Euler step with float schedule values forms its
+    # coefficients on the host (the drop-ins' CPU path); per-example tensors take the
+    # reference's own code: both, with scales, guidance, churn noise and D, must agree
+    from gdm_engine.ops.diffusion import loop_step
+
+    x, m, u, z = (torch.randn(2, 3, 4, generator=generator).to(dtype) for _ in range(4))
+    options = dict(prediction=prediction, churn=0.4, s_noise=1.1, noise=z, uncond=u,
+                   guidance_scale=3.0, denoised=True)
+    with gdm_engine.use_backend("reference"):
+        host = loop_step("euler", x, m, (2.5, 1.1), scales=(0.7, 1.3), **options)
+        per_example = loop_step("euler", x, m, (torch.full((2,), 2.5), torch.full((2,), 1.1)),
+                                scales=(0.7, 1.3), **options)
+    tolerance = catalog.CATALOG["euler_step"].tolerance[dtype]
+    for got, want in zip(host, per_example):
+        assert got.dtype == dtype and got.shape == x.shape
+        assert testing.relative_error(got, want.double()) <= tolerance

@@ -140,6 +140,40 @@ def _reference_loop_step(kind, x, m, values, seed, options):
                          **seeded)
 
 
+def _denoised_coefficients(sigma, prediction):
+    """(a, b) of D(x; σ) = a·x + b·M, reference.diffusion.denoised's three forms."""
+    if prediction == "eps":
+        return 1.0, -sigma
+    if prediction == "x0":
+        return 0.0, 1.0
+    return 1.0 / (1.0 + sigma * sigma), -sigma / math.sqrt(1.0 + sigma * sigma)
+
+
+def _host_euler_step(x, m, values, scales, denoised, *, prediction="eps", churn=0.0,
+                     s_noise=1.0, noise=None, uncond=None, guidance_scale=1.0):
+    """The Euler step of float schedule values off the Triton backend, computed as the kernel
+    computes it: coefficients on the host in float64, then a few torch ops in at least fp32
+    (the drop-ins' hot path on a CPU; the reference's float64 tensors and its dozen ops made
+    it slower than the libraries it replaces). x' = s1·(x_σ + r·(x_σ − D)) + c·z with
+    x_σ = s0·x, D = a·x_σ + b·M, r = (σ_next − σ)/σ and c the churn's noise level
+    (reference.diffusion.euler_step)."""
+    sigma, sigma_next = values[0], values[1]
+    (s0, s1), (a, b) = scales, _denoised_coefficients(sigma, prediction)
+    r = (sigma_next - sigma) / sigma
+    wide = torch.promote_types(x.dtype, torch.float32)
+    x_wide, m = x.to(wide), m.to(wide)
+    if uncond is not None:  # classifier-free guidance, u + g·(m − u)
+        m = torch.lerp(uncond.to(wide), m, guidance_scale)
+    out = torch.add(x_wide * (s1 * s0 * (1.0 + r * (1.0 - a))), m, alpha=-s1 * r * b)
+    level = s1 * sigma_next * _churn_level(churn, s_noise)
+    if noise is not None and level:
+        out.add_(noise, alpha=level)
+    out = out.to(x.dtype)
+    if not denoised:
+        return out
+    return out, torch.add(x_wide * (s0 * a), m, alpha=b).to(x.dtype)
+
+
 def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, table=None,
               state=None, **options):
     """One step of a sampler loop: the step `kind` (kernels.diffusion.KINDS) with schedule
@@ -162,6 +196,8 @@ def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, ta
                      state=state, second_output=second_output, **options)
     if table is not None:
         raise ValueError("a CUDA-graph replay of a loop needs the Triton backend on a GPU")
+    if kind == "euler" and seed is None and all(isinstance(v, float) for v in values):
+        return _host_euler_step(x, model_output, values, scales, denoised, **options)
     out = _reference_loop_step(kind, x * scales[0], model_output, values, seed, options)
     if kind == "euler" and denoised:
         guided = ref.guided(model_output, options.get("uncond"),

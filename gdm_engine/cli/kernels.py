@@ -122,9 +122,14 @@ def cmd_bench(args):
     device = current_device()
     report = {"date": datetime.date.today().isoformat(), "device": device_name(device),
               "torch": torch.__version__, "triton": version("triton")}
-    if not args.host:
-        report.update(_kernel_timings(args, device))
-    report["host"] = _host_timings(args)
+    if args.integrations:
+        report["integrations"] = _integration_timings(args)
+    else:
+        if not args.host:
+            report.update(_kernel_timings(args, device))
+        report["host"] = _host_timings(args)
+        if args.op is None and not args.host and not args.ops_only:
+            report["integrations"] = _integration_timings(args)
     if args.json:
         write_json(args.json, report)
     if args.markdown:
@@ -209,18 +214,42 @@ def _host_timings(args):
     return {"ops": ops, "sampler_steps": steps}
 
 
+def _integration_timings(args):
+    """The drop-ins against their upstream libraries: a step or spline call each."""
+    from tqdm import tqdm
+
+    from gdm_engine._table import format_table
+    from gdm_engine.integrations import speed
+
+    repeats = 20 if args.quick else 200
+    sizes = ("tiny",) if args.quick else speed.SIZES
+    print(f"\nintegrations (µs, medians of {repeats}): each drop-in against the upstream call it "
+          f"replaces, on the same tensors (target: speedup >= {speed.TARGET:g})")
+    missing = speed.missing_libraries()
+    if missing:
+        print(f"not installed, not timed: {', '.join(missing)}")
+    with tqdm(desc="integrations", unit="case", disable=None, file=sys.stderr) as bar:
+        rows = speed.integration_rows(sizes=sizes, repeats=repeats, progress=bar)
+    print(format_table(rows, speed.COLUMNS))
+    return rows
+
+
 def _write_bench_markdown(path, report):
     from gdm_engine import benchmark, host_time
     from gdm_engine._table import format_table
+    from gdm_engine.integrations import speed
+
+    host = report.get("host", {})
 
     sections = [("Sampling", report.get("sampling"), benchmark.SAMPLING_COLUMNS),
                 ("Flow training memory", report.get("flow_memory"),
                  benchmark.FLOW_MEMORY_COLUMNS),
                 ("Diffusion sampler loops", report.get("diffusion_loops"),
                  benchmark.DIFFUSION_LOOP_COLUMNS),
-                ("Host time per op call (µs)", report["host"]["ops"], host_time.OP_COLUMNS),
-                ("Host time per sampler step (µs)", report["host"]["sampler_steps"],
-                 host_time.STEP_COLUMNS)]
+                ("Host time per op call (µs)", host.get("ops"), host_time.OP_COLUMNS),
+                ("Host time per sampler step (µs)", host.get("sampler_steps"),
+                 host_time.STEP_COLUMNS),
+                ("Integrations (µs)", report.get("integrations"), speed.COLUMNS)]
     with open(path, "w") as f:
         f.write(f"# gdm-engine bench, {report['device']}, {report['date']}\n\n"
                 f"torch {report['torch']}, triton {report['triton']}\n")
@@ -306,6 +335,9 @@ def add_commands(sub):
             p.add_argument("--ops-only", action="store_true",
                            help="the ops' timings and host table alone: no sampling, flow "
                                 "memory or sampler-loop section")
+            p.add_argument("--integrations", action="store_true",
+                           help="only the integrations table: each drop-in (diffusers, "
+                                "k-diffusion, zuko, nflows) against its upstream call")
             p.add_argument("--host", action="store_true",
                            help="only the host table: the CPU time of each op call and sampler "
                                 "step, kernels not run")

@@ -1,0 +1,60 @@
+"""The speed table "integrations" (`gdm-engine bench --integrations`): each drop-in against the
+upstream call it replaces — a scheduler's or sampler's step, a spline call — on the same
+tensors, per library that is installed. Each integration module names its pairs
+(`benchmark_pairs(size)`: (name, case, upstream, drop-in) zero-argument calls on tensors built
+once); the calls take turns (host_time.median_us), medians of `repeats` after a warm-up.
+
+Target: every drop-in at least as fast as its upstream (speedup >= 1.0). On a CPU both run
+PyTorch code (the drop-in the references, in one call where upstream makes many small ones); on
+a GPU the drop-in is one fused kernel launch.
+"""
+
+import contextlib
+import importlib
+
+from gdm_engine import host_time
+
+LIBRARIES = ("diffusers", "k_diffusion", "zuko", "nflows")
+SIZES = ("tiny", "medium")
+TARGET = 1.0
+COLUMNS = ["library", "drop-in", "case", "upstream_us", "drop-in_us", "speedup",
+           f">={TARGET:g}x"]
+
+
+def _module(library):
+    """The integration module, or None where its library is not installed."""
+    try:
+        return importlib.import_module(f"gdm_engine.integrations.{library}")
+    except ImportError:
+        return None
+
+
+def pairs(libraries=LIBRARIES, sizes=SIZES):
+    """(library, name, case, upstream, drop-in) of every installed library, at every size."""
+    for library in libraries:
+        module = _module(library)
+        if module is None:
+            continue
+        for size in sizes:
+            for name, case, upstream, dropin in module.benchmark_pairs(size):
+                yield library, name, case, upstream, dropin
+
+
+def integration_rows(libraries=LIBRARIES, sizes=SIZES, repeats=200, progress=None):
+    """One row per drop-in and case: upstream's µs, the drop-in's µs and the speedup."""
+    rows = []
+    for library, name, case, upstream, dropin in pairs(libraries, sizes):
+        calls = [(upstream, contextlib.nullcontext), (dropin, contextlib.nullcontext)]
+        theirs, ours = host_time.median_us(calls, repeats)
+        speedup = theirs / ours
+        rows.append({"library": library, "drop-in": name, "case": case, "upstream_us": theirs,
+                     "drop-in_us": ours, "speedup": speedup,
+                     f">={TARGET:g}x": "yes" if speedup >= TARGET else "no"})
+        if progress is not None:
+            progress.update(1)
+    return rows
+
+
+def missing_libraries(libraries=LIBRARIES):
+    """The libraries whose integration cannot be imported here (not installed)."""
+    return [library for library in libraries if _module(library) is None]

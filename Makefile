@@ -7,6 +7,12 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# the upstream libraries of gdm_engine.integrations, so that their tests run rather than skip;
+# without the dependencies that the imported modules never use: nflows' tensorboard and
+# matplotlib, k-diffusion's CLIP, clean-fid and torchvision (its samplers need torchsde, scipy)
+INTEGRATIONS := zuko==1.6.0 scipy safetensors
+INTEGRATIONS_NO_DEPS := nflows==0.14 normflows==1.7.3 k-diffusion==0.1.1.post1 torchsde==0.2.6 \
+	trampoline==0.1.2 torchdiffeq==0.2.5
 
 .PHONY: setup demo test bench clean
 
@@ -17,6 +23,8 @@ $(VENV)/.installed: setup.py
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet $(INTEGRATIONS)
+	$(BIN)/pip install --quiet --no-deps $(INTEGRATIONS_NO_DEPS)
 	touch $@
 
 DEMO_RUN := runs/demo-vae

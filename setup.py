@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="gdm-engine",
@@ -7,9 +7,7 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["gdm_engine", "gdm_engine.reference", "gdm_engine.ops", "gdm_engine.nn",
-              "gdm_engine.models", "gdm_engine.cli", "gdm_engine.diffusion",
-              "gdm_engine.kernels"],
+    packages=find_packages(include=["gdm_engine", "gdm_engine.*"]) + ["gdm_engine.kernels"],
     # The kernels live in the top-level kernels/ folder but install under the engine's name, so
     # they cannot clash with any other top-level "kernels" package.
     package_dir={"gdm_engine.kernels": "kernels"},
@@ -22,6 +20,13 @@ setup(
         "pillow",        # PNG sample grids and image folders
         "matplotlib",    # scatter plots of 2-D samples
     ],
-    extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis", "diffusers"]},
+    # the drop-ins' libraries (gdm_engine.integrations): each integration imports its own
+    extras_require={
+        "diffusers": ["diffusers"],
+        "k-diffusion": [],  # its samplers' signatures need nothing of k-diffusion itself
+        "zuko": ["zuko>=1.1,<2"],
+        "nflows": ["nflows==0.14"],
+        "test": ["pytest", "pytest-benchmark", "hypothesis", "diffusers"],
+    },
     entry_points={"console_scripts": ["gdm-engine = gdm_engine.cli:main"]},
 )

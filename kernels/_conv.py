@@ -70,20 +70,18 @@ def _tanh(x):
 
 
 @triton.jit
-def _tanh_and_grad(x):
-    # (tanh x, tanh' x) from one exp, e = exp(−2|x|): tanh' = 4e / (1 + e)² keeps its digits
-    # where tanh saturates (1 − th² of an fp32 th near ±1 does not)
+def _tanh_grad(x):
+    # tanh'(x) = 4e / (1 + e)², e = exp(−2|x|): keeps its digits where tanh saturates
+    # (1 − th² of an fp32 th near ±1 does not)
     e = tl.exp(-2.0 * tl.abs(x))
-    r = 1.0 / (1.0 + e)
-    return tl.where(x >= 0.0, 1.0 - e, e - 1.0) * r, 4.0 * e * r * r
+    return 4.0 * e / ((1.0 + e) * (1.0 + e))
 
 
 @triton.jit
-def _sigmoid_and_grad(x):
-    # (σ(x), σ'(x)) from one exp, e = exp(−|x|): σ' = e / (1 + e)², as tanh's above
+def _sigmoid_grad(x):
+    # σ'(x) = e / (1 + e)², e = exp(−|x|), as tanh' above
     e = tl.exp(-tl.abs(x))
-    r = 1.0 / (1.0 + e)
-    return tl.where(x >= 0.0, 1.0, e) * r, e * r * r
+    return e / ((1.0 + e) * (1.0 + e))
 
 
 @triton.jit
@@ -179,16 +177,13 @@ def _epilogue(a, b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
         dy = tl.load(dy_ptr + n * sdn + c[:, None] * sdc + t[None, :] * sdt, mask=ok, other=0.0)
         dy = dy.to(tl.float32)
         if ACTIVATION == 1:
-            _, grad = _tanh_and_grad(a)
-            a = dy * grad
+            a = dy * _tanh_grad(a)
         elif ACTIVATION == 2:  # as torch.relu's gradient: a NaN pre-activation passes dy on
             a = tl.where(a <= 0.0, 0.0, dy)
         elif ACTIVATION == 3:
-            th, th_grad = _tanh_and_grad(a)
-            sg, sg_grad = _sigmoid_and_grad(b)
             gate_out = out_ptr + n * son + (c + HALF)[:, None] * soc + t[None, :] * sot
-            tl.store(gate_out, (dy * th * sg_grad).to(out_ty), mask=ok)
-            a = dy * sg * th_grad
+            tl.store(gate_out, (dy * _tanh(a) * _sigmoid_grad(b)).to(out_ty), mask=ok)
+            a = dy * tl.sigmoid(b) * _tanh_grad(a)
     else:
         if ACTIVATION == 1:
             a = _tanh(a)
@@ -383,7 +378,7 @@ def _direct_rows(x_ptr, w_ptr, n, o, o_ok, t, C_IN_G, C_OUT_G, L, DIL, swr, swg,
 
 # Tiles laid along time for wide loads: 8 to 16 values per thread (the first four), down to 2 for
 # long kernels. `_direct_fits` keeps 16 or fewer per thread (both halves' tiles for the gated
-# unit), larger ones spilled on sm_80; 64 or fewer over the K taps, as every unrolled tap holds
+# unit; 8 for its backward), larger ones spilled on sm_80; 64 or fewer over the K taps, as every unrolled tap holds
 # its own x tile and addresses (K = 9 with 16 spilled); and of those the widest, down to half as
 # wide: a narrower tile loads in narrower vectors, so it only serves kernels too long for the
 # wide ones.
@@ -406,8 +401,12 @@ def _direct_values(config, args):
 
 
 def _direct_fits(config, args):
+    # the gated unit's backward also holds both halves' derivatives: 16 values spilled 8 bytes
+    # on sm_80 (K = 3, fp16 and bf16, 1024-wide tiles); 8 leave room for them
+    most = 8 if args["ACTIVATION"] == GATED and args.get("GRAD") else 16
+
     def fits(c):
-        return _direct_values(c, args) <= 16 and _direct_values(c, args) * args["K"] <= 64
+        return _direct_values(c, args) <= most and _direct_values(c, args) * args["K"] <= 64
 
     widest = max((_direct_values(c, args) for c in _DIRECT_CONFIGS if fits(c)), default=0)
     return fits(config) and 2 * _direct_values(config, args) >= widest

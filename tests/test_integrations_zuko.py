@@ -92,7 +92,9 @@ def test_identity_outside_and_at_the_bounds_as_zuko(generator):
         y, ladj = ours.call_and_ladj(x)
         back = ours.inv(x)
     assert torch.equal(y, x) and torch.equal(back, x)
-    assert torch.allclose(ladj, theirs.call_and_ladj(x)[1], atol=1e-6)
+    # zuko's last knot rounds to either side of B: at x = B it may take the last bin, whose
+    # slope there is 1 up to that rounding (a log-derivative of ~1e-5 was seen)
+    assert torch.allclose(ladj, theirs.call_and_ladj(x)[1], atol=1e-4)
     assert (ladj.abs() < 1e-6).all()
 
 

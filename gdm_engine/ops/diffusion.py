@@ -164,7 +164,9 @@ def _host_euler_step(x, m, values, scales, denoised, *, prediction="eps", churn=
     x_wide, m = x.to(wide), m.to(wide)
     if uncond is not None:  # classifier-free guidance, u + g·(m − u)
         m = torch.lerp(uncond.to(wide), m, guidance_scale)
-    out = torch.add(x_wide * (s1 * s0 * (1.0 + r * (1.0 - a))), m, alpha=-s1 * r * b)
+    x_coefficient = s1 * s0 * (1.0 + r * (1.0 - a))  # exactly 1 for an unscaled "eps" step
+    out = torch.add(x_wide if x_coefficient == 1.0 else x_wide * x_coefficient, m,
+                    alpha=-s1 * r * b)
     level = s1 * sigma_next * _churn_level(churn, s_noise)
     if noise is not None and level:
         out.add_(noise, alpha=level)

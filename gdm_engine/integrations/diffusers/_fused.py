@@ -43,15 +43,17 @@ def guided_output(model_output, guidance):
 
 
 def euler_launch(x, model_output, sigma, sigma_next, *, prediction, scales=(1.0, 1.0),
-                 noise=None, noise_coefficient=0.0, guidance=None):
+                 noise=None, noise_coefficient=0.0, guidance=None, denoised=True):
     """One fused Euler launch in the σ form on x·scales[0], written ·scales[1]:
-    (x', D), x' = out_scale·(x_σ + (σ_next − σ)(x_σ − D)/σ) + noise_coefficient·z."""
-    options = {"prediction": prediction, "denoised": True, **guidance_options(guidance)}
+    (x', D), x' = out_scale·(x_σ + (σ_next − σ)(x_σ − D)/σ) + noise_coefficient·z; D is None
+    when not `denoised` (an output class without pred_original_sample)."""
+    options = {"prediction": prediction, "denoised": denoised, **guidance_options(guidance)}
     if noise is not None:
         level = sigma_next * scales[1]
         options.update(noise=noise, churn=_UNIT_CHURN,
                        s_noise=noise_coefficient / level if noise_coefficient else 0.0)
-    return loop_step("euler", x, model_output, (sigma, sigma_next), scales=scales, **options)
+    out = loop_step("euler", x, model_output, (sigma, sigma_next), scales=scales, **options)
+    return out if denoised else (out, None)
 
 
 def affine_plan(alpha_bar, x0_coefficient, x_coefficient, std):

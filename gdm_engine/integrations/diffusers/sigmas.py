@@ -193,7 +193,7 @@ class FlowMatchEulerDiscreteScheduler(_SigmaScheduler, diffusers.FlowMatchEulerD
                                 per_token_timesteps, return_dict)
         self._advance()
         prev, _ = euler_launch(sample, model_output, sigma, sigma_next, prediction="eps",
-                               guidance=_guidance)
+                               guidance=_guidance, denoised=False)
         return output(_outputs.scheduling_flow_match_euler_discrete
                       .FlowMatchEulerDiscreteSchedulerOutput, return_dict,
                       prev.to(model_output.dtype))

@@ -11,8 +11,8 @@ SHAPES = {"tiny": (1, 4, 8, 8), "medium": (4, 4, 32, 32)}
 STEPS = 10
 # scheduler: (case label, config, step keywords)
 CASES = {
-    "DDPMScheduler": ("epsilon, generator", {}, {"generator": True}),
-    "DDIMScheduler": ("epsilon, eta 0", {}, {}),
+    "DDPMScheduler": ("epsilon, clip_sample, generator", {}, {"generator": True}),
+    "DDIMScheduler": ("epsilon, clip_sample, eta 0", {}, {}),
     "EulerDiscreteScheduler": ("epsilon", {}, {}),
     "EulerAncestralDiscreteScheduler": ("epsilon, generator", {}, {"generator": True}),
     "HeunDiscreteScheduler": ("epsilon, first call", {}, {}),
@@ -62,6 +62,7 @@ def benchmark_pairs(size):
         for scheduler in (upstream, ours):
             scheduler.set_timesteps(STEPS)
         index = 2 * (STEPS // 2) if name == "HeunDiscreteScheduler" else STEPS // 2
-        pairs.append((name, case, _caller(upstream, index, tensors, keywords),
+        label = f"x={SHAPES[size]} {case}"
+        pairs.append((name, label, _caller(upstream, index, tensors, keywords),
                       _caller(ours, index, tensors, keywords)))
     return pairs

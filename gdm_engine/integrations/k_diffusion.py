@@ -329,7 +329,7 @@ def _toy_denoiser(x, sigma):
 
 def benchmark_pairs(size):
     """[(name, case, upstream, dropin)]: zero-argument callables that each run one sampler loop
-    of `steps` steps on a trivial denoiser (the table divides by steps: one call = one step),
+    of `steps` steps on a trivial denoiser (one call = one loop: the ratio is the steps'),
     upstream's and the drop-in's, on CPU tensors built once; [] where k-diffusion is not
     installed. size: "tiny" or "medium"."""
     if size not in ("tiny", "medium"):
@@ -340,12 +340,12 @@ def benchmark_pairs(size):
     shape, steps = ((2, 3, 8, 8), 8) if size == "tiny" else ((8, 4, 64, 64), 8)
     sigmas = upstream.get_sigmas_karras(steps, 0.01, 80.0)
     x = 80.0 * torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    case = f"x={shape} {steps} steps, per step"
+    case = f"x={shape}, a loop of {steps} steps"
     options = {"sample_euler": {"s_churn": 1.0}, "sample_euler_ancestral": {},
                "sample_heun": {}, "sample_dpmpp_2m": {}}
 
     def run(sampler, kwargs):
         return lambda: sampler(_toy_denoiser, x, sigmas, disable=True, **kwargs)
 
-    return [(f"k_diffusion.{name} / {steps} steps", case, run(getattr(upstream, name), kwargs),
+    return [(f"k_diffusion.{name}", case, run(getattr(upstream, name), kwargs),
              run(SAMPLERS[name], kwargs)) for name, kwargs in options.items()]

@@ -1,6 +1,6 @@
 """The speed table "integrations" (`gdm-engine bench --integrations`): each drop-in against the
-upstream call it replaces — a scheduler's step, a k-diffusion sampler loop, a spline call — on the same
-tensors, per library that is installed. Each integration module names its pairs
+upstream call it replaces — a scheduler's step, a k-diffusion sampler loop, a spline call — on
+the same tensors, per library that is installed. Each integration module names its pairs
 (`benchmark_pairs(size)`: (name, case, upstream, drop-in) zero-argument calls on tensors built
 once); the calls take turns (host_time.median_us), medians of `repeats` after a warm-up.
 

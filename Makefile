@@ -36,9 +36,9 @@ DEMO_GAN := runs/demo-gan
 
 demo: setup
 	$(BIN)/gdm-engine info
-	$(BIN)/gdm-engine validate
-	$(BIN)/gdm-engine bench --quick
-	$(BIN)/gdm-engine compile --arch sm_90 --op masked_conv2d
+	$(BIN)/gdm-engine validate --smoke
+	$(BIN)/gdm-engine bench --quick --ops-only --no-compile
+	$(BIN)/gdm-engine compile --arch sm_90 --op actnorm
 	rm -rf $(DEMO_RUN)
 	$(BIN)/gdm-engine train vae --data digits --steps 1000 --eval-every 500 --out $(DEMO_RUN)
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_RUN)/best.pt --out $(DEMO_RUN)/samples.png

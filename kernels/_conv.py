@@ -378,10 +378,10 @@ def _direct_rows(x_ptr, w_ptr, n, o, o_ok, t, C_IN_G, C_OUT_G, L, DIL, swr, swg,
 
 # Tiles laid along time for wide loads: 8 to 16 values per thread (the first four), down to 2 for
 # long kernels. `_direct_fits` keeps 16 or fewer per thread (both halves' tiles for the gated
-# unit; 8 for its backward), larger ones spilled on sm_80; 64 or fewer over the K taps, as every unrolled tap holds
-# its own x tile and addresses (K = 9 with 16 spilled); and of those the widest, down to half as
-# wide: a narrower tile loads in narrower vectors, so it only serves kernels too long for the
-# wide ones.
+# unit; 8 for its backward), larger ones spilled on sm_80; 64 or fewer over the K taps, as every
+# unrolled tap holds its own x tile and addresses (K = 9 with 16 spilled); and of those the
+# widest, down to half as wide: a narrower tile loads in narrower vectors, so it only serves
+# kernels too long for the wide ones.
 _DIRECT_CONFIGS = [
     triton.Config({"BLOCK_C": 2, "BLOCK_T": 512}, num_warps=4),
     triton.Config({"BLOCK_C": 4, "BLOCK_T": 1024}, num_warps=8),

@@ -14,6 +14,8 @@ from .. import require
 
 require("diffusers", "diffusers")
 
+from diffusers import SchedulerMixin  # noqa: E402,F401 (see FusedScheduler.__init_subclass__)
+
 from ._fused import guided_output  # noqa: E402
 from .ddpm import DDIMScheduler, DDPMScheduler  # noqa: E402
 from .sigmas import (DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,  # noqa: E402

@@ -92,6 +92,14 @@ class FusedScheduler:
     timesteps on the host (moving them to `device` after), and the plan is rebuilt lazily from
     the host schedule. Subclasses define `_plan_rows()` and `fallback_reason()`."""
 
+    def __init_subclass__(cls, **kwargs):
+        # A pipeline's save_pretrained records each component as (its class's module, its
+        # name), and from_pretrained imports that module and looks the class and its loading
+        # base (SchedulerMixin) up in it: the package exports both, so a pipeline saved after
+        # accelerate() loads with the drop-in.
+        super().__init_subclass__(**kwargs)
+        cls.__module__ = "gdm_engine.integrations.diffusers"
+
     def set_timesteps(self, *args, **kwargs):
         bound = inspect.signature(super().set_timesteps).bind(*args, **kwargs)
         device = bound.arguments.pop("device", None)

@@ -315,11 +315,13 @@ MASKED_CONV2D = OpSpec(
 
 
 def rq_spline_case(shape, K, dtype, device, generator, tail_bound=3.0, reverse=False,
-                   at_bounds=False, **form):
+                   at_bounds=False, box=None, ends=False, **form):
     """A random rq_spline call: inputs uniform on [-1.3 B, 1.3 B] (about a quarter of them in the
     identity tails), parameters N(0, 0.5²) (bins from about a third to three times the mean
     width); `at_bounds` puts inputs exactly at ±B. `form`: the op's parameterisation keywords
-    (parameterisation="zuko", slope; or nflows' minimum shares and derivative).
+    (parameterisation="zuko", slope; or nflows' minimum shares and derivative). nflows'
+    tails=None spline: `box` (left, right, bottom, top) instead of [-B, B]², inputs uniform on
+    the input's side of the box (at_bounds: exactly at its ends), and `ends`: K + 1 derivatives.
 
     The spread of the parameters is what keeps the fp32 comparison well-conditioned: with
     N(0, 1) parameters about 1 case in 200 puts an inverse input next to a knot between a flat
@@ -327,17 +329,24 @@ def rq_spline_case(shape, K, dtype, device, generator, tail_bound=3.0, reverse=F
     fp32 knots' ~1e-7 B rounding alone gives relative gradient errors of 1e-4 (the fp32
     reference errs as much). tests/test_rq_spline.py takes extreme parameters separately."""
     B = tail_bound
-    x = (torch.rand(shape, generator=generator) * 2 - 1) * 1.3 * B
+    if box is None:
+        low, high = -B, B
+        x = (torch.rand(shape, generator=generator) * 2 - 1) * 1.3 * B
+    else:
+        low, high = box[2:] if reverse else box[:2]
+        x = low + (high - low) * torch.rand(shape, generator=generator)
     if at_bounds and x.numel() >= 2:
-        x.view(-1)[:2] = torch.tensor([-B, B])
+        x.view(-1)[:2] = torch.tensor([low, high])
     widths = 0.5 * torch.randn(*shape, K, generator=generator)
     heights = 0.5 * torch.randn(*shape, K, generator=generator)
-    derivatives = 0.5 * torch.randn(*shape, K - 1, generator=generator)
+    derivatives = 0.5 * torch.randn(*shape, K + 1 if ends else K - 1, generator=generator)
     tensors = tuple(t.to(device=device, dtype=dtype) for t in (x, widths, heights, derivatives))
-    label = (f"{'inverse' if reverse else 'forward'} shape={tuple(shape)} K={K} B={B:g}"
-             f"{' at ±B' if at_bounds else ''}"
+    domain = f"B={B:g}" if box is None else f"box={tuple(box)}"
+    label = (f"{'inverse' if reverse else 'forward'} shape={tuple(shape)} K={K} {domain}"
+             f"{' ends learned' if ends else ''}{' at the ends' if at_bounds else ''}"
              + "".join(f" {name}={value}" for name, value in form.items()))
-    return Case(label, tensors, {"tail_bound": tail_bound, "reverse": reverse, **form})
+    where = {"tail_bound": tail_bound} if box is None else {"box": box}
+    return Case(label, tensors, {**where, "reverse": reverse, **form})
 
 
 def _rq_spline_inputs(size, dtype, device, generator):
@@ -350,7 +359,10 @@ def _rq_spline_inputs(size, dtype, device, generator):
     if size == "medium":  # tiles of 4 to 64 bins (with "bench", 8): up to the kernels' largest K
         return [case((r(64, 512), 37), K, reverse=bool(i % 2), tail_bound=[3.0, 5.0][i % 2])
                 for i, K in enumerate((13, 3, 64, 32))] + [
-            case((r(64, 512), 37), 8, reverse=True, tail_bound=5.0, parameterisation="zuko")]
+            case((r(64, 512), 37), 8, reverse=True, tail_bound=5.0, parameterisation="zuko"),
+            # nflows' tails=None spline: a box and all K + 1 knot derivatives
+            case((r(64, 512), 37), 64, reverse=True, box=(0.0, 1.0, -1.0, 2.0), ends=True),
+            case((r(64, 512), 37), 16, box=(0.0, 1.0, 0.0, 1.0), ends=True)]
     return [
         case((1, r(5, 9)), 2),                                          # K = 2, size-1 dim
         case((r(2, 4), 1, r(2, 5)), 3, reverse=True),   # size-1 dim, odd K (the gradcheck case)
@@ -363,6 +375,12 @@ def _rq_spline_inputs(size, dtype, device, generator):
         # nflows' with other minimum shares and derivative
         case((r(5, 11),), 4, reverse=True, min_bin_width=0.1, min_bin_height=0.02,
              min_derivative=0.3),
+        # nflows' tails=None spline: a box, all K + 1 derivatives learned (K = 8 fills the
+        # tile: the last knot's derivative is read alone)
+        case((r(9, 23),), 8, box=(0.0, 1.0, 0.0, 1.0), ends=True, at_bounds=True),
+        case((2, r(3, 6)), 5, reverse=True, box=(-1.0, 2.0, 0.5, 1.5), ends=True,
+             at_bounds=True),
+        case((r(5, 11),), 4, tail_bound=2.0, ends=True),  # learned ends on [-B, B]
     ]
 
 
@@ -386,15 +404,21 @@ def _nflows_rq_spline(case):
     if kw.pop("parameterisation", "nflows") != "nflows":
         return None
     try:
-        from nflows.transforms.splines.rational_quadratic import (
-            unconstrained_rational_quadratic_spline)
+        from nflows.transforms.splines import rational_quadratic as nflows_splines
     except ImportError:
         return None
     x, widths, heights, derivatives = case.args
-    reverse, tail_bound = kw.pop("reverse"), kw.pop("tail_bound")
-    return lambda: unconstrained_rational_quadratic_spline(
-        x, widths, heights, derivatives, inverse=reverse, tails="linear", tail_bound=tail_bound,
-        **kw)
+    reverse, box = kw.pop("reverse"), kw.pop("box", None)
+    ends = derivatives.shape[-1] == widths.shape[-1] + 1
+    if box is not None and ends:  # tails=None
+        left, right, bottom, top = box
+        return lambda: nflows_splines.rational_quadratic_spline(
+            x, widths, heights, derivatives, inverse=reverse, left=left, right=right,
+            bottom=bottom, top=top, **kw)
+    if box is not None or ends:
+        return None
+    return lambda: nflows_splines.unconstrained_rational_quadratic_spline(
+        x, widths, heights, derivatives, inverse=reverse, tails="linear", **kw)
 
 
 def _zuko_rq_spline(case):

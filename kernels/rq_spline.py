@@ -16,6 +16,10 @@ reads x, the K unnormalised widths and heights and the K - 1 unnormalised inner 
 3. evaluates eqs. (4)-(6) (forward) or the root of the quadratic of appendix A (inverse), and
    log|dy/dx| from eq. (6) as a sum of logs. Outside [-B, B] it writes the input and 0.
 
+nflows' tails=None spline is the same on a box: the x knots span [left, right], the y knots
+[bottom, top] (2B below is then right - left or top - bottom), and with ENDS the derivatives at
+the two ends are learned like the inner ones rather than 1.
+
 The numbers are those of the reference, computed so that fp32 keeps their precision near both
 ends of every bin (where a flow's inputs at ±B land):
 
@@ -101,17 +105,29 @@ def _soft_clip(u, inverse_scale):
 
 @triton.jit
 def _derivative(u, min_derivative, clip_derivative, ZUKO: tl.constexpr):
-    """An inner knot's derivative from its unnormalised value."""
+    """A knot's derivative from its unnormalised value."""
     if ZUKO:
         return tl.exp(_soft_clip(u, clip_derivative))
     return min_derivative + _softplus(u)
 
 
 @triton.jit
-def _knot(before, after, bound):
+def _derivative_slope(u, clip_derivative, ZUKO: tl.constexpr):
+    """d/du of `_derivative`: exp of the soft clip times the clip's slope (zuko), or softplus'
+    derivative, the sigmoid, without overflow (nflows)."""
+    if ZUKO:
+        r = 1.0 / (1.0 + clip_derivative * tl.abs(u))
+        return tl.exp(u * r) * r * r
+    z = tl.exp(-tl.abs(u))
+    return tl.where(u >= 0, 1.0, z) / (1.0 + z)
+
+
+@triton.jit
+def _knot(before, after, low, high):
     """The knot with shares `before` to its left and `after` to its right (before + after = 1),
-    from the nearer end of [-B, B]."""
-    return tl.where(before <= after, 2.0 * bound * before - bound, bound - 2.0 * bound * after)
+    from the nearer end of [low, high]."""
+    span = high - low
+    return tl.where(before <= after, span * before + low, high - span * after)
 
 
 @triton.jit
@@ -120,7 +136,7 @@ def _pick(tile, onehot):
 
 
 @triton.jit
-def _bin(ptr, rows, cols, row_mask, v, s0, s1, bound, minimum, clip, K: tl.constexpr):
+def _bin(ptr, rows, cols, row_mask, v, s0, s1, low, high, minimum, clip, K: tl.constexpr):
     """Softmax probabilities p, shares, and the shares before and from each bin on, as
     [BLOCK, KP]; and the bin k of v ([BLOCK]) among these knots."""
     valid = cols < K
@@ -131,47 +147,70 @@ def _bin(ptr, rows, cols, row_mask, v, s0, s1, bound, minimum, clip, K: tl.const
     share = tl.where(valid, minimum + (1.0 - minimum * K) * p, 0.0)
     before = tl.cumsum(share, axis=1) - share  # exactly 0 for bin 0
     after = tl.cumsum(share, axis=1, reverse=True)  # exactly share_{K-1} for bin K - 1
-    inner = (cols >= 1) & valid & (v[:, None] >= _knot(before, after, bound))
+    inner = (cols >= 1) & valid & (v[:, None] >= _knot(before, after, low, high))
     return p, share, before, after, tl.sum(inner.to(tl.int32), axis=1)
 
 
 @triton.jit
-def _locate(x, widths, heights, derivs, rows, N, bound, min_w, min_h, min_d, clip, clip_d,
-            sx, sw0, sw1, sh0, sh1, sd0, sd1, K: tl.constexpr, KP: tl.constexpr,
-            REVERSE: tl.constexpr, ZUKO: tl.constexpr):
+def _last_knot(derivs, rows, row_mask, sd0, sd1, K: tl.constexpr):
+    """The unnormalised derivative of knot K (the last bin's right end) where derivs holds all
+    K + 1: read alone, as a tile of K + 1 columns would double KP for K a power of two."""
+    return tl.load(derivs + rows * sd0 + K * sd1, mask=row_mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _locate(x, widths, heights, derivs, rows, N, x_low, x_high, y_low, y_high, min_w, min_h,
+            min_d, clip, clip_d, sx, sw0, sw1, sh0, sh1, sd0, sd1, K: tl.constexpr,
+            KP: tl.constexpr, REVERSE: tl.constexpr, ZUKO: tl.constexpr, ENDS: tl.constexpr):
     """Everything about the bins of `rows` (1-D): the input, its clamped value v, whether it was
-    inside [-B, B], its bin k, that bin's shares and knots, its knot derivatives, and the tiles
-    the backward pass needs."""
+    inside its interval ([x_low, x_high] forward, [y_low, y_high] inverse), its bin k, that
+    bin's shares and knots, its knot derivatives, and the tiles the backward pass needs. ENDS:
+    derivs holds all K + 1 knot derivatives (column j: knot j) rather than the K - 1 inner ones
+    (column j: knot j + 1) with 1 at both ends."""
     row_mask = rows < N
     value = tl.load(x + rows * sx, mask=row_mask, other=0.0).to(tl.float32)
-    inside = (value >= -bound) & (value <= bound)
+    if REVERSE:
+        low = y_low
+        high = y_high
+    else:
+        low = x_low
+        high = x_high
+    inside = (value >= low) & (value <= high)
     if ZUKO:  # zuko's interval is (-B, B]: -B itself is in the identity tail
-        inside = inside & (value > -bound)
-    v = tl.minimum(tl.maximum(value, -bound), bound)
+        inside = inside & (value > low)
+    v = tl.minimum(tl.maximum(value, low), high)
     tile_rows = rows[:, None]
     tile_mask = row_mask[:, None]
     cols = tl.arange(0, KP)[None, :]
-    pw, sw, bw, aw, kw = _bin(widths, tile_rows, cols, tile_mask, v, sw0, sw1, bound, min_w,
-                              clip, K)
-    ph, sh, bh, ah, kh = _bin(heights, tile_rows, cols, tile_mask, v, sh0, sh1, bound, min_h,
-                              clip, K)
+    pw, sw, bw, aw, kw = _bin(widths, tile_rows, cols, tile_mask, v, sw0, sw1, x_low, x_high,
+                              min_w, clip, K)
+    ph, sh, bh, ah, kh = _bin(heights, tile_rows, cols, tile_mask, v, sh0, sh1, y_low, y_high,
+                              min_h, clip, K)
     k = kh if REVERSE else kw
     onehot = cols == k[:, None]
     share_w, before_w, after_w = _pick(sw, onehot), _pick(bw, onehot), _pick(aw, onehot)
     share_h, before_h, after_h = _pick(sh, onehot), _pick(bh, onehot), _pick(ah, onehot)
-    du = tl.load(derivs + tile_rows * sd0 + cols * sd1, mask=tile_mask & (cols < K - 1),
-                 other=0.0).to(tl.float32)
-    d_left = tl.where(k == 0, 1.0, _derivative(_pick(du, cols == k[:, None] - 1), min_d, clip_d,
-                                               ZUKO))
-    d_right = tl.where(k == K - 1, 1.0, _derivative(_pick(du, onehot), min_d, clip_d,
-                                                    ZUKO))
-    x_k = _knot(before_w, after_w, bound)
-    x_next = _knot(before_w + share_w, after_w - share_w, bound)  # exactly B for the last bin
-    y_k = _knot(before_h, after_h, bound)
-    y_next = _knot(before_h + share_h, after_h - share_h, bound)
-    w_k = 2.0 * bound * share_w
-    h_k = 2.0 * bound * share_h
-    s = share_h / share_w
+    if ENDS:  # knots 0 .. K - 1 in the tile, knot K alone
+        du = tl.load(derivs + tile_rows * sd0 + cols * sd1, mask=tile_mask & (cols < K),
+                     other=0.0).to(tl.float32)
+        d_left = _derivative(_pick(du, onehot), min_d, clip_d, ZUKO)
+        d_right = _derivative(tl.where(k == K - 1, _last_knot(derivs, rows, row_mask, sd0, sd1, K),
+                                       _pick(du, cols == k[:, None] + 1)), min_d, clip_d, ZUKO)
+    else:
+        du = tl.load(derivs + tile_rows * sd0 + cols * sd1, mask=tile_mask & (cols < K - 1),
+                     other=0.0).to(tl.float32)
+        d_left = tl.where(k == 0, 1.0, _derivative(_pick(du, cols == k[:, None] - 1), min_d,
+                                                   clip_d, ZUKO))
+        d_right = tl.where(k == K - 1, 1.0, _derivative(_pick(du, onehot), min_d, clip_d,
+                                                        ZUKO))
+    x_k = _knot(before_w, after_w, x_low, x_high)
+    x_next = _knot(before_w + share_w, after_w - share_w, x_low, x_high)  # x_high: last bin
+    y_k = _knot(before_h, after_h, y_low, y_high)
+    y_next = _knot(before_h + share_h, after_h - share_h, y_low, y_high)
+    w_k = (x_high - x_low) * share_w
+    h_k = (y_high - y_low) * share_h
+    # (the spans' ratio is exactly 1 on [-B, B] x [-B, B]: s is then the shares' ratio)
+    s = share_h / share_w * ((y_high - y_low) / (x_high - x_low))
     # whether the bin lies more right than left: then its gradient goes through its right knot
     x_from_right = before_w > after_w - share_w
     y_from_right = before_h > after_h - share_h
@@ -221,17 +260,16 @@ def _log_derivative(xi, one_m, s, d_left, d_right):
 
 
 @triton.jit
-def _forward_kernel(x, widths, heights, derivs, y, lad, N, bound, min_w, min_h, min_d, clip,
-                    clip_d, sx, sw0, sw1, sh0, sh1, sd0, sd1,
+def _forward_kernel(x, widths, heights, derivs, y, lad, N, x_low, x_high, y_low, y_high, min_w,
+                    min_h, min_d, clip, clip_d, sx, sw0, sw1, sh0, sh1, sd0, sd1,
                     K: tl.constexpr, KP: tl.constexpr, REVERSE: tl.constexpr,
-                    ZUKO: tl.constexpr, BLOCK: tl.constexpr):
+                    ZUKO: tl.constexpr, ENDS: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK + tl.arange(0, BLOCK)
     (value, v, inside, k, cols, pw, ph, du, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left,
-     d_right, x_from_right, y_from_right) = _locate(x, widths, heights, derivs, rows, N, bound,
-                                                    min_w, min_h, min_d, clip, clip_d, sx, sw0,
-                                                    sw1, sh0, sh1, sd0, sd1, K, KP, REVERSE,
-                                                    ZUKO)
+     d_right, x_from_right, y_from_right) = _locate(
+        x, widths, heights, derivs, rows, N, x_low, x_high, y_low, y_high, min_w, min_h, min_d,
+        clip, clip_d, sx, sw0, sw1, sh0, sh1, sd0, sd1, K, KP, REVERSE, ZUKO, ENDS)
     xi, one_m, out = _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right,
                               REVERSE)
     logabsdet = _log_derivative(xi, one_m, s, d_left, d_right)
@@ -244,18 +282,20 @@ def _forward_kernel(x, widths, heights, derivs, y, lad, N, bound, min_w, min_h, 
 
 
 @triton.jit
-def _softmax_backward(p, cols, k, from_right, g_knot, g_size, bound, minimum, clip_slope,
+def _softmax_backward(p, cols, k, from_right, g_knot, g_size, span, minimum, clip_slope,
                       K: tl.constexpr):
-    """Gradient of the unnormalised sizes from those of bin k's left knot and size. The knot is
-    -B + 2B (share_0 + ... + share_{k-1}) and the size 2B share_k; or, `from_right`, the bin is
-    its right knot B - 2B (share_{k+1} + ... + share_{K-1}) less its size, and g_size is then
+    """Gradient of the unnormalised sizes from those of bin k's left knot and size, on an
+    interval [low, high] of length `span` (2B for [-B, B]). The knot is
+    low + span (share_0 + ... + share_{k-1}) and the size span share_k; or, `from_right`, the
+    bin is its right knot high - span (share_{k+1} + ... + share_{K-1}) less its size, and
+    g_size is then
     the gradient of the size with that knot held (d(w_k) - d(x_k)). Both give the same result
     (they differ by a constant shift of d(share)); the one from the nearer end keeps exact
     zeros exact: at x = ±B the parameters get no gradient. `clip_slope` is the soft clip's
     derivative at each unnormalised size."""
     kk = k[:, None]
     right = from_right[:, None]
-    g_share = 2.0 * bound * (tl.where(right & (cols > kk), -g_knot[:, None], 0.0)
+    g_share = span * (tl.where(right & (cols > kk), -g_knot[:, None], 0.0)
                              + tl.where(~right & (cols < kk), g_knot[:, None], 0.0)
                              + tl.where(cols == kk, g_size[:, None], 0.0))
     g_p = (1.0 - minimum * K) * g_share
@@ -273,18 +313,17 @@ def _clip_slope(ptr, rows, cols, mask, s0, s1, clip):
 
 @triton.jit
 def _backward_kernel(grad_y, grad_lad, x, widths, heights, derivs, dx, dwidths, dheights,
-                     dderivs, N, bound, min_w, min_h, min_d, clip, clip_d, sgy, sgl, sx, sw0,
-                     sw1, sh0, sh1, sd0, sd1, K: tl.constexpr, KP: tl.constexpr,
-                     REVERSE: tl.constexpr, ZUKO: tl.constexpr,
-                     BLOCK: tl.constexpr):
+                     dderivs, N, x_low, x_high, y_low, y_high, min_w, min_h, min_d, clip, clip_d,
+                     sgy, sgl, sx, sw0, sw1, sh0, sh1, sd0, sd1, K: tl.constexpr,
+                     KP: tl.constexpr, REVERSE: tl.constexpr, ZUKO: tl.constexpr,
+                     ENDS: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK + tl.arange(0, BLOCK)
     row_mask = rows < N
     (value, v, inside, k, cols, pw, ph, du, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left,
-     d_right, x_from_right, y_from_right) = _locate(x, widths, heights, derivs, rows, N, bound,
-                                                    min_w, min_h, min_d, clip, clip_d, sx, sw0,
-                                                    sw1, sh0, sh1, sd0, sd1, K, KP, REVERSE,
-                                                    ZUKO)
+     d_right, x_from_right, y_from_right) = _locate(
+        x, widths, heights, derivs, rows, N, x_low, x_high, y_low, y_high, min_w, min_h, min_d,
+        clip, clip_d, sx, sw0, sw1, sh0, sh1, sd0, sd1, K, KP, REVERSE, ZUKO, ENDS)
     gy = tl.load(grad_y + rows * sgy, mask=row_mask, other=0.0).to(tl.float32)
     gl = tl.load(grad_lad + rows * sgl, mask=row_mask, other=0.0).to(tl.float32)
     xi, one_m, out = _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right,
@@ -356,23 +395,28 @@ def _backward_kernel(grad_y, grad_lad, x, widths, heights, derivs, dx, dwidths, 
     tile_rows = rows[:, None]
     tile_mask = row_mask[:, None]
     bins = tile_mask & (cols < K)
-    g_widths = _softmax_backward(pw, cols, k, x_from_right, g_xk, g_wk, bound, min_w,
+    g_widths = _softmax_backward(pw, cols, k, x_from_right, g_xk, g_wk, x_high - x_low, min_w,
                                  _clip_slope(widths, tile_rows, cols, bins, sw0, sw1, clip), K)
     tl.store(dwidths + tile_rows * K + cols, g_widths.to(out_ty), mask=bins)
-    g_heights = _softmax_backward(ph, cols, k, y_from_right, g_yk, g_hk, bound, min_h,
+    g_heights = _softmax_backward(ph, cols, k, y_from_right, g_yk, g_hk, y_high - y_low, min_h,
                                   _clip_slope(heights, tile_rows, cols, bins, sh0, sh1, clip), K)
     tl.store(dheights + tile_rows * K + cols, g_heights.to(out_ty), mask=bins)
-    if ZUKO:  # exp of the soft clip: exp(u') du'/du
-        r = 1.0 / (1.0 + clip_d * tl.abs(du))
-        slope = tl.exp(du * r) * r * r
-    else:
-        z = tl.exp(-tl.abs(du))  # softplus' derivative, the sigmoid, without overflow
-        slope = tl.where(du >= 0, 1.0, z) / (1.0 + z)
+    slope = _derivative_slope(du, clip_d, ZUKO)
     kk = k[:, None]
-    g_du = slope * (tl.where(cols == kk - 1, g_dl[:, None], 0.0)
-                    + tl.where(cols == kk, g_dr[:, None], 0.0))
-    tl.store(dderivs + tile_rows * (K - 1) + cols, g_du.to(out_ty),
-             mask=tile_mask & (cols < K - 1))
+    if ENDS:  # column j: knot j; knot K's column stored alone
+        g_du = slope * (tl.where(cols == kk, g_dl[:, None], 0.0)
+                        + tl.where(cols == kk + 1, g_dr[:, None], 0.0))
+        tl.store(dderivs + tile_rows * (K + 1) + cols, g_du.to(out_ty),
+                 mask=tile_mask & (cols < K))
+        # (knot K's value reloaded: cheaper than holding it through the backward pass)
+        u_last = _last_knot(derivs, rows, row_mask, sd0, sd1, K)
+        g_last = tl.where(k == K - 1, g_dr * _derivative_slope(u_last, clip_d, ZUKO), 0.0)
+        tl.store(dderivs + rows * (K + 1) + K, g_last.to(out_ty), mask=row_mask)
+    else:  # column j: knot j + 1
+        g_du = slope * (tl.where(cols == kk - 1, g_dl[:, None], 0.0)
+                        + tl.where(cols == kk, g_dr[:, None], 0.0))
+        tl.store(dderivs + tile_rows * (K - 1) + cols, g_du.to(out_ty),
+                 mask=tile_mask & (cols < K - 1))
 
 
 def _scalars(parameterisation):
@@ -382,10 +426,10 @@ def _scalars(parameterisation):
              float(p.clip), float(p.clip_derivative)), bool(p.zuko))
 
 
-def rq_spline_forward(x, widths, heights, derivatives, tail_bound, reverse,
-                      parameterisation=NFLOWS):
+def rq_spline_forward(x, widths, heights, derivatives, box, reverse, parameterisation=NFLOWS):
     """(y, logabsdet), each (N,) contiguous, for x (N,), widths and heights (N, K) and
-    derivatives (N, K - 1), all of any strides."""
+    derivatives (N, K - 1) (inner knots; 1 at the ends) or (N, K + 1) (all knots), all of any
+    strides, on box = (left, right, bottom, top)."""
     N, K = widths.shape
     y = empty((N,), x.dtype, x.device)
     lad = empty((N,), x.dtype, x.device)
@@ -394,28 +438,28 @@ def rq_spline_forward(x, widths, heights, derivatives, tail_bound, reverse,
     block, kp, warps = _tile(K)
     scalars, zuko = _scalars(parameterisation)
     launch(_forward_kernel, (cdiv(N, block),), x, widths, heights, derivatives, y, lad,
-           N, tail_bound, *scalars, x.stride(0), *widths.stride(), *heights.stride(),
+           N, *box, *scalars, x.stride(0), *widths.stride(), *heights.stride(),
            *derivatives.stride(), K=K, KP=kp, REVERSE=reverse, ZUKO=zuko,
-           BLOCK=block, num_warps=warps)
+           ENDS=derivatives.shape[1] == K + 1, BLOCK=block, num_warps=warps)
     return y, lad
 
 
-def rq_spline_backward(grad_y, grad_lad, x, widths, heights, derivatives, tail_bound, reverse,
+def rq_spline_backward(grad_y, grad_lad, x, widths, heights, derivatives, box, reverse,
                        parameterisation=NFLOWS):
-    """(dx (N,), dwidths (N, K), dheights (N, K), dderivatives (N, K - 1)), contiguous, from the
-    gradients of y and logabsdet (N,)."""
+    """(dx (N,), dwidths (N, K), dheights (N, K), dderivatives (shaped as derivatives)),
+    contiguous, from the gradients of y and logabsdet (N,)."""
     N, K = widths.shape
     dx = empty((N,), x.dtype, x.device)
     dwidths = empty((N, K), x.dtype, x.device)
     dheights = empty((N, K), x.dtype, x.device)
-    dderivs = empty((N, K - 1), x.dtype, x.device)
+    dderivs = empty(tuple(derivatives.shape), x.dtype, x.device)
     if N == 0:
         return dx, dwidths, dheights, dderivs
     block, kp, warps = _tile(K)
     scalars, zuko = _scalars(parameterisation)
     launch(_backward_kernel, (cdiv(N, block),), grad_y, grad_lad, x, widths, heights,
-           derivatives, dx, dwidths, dheights, dderivs, N, tail_bound, *scalars,
+           derivatives, dx, dwidths, dheights, dderivs, N, *box, *scalars,
            grad_y.stride(0), grad_lad.stride(0), x.stride(0), *widths.stride(),
            *heights.stride(), *derivatives.stride(), K=K, KP=kp, REVERSE=reverse,
-           ZUKO=zuko, BLOCK=block, num_warps=warps)
+           ZUKO=zuko, ENDS=derivatives.shape[1] == K + 1, BLOCK=block, num_warps=warps)
     return dx, dwidths, dheights, dderivs

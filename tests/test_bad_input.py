@@ -99,7 +99,10 @@ BAD_VALUES = {
     "masked_conv2d": _CONVOLUTION + [("mask", ["C", torch.ones(2, 2, dtype=torch.bool),
                                                torch.ones(3, 3)]),
                                      ("color_groups", [0, 5])],
-    "rq_spline": [("tail_bound", [0.0, -1.0, INF, NAN]), ("reverse", ["yes"])],
+    "rq_spline": [("tail_bound", [0.0, -1.0, INF, NAN]), ("reverse", ["yes"]),
+                  ("min_bin_width", [-0.1, 0.6, NAN]), ("min_bin_height", [0.6]),
+                  ("min_derivative", [-1.0, INF]), ("slope", [0.1]),  # slope: zuko's only
+                  ("parameterisation", ["nsf"]), ("box", [(0.0, 1.0, 0.0, 1.0)])],
     "affine_coupling": [("scale_map", ["tanh"]), ("clamp", [0.0, -1.0, INF]),
                         ("reverse", [1]), ("mask", [torch.ones(7, 1, 1, 1)])],
     "actnorm": [("reverse", ["yes"])],

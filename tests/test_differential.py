@@ -192,7 +192,7 @@ def _rq_spline_case(spec, r, dtype, generator):
     at_bounds = r["at_bounds"] and math.prod(r["shape"]) >= 8
     return catalog.rq_spline_case(r["shape"], r["K"], dtype, CPU, generator,
                                   tail_bound=r["tail_bound"], reverse=r["reverse"],
-                                  at_bounds=at_bounds)
+                                  at_bounds=at_bounds, box=r["box"], ends=r["ends"], **r["form"])
 
 
 def _coupling_mask(kind, shape, generator):
@@ -283,7 +283,14 @@ OPTIONS = {
         # B in sixteenths, exact in bf16: inputs "at ±B" are then at B in every dtype, not a
         # rounding away on either side of the spline's edge, where its gradients jump
         tail_bound=st.integers(8, 80).map(lambda i: i / 16), reverse=st.booleans(),
-        at_bounds=st.booleans())),
+        at_bounds=st.booleans(),
+        # nflows' tails=None spline (a box, exact in bf16 too) and learned end derivatives
+        box=st.sampled_from([None, (0.0, 1.0, 0.0, 1.0), (-1.0, 2.0, 0.5, 1.5)]),
+        ends=st.booleans(),
+        form=st.sampled_from([{}, {"min_bin_width": 0.05, "min_bin_height": 0.02,
+                                   "min_derivative": 0.3},
+                              {"parameterisation": "zuko"},
+                              {"parameterisation": "zuko", "slope": 0.05}]))),
     "affine_coupling": (_affine_coupling_case, _affine_coupling_recipes()),
     "actnorm": (_actnorm_case, _recipe(shape=_shapes(1, 3), reverse=st.booleans())),
 }

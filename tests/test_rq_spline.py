@@ -276,6 +276,36 @@ def test_agrees_with_nflows(reverse, device, generator):
 
 
 @pytest.mark.parametrize("reverse", [False, True])
+def test_box_with_learned_ends_is_nflows_tails_none_spline(reverse, device, generator):
+    # nflows' rational_quadratic_spline on an asymmetric box with all K + 1 derivatives learned:
+    # the reference (float64) against nflows itself, the kernel against the reference with
+    # the gradients of every input (K = 8 fills the tile: the last knot read alone)
+    splines = pytest.importorskip("nflows.transforms.splines.rational_quadratic")
+    K, box = 8, (-1.0, 2.0, 0.5, 1.5)
+    low, high = box[2:] if reverse else box[:2]
+    x = (low + (high - low) * torch.rand(40, generator=generator)).to(device)
+    x[:2] = torch.tensor([low, high])
+    widths, heights, _ = _params(generator, device, (40,), K, scale=1.0)
+    derivatives = torch.randn(40, K + 1, generator=generator).to(device)
+    params = (widths, heights, derivatives)
+    left, right, bottom, top = box
+    want = splines.rational_quadratic_spline(*_float64(x, *params), inverse=reverse, left=left,
+                                             right=right, bottom=bottom, top=top)
+    got = reference.rq_spline(*_float64(x, *params), reverse=reverse, box=box)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-10)
+    args = [t.requires_grad_() for t in (x, *params)]
+    ours = _run("triton", *args, box=box, reverse=reverse)
+    exact = [t.detach().double().requires_grad_() for t in args]
+    ref = reference.rq_spline(*exact, reverse=reverse, box=box)
+    for g, w in zip(ours, ref):
+        assert testing.relative_error(g, w) < TOL
+    ones = (torch.ones_like(ours[0]),) * 2
+    for g, w in zip(torch.autograd.grad(ours, args, ones), torch.autograd.grad(ref, exact, ones)):
+        assert testing.relative_error(g, w) < TOL
+
+
+@pytest.mark.parametrize("reverse", [False, True])
 def test_zuko_parameterisation_is_zukos_spline(reverse, device, generator):
     # the reference (float64) against zuko's MonotonicRQSTransform itself, and the kernel
     # against the reference, with the gradients of every input
@@ -336,6 +366,14 @@ BAD_INPUTS = {
     "tail_bound nan": (lambda *a: a, {"tail_bound": math.nan}, ValueError, "tail_bound must be"),
     "tail_bound type": (lambda *a: a, {"tail_bound": "3"}, TypeError, "tail_bound must be a"),
     "reverse type": (lambda *a: a, {"reverse": 1}, TypeError, "reverse must be a bool"),
+    "box and tail_bound": (lambda *a: a, {"box": (0, 1, 0, 1), "tail_bound": 3.0}, ValueError,
+                           "give tail_bound or box, not both"),
+    "box length": (lambda *a: a, {"box": (0, 1, 0)}, TypeError, "box must be a tuple"),
+    "box type": (lambda *a: a, {"box": "0 1 0 1"}, TypeError, "box must be a tuple"),
+    "box number": (lambda *a: a, {"box": (0, 1, None, 1)}, TypeError, "box must hold four"),
+    "box empty": (lambda *a: a, {"box": (1.0, 1.0, 0, 1)}, ValueError, "left < right"),
+    "box upside down": (lambda *a: a, {"box": (0, 1, 2.0, 1.0)}, ValueError, "bottom < top"),
+    "box inf": (lambda *a: a, {"box": (0, math.inf, 0, 1)}, ValueError, "must be finite"),
     "parameterisation name": (lambda *a: a, {"parameterisation": "nsf"}, ValueError,
                               "parameterisation must be one of"),
     "parameterisation type": (lambda *a: a, {"parameterisation": 1}, TypeError,

@@ -15,7 +15,7 @@ import torch
 
 from gdm_engine import backend, reference
 from gdm_engine.reference.rq_spline import (MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE,
-                                            PARAMETERISATIONS, SLOPE, clip_scales)
+                                            PARAMETERISATIONS, SLOPE, clip_scales, spline_box)
 
 from ._autocast import autocast_inputs
 from ._checks import check_like, check_tensor
@@ -44,10 +44,11 @@ def _kernel_parameterisation(parameterisation, min_bin_width, min_bin_height, mi
 
 
 def _flat(x, widths, heights, derivatives):
-    """x as (N,) and the parameters as (N, K) and (N, K - 1): views where the strides allow."""
+    """x as (N,) and the parameters as (N, K) and (N, K -/+ 1): views where the strides
+    allow."""
     K = widths.shape[-1]
     return (x.reshape(-1), widths.reshape(-1, K), heights.reshape(-1, K),
-            derivatives.reshape(-1, K - 1))
+            derivatives.reshape(-1, derivatives.shape[-1]))
 
 
 @torch.library.custom_op("gdm_engine::rq_spline", mutates_args=())
@@ -55,23 +56,24 @@ def library_op(x: torch.Tensor, widths: torch.Tensor, heights: torch.Tensor,
                derivatives: torch.Tensor, *, tail_bound: float = 3.0, reverse: bool = False,
                parameterisation: str = "nflows", min_bin_width: float = 1e-3,
                min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
-               slope: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+               slope: float = 1e-3, box: list[float] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """The registered op, unchecked: call `rq_spline`, which validates its inputs first."""
     form = (parameterisation, min_bin_width, min_bin_height, min_derivative, slope)
     if backend.resolve(x) == "triton":
         y, logabsdet = _kernels().rq_spline_forward(*_flat(x, widths, heights, derivatives),
-                                                    float(tail_bound), bool(reverse),
+                                                    spline_box(tail_bound, box), bool(reverse),
                                                     _kernel_parameterisation(*form))
         return y.view(x.shape), logabsdet.view(x.shape)
     y, logabsdet = reference.rq_spline(x, widths, heights, derivatives, tail_bound, reverse,
-                                       *form)
+                                       *form, box)
     return y.contiguous(), logabsdet.contiguous()
 
 
 @library_op.register_fake
 def _(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False,
       parameterisation="nflows", min_bin_width=1e-3, min_bin_height=1e-3, min_derivative=1e-3,
-      slope=1e-3):
+      slope=1e-3, box=None):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
@@ -79,25 +81,26 @@ def _(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False,
 def _backward(grad_y: torch.Tensor, grad_logabsdet: torch.Tensor, x: torch.Tensor,
               widths: torch.Tensor, heights: torch.Tensor, derivatives: torch.Tensor,
               tail_bound: float, reverse: bool, parameterisation: str, min_bin_width: float,
-              min_bin_height: float, min_derivative: float, slope: float, implementation: str
+              min_bin_height: float, min_derivative: float, slope: float,
+              box: list[float] | None, implementation: str
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dwidths, dheights, dderivatives) by the implementation that ran the forward pass."""
     form = (parameterisation, min_bin_width, min_bin_height, min_derivative, slope)
     if implementation == "triton":
-        K = widths.shape[-1]
         grads = _kernels().rq_spline_backward(grad_y.reshape(-1), grad_logabsdet.reshape(-1),
                                               *_flat(x, widths, heights, derivatives),
-                                              float(tail_bound), bool(reverse),
+                                              spline_box(tail_bound, box), bool(reverse),
                                               _kernel_parameterisation(*form))
-        shapes = (x.shape, widths.shape, heights.shape, (*x.shape, K - 1))
+        shapes = (x.shape, widths.shape, heights.shape, derivatives.shape)
         return tuple(g.view(shape) for g, shape in zip(grads, shapes))
-    return reference_vjp(lambda *a: reference.rq_spline(*a, tail_bound, reverse, *form),
+    return reference_vjp(lambda *a: reference.rq_spline(*a, tail_bound, reverse, *form, box),
                          (x, widths, heights, derivatives), (grad_y, grad_logabsdet))
 
 
 @_backward.register_fake
 def _(grad_y, grad_logabsdet, x, widths, heights, derivatives, tail_bound, reverse,
-      parameterisation, min_bin_width, min_bin_height, min_derivative, slope, implementation):
+      parameterisation, min_bin_width, min_bin_height, min_derivative, slope, box,
+      implementation):
     return (x.new_empty(x.shape), widths.new_empty(widths.shape),
             heights.new_empty(heights.shape), derivatives.new_empty(derivatives.shape))
 
@@ -107,7 +110,7 @@ def _setup_context(ctx, inputs, keyword_only_inputs, output):
     kw = keyword_only_inputs
     ctx.config = (float(kw["tail_bound"]), bool(kw["reverse"]), kw["parameterisation"],
                   kw["min_bin_width"], kw["min_bin_height"], kw["min_derivative"], kw["slope"],
-                  backend.resolve(inputs[0]))
+                  kw["box"], backend.resolve(inputs[0]))
 
 
 def _autograd_backward(ctx, grad_y, grad_logabsdet):
@@ -158,7 +161,32 @@ def resolve_parameterisation(parameterisation, K, min_bin_width=None, min_bin_he
             "slope": SLOPE}
 
 
-def check_inputs(x, widths, heights, derivatives, tail_bound, reverse):
+def _check_box(tail_bound, box):
+    """tail_bound a positive finite number, or box four finite numbers with left < right and
+    bottom < top; not both (tail_bound None: the default 3.0)."""
+    if box is None:
+        if tail_bound is None:
+            return
+        if isinstance(tail_bound, bool) or not isinstance(tail_bound, (int, float)):
+            raise TypeError(f"tail_bound must be a number, got {type(tail_bound).__name__}")
+        if not math.isfinite(tail_bound) or tail_bound <= 0:
+            raise ValueError(f"tail_bound must be a positive finite number, got {tail_bound!r}")
+        return
+    if tail_bound is not None:
+        raise ValueError(f"give tail_bound or box, not both (tail_bound={tail_bound!r}, "
+                         f"box={box!r})")
+    if not isinstance(box, (tuple, list)) or len(box) != 4:
+        raise TypeError(f"box must be a tuple (left, right, bottom, top), got {box!r}")
+    for value in box:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"box must hold four numbers (left, right, bottom, top), got {box!r}")
+    left, right, bottom, top = box
+    if not (all(math.isfinite(v) for v in box) and left < right and bottom < top):
+        raise ValueError(f"box (left, right, bottom, top) must be finite with left < right and "
+                         f"bottom < top, got {tuple(box)!r}")
+
+
+def check_inputs(x, widths, heights, derivatives, tail_bound, reverse, box=None):
     """Raise ValueError/TypeError, naming the argument, for anything the op cannot compute."""
     check_tensor("x", x)
     for name, value in (("widths", widths), ("heights", heights), ("derivatives", derivatives)):
@@ -173,13 +201,11 @@ def check_inputs(x, widths, heights, derivatives, tail_bound, reverse):
     if heights.shape != widths.shape:
         raise ValueError(f"heights must have the shape of widths, {tuple(widths.shape)}, got "
                          f"{tuple(heights.shape)}")
-    if derivatives.shape != (*x.shape, K - 1):
+    if derivatives.shape not in ((*x.shape, K - 1), (*x.shape, K + 1)):
         raise ValueError(f"derivatives must have shape x.shape + (K - 1,) = "
-                         f"{(*x.shape, K - 1)} for K = {K} bins, got {tuple(derivatives.shape)}")
-    if isinstance(tail_bound, bool) or not isinstance(tail_bound, (int, float)):
-        raise TypeError(f"tail_bound must be a number, got {type(tail_bound).__name__}")
-    if not math.isfinite(tail_bound) or tail_bound <= 0:
-        raise ValueError(f"tail_bound must be a positive finite number, got {tail_bound!r}")
+                         f"{(*x.shape, K - 1)} (inner knots) or x.shape + (K + 1,) (all knots) "
+                         f"for K = {K} bins, got {tuple(derivatives.shape)}")
+    _check_box(tail_bound, box)
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
     if K > MAX_KERNEL_BINS and backend.resolve(x) == "triton":
@@ -187,16 +213,21 @@ def check_inputs(x, widths, heights, derivatives, tail_bound, reverse):
                          f"{MAX_KERNEL_BINS}; use fewer bins or the reference backend")
 
 
-def rq_spline(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False,
+def rq_spline(x, widths, heights, derivatives, *, tail_bound=None, reverse=False,
               parameterisation="nflows", min_bin_width=None, min_bin_height=None,
-              min_derivative=None, slope=None):
+              min_derivative=None, slope=None, box=None):
     """Monotonic rational-quadratic spline with identity tails (Durkan et al., 2019), elementwise.
 
     x: (...) float tensor. widths, heights: (..., K) unnormalised bin widths and heights (softmax
     over K, each bin at least 1e-3 of the interval); derivatives: (..., K - 1) unnormalised
     derivatives at the inner knots (softplus + 1e-3; the derivatives at ±tail_bound are exactly 1,
-    so the spline joins the identity smoothly). On [-tail_bound, tail_bound] the spline maps x to
-    y; outside it is the identity with zero log-derivative.
+    so the spline joins the identity smoothly). On [-tail_bound, tail_bound] (default 3.0) the
+    spline maps x to y; outside it is the identity with zero log-derivative.
+
+    nflows' tails=None spline (`rational_quadratic_spline`): box=(left, right, bottom, top)
+    instead of tail_bound puts the x knots on [left, right] and the y knots on [bottom, top],
+    and derivatives of shape (..., K + 1) give all knot derivatives, the ends' too, each
+    min_derivative + softplus (zuko: exp). The identity still holds outside the box.
 
     Returns (y, logabsdet), both shaped like x: logabsdet = log|dy/dx| per element (the Jacobian
     is diagonal). With reverse=True the first argument is y and the op returns (x, log|dx/dy|),
@@ -211,8 +242,12 @@ def rq_spline(x, widths, heights, derivatives, *, tail_bound=3.0, reverse=False,
     """
     x, widths, heights, derivatives = autocast_inputs("rq_spline", x, widths, heights,
                                                       derivatives)
-    check_inputs(x, widths, heights, derivatives, tail_bound, reverse)
+    check_inputs(x, widths, heights, derivatives, tail_bound, reverse, box)
     form = resolve_parameterisation(parameterisation, widths.shape[-1], min_bin_width,
                                     min_bin_height, min_derivative, slope)
-    return library_op(x, widths, heights, derivatives, tail_bound=float(tail_bound),
-                      reverse=reverse, **form)
+    if box is not None:
+        return library_op(x, widths, heights, derivatives, box=[float(v) for v in box],
+                          reverse=reverse, **form)
+    tail_bound = 3.0 if tail_bound is None else float(tail_bound)
+    return library_op(x, widths, heights, derivatives, tail_bound=tail_bound, reverse=reverse,
+                      **form)

@@ -18,7 +18,13 @@ eqs. (4)-(6):
     dy/dx   = s_k² (d_{k+1} xi² + 2 s_k xi (1 - xi) + d_k (1 - xi)²)
               / (s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi))²
 
-Outside [-B, B] the map is the identity with log|dy/dx| = 0. The bin of x is the number of inner
+Outside [-B, B] the map is the identity with log|dy/dx| = 0.
+
+nflows' `rational_quadratic_spline` (its tails=None) is the same spline on a box: x knots on
+[left, right], y knots on [bottom, top], and all K + 1 knot derivatives learned
+(min_derivative + softplus, the ends too). `box=(left, right, bottom, top)` replaces
+[-B, B] x [-B, B], and derivatives of K + 1 entries give the ends' derivatives; the identity
+still holds outside the box (of x forward, of y inverse). The bin of x is the number of inner
 knots x_1 .. x_{K-1} that are <= x: the bin whose left knot is <= x, clamped to K - 1, so x = B
 falls in the last bin (nflows gets the same by nudging the last knot up by 1e-6 in its
 searchsorted). The inverse searches the y knots the same way and takes the root in [0, 1] of
@@ -68,6 +74,8 @@ def _softmax(t):
 
 def soft_clip(u, inverse_scale):
     """zuko's soft clip u / (1 + |u| / c), with inverse_scale = 1 / c (0: no clip)."""
+    if inverse_scale == 0:
+        return u
     return u / (1 + inverse_scale * u.abs())
 
 
@@ -79,42 +87,56 @@ def clip_scales(parameterisation, slope):
     return 2 / abs(math.log(slope)), 1 / abs(math.log(slope))
 
 
-def _knots(unnormalised, minimum, bound, clip=0.0):
-    """Knot positions (..., K + 1) on [-bound, bound] and bin sizes (..., K) from unnormalised
-    bin sizes (..., K): soft clip, softmax, a minimum share per bin, cumulative sum."""
+def _knots(unnormalised, minimum, low, high, clip=0.0):
+    """Knot positions (..., K + 1) on [low, high] from unnormalised bin sizes (..., K): soft
+    clip, softmax, a minimum share per bin, cumulative sum."""
     K = unnormalised.shape[-1]
-    share = minimum + (1 - minimum * K) * _softmax(soft_clip(unnormalised, clip))
-    cumulative = F.pad(torch.cumsum(share, dim=-1), (1, 0), value=0.0)
-    knots = 2 * bound * cumulative - bound
-    # the ends exactly at ±bound (the cumulative sum rounds): so y(±B) = ±B
-    knots = torch.cat([torch.full_like(knots[..., :1], -bound), knots[..., 1:-1],
-                       torch.full_like(knots[..., :1], bound)], dim=-1)
-    return knots, knots[..., 1:] - knots[..., :-1]
+    share = _softmax(soft_clip(unnormalised, clip))
+    if minimum:
+        share = minimum + (1 - minimum * K) * share
+    inner = (high - low) * torch.cumsum(share[..., :-1], dim=-1) + low
+    # the ends exactly at low and high (the cumulative sum rounds): so y(±B) = ±B
+    return torch.cat([torch.full_like(inner[..., :1], low), inner,
+                      torch.full_like(inner[..., :1], high)], dim=-1)
 
 
-def _knot_derivatives(unnormalised, parameterisation="nflows", minimum=MIN_DERIVATIVE, clip=0.0):
-    """(..., K + 1) derivatives at the knots: 1 at both ends; inside minimum + softplus
-    ("nflows") or exp of the soft-clipped value ("zuko")."""
+def _knot_derivatives(unnormalised, ends_learned, parameterisation="nflows",
+                      minimum=MIN_DERIVATIVE, clip=0.0):
+    """(..., K + 1) derivatives at the knots from (..., K - 1) unnormalised inner ones (1 at
+    both ends) or (..., K + 1) for all: minimum + softplus ("nflows") or exp of the
+    soft-clipped value ("zuko")."""
     if parameterisation == "zuko":
-        inner = torch.exp(soft_clip(unnormalised, clip))
+        learned = torch.exp(soft_clip(unnormalised, clip))
     else:
-        inner = minimum + F.softplus(unnormalised)
-    one = torch.ones_like(inner[..., :1])
-    return torch.cat([one, inner, one], dim=-1)
+        learned = minimum + F.softplus(unnormalised)
+    if ends_learned:
+        return learned
+    one = torch.ones_like(learned[..., :1])
+    return torch.cat([one, learned, one], dim=-1)
+
+
+def spline_box(tail_bound, box=None):
+    """(left, right, bottom, top): `box`, or [-B, B] x [-B, B] for B = tail_bound."""
+    if box is not None:
+        return tuple(float(v) for v in box)
+    B = float(tail_bound)
+    return -B, B, -B, B
 
 
 def spline_knots(widths, heights, derivatives, tail_bound, parameterisation="nflows",
                  min_bin_width=MIN_BIN_WIDTH, min_bin_height=MIN_BIN_HEIGHT,
-                 min_derivative=MIN_DERIVATIVE, slope=SLOPE):
+                 min_derivative=MIN_DERIVATIVE, slope=SLOPE, box=None):
     """(x knots, y knots, knot derivatives), each (..., K + 1): the spline that the unnormalised
     parameters describe (zuko's `horizontal`, `vertical` and `derivatives`)."""
     clip, clip_d = clip_scales(parameterisation, slope)
     if parameterisation == "zuko":
         min_bin_width = min_bin_height = 0.0
-    x_knots, _ = _knots(widths, min_bin_width, tail_bound, clip)
-    y_knots, _ = _knots(heights, min_bin_height, tail_bound, clip)
-    return x_knots, y_knots, _knot_derivatives(derivatives, parameterisation, min_derivative,
-                                               clip_d)
+    left, right, bottom, top = spline_box(tail_bound, box)
+    x_knots = _knots(widths, min_bin_width, left, right, clip)
+    y_knots = _knots(heights, min_bin_height, bottom, top, clip)
+    ends_learned = derivatives.shape[-1] == widths.shape[-1] + 1
+    return x_knots, y_knots, _knot_derivatives(derivatives, ends_learned, parameterisation,
+                                               min_derivative, clip_d)
 
 
 def _bin_index(knots, v):
@@ -122,8 +144,10 @@ def _bin_index(knots, v):
     return (v[..., None] >= knots[..., 1:-1]).sum(dim=-1, keepdim=True)
 
 
-def _gather(t, index):
-    return torch.gather(t, -1, index)[..., 0]
+def _gather_pair(t, index):
+    """t at the bin's two ends, index and index + 1 (index (..., 1)), in one gather."""
+    pair = torch.gather(t, -1, torch.cat([index, index + 1], dim=-1))
+    return pair[..., 0], pair[..., 1]
 
 
 def _log_derivative(xi, s, d_left, d_right):
@@ -137,31 +161,34 @@ def _log_derivative(xi, s, d_left, d_right):
 
 def rq_spline(x, widths, heights, derivatives, tail_bound=3.0, reverse=False,
               parameterisation="nflows", min_bin_width=MIN_BIN_WIDTH,
-              min_bin_height=MIN_BIN_HEIGHT, min_derivative=MIN_DERIVATIVE, slope=SLOPE):
+              min_bin_height=MIN_BIN_HEIGHT, min_derivative=MIN_DERIVATIVE, slope=SLOPE,
+              box=None):
     """(y, logabsdet), both shaped like x: the rational-quadratic spline of x (or its inverse
     when `reverse`, then logabsdet = log|dx/dy|), elementwise, with parameters widths (..., K),
-    heights (..., K) and derivatives (..., K - 1) per element of x (...). The minimum shares
-    and derivative apply to parameterisation "nflows", `slope` to "zuko".
+    heights (..., K) and derivatives (..., K - 1), or (..., K + 1) with the ends', per element
+    of x (...). The minimum shares and derivative apply to parameterisation "nflows", `slope`
+    to "zuko"; `box` (left, right, bottom, top) replaces [-B, B] x [-B, B].
     """
     if x.dtype in (torch.float16, torch.bfloat16):
         y, logabsdet = rq_spline(x.float(), widths.float(), heights.float(), derivatives.float(),
                                  tail_bound, reverse, parameterisation, min_bin_width,
-                                 min_bin_height, min_derivative, slope)
+                                 min_bin_height, min_derivative, slope, box)
         return y.to(x.dtype), logabsdet.to(x.dtype)
-    B = float(tail_bound)
-    x_knots, y_knots, d = spline_knots(widths, heights, derivatives, B, parameterisation,
-                                       min_bin_width, min_bin_height, min_derivative, slope)
-    w, h = x_knots.diff(dim=-1), y_knots.diff(dim=-1)
+    x_knots, y_knots, d = spline_knots(widths, heights, derivatives, tail_bound,
+                                       parameterisation, min_bin_width, min_bin_height,
+                                       min_derivative, slope, box)
+    left, right, bottom, top = spline_box(tail_bound, box)
+    low, high = (bottom, top) if reverse else (left, right)  # the interval of the input
     # zuko's interval is (-B, B]: at -B both give y = -B, but the identity's log-derivative
     # has no gradient there
-    inside = ((x > -B) if parameterisation == "zuko" else (x >= -B)) & (x <= B)
+    inside = ((x > low) if parameterisation == "zuko" else (x >= low)) & (x <= high)
     # Evaluate the spline on clamped inputs everywhere (finite values and gradients), then keep
     # the identity outside.
-    v = x.clamp(-B, B)
+    v = x.clamp(low, high)
     index = _bin_index(y_knots if reverse else x_knots, v)
-    x_k, w_k = _gather(x_knots, index), _gather(w, index)
-    y_k, h_k = _gather(y_knots, index), _gather(h, index)
-    d_left, d_right = _gather(d[..., :-1], index), _gather(d[..., 1:], index)
+    (x_k, x_next), (y_k, y_next) = _gather_pair(x_knots, index), _gather_pair(y_knots, index)
+    d_left, d_right = _gather_pair(d, index)
+    w_k, h_k = x_next - x_k, y_next - y_k
     s = h_k / w_k
     if not reverse:
         xi = (v - x_k) / w_k

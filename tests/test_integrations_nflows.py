@@ -26,6 +26,17 @@ def _case(generator, shape, K, bound, dtype=torch.float64):
     return [t.to(dtype) for t in (x, *params)]
 
 
+def _box_case(generator, shape, K, box, inverse):
+    """Inputs on the input's side of the box (its two ends among them) and K + 1 derivatives,
+    float64."""
+    low, high = box[2:] if inverse else box[:2]
+    x = low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64)
+    x.view(-1)[:2] = torch.tensor([low, high])
+    params = [torch.randn(*shape, k, generator=generator, dtype=torch.float64)
+              for k in (K, K, K + 1)]
+    return [x, *params]
+
+
 def _grads(outputs, inputs):
     weights = [torch.linspace(0.5, 1.5, o.numel(), dtype=o.dtype).view(o.shape) for o in outputs]
     return torch.autograd.grad(outputs, inputs, weights)
@@ -50,6 +61,46 @@ def test_unconstrained_spline_equals_nflows(K, bound, mins, inverse, backend, ge
         assert testing.relative_error(g, w) < 1e-5
     for g, w in zip(_grads(got, args), _grads(want, truth_args)):
         assert testing.relative_error(g, w) < 1e-4
+
+
+@pytest.mark.parametrize("K,box,mins", [(2, (0.0, 1.0, 0.0, 1.0), {}),
+                                        (8, (-1.0, 2.0, 0.5, 1.5), {}),
+                                        (5, (0.0, 1.0, 0.0, 1.0), {"min_bin_width": 0.1,
+                                                                   "min_bin_height": 0.05,
+                                                                   "min_derivative": 0.3})])
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_spline_on_a_box_equals_nflows(K, box, mins, inverse, backend, generator):
+    # nflows' tails=None spline: a box, every knot derivative learned
+    truth_args = [t.requires_grad_() for t in _box_case(generator, (3, 11), K, box, inverse)]
+    args = [t.detach().float().requires_grad_() for t in truth_args]
+    left, right, bottom, top = box
+    bounds = {"left": left, "right": right, "bottom": bottom, "top": top}
+    # (nflows checks the inverse's y against [left, right] too: these boxes hold [bottom, top])
+    want = upstream.rational_quadratic_spline(*truth_args, inverse=inverse, **bounds, **mins)
+    with gdm_engine.use_backend(backend):
+        got = fast.rational_quadratic_spline(*args, inverse=inverse, **bounds, **mins)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == torch.float32
+        # the catalog's fp32 tolerance (the steep bins of the (3 x 1) box's inverse: 1.1e-5 seen)
+        assert testing.relative_error(g, w) < 1e-4
+    for g, w in zip(_grads(got, args), _grads(want, truth_args)):
+        assert testing.relative_error(g, w) < 1e-4
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_inputs_outside_the_box_raise_as_in_nflows(inverse, generator):
+    from nflows.transforms.base import InputOutsideDomain
+
+    x = torch.tensor([0.2, 1.5])
+    params = [torch.randn(2, k, generator=generator) for k in (4, 4, 5)]
+    with pytest.raises(InputOutsideDomain):
+        upstream.rational_quadratic_spline(x, *params, inverse=inverse)
+    with pytest.raises(InputOutsideDomain):
+        fast.rational_quadratic_spline(x, *params, inverse=inverse)
+    # inside: no error; empty: nothing to check
+    fast.rational_quadratic_spline(x.clamp(max=1.0), *params, inverse=inverse)
+    fast.rational_quadratic_spline(x[:0], *[p[:0] for p in params], inverse=inverse)
 
 
 @pytest.mark.parametrize("dtype", list(TOLERANCE))
@@ -87,9 +138,15 @@ def test_what_the_op_cannot_express_falls_back_to_upstream(generator):
     params = [torch.randn(7, k, generator=generator) for k in (4, 4, 3)]
     with pytest.raises(RuntimeError, match="tails are not implemented"):  # as nflows
         fast.unconstrained_rational_quadratic_spline(x, *params, tails="quadratic")
-    assert fast.rational_quadratic_spline is upstream.rational_quadratic_spline
     with pytest.raises(ValueError, match="min_bin_width"):  # K * minimum > 1
         fast.unconstrained_rational_quadratic_spline(x, *params, min_bin_width=0.3)
+    # tensor bounds: upstream's own function, its very numbers
+    all_derivatives = torch.randn(7, 5, generator=generator)
+    want = upstream.rational_quadratic_spline(x, *params[:2], all_derivatives,
+                                              right=torch.tensor(1.0))
+    got = fast.rational_quadratic_spline(x, *params[:2], all_derivatives,
+                                         right=torch.tensor(1.0))
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
 
 
 def _coupling_flow(seed):
@@ -127,7 +184,9 @@ def test_flows_log_prob_gradients_and_samples_equal_under_patch(backend, generat
             lp, grads, samples = _flow_results(x)
         finally:
             fast.ops.rq_spline = op
-    assert len(calls) >= 4 + 2 * 4  # every spline layer ran the op (sampling inverts MADE 4x)
+    # every spline layer ran the op: 4 in log_prob; in sampling the 2 couplings and the 2 MADEs,
+    # inverted in 4 passes each
+    assert len(calls) == 4 + 2 + 2 * 4
     assert testing.relative_error(lp, want_lp) < 1e-5
     assert all(testing.relative_error(g, w) < 1e-4 for g, w in zip(grads, want_grads))
     assert testing.relative_error(samples, want_samples) < 1e-4
@@ -138,24 +197,53 @@ def test_flows_log_prob_gradients_and_samples_equal_under_patch(backend, generat
         upstream.unconstrained_rational_quadratic_spline
     assert autoregressive.unconstrained_rational_quadratic_spline is \
         upstream.unconstrained_rational_quadratic_spline
+    assert splines.rational_quadratic_spline is upstream.rational_quadratic_spline
+
+
+def _cdf_results(x, inverse):
+    """nflows' tails=None transform (its rational_quadratic_spline on the unit box): outputs,
+    log-det, and the gradients of both (weighted) for the input and the parameters."""
+    from nflows import transforms
+
+    torch.manual_seed(0)
+    cdf = transforms.PiecewiseRationalQuadraticCDF([4], num_bins=6, tails=None)
+    x = x.clone().requires_grad_()
+    outputs = cdf.inverse(x) if inverse else cdf(x)
+    return outputs, _grads(outputs, [x, *cdf.parameters()])
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tails_none_transform_equals_nflows_under_patch(inverse, backend, generator):
+    x = torch.rand(10, 4, generator=generator)
+    x[0] = torch.tensor([0.0, 1.0, 0.5, 1.0])
+    want, want_grads = _cdf_results(x, inverse)
+    with gdm_engine.use_backend(backend), fast.patch():
+        got, grads = _cdf_results(x, inverse)
+    assert all(testing.relative_error(g, w) < 1e-5 for g, w in zip(got, want))
+    assert all(testing.relative_error(g, w) < 1e-4 for g, w in zip(grads, want_grads))
 
 
 def test_patch_covers_normflows_and_restores_after_an_exception(generator):
     normflows_splines = pytest.importorskip("normflows.utils.splines")
     original = normflows_splines.unconstrained_rational_quadratic_spline
+    original_box = normflows_splines.rational_quadratic_spline
     args = _case(generator, (13,), 6, 2.0, dtype=torch.float32)
     want = original(*args, tail_bound=2.0)
     with pytest.raises(KeyError), fast.patch():
         assert normflows_splines.unconstrained_rational_quadratic_spline is not original
         got = normflows_splines.unconstrained_rational_quadratic_spline(*args, tail_bound=2.0)
         assert all(testing.relative_error(g, w) < 1e-5 for g, w in zip(got, want))
-        # normflows' own tails fall back to normflows' function
+        # normflows' own tails: normflows' function around the fused tails=None spline
+        circular_args = (*args[:3], torch.randn(13, 6, generator=generator))
         circular = normflows_splines.unconstrained_rational_quadratic_spline(
-            args[0], args[1], args[2], torch.randn(13, 6, generator=generator),
-            tails="circular", tail_bound=2.0)
-        assert torch.isfinite(circular[0]).all()
+            *circular_args, tails="circular", tail_bound=2.0)
+        want = original(*circular_args, tails="circular", tail_bound=2.0)
+        assert all(testing.relative_error(g, w) < 1e-5 for g, w in zip(circular, want))
+        assert normflows_splines.rational_quadratic_spline is not original_box
         raise KeyError
     assert normflows_splines.unconstrained_rational_quadratic_spline is original
+    assert normflows_splines.rational_quadratic_spline is original_box
 
 
 def test_a_call_reads_nothing_back_and_launches_only_the_spline_kernel(generator):
@@ -167,6 +255,10 @@ def test_a_call_reads_nothing_back_and_launches_only_the_spline_kernel(generator
                                        inverse=inverse, tail_bound=3.0)
         assert counts.count == 0, dict(counts.ops)
         assert [launch.kernel.fn.__name__ for launch in counts.launches] == ["_forward_kernel"]
+    box_args = [t.float() for t in _box_case(generator, (4, 9), 8, (0.0, 1.0, 0.0, 1.0), False)]
+    _, counts = testing.device_ops(fast.rational_quadratic_spline, *box_args)
+    assert counts.count == 0, dict(counts.ops)
+    assert [launch.kernel.fn.__name__ for launch in counts.launches] == ["_forward_kernel"]
     # nflows itself reads back (its domain check and boolean masks): what the drop-in removes
     _, counts = testing.device_ops(upstream.unconstrained_rational_quadratic_spline, *args,
                                    tail_bound=3.0)

@@ -18,12 +18,19 @@ InputOutsideDomain — the drop-in does without: the kernel tests each element a
 interval on the device and takes the identity outside it, so no input can be outside the
 spline's domain and nothing is read back.
 
+`rational_quadratic_spline` (nflows' tails=None spline on a box [left, right] x [bottom, top]
+whose K + 1 knot derivatives are all learned) is the op with `box` and K + 1 derivatives: one
+launch too. nflows checks its inputs with `torch.min(inputs) < left` and raises
+InputOutsideDomain; the drop-in checks CPU inputs from host memory (nothing dispatched) against
+the input's side of the box ([left, right] forward, [bottom, top] inverse; nflows tests
+[left, right] both ways, the same for its default unit box) and raises the same; device inputs
+are not read back, and an element outside the box passes through (the identity, log-derivative
+0).
+
 Falls back to upstream's own function (the same result, upstream's speed) for what the op does
 not express: tails other than "linear" (nflows raises for them; normflows' "circular" and
-per-feature tails) and a tensor tail_bound (normflows). `rational_quadratic_spline` (nflows'
-tails=None spline on a box [left, right] x [bottom, top] whose boundary derivatives are learned
-too) is upstream's function: the op has no learned boundary derivatives nor an asymmetric box;
-`patch()` leaves it as it is.
+per-feature tails, whose inner call is then the fused `rational_quadratic_spline`), and tensor
+bounds (normflows' tail_bound, left, right, bottom, top).
 """
 
 import contextlib
@@ -34,9 +41,11 @@ import torch
 
 from gdm_engine import ops
 from gdm_engine.integrations import require
+from gdm_engine.ops._checks import host_values
 
 splines = require("nflows.transforms.splines", "nflows")
 rational_quadratic = require("nflows.transforms.splines.rational_quadratic", "nflows")
+InputOutsideDomain = require("nflows.transforms.base", "nflows").InputOutsideDomain
 
 DEFAULT_MIN_BIN_WIDTH = rational_quadratic.DEFAULT_MIN_BIN_WIDTH
 DEFAULT_MIN_BIN_HEIGHT = rational_quadratic.DEFAULT_MIN_BIN_HEIGHT
@@ -73,62 +82,114 @@ def _fused(upstream):
 unconstrained_rational_quadratic_spline = _fused(
     rational_quadratic.unconstrained_rational_quadratic_spline)
 
-# nflows' tails=None spline: upstream's (see the module's docstring)
-rational_quadratic_spline = rational_quadratic.rational_quadratic_spline
+def _check_domain(inputs, low, high):
+    """nflows' InputOutsideDomain for a CPU tensor with values outside [low, high], read from
+    host memory; device tensors are not read (that would sync)."""
+    values = host_values(inputs)
+    if values is not None and values.size and (values.min() < low or values.max() > high):
+        raise InputOutsideDomain()
+
+
+def _fused_box(upstream, check_domain):
+    """nflows' `rational_quadratic_spline` signature over the op, calling `upstream` (nflows' or
+    normflows' own function) for tensor bounds; `check_domain`: raise as nflows does for
+    inputs outside the box (normflows does not check)."""
+
+    @functools.wraps(upstream)
+    def rational_quadratic_spline(
+            inputs, unnormalized_widths, unnormalized_heights, unnormalized_derivatives,
+            inverse=False, left=0.0, right=1.0, bottom=0.0, top=1.0,
+            min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
+            min_derivative=DEFAULT_MIN_DERIVATIVE):
+        box = (left, right, bottom, top)
+        if any(torch.is_tensor(v) for v in box):
+            return upstream(inputs, unnormalized_widths, unnormalized_heights,
+                            unnormalized_derivatives, inverse=inverse, left=left, right=right,
+                            bottom=bottom, top=top, min_bin_width=min_bin_width,
+                            min_bin_height=min_bin_height, min_derivative=min_derivative)
+        if check_domain:
+            _check_domain(inputs, *(box[2:] if inverse else box[:2]))
+        return ops.rq_spline(inputs, unnormalized_widths, unnormalized_heights,
+                             unnormalized_derivatives, box=tuple(float(v) for v in box),
+                             reverse=bool(inverse), min_bin_width=float(min_bin_width),
+                             min_bin_height=float(min_bin_height),
+                             min_derivative=float(min_derivative))
+
+    rational_quadratic_spline.__doc__ = (
+        "nflows' rational_quadratic_spline (same arguments, same (outputs, logabsdet)), one "
+        "fused gdm_engine.ops.rq_spline call on the box with K + 1 learned derivatives; CPU "
+        "inputs outside the box raise InputOutsideDomain. See gdm_engine.integrations.nflows.")
+    return rational_quadratic_spline
+
+
+rational_quadratic_spline = _fused_box(rational_quadratic.rational_quadratic_spline,
+                                       check_domain=True)
+
+_NAMES = ("unconstrained_rational_quadratic_spline", "rational_quadratic_spline")
 
 
 def _targets():
-    """(module, drop-in) for every place the spline transforms look the function up at call
-    time: nflows' splines package (coupling and nonlinearities call splines.<name>), its
-    rational_quadratic module, its autoregressive module (which imported the name), and
-    normflows' own copy where normflows is installed."""
-    found = [(splines, unconstrained_rational_quadratic_spline),
-             (rational_quadratic, unconstrained_rational_quadratic_spline),
-             (importlib.import_module("nflows.transforms.autoregressive"),
-              unconstrained_rational_quadratic_spline)]
+    """(module, name, drop-in) for every place the spline transforms look the functions up at
+    call time: nflows' splines package (coupling and nonlinearities call splines.<name>), its
+    rational_quadratic module, its autoregressive module (which imported the names), and
+    normflows' own copies where normflows is installed."""
+    drop_ins = {"unconstrained_rational_quadratic_spline": unconstrained_rational_quadratic_spline,
+                "rational_quadratic_spline": rational_quadratic_spline}
+    modules = [splines, rational_quadratic,
+               importlib.import_module("nflows.transforms.autoregressive")]
+    found = [(module, name, drop_ins[name]) for module in modules for name in _NAMES]
     try:
         normflows_splines = importlib.import_module("normflows.utils.splines")
     except ImportError:
         return found
-    return found + [(normflows_splines,
-                     _fused(normflows_splines.unconstrained_rational_quadratic_spline))]
+    return found + [
+        (normflows_splines, _NAMES[0],
+         _fused(normflows_splines.unconstrained_rational_quadratic_spline)),
+        (normflows_splines, _NAMES[1],
+         _fused_box(normflows_splines.rational_quadratic_spline, check_domain=False))]
 
 
 @contextlib.contextmanager
 def patch():
     """Within the block, nflows' spline transforms (PiecewiseRationalQuadraticCoupling-,
-    MaskedPiecewiseRationalQuadraticAutoregressive- and PiecewiseRationalQuadraticCDF with
-    tails="linear") and normflows' (its own copy of the functions) run the fused op. Restores
-    upstream's functions on exit, also after an exception; nests."""
-    name = "unconstrained_rational_quadratic_spline"
+    MaskedPiecewiseRationalQuadraticAutoregressive- and PiecewiseRationalQuadraticCDF, with
+    tails="linear" or tails=None) and normflows' (its own copy of the functions) run the fused
+    op. Restores upstream's functions on exit, also after an exception; nests."""
     saved = []
     try:
-        for module, drop_in in _targets():
-            saved.append((module, getattr(module, name)))
+        for module, name, drop_in in _targets():
+            saved.append((module, name, getattr(module, name)))
             setattr(module, name, drop_in)
         yield
     finally:
-        for module, original in reversed(saved):
+        for module, name, original in reversed(saved):
             setattr(module, name, original)
 
 
 def benchmark_pairs(size):
     """[(name, case, upstream, dropin)]: zero-argument callables running one call of nflows'
-    spline function and the same call of the drop-in, forward and inverse, on CPU tensors built
-    once. size: "tiny" or "medium"."""
+    spline functions and the same call of the drop-ins, forward and inverse, on CPU tensors
+    built once: `unconstrained_rational_quadratic_spline` (linear tails, about a sixth of the
+    inputs in them) and `rational_quadratic_spline` (the unit box). size: "tiny" or "medium"."""
     if size not in ("tiny", "medium"):
         raise ValueError(f"size must be 'tiny' or 'medium', got {size!r}")
     n, features, K, B = (64, 4, 8, 3.0) if size == "tiny" else (4096, 16, 8, 3.0)
     generator = torch.Generator().manual_seed(0)
     x = (2 * torch.rand(n, features, generator=generator) - 1) * 1.2 * B
+    unit = torch.rand(n, features, generator=generator)
     params = [torch.randn(n, features, k, generator=generator) for k in (K, K, K - 1)]
-    case = f"x=({n}, {features}) K={K} B={B:g}"
-    upstream = rational_quadratic.unconstrained_rational_quadratic_spline
+    all_derivatives = torch.randn(n, features, K + 1, generator=generator)
+    calls = [(unconstrained_rational_quadratic_spline,
+              rational_quadratic.unconstrained_rational_quadratic_spline, (x, *params),
+              {"tails": "linear", "tail_bound": B}, f"x=({n}, {features}) K={K} B={B:g}"),
+             (rational_quadratic_spline, rational_quadratic.rational_quadratic_spline,
+              (unit, *params[:2], all_derivatives), {}, f"x=({n}, {features}) K={K} box=[0, 1]²")]
     pairs = []
-    for inverse in (False, True):
-        def run(fn, inverse=inverse):
-            return lambda: fn(x, *params, inverse=inverse, tails="linear", tail_bound=B)
+    for drop_in, upstream, args, kwargs, case in calls:
+        for inverse in (False, True):
+            def run(fn, args=args, kwargs=kwargs, inverse=inverse):
+                return lambda: fn(*args, inverse=inverse, **kwargs)
 
-        name = f"unconstrained_rational_quadratic_spline{' inverse' if inverse else ''}"
-        pairs.append((name, case, run(upstream), run(unconstrained_rational_quadratic_spline)))
+            name = f"{drop_in.__name__}{' inverse' if inverse else ''}"
+            pairs.append((name, case, run(upstream), run(drop_in)))
     return pairs

@@ -249,22 +249,49 @@ def test_bad_training_input_names_the_argument(name, error, call):
         call(_x(3, 4))
 
 
+_HOST_STEPS = {  # step: (schedule values, options beyond the prediction), for the host path
+    "euler": ((2.5, 1.1), dict(churn=0.4, s_noise=1.1, denoised=True)),
+    "heun": ((2.5, 1.1), dict(churn=0.4, s_noise=1.1)),
+    "dpmpp_2m": ((2.5, 1.1, 4.0), {}),
+    "dpmpp_2m first order": ((2.5, 1.1, 1.0), {}),
+    "dpmpp_2m to 0": ((2.5, 0.0, 4.0), {}),
+    # the VP steps (unscaled) with clip, diffusers' default
+    "ddpm": ((0.5, 0.7), dict(clip=1.0)),
+    "ddpm fixed_large, last": ((0.5, 1.0), dict(clip=1.0, variance="fixed_large")),
+    "ddim eta": ((0.5, 0.7), dict(clip=1.0, eta=0.5)),
+    "ddim clipped eps": ((0.3, 0.6), dict(clip=0.5, clipped_eps=True)),
+}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
-def test_host_euler_step_is_the_reference_step(prediction, dtype, generator):
-    # off the Triton backend, loop_step's Euler step with float schedule values forms its
+@pytest.mark.parametrize("step", list(_HOST_STEPS))
+def test_host_step_is_the_reference_step(step, prediction, dtype, generator):
+    # off the Triton backend, loop_step's steps with float schedule values form their
     # coefficients on the host (the drop-ins' CPU path); per-example tensors take the
-    # reference's own code: both, with scales, guidance, churn noise and D, must agree
+    # reference's own code: both, with scales, guidance, noise, churn, clip, the second
+    # evaluation or previous D, and D, must agree
     from gdm_engine.ops.diffusion import loop_step
 
-    x, m, u, z = (torch.randn(2, 3, 4, generator=generator).to(dtype) for _ in range(4))
-    options = dict(prediction=prediction, churn=0.4, s_noise=1.1, noise=z, uncond=u,
-                   guidance_scale=3.0, denoised=True)
+    kind = step.split()[0]
+    x, m, u, z, second, u_second = (torch.randn(2, 3, 4, generator=generator).to(dtype)
+                                    for _ in range(6))
+    values, extra = _HOST_STEPS[step]
+    options = dict(prediction=prediction, uncond=u, guidance_scale=3.0, **extra)
+    if kind == "heun":
+        options.update(second=second, uncond_second=u_second, noise=z)
+    elif kind == "dpmpp_2m":
+        options.update({} if step == "dpmpp_2m first order" else {"second": second})
+    else:
+        options.update(noise=z)
+    scales = (1.0, 1.0) if kind in ("ddpm", "ddim") else (0.7, 1.3)
     with gdm_engine.use_backend("reference"):
-        host = loop_step("euler", x, m, (2.5, 1.1), scales=(0.7, 1.3), **options)
-        per_example = loop_step("euler", x, m, (torch.full((2,), 2.5), torch.full((2,), 1.1)),
-                                scales=(0.7, 1.3), **options)
-    tolerance = catalog.CATALOG["euler_step"].tolerance[dtype]
+        host = loop_step(kind, x, m, values, scales=scales, **options)
+        per_example = loop_step(kind, x, m, tuple(torch.full((2,), v) for v in values),
+                                scales=scales, **options)
+    tolerance = catalog.CATALOG[f"{kind}_step"].tolerance[dtype]
+    host, per_example = (t if isinstance(t, tuple) else (t,) for t in (host, per_example))
+    assert len(host) == len(per_example) == (2 if kind in ("euler", "dpmpp_2m") else 1)
     for got, want in zip(host, per_example):
         assert got.dtype == dtype and got.shape == x.shape
         assert testing.relative_error(got, want.double()) <= tolerance

@@ -130,7 +130,9 @@ def _reference_loop_step(kind, x, m, values, seed, options):
                              clip=options.get("clip"), **common, **seeded)
     if kind == "ddim":
         return ref.ddim_step(x, m, v0, v1, **given, eta=options.get("eta", 0.0),
-                             prediction=prediction, clip=options.get("clip"), **common, **seeded)
+                             prediction=prediction, clip=options.get("clip"),
+                             use_clipped_model_output=options.get("clipped_eps", False),
+                             **common, **seeded)
     churn = {"churn": options.get("churn", 0.0), "s_noise": options.get("s_noise", 1.0)}
     if kind == "euler":
         return ref.euler_step(x, m, v0, v1, **given, prediction=prediction, **churn, **common,
@@ -149,30 +151,115 @@ def _denoised_coefficients(sigma, prediction):
     return 1.0 / (1.0 + sigma * sigma), -sigma / math.sqrt(1.0 + sigma * sigma)
 
 
-def _host_euler_step(x, m, values, scales, denoised, *, prediction="eps", churn=0.0,
-                     s_noise=1.0, noise=None, uncond=None, guidance_scale=1.0):
-    """The Euler step of float schedule values off the Triton backend, computed as the kernel
-    computes it: coefficients on the host in float64, then a few torch ops in at least fp32
-    (the drop-ins' hot path on a CPU; the reference's float64 tensors and its dozen ops made
-    it slower than the libraries it replaces). x' = s1·(x_σ + r·(x_σ − D)) + c·z with
-    x_σ = s0·x, D = a·x_σ + b·M, r = (σ_next − σ)/σ and c the churn's noise level
-    (reference.diffusion.euler_step)."""
+_HOST_KINDS = ("euler", "heun", "dpmpp_2m")  # the σ-form steps `_host_step` computes
+
+
+def _host_combination(kind, values, prediction, churn, s_noise, has_previous):
+    """The host coefficients (cx, c1, c2, level) of a σ-form step written as
+    x' = cx·x + c1·M + c2·T + level·z, with M the (guided) model output at (x, σ) and T the
+    third term: for "heun" the model output at the Euler point (Karras et al., 2022, Algorithm
+    2, lines 9-11, expanded: D = a·x + b·M is linear in x and M, and so is the Euler point);
+    for "dpmpp_2m" the previous step's D (Lu et al., 2022, Algorithm 2); unused by "euler"."""
     sigma, sigma_next = values[0], values[1]
-    (s0, s1), (a, b) = scales, _denoised_coefficients(sigma, prediction)
-    r = (sigma_next - sigma) / sigma
+    a, b = _denoised_coefficients(sigma, prediction)
+    if kind == "dpmpp_2m":
+        ratio = sigma_next / sigma
+        half_inverse_r = 0.0  # the first-order step: first step, or σ_next = 0
+        if has_previous and sigma_next > 0:
+            half_inverse_r = math.log(sigma / sigma_next) / (2 * math.log(values[2] / sigma))
+        weight = (1 - ratio) * (1 + half_inverse_r)
+        return ratio + weight * a, weight * b, -(1 - ratio) * half_inverse_r, 0.0
+    h = sigma_next - sigma
+    level = sigma_next * _churn_level(churn, s_noise)
+    p, q = (1 - a) / sigma, -b / sigma  # d = (x − D) / σ = p·x + q·M
+    if kind == "euler":
+        return 1 + h * p, h * q, 0.0, level
+    a_next, b_next = _denoised_coefficients(sigma_next, prediction)
+    u, w = (1 - a_next) / sigma_next, -b_next / sigma_next  # d' = u·x_e + w·T
+    # x_e = (1 + h p) x + h q M, x' = x + h/2 (d + d')
+    return 1 + h / 2 * (p + u * (1 + h * p)), h / 2 * q * (1 + u * h), h / 2 * w, level
+
+
+def _guided_wide(output, uncond, guidance_scale, wide):
+    """The model output in `wide`, with classifier-free guidance u + g·(m − u) where u is
+    given (Ho & Salimans, 2022)."""
+    output = output.to(wide)
+    return output if uncond is None else torch.lerp(uncond.to(wide), output, guidance_scale)
+
+
+def _vp_x0_coefficients(alpha_bar, prediction):
+    """(ax, bm) of the VP form's x0 = ax·x_t + bm·M, reference.diffusion.predicted_x0's forms."""
+    if prediction == "eps":
+        return 1 / math.sqrt(alpha_bar), -math.sqrt(1 - alpha_bar) / math.sqrt(alpha_bar)
+    if prediction == "x0":
+        return 0.0, 1.0
+    return math.sqrt(alpha_bar), -math.sqrt(1 - alpha_bar)
+
+
+def _host_vp_step(kind, x, m, values, *, prediction="eps", variance="fixed_small", clip=None,
+                  eta=0.0, clipped_eps=False, noise=None, uncond=None, guidance_scale=1.0):
+    """A DDPM or DDIM step of float ᾱ values off the Triton backend (clip, no threshold),
+    as `_host_step`: x0 = clamp(ax·x + bm·M) and x' = k0·x0 + kx·x + km·M + std·z, the
+    coefficients of reference.diffusion.ddpm_step and ddim_step formed on the host."""
+    a, a_prev = values[0], values[1]
     wide = torch.promote_types(x.dtype, torch.float32)
-    x_wide, m = x.to(wide), m.to(wide)
-    if uncond is not None:  # classifier-free guidance, u + g·(m − u)
-        m = torch.lerp(uncond.to(wide), m, guidance_scale)
-    x_coefficient = s1 * s0 * (1.0 + r * (1.0 - a))  # exactly 1 for an unscaled "eps" step
-    out = torch.add(x_wide if x_coefficient == 1.0 else x_wide * x_coefficient, m,
-                    alpha=-s1 * r * b)
-    level = s1 * sigma_next * _churn_level(churn, s_noise)
+    x_wide = x.to(wide)
+    m = _guided_wide(m, uncond, guidance_scale, wide)
+    ax, bm = _vp_x0_coefficients(a, prediction)
+    x0 = torch.add(x_wide * ax, m, alpha=bm)
+    if clip is not None:
+        x0 = x0.clamp(-clip, clip)
+    if kind == "ddpm":  # Ho et al., 2020, eq. 7 and sec. 3.2
+        beta = 1 - a / a_prev
+        k0, kx, km = math.sqrt(a_prev) * beta / (1 - a), math.sqrt(1 - beta) * (1 - a_prev) / (
+            1 - a), 0.0
+        std = 0.0 if a_prev == 1 else math.sqrt(
+            (1 - a_prev) / (1 - a) * beta if variance == "fixed_small" else beta)
+    else:  # Song et al., 2021, eq. 12 and 16; ε̂ from the unclipped x0 unless clipped_eps
+        std = eta * math.sqrt((1 - a_prev) / (1 - a)) * math.sqrt(1 - a / a_prev)
+        direction = math.sqrt(max(1 - a_prev - std**2, 0.0))
+        eps_x, eps_x0 = direction / math.sqrt(1 - a), -direction * math.sqrt(a / (1 - a))
+        k0, kx, km = math.sqrt(a_prev), eps_x, 0.0
+        if clipped_eps:
+            k0 += eps_x0
+        else:  # ε̂'s x0 is ax·x + bm·M
+            kx, km = kx + eps_x0 * ax, eps_x0 * bm
+    out = torch.add(x_wide * kx, x0, alpha=k0)
+    if km:
+        out.add_(m, alpha=km)
+    if noise is not None and std:
+        out.add_(noise, alpha=std)
+    return out.to(x.dtype)
+
+
+def _host_step(kind, x, m, values, scales, denoised, *, prediction="eps", churn=0.0,
+               s_noise=1.0, noise=None, uncond=None, guidance_scale=1.0, second=None,
+               uncond_second=None):
+    """An Euler, Heun or DPM-Solver++(2M) step of float schedule values off the Triton backend,
+    computed as the kernel computes it: coefficients on the host in float64
+    (`_host_combination`), then a few torch ops in at least fp32 (the drop-ins' hot path on a
+    CPU; the reference's float64 tensors and its dozen ops made it slower than the libraries it
+    replaces). x is read as x·s0, the result written ·s1; D = a·x·s0 + b·M where returned."""
+    (s0, s1), wide = scales, torch.promote_types(x.dtype, torch.float32)
+    x_wide = x.to(wide)
+    m = _guided_wide(m, uncond, guidance_scale, wide)
+    third = None
+    if kind == "heun":
+        third = _guided_wide(second, uncond_second, guidance_scale, wide)
+    elif kind == "dpmpp_2m" and second is not None:
+        third = second.to(wide)
+    cx, c1, c2, level = _host_combination(kind, values, prediction, churn, s_noise,
+                                          second is not None)
+    x_coefficient = s1 * s0 * cx  # exactly 1 for an unscaled "eps" Euler step
+    out = torch.add(x_wide if x_coefficient == 1.0 else x_wide * x_coefficient, m, alpha=s1 * c1)
+    if third is not None and c2:
+        out.add_(third, alpha=s1 * c2)
     if noise is not None and level:
-        out.add_(noise, alpha=level)
+        out.add_(noise, alpha=s1 * level)
     out = out.to(x.dtype)
     if not denoised:
         return out
+    a, b = _denoised_coefficients(values[0], prediction)
     return out, torch.add(x_wide * (s0 * a), m, alpha=b).to(x.dtype)
 
 
@@ -198,8 +285,13 @@ def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, ta
                      state=state, second_output=second_output, **options)
     if table is not None:
         raise ValueError("a CUDA-graph replay of a loop needs the Triton backend on a GPU")
-    if kind == "euler" and seed is None and all(isinstance(v, float) for v in values):
-        return _host_euler_step(x, model_output, values, scales, denoised, **options)
+    host_values = seed is None and all(isinstance(v, float) for v in values)
+    if kind in _HOST_KINDS and host_values:
+        return _host_step(kind, x, model_output, values, scales, second_output, **options)
+    if kind in ("ddpm", "ddim") and host_values and scales == (1.0, 1.0) \
+            and options.get("threshold") is None:
+        options.pop("threshold", None)
+        return _host_vp_step(kind, x, model_output, values, **options)
     out = _reference_loop_step(kind, x * scales[0], model_output, values, seed, options)
     if kind == "euler" and denoised:
         guided = ref.guided(model_output, options.get("uncond"),

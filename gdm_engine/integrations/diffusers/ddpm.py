@@ -1,6 +1,6 @@
 """DDPMScheduler and DDIMScheduler: VP-form steps, one fused launch each (see _fused.affine_plan).
 
-Clip (clip_sample) keeps the ops' DDPM and DDIM kernels, which clamp x0 inside the step; their
+Clip (clip_sample) takes the DDPM and DDIM kernels of loop_step, which clamp x0 inside the step; their
 pred_original_sample (the clipped x0) then takes a second launch.
 """
 
@@ -114,11 +114,12 @@ class DDPMScheduler(_VPScheduler, diffusers.DDPMScheduler):
                                   _guidance)
         noise = draw_noise(model_output, generator) if t > 0 and not kernel_noise else None
         if self._clip() is not None:
-            prev = step_ops.ddpm_step(sample, model_output, a, a_prev, noise=noise,
+            seed = step_ops.noise_seed(None, generator) if kernel_noise and t > 0 else None
+            prev = step_ops.loop_step("ddpm", sample, model_output, (a, a_prev), noise=noise,
+                                      seed=seed,
                                       prediction=PREDICTIONS[self.config.prediction_type],
                                       variance=_VARIANCES[self.config.variance_type],
-                                      clip=self._clip(),
-                                      **guidance_options(_guidance))
+                                      clip=self._clip(), **guidance_options(_guidance))
             x0 = self._clipped_x0(sample, model_output, a, _guidance)
         elif kernel_noise and t > 0:
             prev, x0 = self._kernel_noise(sample, model_output, plan, generator, _guidance)
@@ -183,10 +184,10 @@ class DDIMScheduler(_VPScheduler, diffusers.DDIMScheduler):
             noise = variance_noise if variance_noise is not None else draw_noise(
                 model_output, generator)
         if self._clip() is not None:
-            prev = step_ops.ddim_step(sample, model_output, a, a_prev, eta=float(eta),
+            prev = step_ops.loop_step("ddim", sample, model_output, (a, a_prev), eta=float(eta),
                                       prediction=PREDICTIONS[self.config.prediction_type],
                                       clip=self._clip(), noise=noise,
-                                      use_clipped_model_output=use_clipped_model_output,
+                                      clipped_eps=bool(use_clipped_model_output),
                                       **guidance_options(_guidance))
             x0 = self._clipped_x0(sample, model_output, a, _guidance)
         else:

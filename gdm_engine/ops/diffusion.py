@@ -180,6 +180,12 @@ def _host_combination(kind, values, prediction, churn, s_noise, has_previous):
     return 1 + h / 2 * (p + u * (1 + h * p)), h / 2 * q * (1 + u * h), h / 2 * w, level
 
 
+def _times(t, coefficient):
+    """t·coefficient, without the op where the coefficient is exactly 1 (an unscaled "eps"
+    step's x: on tiny tensors each op's dispatch is most of a step's time)."""
+    return t if coefficient == 1.0 else t * coefficient
+
+
 def _guided_wide(output, uncond, guidance_scale, wide):
     """The model output in `wide`, with classifier-free guidance u + g·(m − u) where u is
     given (Ho & Salimans, 2022)."""
@@ -206,7 +212,7 @@ def _host_vp_step(kind, x, m, values, *, prediction="eps", variance="fixed_small
     x_wide = x.to(wide)
     m = _guided_wide(m, uncond, guidance_scale, wide)
     ax, bm = _vp_x0_coefficients(a, prediction)
-    x0 = torch.add(x_wide * ax, m, alpha=bm)
+    x0 = torch.add(_times(x_wide, ax), m, alpha=bm)
     if clip is not None:
         x0 = x0.clamp(-clip, clip)
     if kind == "ddpm":  # Ho et al., 2020, eq. 7 and sec. 3.2
@@ -224,7 +230,7 @@ def _host_vp_step(kind, x, m, values, *, prediction="eps", variance="fixed_small
             k0 += eps_x0
         else:  # ε̂'s x0 is ax·x + bm·M
             kx, km = kx + eps_x0 * ax, eps_x0 * bm
-    out = torch.add(x_wide * kx, x0, alpha=k0)
+    out = torch.add(_times(x_wide, kx), x0, alpha=k0)
     if km:
         out.add_(m, alpha=km)
     if noise is not None and std:
@@ -250,8 +256,7 @@ def _host_step(kind, x, m, values, scales, denoised, *, prediction="eps", churn=
         third = second.to(wide)
     cx, c1, c2, level = _host_combination(kind, values, prediction, churn, s_noise,
                                           second is not None)
-    x_coefficient = s1 * s0 * cx  # exactly 1 for an unscaled "eps" Euler step
-    out = torch.add(x_wide if x_coefficient == 1.0 else x_wide * x_coefficient, m, alpha=s1 * c1)
+    out = torch.add(_times(x_wide, s1 * s0 * cx), m, alpha=s1 * c1)
     if third is not None and c2:
         out.add_(third, alpha=s1 * c2)
     if noise is not None and level:
@@ -260,7 +265,7 @@ def _host_step(kind, x, m, values, scales, denoised, *, prediction="eps", churn=
     if not denoised:
         return out
     a, b = _denoised_coefficients(values[0], prediction)
-    return out, torch.add(x_wide * (s0 * a), m, alpha=b).to(x.dtype)
+    return out, torch.add(_times(x_wide, s0 * a), m, alpha=b).to(x.dtype)
 
 
 def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, table=None,

@@ -67,13 +67,14 @@ class MonotonicRQSTransform(zuko_transforms.MonotonicRQSTransform):
 
     def _spline(self, value, reverse):
         """(output, log|d output / d value|) by the fused op, parameters broadcast (as views)."""
-        widths, heights, derivatives = self.unconstrained
-        shape = torch.broadcast_shapes(value.shape, widths.shape[:-1], heights.shape[:-1],
-                                       derivatives.shape[:-1])
-        return ops.rq_spline(value.expand(shape), widths.expand(*shape, widths.shape[-1]),
-                             heights.expand(*shape, heights.shape[-1]),
-                             derivatives.expand(*shape, derivatives.shape[-1]),
-                             tail_bound=float(self.bound), reverse=reverse,
+        tensors = (value, *self.unconstrained)
+        shapes = [value.shape] + [t.shape[:-1] for t in self.unconstrained]
+        if any(shape != value.shape for shape in shapes):
+            # (torch.broadcast_shapes alone costs about a fifth of a small call: only here)
+            shape = torch.broadcast_shapes(*shapes)
+            tensors = (value.expand(shape),
+                       *(t.expand(*shape, t.shape[-1]) for t in self.unconstrained))
+        return ops.rq_spline(*tensors, tail_bound=float(self.bound), reverse=reverse,
                              parameterisation="zuko", slope=float(self.slope))
 
     def _remember(self, x, y, ladj, reverse):

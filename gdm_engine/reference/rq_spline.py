@@ -144,10 +144,13 @@ def _bin_index(knots, v):
     return (v[..., None] >= knots[..., 1:-1]).sum(dim=-1, keepdim=True)
 
 
-def _gather_pair(t, index):
-    """t at the bin's two ends, index and index + 1 (index (..., 1)), in one gather."""
-    pair = torch.gather(t, -1, torch.cat([index, index + 1], dim=-1))
-    return pair[..., 0], pair[..., 1]
+def _bin_ends(x_knots, y_knots, d, index):
+    """x_k, x_{k+1}, y_k, y_{k+1}, d_k, d_{k+1} of bin `index` (..., 1): one gather of the
+    three knot tensors stacked (each op's dispatch is much of a small call's time)."""
+    table = torch.stack([x_knots, y_knots, d], dim=-2)  # (..., 3, K + 1)
+    ends = torch.cat([index, index + 1], dim=-1)[..., None, :].expand(*index.shape[:-1], 3, 2)
+    ends = torch.gather(table, -1, ends)
+    return [ends[..., row, end] for row in range(3) for end in range(2)]
 
 
 def _log_derivative(xi, s, d_left, d_right):
@@ -179,15 +182,16 @@ def rq_spline(x, widths, heights, derivatives, tail_bound=3.0, reverse=False,
                                        min_derivative, slope, box)
     left, right, bottom, top = spline_box(tail_bound, box)
     low, high = (bottom, top) if reverse else (left, right)  # the interval of the input
-    # zuko's interval is (-B, B]: at -B both give y = -B, but the identity's log-derivative
-    # has no gradient there
-    inside = ((x > low) if parameterisation == "zuko" else (x >= low)) & (x <= high)
     # Evaluate the spline on clamped inputs everywhere (finite values and gradients), then keep
-    # the identity outside.
+    # the identity outside: where clamping moved x (or x is NaN).
     v = x.clamp(low, high)
+    inside = v == x
+    if parameterisation == "zuko":
+        # zuko's interval is (-B, B]: at -B both give y = -B, but the identity's
+        # log-derivative has no gradient there
+        inside = inside & (x > low)
     index = _bin_index(y_knots if reverse else x_knots, v)
-    (x_k, x_next), (y_k, y_next) = _gather_pair(x_knots, index), _gather_pair(y_knots, index)
-    d_left, d_right = _gather_pair(d, index)
+    x_k, x_next, y_k, y_next, d_left, d_right = _bin_ends(x_knots, y_knots, d, index)
     w_k, h_k = x_next - x_k, y_next - y_k
     s = h_k / w_k
     if not reverse:
@@ -220,5 +224,5 @@ def rq_spline(x, widths, heights, derivatives, tail_bound=3.0, reverse=False,
         out = x_k + xi * w_k
         logabsdet = -_log_derivative(xi, s, d_left, d_right)
     out = torch.where(inside, out, x)
-    logabsdet = torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
+    logabsdet = torch.where(inside, logabsdet, 0.0)
     return out, logabsdet

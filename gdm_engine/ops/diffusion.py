@@ -180,10 +180,13 @@ def _host_combination(kind, values, prediction, churn, s_noise, has_previous):
     return 1 + h / 2 * (p + u * (1 + h * p)), h / 2 * q * (1 + u * h), h / 2 * w, level
 
 
-def _times(t, coefficient):
-    """t·coefficient, without the op where the coefficient is exactly 1 (an unscaled "eps"
-    step's x: on tiny tensors each op's dispatch is most of a step's time)."""
-    return t if coefficient == 1.0 else t * coefficient
+def _combination(x, x_coefficient, m, m_coefficient):
+    """x_coefficient·x + m_coefficient·M, a new tensor, without the op that multiplies x by
+    exactly 1 or 0 (an unscaled "eps" step's x, an "x0" model's D): on tiny tensors each op's
+    dispatch is most of a step's time, on large ones each is a pass over memory."""
+    if x_coefficient == 0.0:
+        return m * m_coefficient
+    return torch.add(x if x_coefficient == 1.0 else x * x_coefficient, m, alpha=m_coefficient)
 
 
 def _guided_wide(output, uncond, guidance_scale, wide):
@@ -212,7 +215,7 @@ def _host_vp_step(kind, x, m, values, *, prediction="eps", variance="fixed_small
     x_wide = x.to(wide)
     m = _guided_wide(m, uncond, guidance_scale, wide)
     ax, bm = _vp_x0_coefficients(a, prediction)
-    x0 = torch.add(_times(x_wide, ax), m, alpha=bm)
+    x0 = _combination(x_wide, ax, m, bm)
     if clip is not None:
         x0 = x0.clamp(-clip, clip)
     if kind == "ddpm":  # Ho et al., 2020, eq. 7 and sec. 3.2
@@ -230,7 +233,7 @@ def _host_vp_step(kind, x, m, values, *, prediction="eps", variance="fixed_small
             k0 += eps_x0
         else:  # ε̂'s x0 is ax·x + bm·M
             kx, km = kx + eps_x0 * ax, eps_x0 * bm
-    out = torch.add(_times(x_wide, kx), x0, alpha=k0)
+    out = _combination(x_wide, kx, x0, k0)
     if km:
         out.add_(m, alpha=km)
     if noise is not None and std:
@@ -256,7 +259,7 @@ def _host_step(kind, x, m, values, scales, denoised, *, prediction="eps", churn=
         third = second.to(wide)
     cx, c1, c2, level = _host_combination(kind, values, prediction, churn, s_noise,
                                           second is not None)
-    out = torch.add(_times(x_wide, s1 * s0 * cx), m, alpha=s1 * c1)
+    out = _combination(x_wide, s1 * s0 * cx, m, s1 * c1)
     if third is not None and c2:
         out.add_(third, alpha=s1 * c2)
     if noise is not None and level:
@@ -265,7 +268,9 @@ def _host_step(kind, x, m, values, scales, denoised, *, prediction="eps", churn=
     if not denoised:
         return out
     a, b = _denoised_coefficients(values[0], prediction)
-    return out, torch.add(_times(x_wide, s0 * a), m, alpha=b).to(x.dtype)
+    # an "x0" model's D is its output, as upstream's samplers return it
+    denoised = m if s0 * a == 0.0 and b == 1.0 else _combination(x_wide, s0 * a, m, b)
+    return out, denoised.to(x.dtype)
 
 
 def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, table=None,

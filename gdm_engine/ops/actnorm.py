@@ -12,6 +12,7 @@ from gdm_engine import backend, reference
 
 from ._autocast import autocast_inputs
 from ._checks import check_like, check_tensor
+from .outputs import FlowOutput
 from ._flow import logdet_dtype, reference_vjp
 
 
@@ -97,11 +98,11 @@ def actnorm(x, loc, log_scale, *, reverse=False):
     """ActNorm (Glow, Kingma & Dhariwal 2018, sec. 3.1): a per-channel affine map.
 
     x: (N, C, ...) with any number of spatial dims (none: (N, C)); loc, log_scale: (C,).
-    Returns (y, logdet): forward y = (x + loc) · exp(log_scale); reverse=True
+    Returns FlowOutput(y, logdet): forward y = (x + loc) · exp(log_scale); reverse=True
     y = x · exp(−log_scale) − loc (its inverse). logdet (N,) = (spatial positions) ·
     Σ_c log_scale, the same for every example, negated in reverse. Gradients flow to x, loc and
     log_scale.
     """
     x, loc, log_scale = autocast_inputs("actnorm", x, loc, log_scale)
     check_inputs(x, loc, log_scale, reverse)
-    return library_op(x, loc, log_scale, reverse=reverse)
+    return FlowOutput(*library_op(x, loc, log_scale, reverse=reverse))

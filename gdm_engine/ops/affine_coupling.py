@@ -23,6 +23,7 @@ from gdm_engine.reference.affine_coupling import SCALE_MAPS
 from ._autocast import autocast_inputs
 from ._checks import check_choice, check_shape_of, check_tensor
 from ._flow import check_positive, logdet_dtype, reference_vjp
+from .outputs import FlowOutput
 
 
 def _kernels():
@@ -160,7 +161,7 @@ def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=
                     clamp=3.0):
     """Affine coupling transform (RealNVP, Dinh et al. 2017; Glow, Kingma & Dhariwal 2018).
 
-    x, shift, scale_raw: (N, ...), one dtype and device. Returns (y, logdet): forward,
+    x, shift, scale_raw: (N, ...), one dtype and device. Returns FlowOutput(y, logdet): forward,
     y = x · s + shift; reverse=True, y = (x − shift) · exp(−log s) (x is then the flow's output
     and y its input). log s is scale_raw ("exp"), logsigmoid(scale_raw + 2) ("sigmoid", Glow's
     sigmoid(h + 2)) or clamp · tanh(scale_raw / clamp) ("softclamp", |log s| < clamp; `clamp`
@@ -171,5 +172,5 @@ def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=
     """
     x, shift, scale_raw = autocast_inputs("affine_coupling", x, shift, scale_raw)
     check_inputs(x, shift, scale_raw, scale_map, mask, reverse, clamp)
-    return library_op(x, shift, scale_raw, compact_mask(mask, x), scale_map=scale_map,
-                      reverse=reverse, clamp=float(clamp))
+    return FlowOutput(*library_op(x, shift, scale_raw, compact_mask(mask, x),
+                                  scale_map=scale_map, reverse=reverse, clamp=float(clamp)))

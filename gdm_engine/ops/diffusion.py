@@ -21,6 +21,7 @@ from gdm_engine.reference import diffusion as ref
 from ._autocast import autocast_inputs
 from ._checks import (check_choice, check_noise_source, check_shape_of, check_tensor,
                       host_values, noise_seed)
+from .outputs import DPMSolverOutput
 
 PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("fixed_small", "fixed_large")
@@ -889,9 +890,9 @@ def dpmpp_2m_step(x, model_output, sigma, sigma_next, *, previous_denoised=None,
     """One DPM-Solver++(2M) step (Lu et al., 2022, Algorithm 2) in the σ form, fused in one pass:
     x' = (σ_next/σ) x + (1 − σ_next/σ) D̄ with D̄ = (1 + 1/2r) D − D_prev/2r, r = h_prev/h,
     h = log(σ/σ_next), h_prev = log(sigma_prev/σ); first order (D̄ = D) without
-    previous_denoised and where σ_next = 0. Returns (x', D), D = D(x; σ) of this step: pass it
-    as the next step's previous_denoised, with this σ as its sigma_prev. Prediction and guidance
-    as in `euler_step`. Deterministic; forward only (no autograd).
+    previous_denoised and where σ_next = 0. Returns DPMSolverOutput(x', D), D = D(x; σ) of this
+    step: pass it as the next step's previous_denoised, with this σ as its sigma_prev.
+    Prediction and guidance as in `euler_step`. Deterministic; forward only (no autograd).
     """
     _check_pair("x", x, "model_output", model_output, None, None, uncond=uncond,
                 previous_denoised=previous_denoised)
@@ -906,7 +907,7 @@ def dpmpp_2m_step(x, model_output, sigma, sigma_next, *, previous_denoised=None,
     args, kwargs = dpmpp_2m_library_inputs(x, model_output, sigma, sigma_next, previous_denoised,
                                            uncond, sigma_prev=sigma_prev, prediction=prediction,
                                            guidance_scale=guidance_scale)
-    return dpmpp_2m_library_op(*args, **kwargs)
+    return DPMSolverOutput(*dpmpp_2m_library_op(*args, **kwargs))
 
 
 def langevin_library_inputs(x, score, step_size, noise=None, *, generator=None):

@@ -13,6 +13,7 @@ from gdm_engine.reference.gaussian_reparam_kl import standard_normal_like
 
 from ._autocast import autocast_inputs
 from ._checks import check_noise_source, check_shape_of, check_tensor, noise_seed
+from .outputs import ReparamOutput
 
 
 def _kernels():
@@ -109,13 +110,14 @@ def check_inputs(mean, log_var, noise, generator):
 def gaussian_reparam_kl(mean, log_var, noise=None, *, generator=None):
     """Reparameterised sample of N(mean, exp(log_var)) and its KL to N(0, I), per example.
 
-    mean, log_var: (N, D, ...). Returns z = mean + exp(log_var / 2) * eps, shaped like mean, and
-    kl: (N,), KL(N(mean, exp(log_var)) || N(0, I)) summed over every dimension but the first.
-    eps is `noise` when given (then kernel and reference agree), otherwise standard normal noise
-    drawn by the running implementation from a seed taken from `generator` (torch's global
-    generator by default): reproducible per backend, not across them. Gradients flow to mean,
-    log_var and a given noise. Under autocast it computes in float32, like autocast's losses.
+    mean, log_var: (N, D, ...). Returns ReparamOutput(z, kl): z = mean + exp(log_var / 2) * eps,
+    shaped like mean, and kl: (N,), KL(N(mean, exp(log_var)) || N(0, I)) summed over every
+    dimension but the first. eps is `noise` when given (then kernel and reference agree),
+    otherwise standard normal noise drawn by the running implementation from a seed taken from
+    `generator` (torch's global generator by default): reproducible per backend, not across
+    them. Gradients flow to mean, log_var and a given noise. Under autocast it computes in
+    float32, like autocast's losses.
     """
     mean, log_var, noise = autocast_inputs("gaussian_reparam_kl", mean, log_var, noise)
     check_inputs(mean, log_var, noise, generator)
-    return library_op(mean, log_var, noise, seed=noise_seed(noise, generator))
+    return ReparamOutput(*library_op(mean, log_var, noise, seed=noise_seed(noise, generator)))

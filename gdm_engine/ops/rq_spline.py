@@ -20,6 +20,7 @@ from gdm_engine.reference.rq_spline import (MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_D
 from ._autocast import autocast_inputs
 from ._checks import check_like, check_tensor
 from ._flow import reference_vjp
+from .outputs import SplineOutput
 
 MAX_KERNEL_BINS = 64  # the most bins the Triton kernels hold in registers without spilling
 _NFLOWS_DEFAULTS = {"min_bin_width": MIN_BIN_WIDTH, "min_bin_height": MIN_BIN_HEIGHT,
@@ -229,8 +230,8 @@ def rq_spline(x, widths, heights, derivatives, *, tail_bound=None, reverse=False
     and derivatives of shape (..., K + 1) give all knot derivatives, the ends' too, each
     min_derivative + softplus (zuko: exp). The identity still holds outside the box.
 
-    Returns (y, logabsdet), both shaped like x: logabsdet = log|dy/dx| per element (the Jacobian
-    is diagonal). With reverse=True the first argument is y and the op returns (x, log|dx/dy|),
+    Returns SplineOutput(y, logabsdet), both shaped like x: logabsdet = log|dy/dx| per element
+    (the Jacobian is diagonal). With reverse=True the first argument is y and the op returns (x, log|dx/dy|),
     the inverse and minus the forward log-derivative. Gradients flow to every tensor argument.
     The convention is that of nflows' `unconstrained_rational_quadratic_spline` with
     tails="linear", but for the boundary derivatives, which are exactly 1 here; its
@@ -245,9 +246,7 @@ def rq_spline(x, widths, heights, derivatives, *, tail_bound=None, reverse=False
     check_inputs(x, widths, heights, derivatives, tail_bound, reverse, box)
     form = resolve_parameterisation(parameterisation, widths.shape[-1], min_bin_width,
                                     min_bin_height, min_derivative, slope)
-    if box is not None:
-        return library_op(x, widths, heights, derivatives, box=[float(v) for v in box],
-                          reverse=reverse, **form)
-    tail_bound = 3.0 if tail_bound is None else float(tail_bound)
-    return library_op(x, widths, heights, derivatives, tail_bound=tail_bound, reverse=reverse,
-                      **form)
+    where = ({"box": [float(v) for v in box]} if box is not None
+             else {"tail_bound": 3.0 if tail_bound is None else float(tail_bound)})
+    return SplineOutput(*library_op(x, widths, heights, derivatives, reverse=reverse, **where,
+                                    **form))

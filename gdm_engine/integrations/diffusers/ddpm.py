@@ -1,7 +1,7 @@
 """DDPMScheduler and DDIMScheduler: VP-form steps, one fused launch each (see _fused.affine_plan).
 
-Clip (clip_sample) takes the DDPM and DDIM kernels of loop_step, which clamp x0 inside the step; their
-pred_original_sample (the clipped x0) then takes a second launch.
+Clip (clip_sample) takes the DDPM and DDIM kernels of loop_step, which clamp x0 inside the step;
+their pred_original_sample (the clipped x0) then takes a second launch.
 """
 
 import math

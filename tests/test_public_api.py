@@ -1,0 +1,45 @@
+"""What `gdm_engine.ops` exports: the public ops only, their two-tensor results as named
+tuples, and the registrations' old names for one release, with a warning."""
+
+import warnings
+
+import pytest
+import torch
+
+from gdm_engine import ops
+from gdm_engine.ops import library, outputs
+
+
+def test_ops_exports_the_public_ops_only():
+    assert ops.__all__ and not [name for name in ops.__all__ if "library" in name]
+    assert all(callable(getattr(ops, name)) for name in ops.__all__)
+    assert set(library.__all__) == {name for name in dir(library) if name.endswith("_library_op")}
+
+
+@pytest.mark.parametrize("name", library.__all__)
+def test_old_registration_names_warn_and_still_work(name):
+    with pytest.warns(DeprecationWarning, match=f"gdm_engine.ops.library.{name}"):
+        assert getattr(ops, name) is getattr(library, name)
+
+
+def test_unknown_names_raise_attribute_error():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttributeError, match="no_such_op"):
+            ops.no_such_op
+
+
+def test_two_tensor_results_are_named_and_still_unpack(generator):
+    x = torch.randn(2, 3, 4, generator=generator)
+    zero = torch.zeros(3)
+    flow = ops.actnorm(x, zero, zero)
+    y, logdet = flow
+    assert isinstance(flow, outputs.FlowOutput) and flow.y is y and flow.logdet is logdet
+    coupling = ops.affine_coupling(x, x, x)
+    assert isinstance(coupling, outputs.FlowOutput) and coupling.logdet.shape == (2,)
+    spline = ops.rq_spline(x, *(torch.zeros(2, 3, 4, k) for k in (5, 5, 4)))
+    assert isinstance(spline, outputs.SplineOutput) and spline.logabsdet.shape == x.shape
+    sample = ops.gaussian_reparam_kl(x, x, torch.zeros_like(x))
+    assert isinstance(sample, outputs.ReparamOutput) and torch.equal(sample.z, x)
+    step = ops.dpmpp_2m_step(x, x, 2.0, 1.0, prediction="x0")
+    assert isinstance(step, outputs.DPMSolverOutput) and torch.equal(step.denoised, x)

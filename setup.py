@@ -1,11 +1,36 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def version():
+    """gdm_engine.__version__, read from its one place without importing the package (which
+    needs torch)."""
+    source = (HERE / "gdm_engine" / "__init__.py").read_text()
+    return re.search(r'^__version__ = "([^"]+)"$', source, re.MULTILINE).group(1)
+
 
 setup(
     name="gdm-engine",
-    version="0.1.0",
+    version=version(),
     description="Triton kernels for deep generative models behind a thin PyTorch engine",
-    long_description=open("README.md").read(),
+    long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
+    keywords=["triton", "pytorch", "generative models", "normalizing flows", "diffusion",
+              "pixelcnn", "wavenet", "kernels"],
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Intended Audience :: Science/Research",
+        "Intended Audience :: Developers",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Environment :: GPU :: NVIDIA CUDA",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
     python_requires=">=3.10",
     packages=find_packages(include=["gdm_engine", "gdm_engine.*"]) + ["gdm_engine.kernels"],
     # The kernels live in the top-level kernels/ folder but install under the engine's name, so

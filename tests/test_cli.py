@@ -246,11 +246,11 @@ def test_runs_are_not_overwritten_or_resumed_with_other_settings(capsys, tmp_pat
                   str(tmp_path)], "trained with lr=0.001", capsys)
     _usage_error(["train", "vae", "--data", "rings", "--resume", "--out", str(tmp_path)],
                  "not 'vae' on 'rings'", capsys)
-    _usage_error(["train", "vae", "--data", "digits", "--resume", "--set", "hidden=32", "--out",
-                  str(tmp_path)], "cannot change hidden", capsys)
+    _usage_error(["train", "vae", "--data", "digits", "--resume", "--steps", "8", "--set",
+                  "hidden=32", "--out", str(tmp_path)], "cannot change on resume (hidden", capsys)
     for steps in ("6", "4"):  # the run ended at step 6: nothing to train up to 6 or before
         _usage_error(["train", "vae", "--data", "digits", "--resume", "--steps", steps, "--out",
-                      str(tmp_path)], "pass --steps above 6", capsys)
+                      str(tmp_path)], "steps must be above 6", capsys)
     _usage_error(["sample", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--out",
                   str(tmp_path / "x.jpg")], "must end in .png", capsys)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before

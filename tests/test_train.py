@@ -286,3 +286,29 @@ def test_every_recipe_builds_its_model_and_its_settings_hold():
         train.TrainConfig(**recipe.settings).check(len(loaded.train))
         model = models.get(name).for_data(loaded, **recipe.options)
         assert all(hasattr(model, attribute) for attribute in recipe.report), (name, data_name)
+
+
+def test_what_may_change_on_resume_is_the_engine_s_rule(tmp_path):
+    # TrainConfig.resumed: the checkpoint's settings, steps extended; make_trainer applies it,
+    # so a Python caller is held to it as the CLI is
+    saved = {"config": dataclasses.asdict(train.TrainConfig(steps=6, lr=1e-3)), "step": 6}
+    assert train.TrainConfig.resumed(saved, {"steps": 10}).steps == 10
+    assert train.TrainConfig.resumed(saved, {"lr": 1e-3, "steps": 7}).lr == 1e-3
+    with pytest.raises(ValueError, match="trained with lr=0.001"):
+        train.TrainConfig.resumed(saved, {"lr": 0.5, "steps": 10})
+    with pytest.raises(ValueError, match="steps must be above 6"):
+        train.TrainConfig.resumed(saved, {"steps": 6})
+    trainer = _small_trainer(tmp_path, steps=4, eval_every=2, batch_size=32)
+    trainer.fit()
+    checkpoint = train.load_checkpoint(trainer.checkpoint_path)
+    data = trainer.data
+    config = train.TrainConfig(**checkpoint["config"])
+    with pytest.raises(ValueError, match="trained with batch_size=32"):
+        train.make_trainer("vae", data, dataclasses.replace(config, steps=8, batch_size=16),
+                           tmp_path, saved=checkpoint)
+    with pytest.raises(ValueError, match=r"cannot change on resume \(hidden"):
+        train.make_trainer("vae", data, dataclasses.replace(config, steps=8), tmp_path,
+                           options={"hidden": 7}, saved=checkpoint)
+    resumed = train.make_trainer("vae", data, dataclasses.replace(config, steps=8), tmp_path,
+                                 saved=checkpoint)
+    assert resumed.config.steps == 8 and resumed.step == 4

@@ -56,26 +56,14 @@ def _train_config(args, saved, recipe):
              if getattr(args, k) is not None}
     if saved is None:
         return train.TrainConfig(**{**(recipe.settings if recipe else {}), **given})
-    config = train.TrainConfig(**saved["config"])
-    for key, value in given.items():
-        if key != "steps" and value != getattr(config, key):
-            raise UsageError(f"the checkpoint was trained with {key}={getattr(config, key)}; "
-                             f"resume with the same value or leave --{key.replace('_', '-')} out")
-    options = _model_options(args.set)
-    changed = {k: v for k, v in options.items() if saved["model_config"].get(k) != v}
-    if changed:
-        raise UsageError(f"the checkpoint's model has {saved['model_config']}; --set cannot "
-                         f"change {', '.join(changed)} on --resume")
-    steps = given.get("steps", config.steps)
-    if steps <= saved["step"]:
-        raise UsageError(f"the checkpoint is at step {saved['step']} of {config.steps}: pass "
-                         f"--steps above {saved['step']} to train on")
-    if steps > config.steps >= saved["step"] and saved["step"] > config.warmup:
-        print(f"extending the run from {config.steps} to {steps} steps: the cosine schedule "
-              f"stretches to the new end, so the learning rate rises from "
-              f"{config.learning_rate(saved['step']):.2g} to "
-              f"{dataclasses.replace(config, steps=steps).learning_rate(saved['step']):.2g}")
-    return dataclasses.replace(config, steps=steps)
+    config = train.TrainConfig.resumed(saved, given)  # (its ValueError: a usage error)
+    before = train.TrainConfig(**saved["config"])
+    if config.steps > before.steps >= saved["step"] and saved["step"] > before.warmup:
+        print(f"extending the run from {before.steps} to {config.steps} steps: the cosine "
+              f"schedule stretches to the new end, so the learning rate rises from "
+              f"{before.learning_rate(saved['step']):.2g} to "
+              f"{config.learning_rate(saved['step']):.2g}")
+    return config
 
 
 def cmd_train(args):
@@ -107,7 +95,9 @@ def cmd_train(args):
               f"(given settings override it)")
     try:
         config = _train_config(args, saved, recipe)
-        options = {**(recipe.options if recipe else {}), **_model_options(args.set)}
+        options = _model_options(args.set)
+        if saved is None:  # (resuming, the checkpoint's model settings hold)
+            options = {**(recipe.options if recipe else {}), **options}
         trainer = train.make_trainer(args.model, data, config, out, options, saved)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
@@ -292,7 +282,7 @@ def cmd_results(args):
 
 
 def add_commands(sub):
-    from gdm_engine import data, diffusion, models
+    from gdm_engine import data, models, sampling
 
     p = sub.add_parser("train", help="train a model on a data set, with checkpoints and samples")
     p.add_argument("model", help=f"one of {', '.join(models.MODELS)}")
@@ -336,7 +326,7 @@ def add_commands(sub):
     p.add_argument("--guidance", type=float, metavar="SCALE",
                    help="classifier-free guidance towards --label (1: the conditional model, "
                         "above 1: stronger; default none)")
-    p.add_argument("--sampler", choices=list(diffusion.SAMPLERS),
+    p.add_argument("--sampler", choices=list(sampling.SAMPLERS),
                    help="diffusion models: the sampler (default dpmpp_2m; ddpm: every step)")
     p.add_argument("--steps", type=positive_int,
                    help="diffusion models: model evaluations of samplers that skip steps "

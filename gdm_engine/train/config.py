@@ -71,6 +71,24 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} exceeds the {train_size} training "
                              f"examples")
 
+    @classmethod
+    def resumed(cls, saved, given):
+        """The settings to continue the checkpoint `saved` with: its own, `steps` extended where
+        `given` (a dict of settings) asks. A given setting that differs from the checkpoint's
+        raises ValueError (a resumed run keeps its settings: else its schedule, batches and
+        selection would not be one run's), as does a step count at or below the checkpoint's
+        step (nothing left to train)."""
+        config = cls(**saved["config"])
+        for key, value in given.items():
+            if key != "steps" and value != getattr(config, key):
+                raise ValueError(f"the checkpoint was trained with {key}={getattr(config, key)}; "
+                                 f"resume with the same value or leave {key} out")
+        steps = given.get("steps", config.steps)
+        if steps <= saved["step"]:
+            raise ValueError(f"the checkpoint is at step {saved['step']} of {config.steps}: "
+                             f"steps must be above {saved['step']} to train on")
+        return dataclasses.replace(config, steps=steps)
+
     def learning_rate(self, step, lr=None):
         """Linear warm-up over `warmup` steps, then cosine decay to final_lr * lr at `steps`;
         `lr` is the peak (a player's own, or the run's)."""

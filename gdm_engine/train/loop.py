@@ -15,7 +15,8 @@ from gdm_engine import models, pictures
 
 from .checkpoint import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, CHECKPOINT_VERSION,
                          METRICS_NAME, check_same_run, save_checkpoint)
-from .config import EVALUATION, INIT, LOG_EVERY_ON_GPU, PERMUTATION, PICTURES, STEP_NOISE, _seed
+from .config import (EVALUATION, INIT, LOG_EVERY_ON_GPU, PERMUTATION, PICTURES, STEP_NOISE,
+                     TrainConfig, _seed)
 from .distributed import distributed_setup
 from .evaluation import (LIKELIHOOD_FIGURES, _fork_rng, default_selection, describe, evaluate,
                          selectable_figures)
@@ -39,8 +40,15 @@ def build_model(name, data, seed=0, **options):
 
 def make_trainer(name, data, config, out, options=None, saved=None):
     """A Trainer of model `name` on `data`: fresh (initial weights from config.seed and the model
-    `options`), or continuing the checkpoint `saved` (its model settings, weights and state)."""
+    `options`), or continuing the checkpoint `saved` (its model settings, weights and state):
+    then `config` may differ from the checkpoint's in `steps` only (TrainConfig.resumed) and
+    `options` may only repeat its model settings; anything else raises ValueError."""
     if saved is not None:
+        config = TrainConfig.resumed(saved, dataclasses.asdict(config))
+        changed = sorted(k for k, v in (options or {}).items() if saved["model_config"].get(k) != v)
+        if changed:
+            raise ValueError(f"the checkpoint's model has {saved['model_config']}; its "
+                             f"settings cannot change on resume ({', '.join(changed)} given)")
         model = models.get(saved["model"])(**saved["model_config"])
     else:
         model = build_model(name, data, config.seed, **(options or {}))

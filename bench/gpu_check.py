@@ -148,20 +148,20 @@ def ddim(stem):
     and the step kernel's time against the bytes it must move."""
     from triton.testing import do_bench_cudagraph
 
-    from gdm_engine import benchmark, diffusion, ops
+    from gdm_engine import benchmark, ops, sampling
 
     device = torch.device("cuda")
     model = benchmark.stand_in_model(None)
-    alpha_bars = diffusion.linear_alpha_bars(1000)  # diffusers' default schedule, on the host
+    alpha_bars = sampling.linear_alpha_bars(1000)  # diffusers' default schedule, on the host
     notes = []
 
     def ours(**options):
-        return lambda: diffusion.ddim_sample(model, DDIM_SHAPE, alpha_bars, DDIM_STEPS,
+        return lambda: sampling.ddim_sample(model, DDIM_SHAPE, alpha_bars, DDIM_STEPS,
                                              device=device, **options,
                                              generator=torch.Generator().manual_seed(0))
 
     loops = {"gdm_engine eager": ours()}
-    if "cuda_graph" in inspect.signature(diffusion.ddim_sample).parameters:
+    if "cuda_graph" in inspect.signature(sampling.ddim_sample).parameters:
         loops["gdm_engine cuda graph"] = ours(cuda_graph=True)
     else:
         notes.append("ddim_sample has no cuda_graph option in this tree: not timed")

@@ -268,7 +268,7 @@ DIFFUSERS_SCHEDULERS = {"ddpm": ("DDPMScheduler", {}), "ddim": ("DDIMScheduler",
 
 @dataclasses.dataclass(frozen=True)
 class LoopCase:
-    sampler: str  # a name of gdm_engine.diffusion.SAMPLERS (and of DIFFUSERS_SCHEDULERS)
+    sampler: str  # a name of gdm_engine.sampling.SAMPLERS (and of DIFFUSERS_SCHEDULERS)
     shape: tuple
     steps: int
     guidance_scale: float = None  # classifier-free guidance: the model returns two outputs
@@ -319,10 +319,10 @@ def diffusers_loop(case, device, model):
 def engine_loop(case, device, model):
     """Our loop around `model` on diffusers' default schedule, kept on the CPU (DDPM, which runs
     every step of its schedule, on one of `case.steps` steps)."""
-    from gdm_engine import diffusion
+    from gdm_engine import sampling
 
-    alpha_bars = diffusion.linear_alpha_bars(case.steps if case.sampler == "ddpm" else 1000)
-    return lambda: diffusion.sample(model, case.shape, alpha_bars, case.sampler, case.steps,
+    alpha_bars = sampling.linear_alpha_bars(case.steps if case.sampler == "ddpm" else 1000)
+    return lambda: sampling.sample(model, case.shape, alpha_bars, case.sampler, case.steps,
                                     device=device, guidance_scale=case.guidance_scale,
                                     generator=torch.Generator().manual_seed(0))
 

@@ -131,10 +131,10 @@ def step_us(make_loops, evaluations_per_step, intervals):
 
 def _langevin_loop(model):
     """Annealed Langevin dynamics over STEPS steps: 4 noise levels of STEPS / 4 steps each."""
-    from gdm_engine import diffusion
+    from gdm_engine import sampling
 
     sigmas = torch.logspace(0, -2, 4)
-    return lambda: diffusion.annealed_langevin_sample(
+    return lambda: sampling.annealed_langevin_sample(
         model, SHAPE, sigmas, steps_per_level=STEPS // 4, generator=torch.Generator())
 
 

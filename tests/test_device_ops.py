@@ -5,7 +5,7 @@ beyond the budget its catalog entry declares, and reads nothing back to the host
 import pytest
 import torch
 
-from gdm_engine import catalog, diffusion
+from gdm_engine import catalog, sampling
 from gdm_engine.testing import as_tuple, device_ops, varied, with_grads
 
 SPECS = list(catalog.CATALOG.values())
@@ -48,19 +48,19 @@ def test_a_call_dispatches_only_its_kernels(spec):
 # --------------------------------------------------------------------------------------------------
 
 LOOPS = {  # name: (run(denoiser, steps), step kernels per step)
-    "ddpm": (lambda model, steps, schedule: diffusion.ddpm_sample(
+    "ddpm": (lambda model, steps, schedule: sampling.ddpm_sample(
         model, (3, 2, 4), schedule[:steps], generator=torch.Generator().manual_seed(0)), 1),
-    "ddim": (lambda model, steps, schedule: diffusion.ddim_sample(
+    "ddim": (lambda model, steps, schedule: sampling.ddim_sample(
         model, (3, 2, 4), schedule, steps, eta=0.5, clip=1.0,
         generator=torch.Generator().manual_seed(0)), 1),
-    "euler": (lambda model, steps, schedule: diffusion.euler_sample(
+    "euler": (lambda model, steps, schedule: sampling.euler_sample(
         model, (3, 2, 4), schedule, steps, churn=0.2,
         generator=torch.Generator().manual_seed(0)), 1),
-    "heun": (lambda model, steps, schedule: diffusion.heun_sample(
+    "heun": (lambda model, steps, schedule: sampling.heun_sample(
         model, (3, 2, 4), schedule, steps, prediction="v"), 2),
-    "dpmpp_2m": (lambda model, steps, schedule: diffusion.dpmpp_2m_sample(
+    "dpmpp_2m": (lambda model, steps, schedule: sampling.dpmpp_2m_sample(
         model, (3, 2, 4), schedule, steps, guidance_scale=2.0), 1),
-    "langevin": (lambda model, steps, schedule: diffusion.annealed_langevin_sample(
+    "langevin": (lambda model, steps, schedule: sampling.annealed_langevin_sample(
         model, (3, 2, 4), torch.tensor([1.0, 0.5]), steps_per_level=steps // 2 + 1), 1),
 }
 
@@ -73,7 +73,7 @@ def _stand_in(guided):
 
 def _loop_counts(name, steps):
     run, _ = LOOPS[name]
-    schedule = diffusion.linear_alpha_bars(100)
+    schedule = sampling.linear_alpha_bars(100)
     _, counted = device_ops(run, _stand_in(name == "dpmpp_2m"), steps, schedule)
     return counted
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from gdm_engine import catalog, testing, use_backend
 from gdm_engine.catalog import Case
+from gdm_engine.reference.diffusion import PREDICTIONS
 
 CPU = torch.device("cpu")
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -226,7 +227,7 @@ def _recipe(**fields):
     return st.fixed_dictionaries(fields)
 
 
-PREDICTIONS = st.sampled_from(["eps", "x0", "v"])
+PREDICTION_CHOICES = st.sampled_from(PREDICTIONS)
 SCHEDULES = st.sampled_from(["float", "float32", "dtype"])
 GUIDANCE = st.none() | st.floats(0, 8)
 CHURNS = dict(churn=st.just(0.0) | st.floats(0, 0.5), s_noise=st.floats(0.9, 1.1))
@@ -237,7 +238,7 @@ ACTIVATIONS = st.sampled_from([None, "tanh", "relu", "gated"])
 def _step(options, **fields):
     """A step's recipe: its shape, schedule, guidance and `fields`; its `options` and prediction."""
     return _recipe(shape=_shapes(), schedule=SCHEDULES, last=st.booleans(), guidance=GUIDANCE,
-                   options=_recipe(prediction=PREDICTIONS, **options), **fields)
+                   options=_recipe(prediction=PREDICTION_CHOICES, **options), **fields)
 
 
 @st.composite
@@ -269,7 +270,8 @@ OPTIONS = {
                                          options=st.just({}))),
     "diffusion_loss": (_training_case, _recipe(
         shape=_shapes(), schedule=SCHEDULES, last=st.just(False),
-        options=_recipe(prediction=PREDICTIONS, min_snr_gamma=st.none() | st.floats(0.1, 10)))),
+        options=_recipe(prediction=PREDICTION_CHOICES,
+                        min_snr_gamma=st.none() | st.floats(0.1, 10)))),
     "gaussian_reparam_kl": (_gaussian_reparam_kl_case, _recipe(shape=_shapes(1, 2))),
     "causal_conv1d": (_causal_conv1d_case, _recipe(
         n=st.integers(0, 3), groups=st.integers(1, 3), depthwise=st.booleans(),

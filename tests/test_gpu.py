@@ -8,7 +8,7 @@ import contextlib
 import pytest
 import torch
 
-from gdm_engine import data, diffusion, train
+from gdm_engine import data, sampling, train
 from test_read_backs import MODEL_CASES
 
 pytestmark = [pytest.mark.gpu,
@@ -16,16 +16,16 @@ pytestmark = [pytest.mark.gpu,
 
 SHAPE = (64, 4, 16, 16)
 NOISY = {  # every loop, with noise wherever it takes any
-    "ddpm": lambda model, schedule, **kw: diffusion.ddpm_sample(model, SHAPE, schedule[:20], **kw),
-    "ddim": lambda model, schedule, **kw: diffusion.ddim_sample(model, SHAPE, schedule, 20,
+    "ddpm": lambda model, schedule, **kw: sampling.ddpm_sample(model, SHAPE, schedule[:20], **kw),
+    "ddim": lambda model, schedule, **kw: sampling.ddim_sample(model, SHAPE, schedule, 20,
                                                                 eta=1.0, **kw),
-    "euler": lambda model, schedule, **kw: diffusion.euler_sample(model, SHAPE, schedule, 20,
+    "euler": lambda model, schedule, **kw: sampling.euler_sample(model, SHAPE, schedule, 20,
                                                                   churn=0.3, **kw),
-    "heun": lambda model, schedule, **kw: diffusion.heun_sample(model, SHAPE, schedule, 20,
+    "heun": lambda model, schedule, **kw: sampling.heun_sample(model, SHAPE, schedule, 20,
                                                                 churn=0.3, **kw),
-    "dpmpp_2m": lambda model, schedule, **kw: diffusion.dpmpp_2m_sample(model, SHAPE, schedule,
+    "dpmpp_2m": lambda model, schedule, **kw: sampling.dpmpp_2m_sample(model, SHAPE, schedule,
                                                                         20, **kw),
-    "langevin": lambda model, schedule, **kw: diffusion.annealed_langevin_sample(
+    "langevin": lambda model, schedule, **kw: sampling.annealed_langevin_sample(
         model, SHAPE, torch.tensor([1.0, 0.5]), steps_per_level=10, **kw),
 }
 
@@ -50,7 +50,7 @@ def _no_synchronisation():
 
 
 def _run(name, seed, **kw):
-    schedule = diffusion.linear_alpha_bars(1000)  # handed over on the CPU, read once
+    schedule = sampling.linear_alpha_bars(1000)  # handed over on the CPU, read once
     return NOISY[name](_model(), schedule, device="cuda",
                        generator=torch.Generator().manual_seed(seed), **kw)
 

@@ -16,24 +16,24 @@ from gdm_engine.integrations import diffusers as ours  # noqa: E402
 from gdm_engine.testing import device_ops, no_read_backs, relative_error  # noqa: E402
 
 SHAPE = (2, 3, 8, 8)
-PREDICTIONS = ("epsilon", "sample", "v_prediction")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 SPACINGS = ("linspace", "leading", "trailing")
 # (scheduler, config, step keywords): the covered configuration space
 CASES = [
     *[("DDPMScheduler", {"prediction_type": p, "clip_sample": c}, {})
-      for p in PREDICTIONS for c in (False, True)],
+      for p in PREDICTION_TYPES for c in (False, True)],
     *[("DDPMScheduler", {"variance_type": v, "timestep_spacing": "trailing"}, {})
       for v in ("fixed_small_log", "fixed_large")],
     *[("DDIMScheduler", {"prediction_type": p, "clip_sample": c}, {"eta": e})
-      for p in PREDICTIONS for c in (False, True) for e in (0.0, 0.7)],
+      for p in PREDICTION_TYPES for c in (False, True) for e in (0.0, 0.7)],
     ("DDIMScheduler", {"clip_sample": True}, {"eta": 0.5, "use_clipped_model_output": True}),
     ("DDIMScheduler", {"set_alpha_to_one": False, "clip_sample": False}, {}),
-    *[("EulerDiscreteScheduler", {"prediction_type": p}, {}) for p in PREDICTIONS],
+    *[("EulerDiscreteScheduler", {"prediction_type": p}, {}) for p in PREDICTION_TYPES],
     ("EulerDiscreteScheduler", {"use_karras_sigmas": True}, {}),
     *[("EulerAncestralDiscreteScheduler", {"prediction_type": p}, {})
       for p in ("epsilon", "v_prediction")],
-    *[("HeunDiscreteScheduler", {"prediction_type": p}, {}) for p in PREDICTIONS],
-    *[("DPMSolverMultistepScheduler", {"prediction_type": p}, {}) for p in PREDICTIONS],
+    *[("HeunDiscreteScheduler", {"prediction_type": p}, {}) for p in PREDICTION_TYPES],
+    *[("DPMSolverMultistepScheduler", {"prediction_type": p}, {}) for p in PREDICTION_TYPES],
     ("DPMSolverMultistepScheduler", {"final_sigmas_type": "sigma_min", "lower_order_final": False,
                                      "use_karras_sigmas": True}, {}),
     ("DPMSolverMultistepScheduler", {"euler_at_final": True, "final_sigmas_type": "sigma_min"},

@@ -43,3 +43,18 @@ def test_two_tensor_results_are_named_and_still_unpack(generator):
     assert isinstance(sample, outputs.ReparamOutput) and torch.equal(sample.z, x)
     step = ops.dpmpp_2m_step(x, x, 2.0, 1.0, prediction="x0")
     assert isinstance(step, outputs.DPMSolverOutput) and torch.equal(step.denoised, x)
+
+
+def test_the_sampler_package_s_old_name_warns_and_is_sampling(monkeypatch):
+    import sys
+
+    from gdm_engine import sampling
+
+    for name in [n for n in sys.modules if n.startswith("gdm_engine.diffusion")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.warns(DeprecationWarning, match="gdm_engine.sampling"):
+        import gdm_engine.diffusion as old
+    assert old.sample is sampling.sample and old.SAMPLERS is sampling.SAMPLERS
+    from gdm_engine.diffusion.schedules import linear_alpha_bars
+
+    assert linear_alpha_bars is sampling.schedules.linear_alpha_bars

@@ -11,7 +11,7 @@ initialisation, a coupling's compact mask, a convolution's tap table), under
 `gdm_engine.testing.no_read_backs`, which fails on the first op that reads device memory back.
 
 The one branch that CPU tensors take and CUDA tensors do not is the check of data values where
-it is free (models.base.check_range over ops._checks.host_values: a CPU tensor's values read
+it is free (models.base.check_range over _validation.host_values: a CPU tensor's values read
 from host memory, no op dispatched); on a GPU the trainer checks them once, on the host, before
 it moves its training split to the device.
 """

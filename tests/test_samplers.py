@@ -1,4 +1,4 @@
-"""The sampler loops of gdm_engine.diffusion on Gaussian data, whose exact denoiser and score are
+"""The sampler loops of gdm_engine.sampling on Gaussian data, whose exact denoiser and score are
 known in closed form: every sampler must then draw that Gaussian."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gdm_engine import diffusion
+from gdm_engine import sampling
 
 MEAN, STD = torch.tensor([1.0, -2.0]), 0.5
 N = 20_000
@@ -29,12 +29,12 @@ def _std_error(x):
 
 
 def _schedule():
-    return diffusion.linear_alpha_bars(1000)  # Ho et al.'s
+    return sampling.linear_alpha_bars(1000)  # Ho et al.'s
 
 
 def test_ddpm_ancestral_sampling_draws_the_data():
     alpha_bars = _schedule()
-    x = diffusion.ddpm_sample(_exact_eps(alpha_bars), (N, 2), alpha_bars,
+    x = sampling.ddpm_sample(_exact_eps(alpha_bars), (N, 2), alpha_bars,
                               generator=torch.Generator().manual_seed(0))
     assert _std_error(x) < 0.03
 
@@ -44,7 +44,7 @@ def test_ddim_draws_the_data_and_converges_with_steps(eta):
     # with the exact denoiser only the discretisation errs: 500 of the 1,000 steps come within
     # 1.5% of the data's spread, 50 steps fall short by more (DDIM shrinks it)
     alpha_bars = _schedule()
-    errors = [_std_error(diffusion.ddim_sample(_exact_eps(alpha_bars), (N, 2), alpha_bars, steps,
+    errors = [_std_error(sampling.ddim_sample(_exact_eps(alpha_bars), (N, 2), alpha_bars, steps,
                                                eta=eta, generator=torch.Generator().manual_seed(0)))
               for steps in (50, 500)]
     assert errors[1] < 0.03 and errors[1] < errors[0]
@@ -52,11 +52,11 @@ def test_ddim_draws_the_data_and_converges_with_steps(eta):
 
 def test_samplers_are_reproducible_from_the_generator():
     alpha_bars = _schedule()
-    for sample in (lambda g: diffusion.ddpm_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars,
+    for sample in (lambda g: sampling.ddpm_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars,
                                                    generator=g),
-                   lambda g: diffusion.ddim_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
+                   lambda g: sampling.ddim_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
                                                    eta=0.5, generator=g),
-                   lambda g: diffusion.heun_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
+                   lambda g: sampling.heun_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
                                                    churn=0.3, generator=g)):
         first, again = (sample(torch.Generator().manual_seed(3)) for _ in range(2))
         assert torch.equal(first, again)
@@ -69,7 +69,7 @@ def test_annealed_langevin_draws_the_data():
     def score(x, level):  # of the data blurred by N(0, sigma²): N(MEAN, STD² + sigma²)
         return -(x - MEAN) / (STD**2 + sigmas[level][:, None] ** 2)
 
-    x = diffusion.annealed_langevin_sample(score, (N, 2), sigmas, steps_per_level=100,
+    x = sampling.annealed_langevin_sample(score, (N, 2), sigmas, steps_per_level=100,
                                            epsilon=2e-5, generator=torch.Generator().manual_seed(0))
     assert _std_error(x) < 0.05
 
@@ -83,7 +83,7 @@ def test_sampler_loop_makes_no_host_synchronisation(sampler):
     denoiser = _exact_eps(alpha_bars.cuda(), MEAN.cuda())
 
     def sample():
-        return diffusion.sample(denoiser, (64, 2), alpha_bars, sampler, 50, device="cuda",
+        return sampling.sample(denoiser, (64, 2), alpha_bars, sampler, 50, device="cuda",
                                 generator=torch.Generator().manual_seed(0))
 
     sample()  # the kernels' first launch compiles and tunes, which synchronises
@@ -101,7 +101,7 @@ def test_deterministic_ddim_runs_alike_on_the_kernels_and_the_reference():
     runs = []
     for backend in ("triton", "reference"):
         with gdm_engine.use_backend(backend):
-            runs.append(diffusion.ddim_sample(_exact_eps(alpha_bars), (8, 2), alpha_bars, 10,
+            runs.append(sampling.ddim_sample(_exact_eps(alpha_bars), (8, 2), alpha_bars, 10,
                                               generator=torch.Generator().manual_seed(0)))
     assert torch.allclose(*runs, rtol=1e-4, atol=1e-5)
 
@@ -112,19 +112,19 @@ def test_sigma_form_samplers_draw_the_data(sampler, steps, bound):
     # the exact denoiser leaves only the discretisation error: second-order methods need far
     # fewer steps than Euler (= DDIM) for the same spread
     alpha_bars = _schedule()
-    x = diffusion.sample(_exact_eps(alpha_bars), (N, 2), alpha_bars, sampler, steps,
+    x = sampling.sample(_exact_eps(alpha_bars), (N, 2), alpha_bars, sampler, steps,
                          generator=torch.Generator().manual_seed(0))
     assert _std_error(x) < bound
 
 
 def test_churn_keeps_the_samplers_on_the_data():
     alpha_bars = _schedule()
-    x = diffusion.heun_sample(_exact_eps(alpha_bars), (N, 2), alpha_bars, 50, churn=0.2,
+    x = sampling.heun_sample(_exact_eps(alpha_bars), (N, 2), alpha_bars, 50, churn=0.2,
                               generator=torch.Generator().manual_seed(0))
     assert _std_error(x) < 0.05
 
 
-@pytest.mark.parametrize("sampler", list(diffusion.SAMPLERS))
+@pytest.mark.parametrize("sampler", list(sampling.SAMPLERS))
 def test_guidance_combines_the_two_outputs(sampler):
     # the pair (c, u) with scale w samples as the single output u + w (c − u) does
     alpha_bars = _schedule()
@@ -139,32 +139,32 @@ def test_guidance_combines_the_two_outputs(sampler):
         return shifted(x, t) + w * (exact(x, t) - shifted(x, t))
 
     steps = None if sampler == "ddpm" else 10
-    runs = [diffusion.sample(fn, (64, 2), alpha_bars, sampler, steps,
+    runs = [sampling.sample(fn, (64, 2), alpha_bars, sampler, steps,
                              generator=torch.Generator().manual_seed(0), **kwargs)
             for fn, kwargs in ((pair, {"guidance_scale": w}), (combined, {}))]
     assert torch.allclose(*runs, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="pair"):
-        diffusion.sample(exact, (4, 2), alpha_bars, sampler, steps, guidance_scale=w)
+        sampling.sample(exact, (4, 2), alpha_bars, sampler, steps, guidance_scale=w)
 
 
 def test_sampler_choice_and_steps_are_checked():
     alpha_bars = _schedule()
     with pytest.raises(ValueError, match="sampler"):
-        diffusion.sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, "plms", 10)
+        sampling.sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, "plms", 10)
     with pytest.raises(ValueError, match="ddpm"):
-        diffusion.sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, "ddpm", 10)
+        sampling.sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, "ddpm", 10)
     with pytest.raises(ValueError, match="churn"):
-        diffusion.euler_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10, churn=-1.0)
+        sampling.euler_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10, churn=-1.0)
     with pytest.raises(ValueError, match="prediction"):
-        diffusion.dpmpp_2m_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
+        sampling.dpmpp_2m_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
                                   prediction="score")
 
 
-@pytest.mark.parametrize("spacing", diffusion.SPACINGS)
+@pytest.mark.parametrize("spacing", sampling.SPACINGS)
 def test_timestep_spacings_run_down_the_whole_schedule(spacing):
     alpha_bars = _schedule()
-    times = diffusion.timestep_spacing(alpha_bars, 20, spacing)
+    times = sampling.timestep_spacing(alpha_bars, 20, spacing)
     assert times[0] == 999 and times[-1] == 0 and 18 <= len(times) <= 20
     assert all(a > b for a, b in zip(times, times[1:]))
     with pytest.raises(ValueError, match="spacing"):
-        diffusion.timestep_spacing(alpha_bars, 20, "quadratic")
+        sampling.timestep_spacing(alpha_bars, 20, "quadratic")

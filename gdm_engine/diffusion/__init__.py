@@ -1,12 +1,18 @@
-"""Noise schedules, and the sampler loops built on the diffusion step ops."""
+"""The sampler package's old name: it is `gdm_engine.sampling` now ("diffusion" names the step
+ops' family: kernels/, reference/ and ops/diffusion.py). Importing this warns; its names and
+submodules are sampling's, for one release."""
 
-from .samplers import (SAMPLERS, annealed_langevin_sample, ddim_sample, ddpm_sample,
-                       dpmpp_2m_sample, euler_sample, heun_sample, sample)
-from .schedules import (SPACINGS, alpha_bars_from_sigmas, cosine_alpha_bars, karras_sigmas,
-                        linear_alpha_bars, sigmas_from_alpha_bars, spaced_timesteps,
-                        timestep_spacing)
+import sys
+import warnings
 
-__all__ = ["SAMPLERS", "SPACINGS", "alpha_bars_from_sigmas", "annealed_langevin_sample",
-           "cosine_alpha_bars", "ddim_sample", "ddpm_sample", "dpmpp_2m_sample", "euler_sample",
-           "heun_sample", "karras_sigmas", "linear_alpha_bars", "sample",
-           "sigmas_from_alpha_bars", "spaced_timesteps", "timestep_spacing"]
+from gdm_engine import sampling
+from gdm_engine.sampling import samplers, schedules
+
+warnings.warn("gdm_engine.diffusion is now gdm_engine.sampling; the old name goes in the next "
+              "release", DeprecationWarning, stacklevel=2)
+sys.modules[f"{__name__}.samplers"] = samplers
+sys.modules[f"{__name__}.schedules"] = schedules
+
+
+def __getattr__(name):
+    return getattr(sampling, name)

@@ -40,7 +40,7 @@ import types
 import torch
 from tqdm.auto import trange
 
-from gdm_engine.ops._checks import check_tensor
+from gdm_engine._validation import check_tensor
 from gdm_engine.ops.diffusion import loop_step
 
 # Karras et al. (2022), Algorithm 2: the churn γ is capped at √2 − 1 (σ̂ at most √2 σ)

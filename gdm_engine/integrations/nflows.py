@@ -40,8 +40,8 @@ import importlib
 import torch
 
 from gdm_engine import ops
+from gdm_engine._validation import host_values
 from gdm_engine.integrations import require
-from gdm_engine.ops._checks import host_values
 
 splines = require("nflows.transforms.splines", "nflows")
 rational_quadratic = require("nflows.transforms.splines.rational_quadratic", "nflows")

@@ -1,7 +1,7 @@
 """Whole models: every one implements log_prob / loss / sample (see GenerativeModel)."""
 
-from .base import GenerativeModel, Player
 from .autoregressive import AutoregressiveModel
+from .base import GenerativeModel, Player
 from .ddpm import DDPM
 from .ebm import EBM
 from .flow import FlowModel

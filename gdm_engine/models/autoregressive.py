@@ -5,7 +5,7 @@ network at every step (``cached=False``)."""
 
 import torch
 
-from gdm_engine.ops._checks import check_int
+from gdm_engine._validation import check_int
 
 from .base import GenerativeModel
 

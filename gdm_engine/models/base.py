@@ -4,20 +4,10 @@ import dataclasses
 
 import torch
 
+from gdm_engine._validation import check_int, host_values
 from gdm_engine.data import dequantize, quantize
-from gdm_engine.ops._checks import check_int, host_values
 
 
-def drawn_on(generator, device):
-    """Where a seeded draw happens: on the generator's device (torch's global generator:
-    `device`), so that a seeded draw is the same wherever the model runs."""
-    return generator.device if generator is not None else device
-
-
-def draw(shape, generator, device, uniform=False):
-    """torch.randn (torch.rand with uniform) drawn where `drawn_on` says, moved to `device`."""
-    sample = torch.rand if uniform else torch.randn
-    return sample(shape, generator=generator, device=drawn_on(generator, device)).to(device)
 
 
 def check_range(name, t, count):

@@ -6,14 +6,15 @@ import math
 
 import torch
 
-from gdm_engine import diffusion, ops
+from gdm_engine import ops, sampling
+from gdm_engine._random import draw, drawn_on
+from gdm_engine._validation import check_choice, check_fraction, check_int
 from gdm_engine.nn.unet import ResidualMLP, UNet
-from gdm_engine.ops._checks import check_choice, check_fraction, check_int
+from gdm_engine.reference.diffusion import PREDICTIONS
 
-from .base import GenerativeModel, check_range, draw, drawn_on
+from .base import GenerativeModel, check_range
 
-SCHEDULES = {"linear": diffusion.linear_alpha_bars, "cosine": diffusion.cosine_alpha_bars}
-PREDICTIONS = ("eps", "x0", "v")
+SCHEDULES = {"linear": sampling.linear_alpha_bars, "cosine": sampling.cosine_alpha_bars}
 BOUND_ROWS = 2048  # (example, step) pairs the bound sends through the network at once
 
 
@@ -330,7 +331,7 @@ class DDPM(GenerativeModel):
     def sample(self, n, generator=None, sampler="dpmpp_2m", steps=None, labels=None,
                guidance_scale=None, progress=False):
         """n examples shaped like the data (discrete data: levels) by `sampler` (one of
-        gdm_engine.diffusion.SAMPLERS; `steps` for those that skip steps, default 50): by default
+        gdm_engine.sampling.SAMPLERS; `steps` for those that skip steps, default 50): by default
         DPM-Solver++(2M) in 50 model evaluations, "ddpm" for Ho et al.'s ancestral sampler over
         all `timesteps` (20 times the work; bench/sampling_efficiency.py compares them). The
         schedule goes to the sampler on the CPU, so a GPU loop reads nothing back to the host.
@@ -343,7 +344,7 @@ class DDPM(GenerativeModel):
         labels = self._check_labels(labels, n)
         if guidance_scale is not None and labels is None:
             raise ValueError("guidance_scale needs labels: it guides towards a class")
-        x0 = diffusion.sample(self.denoiser(labels, guidance_scale), (n, *self.shape),
+        x0 = sampling.sample(self.denoiser(labels, guidance_scale), (n, *self.shape),
                               SCHEDULES[self.config["schedule"]](self.timesteps),
                               sampler=sampler, steps=steps, generator=generator,
                               device=self.alpha_bars.device, prediction=self.prediction,
@@ -354,7 +355,7 @@ class DDPM(GenerativeModel):
     def _clip(self, sampler):
         """Discrete data lie in [−1, 1]: the samplers that can clip x̂0 (the ancestral ones)
         clip it there, as the bound does. The σ-form samplers take no clip."""
-        chosen = diffusion.SAMPLERS.get(sampler)
+        chosen = sampling.SAMPLERS.get(sampler)
         if self.levels is None or chosen is None \
                 or "clip" not in inspect.signature(chosen).parameters:
             return {}

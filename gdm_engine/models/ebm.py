@@ -7,10 +7,11 @@ import math
 import torch
 
 from gdm_engine import ops
+from gdm_engine._random import draw, drawn_on
+from gdm_engine._validation import check_int, check_tensor
 from gdm_engine.nn.mlp import mlp, spectrally_normalised
-from gdm_engine.ops._checks import check_int, check_tensor
 
-from .base import GenerativeModel, continuous_space, data_space, draw, drawn_on
+from .base import GenerativeModel, continuous_space, data_space
 
 
 def _check_positive(name, value):

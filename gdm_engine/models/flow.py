@@ -6,8 +6,8 @@ import math
 import torch
 
 from gdm_engine import nn as gnn
+from gdm_engine._validation import check_int
 from gdm_engine.data import dequantize, quantize
-from gdm_engine.ops._checks import check_int
 
 from .base import GenerativeModel
 

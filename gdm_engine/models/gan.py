@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gdm_engine._random import draw
+from gdm_engine._validation import check_choice, check_int
 from gdm_engine.nn.mlp import mlp, spectrally_normalised
-from gdm_engine.ops._checks import check_choice, check_int
 
-from .base import GenerativeModel, Player, continuous_space, data_space, draw
+from .base import GenerativeModel, Player, continuous_space, data_space
 
 PLAYERS = ("discriminator", "generator")
 

@@ -2,7 +2,7 @@
 affine couplings, for images."""
 
 from gdm_engine import nn as gnn
-from gdm_engine.ops._checks import check_fraction, check_int
+from gdm_engine._validation import check_fraction, check_int
 
 from .flow import FlowModel, check_image_shape
 

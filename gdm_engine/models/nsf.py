@@ -1,7 +1,7 @@
 """Neural spline flow (Durkan et al., 2019) for vectors: 2-D toys and tabular data."""
 
 from gdm_engine import nn as gnn
-from gdm_engine.ops._checks import check_fraction, check_int
+from gdm_engine._validation import check_fraction, check_int
 
 from .flow import FlowModel
 

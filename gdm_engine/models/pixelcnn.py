@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gdm_engine._validation import check_fraction, check_int
 from gdm_engine.nn import MaskedConv2d
-from gdm_engine.ops._checks import check_fraction, check_int
 
 from .autoregressive import AutoregressiveModel, as_matrix
 

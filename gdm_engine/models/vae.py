@@ -8,10 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gdm_engine import ops
-from gdm_engine.ops._checks import check_choice, check_fraction, check_int
+from gdm_engine._validation import check_choice, check_fraction, check_int
 
 from .base import GenerativeModel
-
 
 DECODERS = ("logistic", "categorical")
 EVAL_CHUNK_VALUES = 1 << 24  # decoder outputs held at once by log_prob (64 MB in fp32)

@@ -6,8 +6,15 @@ spectrally_normalised)."""
 from .actnorm import ActNorm
 from .causal_conv1d import CausalConv1d
 from .coupling import AdditiveCoupling, AffineCoupling, SplineCoupling, Split
-from .invertible import (InvConv1x1, InvertibleLayer, InvertibleSequential, Logit, Reshape,
-                         Squeeze, Unsqueeze)
+from .invertible import (
+                         InvConv1x1,
+                         InvertibleLayer,
+                         InvertibleSequential,
+                         Logit,
+                         Reshape,
+                         Squeeze,
+                         Unsqueeze,
+)
 from .masked_conv2d import MaskedConv2d
 from .mlp import mlp, spectrally_normalised
 from .unet import ConditionEmbedding, ResidualMLP, UNet

@@ -5,7 +5,7 @@ import torch.distributed as dist
 from torch import nn
 
 from gdm_engine import ops
-from gdm_engine.ops._checks import check_int
+from gdm_engine._validation import check_int
 
 from .invertible import InvertibleLayer
 

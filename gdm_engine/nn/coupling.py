@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from gdm_engine import ops
-from gdm_engine.ops._checks import check_choice, check_fraction, check_int
+from gdm_engine._validation import check_choice, check_fraction, check_int
 from gdm_engine.ops._flow import check_positive
 
 from .invertible import InvertibleLayer, InvertibleSequential, Replay

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from gdm_engine.ops._checks import check_int
+from gdm_engine._validation import check_int
 
 
 @dataclasses.dataclass

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from gdm_engine.ops._checks import check_fraction, check_int
+from gdm_engine._validation import check_fraction, check_int
 
 
 def sinusoidal_embedding(t, dim):

@@ -4,15 +4,23 @@ Their torch.library registrations are in `gdm_engine.ops.library`."""
 import warnings
 
 from . import library
+from ._autocast import register_rules
 from .actnorm import actnorm
 from .affine_coupling import affine_coupling
 from .causal_conv1d import causal_conv1d
-from .diffusion import (ddim_step, ddpm_step, diffusion_loss, dpmpp_2m_step, euler_step,
-                        heun_step, langevin_step, q_sample)
+from .diffusion import (
+    ddim_step,
+    ddpm_step,
+    diffusion_loss,
+    dpmpp_2m_step,
+    euler_step,
+    heun_step,
+    langevin_step,
+    q_sample,
+)
 from .gaussian_reparam_kl import gaussian_reparam_kl
 from .masked_conv2d import masked_conv2d
 from .rq_spline import rq_spline
-from ._autocast import register_rules
 
 register_rules()  # autocast rules, once every op above is defined
 

@@ -9,11 +9,11 @@ import math
 import torch
 
 from gdm_engine import backend, reference
+from gdm_engine._validation import check_like, check_tensor
 
 from ._autocast import autocast_inputs
-from ._checks import check_like, check_tensor
-from .outputs import FlowOutput
 from ._flow import logdet_dtype, reference_vjp
+from .outputs import FlowOutput
 
 
 def _kernels():

@@ -18,10 +18,10 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from gdm_engine import backend, reference
+from gdm_engine._validation import check_choice, check_shape_of, check_tensor
 from gdm_engine.reference.affine_coupling import SCALE_MAPS
 
 from ._autocast import autocast_inputs
-from ._checks import check_choice, check_shape_of, check_tensor
 from ._flow import check_positive, logdet_dtype, reference_vjp
 from .outputs import FlowOutput
 

@@ -10,10 +10,16 @@ from typing import Optional
 import torch
 
 from gdm_engine import backend, reference
+from gdm_engine._validation import (
+    check_bias,
+    check_choice,
+    check_gated_channels,
+    check_int,
+    check_like,
+    check_tensor,
+)
 
 from ._autocast import autocast_inputs
-from ._checks import (check_bias, check_choice, check_gated_channels, check_int, check_like,
-                      check_tensor)
 
 ACTIVATIONS = (None, "tanh", "relu", "gated")
 

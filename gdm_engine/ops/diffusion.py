@@ -16,14 +16,20 @@ from typing import Optional
 import torch
 
 from gdm_engine import backend
+from gdm_engine._validation import (
+    check_choice,
+    check_noise_source,
+    check_shape_of,
+    check_tensor,
+    host_values,
+)
+from gdm_engine._random import noise_seed
 from gdm_engine.reference import diffusion as ref
+from gdm_engine.reference.diffusion import PREDICTIONS
 
 from ._autocast import autocast_inputs
-from ._checks import (check_choice, check_noise_source, check_shape_of, check_tensor,
-                      host_values, noise_seed)
 from .outputs import DPMSolverOutput
 
-PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("fixed_small", "fixed_large")
 
 

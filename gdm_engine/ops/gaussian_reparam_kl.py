@@ -9,10 +9,11 @@ from typing import Optional
 import torch
 
 from gdm_engine import backend, reference
+from gdm_engine._random import noise_seed
+from gdm_engine._validation import check_noise_source, check_shape_of, check_tensor
 from gdm_engine.reference.gaussian_reparam_kl import standard_normal_like
 
 from ._autocast import autocast_inputs
-from ._checks import check_noise_source, check_shape_of, check_tensor, noise_seed
 from .outputs import ReparamOutput
 
 

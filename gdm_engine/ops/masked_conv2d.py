@@ -15,11 +15,17 @@ from typing import Optional
 import torch
 
 from gdm_engine import backend
+from gdm_engine._validation import (
+    check_bias,
+    check_choice,
+    check_gated_channels,
+    check_int,
+    check_like,
+    check_tensor,
+)
 from gdm_engine.reference.masked_conv2d import conv_with_mask, full_mask
 
 from ._autocast import autocast_inputs
-from ._checks import (check_bias, check_choice, check_gated_channels, check_int, check_like,
-                      check_tensor)
 
 ACTIVATIONS = (None, "tanh", "relu", "gated")
 MASKS = ("A", "B")

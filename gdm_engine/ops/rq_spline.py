@@ -14,11 +14,18 @@ import math
 import torch
 
 from gdm_engine import backend, reference
-from gdm_engine.reference.rq_spline import (MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE,
-                                            PARAMETERISATIONS, SLOPE, clip_scales, spline_box)
+from gdm_engine._validation import check_like, check_tensor
+from gdm_engine.reference.rq_spline import (
+    MIN_BIN_HEIGHT,
+    MIN_BIN_WIDTH,
+    MIN_DERIVATIVE,
+    PARAMETERISATIONS,
+    SLOPE,
+    clip_scales,
+    spline_box,
+)
 
 from ._autocast import autocast_inputs
-from ._checks import check_like, check_tensor
 from ._flow import reference_vjp
 from .outputs import SplineOutput
 
@@ -231,8 +238,8 @@ def rq_spline(x, widths, heights, derivatives, *, tail_bound=None, reverse=False
     min_derivative + softplus (zuko: exp). The identity still holds outside the box.
 
     Returns SplineOutput(y, logabsdet), both shaped like x: logabsdet = log|dy/dx| per element
-    (the Jacobian is diagonal). With reverse=True the first argument is y and the op returns (x, log|dx/dy|),
-    the inverse and minus the forward log-derivative. Gradients flow to every tensor argument.
+    (the Jacobian is diagonal). With reverse=True the first argument is y and the op returns
+    (x, log|dx/dy|), the inverse and minus the forward log-derivative. Gradients flow to every tensor argument.
     The convention is that of nflows' `unconstrained_rational_quadratic_spline` with
     tails="linear", but for the boundary derivatives, which are exactly 1 here; its
     min_bin_width, min_bin_height and min_derivative default to nflows' 1e-3.

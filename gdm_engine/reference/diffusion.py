@@ -15,6 +15,9 @@ import math
 
 import torch
 
+# what a denoising model may predict: the noise ε, the clean x0, or v (Salimans & Ho, 2022)
+PREDICTIONS = ("eps", "x0", "v")
+
 
 def _per_example(value, x):
     """A float or (N,) schedule value as a tensor broadcasting over x's (N, ...) examples: a

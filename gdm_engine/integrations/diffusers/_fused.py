@@ -20,7 +20,7 @@ diffusers = require("diffusers", "diffusers")
 randn_tensor = require("diffusers.utils.torch_utils", "diffusers").randn_tensor
 
 # diffusers' prediction types by the step ops' names ("original_sample": Euler's old alias)
-PREDICTIONS = {"epsilon": "eps", "sample": "x0", "original_sample": "x0", "v_prediction": "v"}
+PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "original_sample": "x0", "v_prediction": "v"}
 # loop_step adds s_noise·√((1 + churn)² − 1)·σ_next·out_scale·z: with this churn, s_noise alone
 # sets the noise coefficient
 _UNIT_CHURN = math.sqrt(2.0) - 1.0

@@ -10,7 +10,7 @@ import torch
 
 from gdm_engine.ops import diffusion as step_ops
 
-from ._fused import (_UNIT_CHURN, PREDICTIONS, FusedScheduler, affine_plan, diffusers,
+from ._fused import (_UNIT_CHURN, PREDICTION_TYPES, FusedScheduler, affine_plan, diffusers,
                      draw_noise, euler_launch, guidance_options, guided_output, output,
                      unsupported)
 
@@ -51,7 +51,7 @@ class _VPScheduler(FusedScheduler):
     def fallback_reason(self):
         if self.config.thresholding:
             return "thresholding=True (its bound sample_max_value has no kernel counterpart)"
-        if self.config.prediction_type not in PREDICTIONS:
+        if self.config.prediction_type not in PREDICTION_TYPES:
             return unsupported("prediction_type", self.config.prediction_type)
         return None
 
@@ -62,14 +62,14 @@ class _VPScheduler(FusedScheduler):
         """pred_original_sample under clip_sample: the model's x0 (one more launch), clamped."""
         sigma = math.sqrt((1 - alpha_bar) / alpha_bar)
         _, x0 = euler_launch(x, model_output, sigma, sigma, guidance=guidance,
-                             prediction=PREDICTIONS[self.config.prediction_type],
+                             prediction=PREDICTION_TYPES[self.config.prediction_type],
                              scales=(1 / math.sqrt(alpha_bar), 1.0))
         return x0.clamp(-self._clip(), self._clip())
 
     def _affine(self, x, model_output, plan, noise, guidance):
         sigma, sigma_next, scales, std = plan
         return euler_launch(x, model_output, sigma, sigma_next, scales=scales, guidance=guidance,
-                            prediction=PREDICTIONS[self.config.prediction_type],
+                            prediction=PREDICTION_TYPES[self.config.prediction_type],
                             noise=noise, noise_coefficient=std)
 
 
@@ -117,7 +117,7 @@ class DDPMScheduler(_VPScheduler, diffusers.DDPMScheduler):
             seed = step_ops.noise_seed(None, generator) if kernel_noise and t > 0 else None
             prev = step_ops.loop_step("ddpm", sample, model_output, (a, a_prev), noise=noise,
                                       seed=seed,
-                                      prediction=PREDICTIONS[self.config.prediction_type],
+                                      prediction=PREDICTION_TYPES[self.config.prediction_type],
                                       variance=_VARIANCES[self.config.variance_type],
                                       clip=self._clip(), **guidance_options(_guidance))
             x0 = self._clipped_x0(sample, model_output, a, _guidance)
@@ -135,7 +135,7 @@ class DDPMScheduler(_VPScheduler, diffusers.DDPMScheduler):
         return step_ops.loop_step("euler", x, model_output, (sigma, sigma_next), scales=scales,
                                   seed=seed, denoised=True, churn=_UNIT_CHURN,
                                   s_noise=std / (sigma_next * scales[1]),
-                                  prediction=PREDICTIONS[self.config.prediction_type],
+                                  prediction=PREDICTION_TYPES[self.config.prediction_type],
                                   **guidance_options(guidance))
 
     def _upstream(self, model_output, timestep, sample, generator, return_dict, guidance):
@@ -185,7 +185,7 @@ class DDIMScheduler(_VPScheduler, diffusers.DDIMScheduler):
                 model_output, generator)
         if self._clip() is not None:
             prev = step_ops.loop_step("ddim", sample, model_output, (a, a_prev), eta=float(eta),
-                                      prediction=PREDICTIONS[self.config.prediction_type],
+                                      prediction=PREDICTION_TYPES[self.config.prediction_type],
                                       clip=self._clip(), noise=noise,
                                       clipped_eps=bool(use_clipped_model_output),
                                       **guidance_options(_guidance))

@@ -8,7 +8,7 @@ import math
 
 from gdm_engine.ops.diffusion import loop_step
 
-from ._fused import (PREDICTIONS, FusedScheduler, diffusers, draw_noise, euler_launch,
+from ._fused import (PREDICTION_TYPES, FusedScheduler, diffusers, draw_noise, euler_launch,
                      guidance_options, guided_output, output, unsupported)
 
 _outputs = diffusers.schedulers
@@ -27,12 +27,12 @@ class _SigmaScheduler(FusedScheduler):
         return index
 
     def fallback_reason(self):
-        if self.config.prediction_type not in PREDICTIONS:
+        if self.config.prediction_type not in PREDICTION_TYPES:
             return unsupported("prediction_type", self.config.prediction_type)
         return None
 
     def _prediction(self):
-        return PREDICTIONS[self.config.prediction_type]
+        return PREDICTION_TYPES[self.config.prediction_type]
 
     def _sigma_pair(self, index):
         self._row(0)

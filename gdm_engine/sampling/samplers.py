@@ -34,12 +34,11 @@ import math
 import torch
 from tqdm import tqdm
 
+from gdm_engine._random import draw, noise_seed
 from gdm_engine.ops import diffusion as step_ops
-from gdm_engine.ops._checks import noise_seed
+from gdm_engine.reference.diffusion import PREDICTIONS
 
 from .schedules import spaced_timesteps, timestep_spacing
-
-PREDICTIONS = ("eps", "x0", "v")
 
 
 def _device_of(device, schedule):
@@ -49,12 +48,6 @@ def _device_of(device, schedule):
 def _host(schedule):
     """The schedule as host float64 values: one read, before the loop."""
     return schedule.detach().to("cpu", torch.float64).tolist()
-
-
-def _start(shape, generator, device):
-    """x_T ~ N(0, I): drawn on the generator's device, moved to the samples' device."""
-    drawn_on = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=drawn_on).to(device)
 
 
 def _seeds(count, generator):
@@ -197,7 +190,7 @@ def _denoising_loop(kind, denoiser, shape, alpha_bars, times, generator, device,
         output, uncond = loop.evaluate(x, loop.model_time(i, graph))
         return (call.run(i, x, output, graph, uncond=uncond),)
 
-    return loop.run(step, _start(shape, generator, device), len(times), progress, cuda_graph)
+    return loop.run(step, draw(shape, generator, device), len(times), progress, cuda_graph)
 
 
 def ddpm_sample(denoiser, shape, alpha_bars, *, generator=None, device=None, prediction="eps",
@@ -287,7 +280,7 @@ def _karras_loop(second_order, denoiser, shape, alpha_bars, steps, spacing, chur
         return (heun.run(i, x, output, graph, uncond=uncond, second=output_next,
                          uncond_second=uncond_next),)
 
-    x = _start(shape, generator, device)
+    x = draw(shape, generator, device)
     return loop.run(step, x, count, progress, cuda_graph)
 
 
@@ -336,7 +329,7 @@ def dpmpp_2m_sample(denoiser, shape, alpha_bars, steps, *, spacing="logsnr", gen
         return call.run(i, x, output, graph, uncond=uncond,
                         second=previous if i or graph is not None else None)
 
-    x = _start(shape, generator, device)
+    x = draw(shape, generator, device)
     return loop.run(step, x, len(plan), progress, cuda_graph, carry=(torch.zeros_like(x),))
 
 
@@ -381,5 +374,5 @@ def annealed_langevin_sample(score, shape, sigmas, *, steps_per_level=100, epsil
         return (call.run(i, x, loop.evaluate(x, loop.model_time(i, graph))[0], graph),)
 
     x = (start.to(device) if start is not None
-         else levels[0] * _start(shape, generator, device))
+         else levels[0] * draw(shape, generator, device))
     return loop.run(step, x, count, progress, cuda_graph)

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from gdm_engine.ops._checks import check_int
+from gdm_engine._validation import check_int
 
 
 def _check_positive(name, value):

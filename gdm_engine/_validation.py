@@ -1,5 +1,5 @@
-"""Input checks shared by every op (each error names the argument, what was expected and what
-came), and the seed of the noise that kernels draw themselves."""
+"""Input checks shared by every layer of the engine (ops, nn, sampling, models, integrations):
+each error names the argument, what was expected and what came."""
 
 import numpy
 import torch
@@ -80,21 +80,6 @@ def check_noise_source(noise, generator):
     if generator is not None and noise is not None:
         raise ValueError("pass noise or generator, not both: the generator only draws the noise")
 
-
-def noise_seed(noise, generator):
-    """The seed a kernel draws its noise from, a Python int, taken from `generator` (torch's
-    default CPU generator when None) without reading the device: a CPU generator draws it on the
-    host; a CUDA generator's Philox state (seed, offset) is host state too, so the seed mixes
-    the two and the offset advances, as torch's own draws advance it. 0, unused, when the noise
-    is given."""
-    if noise is not None:
-        return 0
-    generator = generator if generator is not None else torch.default_generator
-    if generator.device.type != "cpu":
-        offset = generator.get_offset()
-        generator.set_offset(offset + 4)
-        return (generator.initial_seed() * 0x9E3779B1 + offset // 4) % (2**31 - 1)
-    return int(torch.randint(0, 2**31 - 1, (), generator=generator))
 
 
 def host_values(t):

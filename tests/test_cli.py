@@ -248,9 +248,10 @@ def test_runs_are_not_overwritten_or_resumed_with_other_settings(capsys, tmp_pat
                  "not 'vae' on 'rings'", capsys)
     _usage_error(["train", "vae", "--data", "digits", "--resume", "--steps", "8", "--set",
                   "hidden=32", "--out", str(tmp_path)], "cannot change on resume (hidden", capsys)
-    for steps in ("6", "4"):  # the run ended at step 6: nothing to train up to 6 or before
+    # the run ended at step 6: nothing to train up to 6, and no going back before it
+    for steps, message in (("6", "pass --steps above 6"), ("4", "steps must be at least 6")):
         _usage_error(["train", "vae", "--data", "digits", "--resume", "--steps", steps, "--out",
-                      str(tmp_path)], "steps must be above 6", capsys)
+                      str(tmp_path)], message, capsys)
     _usage_error(["sample", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--out",
                   str(tmp_path / "x.jpg")], "must end in .png", capsys)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before

@@ -57,6 +57,9 @@ def _train_config(args, saved, recipe):
     if saved is None:
         return train.TrainConfig(**{**(recipe.settings if recipe else {}), **given})
     config = train.TrainConfig.resumed(saved, given)  # (its ValueError: a usage error)
+    if config.steps <= saved["step"]:
+        raise UsageError(f"the checkpoint is at step {saved['step']} of {config.steps}: pass "
+                         f"--steps above {saved['step']} to train on")
     before = train.TrainConfig(**saved["config"])
     if config.steps > before.steps >= saved["step"] and saved["step"] > before.warmup:
         print(f"extending the run from {before.steps} to {config.steps} steps: the cosine "

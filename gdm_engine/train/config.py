@@ -76,17 +76,17 @@ class TrainConfig:
         """The settings to continue the checkpoint `saved` with: its own, `steps` extended where
         `given` (a dict of settings) asks. A given setting that differs from the checkpoint's
         raises ValueError (a resumed run keeps its settings: else its schedule, batches and
-        selection would not be one run's), as does a step count at or below the checkpoint's
-        step (nothing left to train)."""
+        selection would not be one run's), as does a step count below the checkpoint's step
+        (equal: a finished run, as `gdm-engine results` reopens to score it)."""
         config = cls(**saved["config"])
         for key, value in given.items():
             if key != "steps" and value != getattr(config, key):
                 raise ValueError(f"the checkpoint was trained with {key}={getattr(config, key)}; "
                                  f"resume with the same value or leave {key} out")
         steps = given.get("steps", config.steps)
-        if steps <= saved["step"]:
+        if steps < saved["step"]:
             raise ValueError(f"the checkpoint is at step {saved['step']} of {config.steps}: "
-                             f"steps must be above {saved['step']} to train on")
+                             f"steps must be at least {saved['step']}")
         return dataclasses.replace(config, steps=steps)
 
     def learning_rate(self, step, lr=None):

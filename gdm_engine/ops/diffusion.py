@@ -302,10 +302,10 @@ def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, ta
                      state=state, second_output=second_output, **options)
     if table is not None:
         raise ValueError("a CUDA-graph replay of a loop needs the Triton backend on a GPU")
-    host_values = seed is None and all(isinstance(v, float) for v in values)
-    if kind in _HOST_KINDS and host_values:
+    float_schedule = seed is None and all(isinstance(v, float) for v in values)
+    if kind in _HOST_KINDS and float_schedule:
         return _host_step(kind, x, model_output, values, scales, second_output, **options)
-    if kind in ("ddpm", "ddim") and host_values and scales == (1.0, 1.0) \
+    if kind in ("ddpm", "ddim") and float_schedule and scales == (1.0, 1.0) \
             and options.get("threshold") is None:
         options.pop("threshold", None)
         return _host_vp_step(kind, x, model_output, values, **options)

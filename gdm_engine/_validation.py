@@ -40,15 +40,18 @@ def check_bias(bias, channels, x):
     check_tensor("bias", bias, ndim=1)
     check_like("bias", bias, "x", x)
     if bias.shape[0] != channels:
-        raise ValueError(f"bias must have shape ({channels},) to match weight, got "
-                         f"{tuple(bias.shape)}")
+        raise ValueError(
+            f"bias must have shape ({channels},) to match weight, got {tuple(bias.shape)}"
+        )
 
 
 def check_gated_channels(activation, channels):
     """The gated unit halves the output channels: an even number of them."""
     if activation == "gated" and channels % 2:
-        raise ValueError(f"activation='gated' halves the output channels, so weight needs an even "
-                         f"number of them, got {channels}")
+        raise ValueError(
+            f"activation='gated' halves the output channels, so weight needs an even "
+            f"number of them, got {channels}"
+        )
 
 
 def check_fraction(name, value):
@@ -68,18 +71,20 @@ def check_shape_of(name, value, ref_name, ref):
     check_tensor(name, value)
     check_like(name, value, ref_name, ref)
     if value.shape != ref.shape:
-        raise ValueError(f"{name} must have the shape of {ref_name}, {tuple(ref.shape)}, got "
-                         f"{tuple(value.shape)}")
+        raise ValueError(
+            f"{name} must have the shape of {ref_name}, {tuple(ref.shape)}, got "
+            f"{tuple(value.shape)}"
+        )
 
 
 def check_noise_source(noise, generator):
     """An op that adds noise takes `noise` or a torch.Generator that draws it, not both."""
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got "
-                        f"{type(generator).__name__}")
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
     if generator is not None and noise is not None:
         raise ValueError("pass noise or generator, not both: the generator only draws the noise")
-
 
 
 def host_values(t):

@@ -72,7 +72,7 @@ def _recording_launches():
 
 
 def resolve(tensor):
-    """"triton" or "reference": what runs an op whose main input is `tensor`."""
+    """ "triton" or "reference": what runs an op whose main input is `tensor`."""
     name = get_backend()
     if name == "reference" or tensor.dtype not in KERNEL_DTYPES:
         return "reference"
@@ -80,11 +80,14 @@ def resolve(tensor):
     if name == "auto":
         return "triton" if on_gpu and triton_installed() else "reference"
     if not triton_installed():
-        raise RuntimeError("backend 'triton' needs the triton package: pip install triton "
-                           "(Linux), or use set_backend('reference')")
+        raise RuntimeError(
+            "backend 'triton' needs the triton package: pip install triton "
+            "(Linux), or use set_backend('reference')"
+        )
     if not on_gpu and not interpreter_enabled() and not _recording_launches():
         raise RuntimeError(
             f"backend 'triton' got {tensor.device.type} tensors, which need Triton's interpreter: "
             "set TRITON_INTERPRET=1 in the environment before gdm_engine.kernels is first "
-            "imported (or pass CUDA tensors, or use set_backend('auto'))")
+            "imported (or pass CUDA tensors, or use set_backend('auto'))"
+        )
     return "triton"

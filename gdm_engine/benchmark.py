@@ -22,8 +22,20 @@ import torch
 
 from gdm_engine.testing import supported_dtypes
 
-COLUMNS = ["op", "case", "dtype", "pass", "provider", "median_ms", "GB/s", "TFLOP/s", "%roofline",
-           "vs_eager"]
+COLUMNS = [
+    "op",
+    "case",
+    "dtype",
+    "pass",
+    "provider",
+    "median_ms",
+    "GB/s",
+    "TFLOP/s",
+    "%roofline",
+    "vs_eager",
+]
+
+
 def time_ms(fn, device):
     """Median milliseconds of fn(): CUDA events through triton.testing.do_bench on a GPU, the
     wall clock over repeated calls elsewhere. Both warm up first."""
@@ -40,7 +52,7 @@ def time_ms(fn, device):
     return statistics.median(samples)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def copy_bandwidth_gbs(device_str):
     """Measured device memory bandwidth: a large copy, bytes read plus bytes written."""
     device = torch.device(device_str)
@@ -56,7 +68,7 @@ def copy_bandwidth_gbs(device_str):
 _GRAPHS_PER_FUNCTION = 256
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(fn):
     """torch.compile of a reference, one static graph per case: what a user compiles for a fixed
     shape. (Dynamic shapes also broke here: inductor's backward of the masked convolution asserted
@@ -135,23 +147,28 @@ def bench_case(spec, case, device, compiled=True):
     for pass_, name, fn in timed_calls(spec, case, device, compiled):
         ms = time_ms(fn, device)
         forward = pass_ == "forward"
-        rows.append({
-            "op": spec.name, "case": case.label,
-            "dtype": str(case.tensors()[0].dtype).replace("torch.", ""), "pass": pass_,
-            "provider": name, "median_ms": ms,
-            "GB/s": moved / (ms * 1e-3) / 1e9 if forward else None,
-            "TFLOP/s": flops / (ms * 1e-3) / 1e12 if forward else None,
-            "%roofline": 100 * (moved / (bandwidth * 1e9)) / (ms * 1e-3) if forward else None,
-        })
+        rows.append(
+            {
+                "op": spec.name,
+                "case": case.label,
+                "dtype": str(case.tensors()[0].dtype).replace("torch.", ""),
+                "pass": pass_,
+                "provider": name,
+                "median_ms": ms,
+                "GB/s": moved / (ms * 1e-3) / 1e9 if forward else None,
+                "TFLOP/s": flops / (ms * 1e-3) / 1e12 if forward else None,
+                "%roofline": 100 * (moved / (bandwidth * 1e9)) / (ms * 1e-3) if forward else None,
+            }
+        )
     for row in rows:
-        eager = next(r["median_ms"] for r in rows
-                     if r["provider"] == "eager" and r["pass"] == row["pass"])
+        eager = next(
+            r["median_ms"] for r in rows if r["provider"] == "eager" and r["pass"] == row["pass"]
+        )
         row["vs_eager"] = eager / row["median_ms"]
     return rows
 
 
-def bench(specs, size, device, seed, dtypes=None, progress=None, cases_per_op=None,
-          compiled=True):
+def bench(specs, size, device, seed, dtypes=None, progress=None, cases_per_op=None, compiled=True):
     """Rows of every provider (torch.compile only where `compiled`) on each op's cases at
     `size` (the first `cases_per_op` of them, where given)."""
     generator = torch.Generator().manual_seed(seed)
@@ -169,8 +186,7 @@ def bench(specs, size, device, seed, dtypes=None, progress=None, cases_per_op=No
 # Sampling: the cached samplers of the autoregressive models against full recomputation
 # --------------------------------------------------------------------------------------------------
 
-SAMPLING_COLUMNS = ["model", "case", "batch", "steps", "sampler", "seconds", "ms/step",
-                    "vs_naive"]
+SAMPLING_COLUMNS = ["model", "case", "batch", "steps", "sampler", "seconds", "ms/step", "vs_naive"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,17 +214,38 @@ def sampling_cases(device, quick=False):
     batch 16, 1,024 steps; PixelCNN, 6 layers, 32 channels, batch 8, 16 x 16 (256 levels each);
     on a GPU also PixelCNN at 28 x 28, batch 64. `quick`: small stand-ins for tests."""
     if quick:
-        return [ModelCase("4 layers, 8 ch, 64 steps", "wavenet", (1, 64), 256,
-                          {"channels": 8, "layers": 4}, 2),
-                ModelCase("2 layers, 8 ch, 6x6", "pixelcnn", (1, 6, 6), 256,
-                          {"channels": 8, "layers": 2}, 2)]
-    cases = [ModelCase("10 layers, 32 ch, 1024 steps", "wavenet", (1, 1024), 256,
-                       {"channels": 32, "layers": 10}, 16),
-             ModelCase("6 layers, 32 ch, 16x16", "pixelcnn", (1, 16, 16), 256,
-                       {"channels": 32, "layers": 6}, 8)]
+        return [
+            ModelCase(
+                "4 layers, 8 ch, 64 steps", "wavenet", (1, 64), 256, {"channels": 8, "layers": 4}, 2
+            ),
+            ModelCase(
+                "2 layers, 8 ch, 6x6", "pixelcnn", (1, 6, 6), 256, {"channels": 8, "layers": 2}, 2
+            ),
+        ]
+    cases = [
+        ModelCase(
+            "10 layers, 32 ch, 1024 steps",
+            "wavenet",
+            (1, 1024),
+            256,
+            {"channels": 32, "layers": 10},
+            16,
+        ),
+        ModelCase(
+            "6 layers, 32 ch, 16x16", "pixelcnn", (1, 16, 16), 256, {"channels": 32, "layers": 6}, 8
+        ),
+    ]
     if device.type == "cuda":
-        cases.append(ModelCase("6 layers, 32 ch, 28x28", "pixelcnn", (1, 28, 28), 256,
-                               {"channels": 32, "layers": 6}, 64))
+        cases.append(
+            ModelCase(
+                "6 layers, 32 ch, 28x28",
+                "pixelcnn",
+                (1, 28, 28),
+                256,
+                {"channels": 32, "layers": 6},
+                64,
+            )
+        )
     return cases
 
 
@@ -237,15 +274,25 @@ def bench_sampling(cases, device, progress=None):
         steps = math.prod(case.shape)
         timed = {}
         for sampler, cached in (("naive", False), ("cached", True)):
+
             def draw():
                 model.sample(case.batch, torch.Generator(device).manual_seed(0), cached=cached)
+
             if cached or device.type == "cuda":
                 draw()
             timed[sampler] = _seconds(draw, device, 3 if cached else 1)
-            rows.append({"model": case.model, "case": case.label, "batch": case.batch,
-                         "steps": steps, "sampler": sampler, "seconds": timed[sampler],
-                         "ms/step": 1e3 * timed[sampler] / steps,
-                         "vs_naive": timed["naive"] / timed[sampler]})
+            rows.append(
+                {
+                    "model": case.model,
+                    "case": case.label,
+                    "batch": case.batch,
+                    "steps": steps,
+                    "sampler": sampler,
+                    "seconds": timed[sampler],
+                    "ms/step": 1e3 * timed[sampler] / steps,
+                    "vs_naive": timed["naive"] / timed[sampler],
+                }
+            )
             if progress is not None:
                 progress.update(1)
     return rows
@@ -256,14 +303,26 @@ def bench_sampling(cases, device, progress=None):
 # model (an elementwise function: the loop's own cost is what differs)
 # --------------------------------------------------------------------------------------------------
 
-DIFFUSION_LOOP_COLUMNS = ["loop", "shape", "steps", "provider", "seconds", "ms/step",
-                          "vs_diffusers"]
+DIFFUSION_LOOP_COLUMNS = [
+    "loop",
+    "shape",
+    "steps",
+    "provider",
+    "seconds",
+    "ms/step",
+    "vs_diffusers",
+]
 # diffusers' counterpart of each sampler loop: its scheduler and options
-DIFFUSERS_SCHEDULERS = {"ddpm": ("DDPMScheduler", {}), "ddim": ("DDIMScheduler", {}),
-                        "euler": ("EulerDiscreteScheduler", {}),
-                        "heun": ("HeunDiscreteScheduler", {}),
-                        "dpmpp_2m": ("DPMSolverMultistepScheduler",
-                                     {"algorithm_type": "dpmsolver++", "solver_order": 2})}
+DIFFUSERS_SCHEDULERS = {
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpmpp_2m": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2},
+    ),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,8 +341,11 @@ def diffusion_loop_cases(device, quick=False):
     """The issue's latents, (64, 4, 64, 64) fp32, on a GPU; (16, 4, 32, 32) on a CPU; 50 DDIM
     steps with and without guidance, 20 DPM-Solver++(2M) steps."""
     shape = (2, 4, 8, 8) if quick else (64, 4, 64, 64) if device.type == "cuda" else (16, 4, 32, 32)
-    return [LoopCase("ddim", shape, 50), LoopCase("ddim", shape, 50, guidance_scale=7.5),
-            LoopCase("dpmpp_2m", shape, 20)]
+    return [
+        LoopCase("ddim", shape, 50),
+        LoopCase("ddim", shape, 50, guidance_scale=7.5),
+        LoopCase("dpmpp_2m", shape, 20),
+    ]
 
 
 def stand_in_model(guidance_scale):
@@ -322,9 +384,16 @@ def engine_loop(case, device, model):
     from gdm_engine import sampling
 
     alpha_bars = sampling.linear_alpha_bars(case.steps if case.sampler == "ddpm" else 1000)
-    return lambda: sampling.sample(model, case.shape, alpha_bars, case.sampler, case.steps,
-                                    device=device, guidance_scale=case.guidance_scale,
-                                    generator=torch.Generator().manual_seed(0))
+    return lambda: sampling.sample(
+        model,
+        case.shape,
+        alpha_bars,
+        case.sampler,
+        case.steps,
+        device=device,
+        guidance_scale=case.guidance_scale,
+        generator=torch.Generator().manual_seed(0),
+    )
 
 
 def bench_diffusion_loops(cases, device, progress=None):
@@ -339,10 +408,17 @@ def bench_diffusion_loops(cases, device, progress=None):
                 continue
             loop()
             timed[provider] = _seconds(loop, device, 3)
-            rows.append({"loop": case.label, "shape": "x".join(map(str, case.shape)),
-                         "steps": case.steps, "provider": provider, "seconds": timed[provider],
-                         "ms/step": 1e3 * timed[provider] / case.steps,
-                         "vs_diffusers": timed.get("diffusers", math.nan) / timed[provider]})
+            rows.append(
+                {
+                    "loop": case.label,
+                    "shape": "x".join(map(str, case.shape)),
+                    "steps": case.steps,
+                    "provider": provider,
+                    "seconds": timed[provider],
+                    "ms/step": 1e3 * timed[provider] / case.steps,
+                    "vs_diffusers": timed.get("diffusers", math.nan) / timed[provider],
+                }
+            )
         if progress is not None:
             progress.update(1)
     return rows
@@ -353,8 +429,16 @@ def bench_diffusion_loops(cases, device, progress=None):
 # autograd
 # --------------------------------------------------------------------------------------------------
 
-FLOW_MEMORY_COLUMNS = ["model", "case", "batch", "training", "saved_MB", "saved_vs_plain",
-                       "step_ms", "time_vs_plain"]
+FLOW_MEMORY_COLUMNS = [
+    "model",
+    "case",
+    "batch",
+    "training",
+    "saved_MB",
+    "saved_vs_plain",
+    "step_ms",
+    "time_vs_plain",
+]
 
 
 def flow_memory_cases(quick=False):
@@ -362,10 +446,26 @@ def flow_memory_cases(quick=False):
     paper's CIFAR-10 model, with 64 hidden channels instead of 512 so that it runs on a CPU) on
     3 x 32 x 32 images of 256 levels, batch 16. `quick`: a small stand-in for tests."""
     if quick:
-        return [ModelCase("depth 2, 2 levels, 8 hidden, 1x8x8", "glow", (1, 8, 8), 17,
-                          {"scales": 2, "depth": 2, "hidden": 8}, 4)]
-    return [ModelCase("depth 32, 3 levels, 64 hidden, 3x32x32", "glow", (3, 32, 32), 256,
-                      {"scales": 3, "depth": 32, "hidden": 64}, 16)]
+        return [
+            ModelCase(
+                "depth 2, 2 levels, 8 hidden, 1x8x8",
+                "glow",
+                (1, 8, 8),
+                17,
+                {"scales": 2, "depth": 2, "hidden": 8},
+                4,
+            )
+        ]
+    return [
+        ModelCase(
+            "depth 32, 3 levels, 64 hidden, 3x32x32",
+            "glow",
+            (3, 32, 32),
+            256,
+            {"scales": 3, "depth": 32, "hidden": 64},
+            16,
+        )
+    ]
 
 
 def saved_tensor_bytes(fn):
@@ -389,8 +489,13 @@ def bench_flow_memory(cases, device, repeats=3, progress=None):
     also runs ActNorm's data-dependent initialisation."""
     rows = []
     for case in cases:
-        x = torch.randint(0, case.levels, (case.batch, *case.shape), device=device,
-                          generator=torch.Generator(device).manual_seed(0))
+        x = torch.randint(
+            0,
+            case.levels,
+            (case.batch, *case.shape),
+            device=device,
+            generator=torch.Generator(device).manual_seed(0),
+        )
         plain = {}
         for training, memory_saving in (("plain autograd", False), ("memory saving", True)):
             model = case.build(device, memory_saving=memory_saving)
@@ -401,14 +506,23 @@ def bench_flow_memory(cases, device, repeats=3, progress=None):
                 loss.backward()
 
             saved, loss = saved_tensor_bytes(
-                lambda: model.loss(x, torch.Generator(device).manual_seed(1)))
+                lambda: model.loss(x, torch.Generator(device).manual_seed(1))
+            )
             loss.backward()
             seconds = _seconds(step, device, repeats)
             plain = plain or {"saved": saved, "seconds": seconds}
-            rows.append({"model": case.model, "case": case.label, "batch": case.batch,
-                         "training": training, "saved_MB": saved / 2**20,
-                         "saved_vs_plain": saved / plain["saved"], "step_ms": 1e3 * seconds,
-                         "time_vs_plain": seconds / plain["seconds"]})
+            rows.append(
+                {
+                    "model": case.model,
+                    "case": case.label,
+                    "batch": case.batch,
+                    "training": training,
+                    "saved_MB": saved / 2**20,
+                    "saved_vs_plain": saved / plain["saved"],
+                    "step_ms": 1e3 * seconds,
+                    "time_vs_plain": seconds / plain["seconds"],
+                }
+            )
             if progress is not None:
                 progress.update(1)
     return rows

@@ -2,7 +2,7 @@
 suites in bench/ all iterate CATALOG, so a new op is validated and benchmarked once listed here."""
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -13,8 +13,7 @@ from gdm_engine.reference.masked_conv2d import full_mask
 SIZES = ("tiny", "medium", "bench")
 # ‖out − ref‖ / ‖ref‖ in float64, per input dtype; "tf32": fp32 inputs whose products run as
 # TF32 (10-bit mantissa, like fp16) on the tensor cores.
-DEFAULT_TOLERANCE = {torch.float32: 1e-5, "tf32": 3e-3, torch.float16: 3e-3,
-                     torch.bfloat16: 2e-2}
+DEFAULT_TOLERANCE = {torch.float32: 1e-5, "tf32": 3e-3, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 
 
 @dataclasses.dataclass
@@ -61,7 +60,8 @@ class OpSpec:
     # a count, or a function of the case (tests/test_device_ops.py holds every op to it); and
     # why, where it is not 0
     device_op_budget: dict = dataclasses.field(
-        default_factory=lambda: {"forward": 0, "backward": 0})
+        default_factory=lambda: {"forward": 0, "backward": 0}
+    )
     budget_reason: str = ""
     # the sampler loops' calls of the op's kernel, replayed steps included: (dtype, device) ->
     # None, run by `gdm-engine compile` while it records launches
@@ -92,8 +92,9 @@ def _bytes_of(*tensors):
 # --------------------------------------------------------------------------------------------------
 
 
-def causal_conv1d_case(n, c_in, c_out, length, k, dilation, groups, activation, dtype, device,
-                       generator, bias=True):
+def causal_conv1d_case(
+    n, c_in, c_out, length, k, dilation, groups, activation, dtype, device, generator, bias=True
+):
     """A random causal_conv1d call: x (n, c_in, length), weight (c_out, c_in/groups, k)."""
     x = torch.randn(n, c_in, length, generator=generator)
     fan_in = c_in // groups * k
@@ -101,10 +102,13 @@ def causal_conv1d_case(n, c_in, c_out, length, k, dilation, groups, activation, 
     b = torch.randn(c_out, generator=generator) if bias else None
     tensors = [t.to(device=device, dtype=dtype) if t is not None else None for t in (x, w, b)]
     kind = "depthwise" if groups == c_in else ("dense" if groups == 1 else f"groups={groups}")
-    label = (f"{kind} N={n} C={c_in}->{c_out} L={length} K={k} d={dilation}"
-             f"{'' if activation is None else ' ' + activation}{'' if bias else ' no-bias'}")
-    return Case(label, tuple(tensors), {"dilation": dilation, "groups": groups,
-                                        "activation": activation})
+    label = (
+        f"{kind} N={n} C={c_in}->{c_out} L={length} K={k} d={dilation}"
+        f"{'' if activation is None else ' ' + activation}{'' if bias else ' no-bias'}"
+    )
+    return Case(
+        label, tuple(tensors), {"dilation": dilation, "groups": groups, "activation": activation}
+    )
 
 
 def _causal_conv1d_inputs(size, dtype, device, generator):
@@ -112,9 +116,11 @@ def _causal_conv1d_inputs(size, dtype, device, generator):
         return causal_conv1d_case(*shape, dtype=dtype, device=device, generator=generator, **kw)
 
     if size == "bench":  # the shapes of the performance targets
-        return [case(8, 1024, 1024, 8192, 4, 1, 1024, None),
-                case(8, 256, 256, 16384, 2, 64, 1, None),
-                case(8, 256, 512, 16384, 2, 64, 1, "gated")]
+        return [
+            case(8, 1024, 1024, 8192, 4, 1, 1024, None),
+            case(8, 256, 256, 16384, 2, 64, 1, None),
+            case(8, 256, 512, 16384, 2, 64, 1, "gated"),
+        ]
     scale = 1 if size == "tiny" else 16
     r = lambda low, high: _randint(generator, low, high)  # noqa: E731
     c = r(2, 5) * scale
@@ -122,16 +128,16 @@ def _causal_conv1d_inputs(size, dtype, device, generator):
         # direct form: few channels, every activation, sequence shorter than the receptive field
         case(r(1, 3), 3, 5, r(1, 4) * scale, 3, 2, 1, None, bias=False),
         case(r(1, 3), c, 2 * c, r(5, 13) * scale, r(2, 4), r(1, 3), 1, "gated"),
-        case(2, 6, 12, 7 * scale, 4, 3, 6, "tanh"),            # depthwise, multiplier 2
+        case(2, 6, 12, 7 * scale, 4, 3, 6, "tanh"),  # depthwise, multiplier 2
         case(r(1, 3), c, 2 * c, r(5, 31) * scale, 4, r(1, 5), c, "gated"),  # depthwise gated
-        case(1, 1, 1, 1, 1, 1, 1, "relu"),                     # K=1, L=1
+        case(1, 1, 1, 1, 1, 1, 1, "relu"),  # K=1, L=1
         # long depthwise kernels: the weight gradient's (channel, tap, time) tiles must still fit
         case(1, 3, 3, r(4, 9) * scale, 7, 1, 3, None),
         case(1, 2, 4, r(4, 9) * scale, 9, 2, 2, "relu"),
         # dot form: >= 16 channels per group
         case(2, 32, 32, r(7, 29) * scale, 3, 2, 1, "gated"),
         case(r(1, 2), 32, 48, 11 * scale, 2, 5, 2, "relu"),
-        case(2, 48, 48, 13 * scale, 3, 1, 3, "gated"),          # odd groups, gated: direct form
+        case(2, 48, 48, 13 * scale, 3, 1, 3, "gated"),  # odd groups, gated: direct form
     ]
 
 
@@ -156,8 +162,13 @@ def _dao_causal_conv1d(case):
     x, w, b = case.args
     kw = case.kwargs
     depthwise = kw["groups"] == x.shape[1] == w.shape[0]
-    if x.device.type != "cuda" or not depthwise or kw["dilation"] != 1 or w.shape[2] > 4 \
-            or kw["activation"] is not None:
+    if (
+        x.device.type != "cuda"
+        or not depthwise
+        or kw["dilation"] != 1
+        or w.shape[2] > 4
+        or kw["activation"] is not None
+    ):
         return None
     return lambda: causal_conv1d_fn(x, w[:, 0], b)
 
@@ -194,8 +205,7 @@ def _gaussian_reparam_kl_inputs(size, dtype, device, generator):
         return [case(65536, 512), case(4096, 8192), case(65536, 512, drawn=True)]
     scale = 1 if size == "tiny" else 64
     r = lambda low, high: _randint(generator, low, high)  # noqa: E731
-    return [case(1, 1), case(r(2, 9), r(2, 40)), case(r(1, 7) * scale, 17 * scale),
-            case(3, 1)]
+    return [case(1, 1), case(r(2, 9), r(2, 40)), case(r(1, 7) * scale, 17 * scale), case(3, 1)]
 
 
 def _gaussian_reparam_kl_bytes(case):
@@ -224,8 +234,22 @@ GAUSSIAN_REPARAM_KL = OpSpec(
 # --------------------------------------------------------------------------------------------------
 
 
-def masked_conv2d_case(n, c_in, c_out, size, k, mask, color_groups, dilation, activation, dtype,
-                       device, generator, bias=True, residual=False):
+def masked_conv2d_case(
+    n,
+    c_in,
+    c_out,
+    size,
+    k,
+    mask,
+    color_groups,
+    dilation,
+    activation,
+    dtype,
+    device,
+    generator,
+    bias=True,
+    residual=False,
+):
     """A random masked_conv2d call on (n, c_in, *size) images with a k x k kernel."""
     height, width = size
     x = torch.randn(n, c_in, height, width, generator=generator)
@@ -235,18 +259,28 @@ def masked_conv2d_case(n, c_in, c_out, size, k, mask, color_groups, dilation, ac
     r = torch.randn(n, c_y, height, width, generator=generator) if residual else None
     tensors = [t.to(device=device, dtype=dtype) if t is not None else None for t in (x, w, b, r)]
     kind = mask if isinstance(mask, str) else "custom"
-    label = (f"{kind} N={n} C={c_in}->{c_out} {height}x{width} k={k} d={dilation}"
-             f"{f' groups={color_groups}' if color_groups > 1 else ''}"
-             f"{'' if activation is None else ' ' + activation}{' +residual' if residual else ''}"
-             f"{'' if bias else ' no-bias'}")
-    return Case(label, tuple(tensors), {"mask": mask, "color_groups": color_groups,
-                                        "dilation": dilation, "activation": activation})
+    label = (
+        f"{kind} N={n} C={c_in}->{c_out} {height}x{width} k={k} d={dilation}"
+        f"{f' groups={color_groups}' if color_groups > 1 else ''}"
+        f"{'' if activation is None else ' ' + activation}{' +residual' if residual else ''}"
+        f"{'' if bias else ' no-bias'}"
+    )
+    return Case(
+        label,
+        tuple(tensors),
+        {
+            "mask": mask,
+            "color_groups": color_groups,
+            "dilation": dilation,
+            "activation": activation,
+        },
+    )
 
 
 def _vertical_stack_mask(k):
     """The taps of a Gated PixelCNN's vertical stack: the rows above and the centre row."""
     mask = torch.zeros(k, k, dtype=torch.bool)
-    mask[:k // 2 + 1] = True
+    mask[: k // 2 + 1] = True
     return mask
 
 
@@ -255,17 +289,19 @@ def _masked_conv2d_inputs(size, dtype, device, generator):
         return masked_conv2d_case(*shape, dtype=dtype, device=device, generator=generator, **kw)
 
     if size == "bench":  # the target shape: 7x7 type A, and a gated residual block
-        return [case(64, 128, 128, (32, 32), 7, "A", 1, 1, None),
-                case(64, 128, 256, (32, 32), 3, "B", 1, 1, "gated", residual=True)]
+        return [
+            case(64, 128, 128, (32, 32), 7, "A", 1, 1, None),
+            case(64, 128, 256, (32, 32), 3, "B", 1, 1, "gated", residual=True),
+        ]
     scale = 1 if size == "tiny" else 4
     r = lambda low, high: _randint(generator, low, high)  # noqa: E731
     hw = (r(3, 6) * scale, r(3, 7) * scale)
     return [
-        case(r(1, 2), 3, 6, hw, 3, "A", 3, 1, None),                       # RGB first layer
-        case(2, 6, 12, (5, 6), 5, "B", 3, 2, "gated", residual=True),      # dilated gated block
+        case(r(1, 2), 3, 6, hw, 3, "A", 3, 1, None),  # RGB first layer
+        case(2, 6, 12, (5, 6), 5, "B", 3, 2, "gated", residual=True),  # dilated gated block
         case(r(1, 2), 16, 32, hw, 3, _vertical_stack_mask(3), 1, 1, "tanh", bias=False),
-        case(1, 5, 7, (1, 1), 1, "B", 1, 1, "relu"),                      # 1x1, one pixel
-        case(2, 4 * scale, 8 * scale, hw, 7, "A", 1, 1, None),              # 24 of 49 taps
+        case(1, 5, 7, (1, 1), 1, "B", 1, 1, "relu"),  # 1x1, one pixel
+        case(2, 4 * scale, 8 * scale, hw, 7, "A", 1, 1, None),  # 24 of 49 taps
     ]
 
 
@@ -275,11 +311,19 @@ def _masked_conv2d_library_inputs(case):
     from gdm_engine.ops.masked_conv2d import mask_and_taps
 
     kw = case.kwargs
-    full, taps, channel_mask = mask_and_taps(case.args[1].shape, kw["mask"], kw["color_groups"],
-                                             kw["activation"] == "gated", kw["dilation"],
-                                             case.args[0].device)
-    return (*case.args, full, taps), {"dilation": kw["dilation"], "activation": kw["activation"],
-                                      "channel_mask": channel_mask}
+    full, taps, channel_mask = mask_and_taps(
+        case.args[1].shape,
+        kw["mask"],
+        kw["color_groups"],
+        kw["activation"] == "gated",
+        kw["dilation"],
+        case.args[0].device,
+    )
+    return (*case.args, full, taps), {
+        "dilation": kw["dilation"],
+        "activation": kw["activation"],
+        "channel_mask": channel_mask,
+    }
 
 
 def _masked_conv2d_bytes(case):
@@ -292,8 +336,12 @@ def _masked_conv2d_bytes(case):
 def _masked_conv2d_flops(case):
     """The products of the active taps only (what a dense convolution wastes is not counted)."""
     x, w, _, _ = case.args
-    mask = full_mask(w.shape, case.kwargs["mask"], case.kwargs["color_groups"],
-                     case.kwargs["activation"] == "gated")
+    mask = full_mask(
+        w.shape,
+        case.kwargs["mask"],
+        case.kwargs["color_groups"],
+        case.kwargs["activation"] == "gated",
+    )
     return 2 * x.shape[0] * x.shape[2] * x.shape[3] * int(mask.sum())
 
 
@@ -314,8 +362,19 @@ MASKED_CONV2D = OpSpec(
 # --------------------------------------------------------------------------------------------------
 
 
-def rq_spline_case(shape, K, dtype, device, generator, tail_bound=3.0, reverse=False,
-                   at_bounds=False, box=None, ends=False, **form):
+def rq_spline_case(
+    shape,
+    K,
+    dtype,
+    device,
+    generator,
+    tail_bound=3.0,
+    reverse=False,
+    at_bounds=False,
+    box=None,
+    ends=False,
+    **form,
+):
     """A random rq_spline call: inputs uniform on [-1.3 B, 1.3 B] (about a quarter of them in the
     identity tails), parameters N(0, 0.5²) (bins from about a third to three times the mean
     width); `at_bounds` puts inputs exactly at ±B. `form`: the op's parameterisation keywords
@@ -342,9 +401,11 @@ def rq_spline_case(shape, K, dtype, device, generator, tail_bound=3.0, reverse=F
     derivatives = 0.5 * torch.randn(*shape, K + 1 if ends else K - 1, generator=generator)
     tensors = tuple(t.to(device=device, dtype=dtype) for t in (x, widths, heights, derivatives))
     domain = f"B={B:g}" if box is None else f"box={tuple(box)}"
-    label = (f"{'inverse' if reverse else 'forward'} shape={tuple(shape)} K={K} {domain}"
-             f"{' ends learned' if ends else ''}{' at the ends' if at_bounds else ''}"
-             + "".join(f" {name}={value}" for name, value in form.items()))
+    label = (
+        f"{'inverse' if reverse else 'forward'} shape={tuple(shape)} K={K} {domain}"
+        f"{' ends learned' if ends else ''}{' at the ends' if at_bounds else ''}"
+        + "".join(f" {name}={value}" for name, value in form.items())
+    )
     where = {"tail_bound": tail_bound} if box is None else {"box": box}
     return Case(label, tensors, {**where, "reverse": reverse, **form})
 
@@ -357,29 +418,32 @@ def _rq_spline_inputs(size, dtype, device, generator):
         return [case((4096, 256), 8), case((4096, 256), 8, reverse=True)]
     r = lambda low, high: _randint(generator, low, high)  # noqa: E731
     if size == "medium":  # tiles of 4 to 64 bins (with "bench", 8): up to the kernels' largest K
-        return [case((r(64, 512), 37), K, reverse=bool(i % 2), tail_bound=[3.0, 5.0][i % 2])
-                for i, K in enumerate((13, 3, 64, 32))] + [
+        return [
+            case((r(64, 512), 37), K, reverse=bool(i % 2), tail_bound=[3.0, 5.0][i % 2])
+            for i, K in enumerate((13, 3, 64, 32))
+        ] + [
             case((r(64, 512), 37), 8, reverse=True, tail_bound=5.0, parameterisation="zuko"),
             # nflows' tails=None spline: a box and all K + 1 knot derivatives
             case((r(64, 512), 37), 64, reverse=True, box=(0.0, 1.0, -1.0, 2.0), ends=True),
-            case((r(64, 512), 37), 16, box=(0.0, 1.0, 0.0, 1.0), ends=True)]
+            case((r(64, 512), 37), 16, box=(0.0, 1.0, 0.0, 1.0), ends=True),
+        ]
     return [
-        case((1, r(5, 9)), 2),                                          # K = 2, size-1 dim
-        case((r(2, 4), 1, r(2, 5)), 3, reverse=True),   # size-1 dim, odd K (the gradcheck case)
+        case((1, r(5, 9)), 2),  # K = 2, size-1 dim
+        case((r(2, 4), 1, r(2, 5)), 3, reverse=True),  # size-1 dim, odd K (the gradcheck case)
         case((r(9, 23),), 8, tail_bound=1.5, at_bounds=True),
         case((2, r(3, 6)), 8, reverse=True, tail_bound=5.0, at_bounds=True),
-        case((r(5, 11),), 5),                                            # odd K
+        case((r(5, 11),), 5),  # odd K
         # zuko's parameterisation (soft clip, exp derivatives), both directions, at ±B
         case((r(9, 23),), 8, tail_bound=5.0, at_bounds=True, parameterisation="zuko"),
         case((2, r(3, 6)), 5, reverse=True, parameterisation="zuko", slope=0.05),
         # nflows' with other minimum shares and derivative
-        case((r(5, 11),), 4, reverse=True, min_bin_width=0.1, min_bin_height=0.02,
-             min_derivative=0.3),
+        case(
+            (r(5, 11),), 4, reverse=True, min_bin_width=0.1, min_bin_height=0.02, min_derivative=0.3
+        ),
         # nflows' tails=None spline: a box, all K + 1 derivatives learned (K = 8 fills the
         # tile: the last knot's derivative is read alone)
         case((r(9, 23),), 8, box=(0.0, 1.0, 0.0, 1.0), ends=True, at_bounds=True),
-        case((2, r(3, 6)), 5, reverse=True, box=(-1.0, 2.0, 0.5, 1.5), ends=True,
-             at_bounds=True),
+        case((2, r(3, 6)), 5, reverse=True, box=(-1.0, 2.0, 0.5, 1.5), ends=True, at_bounds=True),
         case((r(5, 11),), 4, tail_bound=2.0, ends=True),  # learned ends on [-B, B]
     ]
 
@@ -413,12 +477,22 @@ def _nflows_rq_spline(case):
     if box is not None and ends:  # tails=None
         left, right, bottom, top = box
         return lambda: nflows_splines.rational_quadratic_spline(
-            x, widths, heights, derivatives, inverse=reverse, left=left, right=right,
-            bottom=bottom, top=top, **kw)
+            x,
+            widths,
+            heights,
+            derivatives,
+            inverse=reverse,
+            left=left,
+            right=right,
+            bottom=bottom,
+            top=top,
+            **kw,
+        )
     if box is not None or ends:
         return None
     return lambda: nflows_splines.unconstrained_rational_quadratic_spline(
-        x, widths, heights, derivatives, inverse=reverse, tails="linear", **kw)
+        x, widths, heights, derivatives, inverse=reverse, tails="linear", **kw
+    )
 
 
 def _zuko_rq_spline(case):
@@ -434,8 +508,9 @@ def _zuko_rq_spline(case):
     x, widths, heights, derivatives = case.args
 
     def run():
-        spline = MonotonicRQSTransform(widths, heights, derivatives, bound=kw["tail_bound"],
-                                       slope=kw.get("slope", 1e-3))
+        spline = MonotonicRQSTransform(
+            widths, heights, derivatives, bound=kw["tail_bound"], slope=kw.get("slope", 1e-3)
+        )
         return spline.inv.call_and_ladj(x) if kw["reverse"] else spline.call_and_ladj(x)
 
     return run
@@ -475,19 +550,33 @@ def channel_mask(channels):
     return (torch.arange(channels) < channels // 2).float().reshape(1, channels, 1, 1)
 
 
-def affine_coupling_case(shape, scale_map, dtype, device, generator, mask=None, reverse=False,
-                         clamp=3.0, mask_label="no mask"):
+def affine_coupling_case(
+    shape,
+    scale_map,
+    dtype,
+    device,
+    generator,
+    mask=None,
+    reverse=False,
+    clamp=3.0,
+    mask_label="no mask",
+):
     """A random affine_coupling call on x, shift, scale_raw of `shape`; the mask (if any) goes
     in kwargs, since the harness differentiates every positional tensor."""
     x, shift, scale_raw = (torch.randn(shape, generator=generator) for _ in range(3))
     x, shift, scale_raw = (t.to(device=device, dtype=dtype) for t in (x, shift, scale_raw))
     if mask is not None:
         mask = mask.to(device=device, dtype=dtype if mask.dtype.is_floating_point else None)
-    label = (f"{'reverse' if reverse else 'forward'} {scale_map}"
-             f"{f' clamp={clamp:g}' if scale_map == 'softclamp' else ''} shape={tuple(shape)} "
-             f"{mask_label}")
-    return Case(label, (x, shift, scale_raw), {"scale_map": scale_map, "mask": mask,
-                                               "reverse": reverse, "clamp": clamp})
+    label = (
+        f"{'reverse' if reverse else 'forward'} {scale_map}"
+        f"{f' clamp={clamp:g}' if scale_map == 'softclamp' else ''} shape={tuple(shape)} "
+        f"{mask_label}"
+    )
+    return Case(
+        label,
+        (x, shift, scale_raw),
+        {"scale_map": scale_map, "mask": mask, "reverse": reverse, "clamp": clamp},
+    )
 
 
 def _affine_coupling_inputs(size, dtype, device, generator):
@@ -502,9 +591,11 @@ def _affine_coupling_inputs(size, dtype, device, generator):
 
     if size == "bench":  # a Glow/RealNVP step on 64x64 images with 48 channels: 12.6M elements
         n, c, h, w = 64, 48, 64, 64
-        return [case((n, c, h, w), "exp"),
-                case((n, c, h, w), "sigmoid", **board(c, h, w)),
-                case((n, c, h, w), "softclamp", reverse=True, **channels(c))]
+        return [
+            case((n, c, h, w), "exp"),
+            case((n, c, h, w), "sigmoid", **board(c, h, w)),
+            case((n, c, h, w), "softclamp", reverse=True, **channels(c)),
+        ]
     scale = 1 if size == "tiny" else 8
     r = lambda low, high: _randint(generator, low, high)  # noqa: E731
     c, h, w = r(2, 5), r(3, 6) * scale, r(3, 7) * scale
@@ -512,13 +603,23 @@ def _affine_coupling_inputs(size, dtype, device, generator):
     return [
         case((r(1, 3), c, h, w), "exp", **board(c, h, w)),
         case((2, 4, 2 * scale, 3), "sigmoid", reverse=True, **channels(4)),  # opcheck
-        case((r(2, 7), 17 * scale), "softclamp", clamp=2.0),          # 2-D, prime D, no mask
-        case((1, 1, 1, 1), "exp", reverse=True),                       # one element
-        case((3, 2, 7 * scale), "softclamp", reverse=True, mask=per_example,
-             mask_label="per-example mask"),
+        case((r(2, 7), 17 * scale), "softclamp", clamp=2.0),  # 2-D, prime D, no mask
+        case((1, 1, 1, 1), "exp", reverse=True),  # one element
+        case(
+            (3, 2, 7 * scale),
+            "softclamp",
+            reverse=True,
+            mask=per_example,
+            mask_label="per-example mask",
+        ),
         case((r(2, 5), c, h, w), "sigmoid", **board(c, h, w)),
-        case((5, 1), "exp", reverse=True, mask=torch.zeros(1, 1),      # nothing masked
-             mask_label="all-zero mask"),
+        case(
+            (5, 1),
+            "exp",
+            reverse=True,
+            mask=torch.zeros(1, 1),  # nothing masked
+            mask_label="all-zero mask",
+        ),
     ]
 
 
@@ -580,17 +681,16 @@ def _actnorm_inputs(size, dtype, device, generator):
         return actnorm_case(shape, dtype, device, generator, **kw)
 
     if size == "bench":  # Glow's 64x64 level with 64 channels (16.8M elements), and a flat batch
-        return [case((64, 64, 64, 64)), case((64, 64, 64, 64), reverse=True),
-                case((65536, 256))]
+        return [case((64, 64, 64, 64)), case((64, 64, 64, 64), reverse=True), case((65536, 256))]
     scale = 1 if size == "tiny" else 16
     r = lambda low, high: _randint(generator, low, high)  # noqa: E731
     return [
-        case((r(2, 9), r(2, 13) * scale)),                              # (N, C)
-        case((2, 3, r(3, 6) * scale, r(3, 7)), reverse=True),         # (opcheck, compile)
+        case((r(2, 9), r(2, 13) * scale)),  # (N, C)
+        case((2, 3, r(3, 6) * scale, r(3, 7)), reverse=True),  # (opcheck, compile)
         case((r(1, 3), 5, 4, 3 * scale)),
         case((1, 1, 1, 1)),
-        case((3, r(2, 7), 17 * scale), reverse=True),                   # 1-D positions, prime
-        case((r(5, 40) * scale, 3), reverse=True),                      # (N, C), many examples
+        case((3, r(2, 7), 17 * scale), reverse=True),  # 1-D positions, prime
+        case((r(5, 40) * scale, 3), reverse=True),  # (N, C), many examples
     ]
 
 
@@ -624,29 +724,55 @@ ACTNORM = OpSpec(
 
 
 def _ddpm_op(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, **kwargs):
-    return ops.ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=noise,
-                         uncond=uncond, **kwargs)
+    return ops.ddpm_step(
+        x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=noise, uncond=uncond, **kwargs
+    )
 
 
 def _ddim_op(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, **kwargs):
-    return ops.ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=noise,
-                         uncond=uncond, **kwargs)
+    return ops.ddim_step(
+        x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=noise, uncond=uncond, **kwargs
+    )
 
 
 def _euler_op(x, model_output, sigma, sigma_next, noise=None, uncond=None, **kwargs):
-    return ops.euler_step(x, model_output, sigma, sigma_next, noise=noise, uncond=uncond,
-                          **kwargs)
+    return ops.euler_step(x, model_output, sigma, sigma_next, noise=noise, uncond=uncond, **kwargs)
 
 
-def _heun_op(x, model_output, model_output_next, sigma, sigma_next, noise=None, uncond=None,
-             uncond_next=None, **kwargs):
-    return ops.heun_step(x, model_output, model_output_next, sigma, sigma_next, noise=noise,
-                         uncond=uncond, uncond_next=uncond_next, **kwargs)
+def _heun_op(
+    x,
+    model_output,
+    model_output_next,
+    sigma,
+    sigma_next,
+    noise=None,
+    uncond=None,
+    uncond_next=None,
+    **kwargs,
+):
+    return ops.heun_step(
+        x,
+        model_output,
+        model_output_next,
+        sigma,
+        sigma_next,
+        noise=noise,
+        uncond=uncond,
+        uncond_next=uncond_next,
+        **kwargs,
+    )
 
 
 def _dpmpp_op(x, model_output, sigma, sigma_next, previous_denoised=None, uncond=None, **kwargs):
-    return ops.dpmpp_2m_step(x, model_output, sigma, sigma_next,
-                             previous_denoised=previous_denoised, uncond=uncond, **kwargs)
+    return ops.dpmpp_2m_step(
+        x,
+        model_output,
+        sigma,
+        sigma_next,
+        previous_denoised=previous_denoised,
+        uncond=uncond,
+        **kwargs,
+    )
 
 
 def _langevin_op(x, score, step_size, noise=None, **kwargs):
@@ -656,8 +782,9 @@ def _langevin_op(x, score, step_size, noise=None, **kwargs):
 def _diffusion_tensors(shape, dtype, device, generator, noise=True, count=3):
     """x, model output (or score), `count` − 3 more outputs, and explicit noise z (None: drawn
     in the kernel), last."""
-    drawn = [torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
-             for _ in range(count)]
+    drawn = [
+        torch.randn(shape, generator=generator).to(device=device, dtype=dtype) for _ in range(count)
+    ]
     return (*drawn[:-1], drawn[-1] if noise else None)
 
 
@@ -674,8 +801,11 @@ def _alpha_bars(n, per_example, dtype, device, generator, last=False):
 
 
 def _label(shape, schedule, kwargs, z):
-    return (f"{tuple(shape)} {schedule}" + "".join(f" {k}={v}" for k, v in kwargs.items())
-            + (" drawn noise" if z is None else ""))
+    return (
+        f"{tuple(shape)} {schedule}"
+        + "".join(f" {k}={v}" for k, v in kwargs.items())
+        + (" drawn noise" if z is None else "")
+    )
 
 
 def _denoising_inputs(size, dtype, device, generator, settings):
@@ -683,14 +813,17 @@ def _denoising_inputs(size, dtype, device, generator, settings):
     guidance_scale in kwargs adds an unconditional output."""
     cases = []
     for shape, per_example, last, kwargs in settings:
-        x, m, u, z = _diffusion_tensors(shape, dtype, device, generator,
-                                        noise=kwargs.pop("noise", True), count=4)
+        x, m, u, z = _diffusion_tensors(
+            shape, dtype, device, generator, noise=kwargs.pop("noise", True), count=4
+        )
         a, a_prev = _alpha_bars(shape[0], per_example, dtype, device, generator, last)
-        schedule = ("per-example" if per_example else "float") + " schedule" + (
-            " last step" if last else "")
+        schedule = (
+            ("per-example" if per_example else "float")
+            + " schedule"
+            + (" last step" if last else "")
+        )
         uncond = u if "guidance_scale" in kwargs else None
-        cases.append(Case(_label(shape, schedule, kwargs, z), (x, m, a, a_prev, z, uncond),
-                          kwargs))
+        cases.append(Case(_label(shape, schedule, kwargs, z), (x, m, a, a_prev, z, uncond), kwargs))
     return cases
 
 
@@ -703,6 +836,7 @@ def _diffusers_step(scheduler_name, steps=None):
     values differ while the work is the same. Classifier-free guidance is the separate
     u + w·(c − u) that diffusers' pipelines compute before the step. Cases with per-example
     schedule values, clipping or thresholding have no diffusers counterpart (None)."""
+
     def peer(case):
         try:
             import diffusers
@@ -713,8 +847,10 @@ def _diffusers_step(scheduler_name, steps=None):
         w = kw.pop("guidance_scale", 1.0)
         if isinstance(a, torch.Tensor) or {"clip", "threshold"} & set(kw):
             return None
-        options = {"prediction_type": _DIFFUSERS_PREDICTIONS[kw.pop("prediction", "eps")],
-                   "clip_sample": False}
+        options = {
+            "prediction_type": _DIFFUSERS_PREDICTIONS[kw.pop("prediction", "eps")],
+            "clip_sample": False,
+        }
         if "variance" in kw:
             options["variance_type"] = kw.pop("variance")
         scheduler = getattr(diffusers, scheduler_name)(num_train_timesteps=1000, **options)
@@ -741,41 +877,67 @@ def _denoising_shapes(size, generator):
 def _ddpm_inputs(size, dtype, device, generator):
     if size == "bench":  # the issue's latent batch: (64, 4, 64, 64), given and drawn noise
         shape = (64, 4, 64, 64)
-        return _denoising_inputs(size, dtype, device, generator, [
-            (shape, True, False, {}), (shape, False, False, {"noise": False}),
-            (shape, False, False, {"guidance_scale": 3.0, "noise": False}),
-            (shape, True, False, {"threshold": 0.995})])
+        return _denoising_inputs(
+            size,
+            dtype,
+            device,
+            generator,
+            [
+                (shape, True, False, {}),
+                (shape, False, False, {"noise": False}),
+                (shape, False, False, {"guidance_scale": 3.0, "noise": False}),
+                (shape, True, False, {"threshold": 0.995}),
+            ],
+        )
     s = _denoising_shapes(size, generator)
-    return _denoising_inputs(size, dtype, device, generator, [
-        (s[0], False, False, {}),
-        (s[1], True, False, {"prediction": "v", "variance": "fixed_large"}),
-        (s[2], True, False, {"prediction": "x0", "clip": 1.0}),
-        (s[1], False, False, {"threshold": 0.9}),
-        (s[3], True, True, {"prediction": "eps", "clip": 1.5, "threshold": 0.8}),
-        (s[2], False, True, {"variance": "fixed_large"}),
-        (s[1], True, False, {"guidance_scale": 2.5, "prediction": "v"}),
-        (s[2], False, False, {"guidance_scale": 4.0, "threshold": 0.95}),
-    ])
+    return _denoising_inputs(
+        size,
+        dtype,
+        device,
+        generator,
+        [
+            (s[0], False, False, {}),
+            (s[1], True, False, {"prediction": "v", "variance": "fixed_large"}),
+            (s[2], True, False, {"prediction": "x0", "clip": 1.0}),
+            (s[1], False, False, {"threshold": 0.9}),
+            (s[3], True, True, {"prediction": "eps", "clip": 1.5, "threshold": 0.8}),
+            (s[2], False, True, {"variance": "fixed_large"}),
+            (s[1], True, False, {"guidance_scale": 2.5, "prediction": "v"}),
+            (s[2], False, False, {"guidance_scale": 4.0, "threshold": 0.95}),
+        ],
+    )
 
 
 def _ddim_inputs(size, dtype, device, generator):
     if size == "bench":
         shape = (64, 4, 64, 64)
-        return _denoising_inputs(size, dtype, device, generator, [
-            (shape, True, False, {}), (shape, False, False, {}),
-            (shape, False, False, {"eta": 1.0, "noise": False}),
-            (shape, False, False, {"guidance_scale": 3.0})])
+        return _denoising_inputs(
+            size,
+            dtype,
+            device,
+            generator,
+            [
+                (shape, True, False, {}),
+                (shape, False, False, {}),
+                (shape, False, False, {"eta": 1.0, "noise": False}),
+                (shape, False, False, {"guidance_scale": 3.0}),
+            ],
+        )
     s = _denoising_shapes(size, generator)
-    return _denoising_inputs(size, dtype, device, generator, [
-        (s[0], False, False, {}),
-        (s[1], True, False, {"prediction": "v", "eta": 0.5}),
-        (s[2], True, False, {"prediction": "x0", "clip": 1.0, "eta": 1.0}),
-        (s[1], False, False, {"threshold": 0.9, "eta": 0.3}),
-        (s[3], True, True, {"eta": 1.0}),
-        (s[0], True, False, {"guidance_scale": 2.0, "clip": 1.0}),
-    ])
-
-
+    return _denoising_inputs(
+        size,
+        dtype,
+        device,
+        generator,
+        [
+            (s[0], False, False, {}),
+            (s[1], True, False, {"prediction": "v", "eta": 0.5}),
+            (s[2], True, False, {"prediction": "x0", "clip": 1.0, "eta": 1.0}),
+            (s[1], False, False, {"threshold": 0.9, "eta": 0.3}),
+            (s[3], True, True, {"eta": 1.0}),
+            (s[0], True, False, {"guidance_scale": 2.0, "clip": 1.0}),
+        ],
+    )
 
 
 # the σ-form steps: Euler, Heun (Karras et al., 2022) and DPM-Solver++(2M)
@@ -800,73 +962,123 @@ def _sigma_form_inputs(size, dtype, device, generator, outputs, settings):
     churn the noise."""
     cases = []
     for shape, per_example, last, kwargs in settings:
-        tensors = _diffusion_tensors(shape, dtype, device, generator,
-                                     noise=kwargs.pop("noise", True), count=2 + 2 * outputs)
-        x, models, uncond, z = (tensors[0], tensors[1:1 + outputs], tensors[1 + outputs:-1],
-                                tensors[-1])
+        tensors = _diffusion_tensors(
+            shape, dtype, device, generator, noise=kwargs.pop("noise", True), count=2 + 2 * outputs
+        )
+        x, models, uncond, z = (
+            tensors[0],
+            tensors[1 : 1 + outputs],
+            tensors[1 + outputs : -1],
+            tensors[-1],
+        )
         sigma, sigma_next, _ = _sigmas(shape[0], per_example, dtype, device, generator, last)
         z = z if kwargs.get("churn") else None
         uncond = uncond if "guidance_scale" in kwargs else (None,) * outputs
-        schedule = ("per-example" if per_example else "float") + " sigmas" + (
-            " last step" if last else "")
-        cases.append(Case(_label(shape, schedule, kwargs, z),
-                          (x, *models, sigma, sigma_next, z, *uncond), kwargs))
+        schedule = (
+            ("per-example" if per_example else "float") + " sigmas" + (" last step" if last else "")
+        )
+        cases.append(
+            Case(
+                _label(shape, schedule, kwargs, z),
+                (x, *models, sigma, sigma_next, z, *uncond),
+                kwargs,
+            )
+        )
     return cases
 
 
 def _euler_inputs(size, dtype, device, generator):
     if size == "bench":
         shape = (64, 4, 64, 64)
-        return _sigma_form_inputs(size, dtype, device, generator, 1, [
-            (shape, True, False, {}), (shape, True, False, {"guidance_scale": 3.0}),
-            (shape, True, False, {"churn": 0.2, "noise": False})])
+        return _sigma_form_inputs(
+            size,
+            dtype,
+            device,
+            generator,
+            1,
+            [
+                (shape, True, False, {}),
+                (shape, True, False, {"guidance_scale": 3.0}),
+                (shape, True, False, {"churn": 0.2, "noise": False}),
+            ],
+        )
     s = _denoising_shapes(size, generator)
-    return _sigma_form_inputs(size, dtype, device, generator, 1, [
-        (s[0], False, False, {}),
-        (s[1], True, False, {"prediction": "v", "churn": 0.3}),
-        (s[2], True, True, {"prediction": "x0", "guidance_scale": 2.0}),
-        (s[3], False, False, {"churn": 0.1, "s_noise": 1.007, "guidance_scale": 0.5}),
-        (s[1], True, True, {}),
-    ])
+    return _sigma_form_inputs(
+        size,
+        dtype,
+        device,
+        generator,
+        1,
+        [
+            (s[0], False, False, {}),
+            (s[1], True, False, {"prediction": "v", "churn": 0.3}),
+            (s[2], True, True, {"prediction": "x0", "guidance_scale": 2.0}),
+            (s[3], False, False, {"churn": 0.1, "s_noise": 1.007, "guidance_scale": 0.5}),
+            (s[1], True, True, {}),
+        ],
+    )
 
 
 def _heun_inputs(size, dtype, device, generator):
     if size == "bench":
         shape = (64, 4, 64, 64)
-        return _sigma_form_inputs(size, dtype, device, generator, 2, [
-            (shape, True, False, {}), (shape, True, False, {"guidance_scale": 3.0})])
+        return _sigma_form_inputs(
+            size,
+            dtype,
+            device,
+            generator,
+            2,
+            [(shape, True, False, {}), (shape, True, False, {"guidance_scale": 3.0})],
+        )
     s = _denoising_shapes(size, generator)
-    return _sigma_form_inputs(size, dtype, device, generator, 2, [
-        (s[0], False, False, {}),
-        (s[1], True, False, {"prediction": "v", "churn": 0.3}),
-        (s[2], True, False, {"prediction": "x0", "guidance_scale": 2.0}),
-        (s[3], False, False, {"churn": 0.1, "guidance_scale": 1.5}),
-    ])
+    return _sigma_form_inputs(
+        size,
+        dtype,
+        device,
+        generator,
+        2,
+        [
+            (s[0], False, False, {}),
+            (s[1], True, False, {"prediction": "v", "churn": 0.3}),
+            (s[2], True, False, {"prediction": "x0", "guidance_scale": 2.0}),
+            (s[3], False, False, {"churn": 0.1, "guidance_scale": 1.5}),
+        ],
+    )
 
 
 def _dpmpp_inputs(size, dtype, device, generator):
     def case(shape, per_example, last, second_order, **kwargs):
         x, m, previous, u = _diffusion_tensors(shape, dtype, device, generator, count=4)
-        sigma, sigma_next, sigma_prev = _sigmas(shape[0], per_example, dtype, device, generator,
-                                                last)
+        sigma, sigma_next, sigma_prev = _sigmas(
+            shape[0], per_example, dtype, device, generator, last
+        )
         if second_order:
             kwargs["sigma_prev"] = sigma_prev
         uncond = u if "guidance_scale" in kwargs else None
-        schedule = ("per-example" if per_example else "float") + " sigmas" + (
-            " last step" if last else "") + (" second order" if second_order else "")
-        label = _label(shape, schedule, {k: v for k, v in kwargs.items() if k != "sigma_prev"},
-                       True)
-        return Case(label, (x, m, sigma, sigma_next, previous if second_order else None, uncond),
-                    kwargs)
+        schedule = (
+            ("per-example" if per_example else "float")
+            + " sigmas"
+            + (" last step" if last else "")
+            + (" second order" if second_order else "")
+        )
+        label = _label(
+            shape, schedule, {k: v for k, v in kwargs.items() if k != "sigma_prev"}, True
+        )
+        return Case(
+            label, (x, m, sigma, sigma_next, previous if second_order else None, uncond), kwargs
+        )
 
     if size == "bench":
         shape = (64, 4, 64, 64)
-        return [case(shape, True, False, True), case(shape, True, False, True,
-                                                     guidance_scale=3.0)]
+        return [case(shape, True, False, True), case(shape, True, False, True, guidance_scale=3.0)]
     s = _denoising_shapes(size, generator)
-    return [case(s[0], False, False, False), case(s[1], True, False, True, prediction="v"),
-            case(s[2], True, True, True, prediction="x0", guidance_scale=2.0),
-            case(s[3], False, False, True, guidance_scale=1.5), case(s[1], True, True, False)]
+    return [
+        case(s[0], False, False, False),
+        case(s[1], True, False, True, prediction="v"),
+        case(s[2], True, True, True, prediction="x0", guidance_scale=2.0),
+        case(s[3], False, False, True, guidance_scale=1.5),
+        case(s[1], True, True, False),
+    ]
 
 
 def _sigma_form_flops(case):
@@ -890,8 +1102,16 @@ def _training_inputs(size, dtype, device, generator, loss):
         shapes = [(64, 4, 64, 64)] * 2
     else:
         shapes = _denoising_shapes(size, generator)
-    settings = ([{}, {"prediction": "v", "min_snr_gamma": 5.0}, {"prediction": "x0"},
-                 {"min_snr_gamma": 1.0}] if loss else [{}, {}, {}, {}])
+    settings = (
+        [
+            {},
+            {"prediction": "v", "min_snr_gamma": 5.0},
+            {"prediction": "x0"},
+            {"min_snr_gamma": 1.0},
+        ]
+        if loss
+        else [{}, {}, {}, {}]
+    )
     cases = []
     for i, (shape, kwargs) in enumerate(zip(shapes, settings)):
         tensors = _diffusion_tensors(shape, dtype, device, generator, count=3 if loss else 2)
@@ -909,6 +1129,7 @@ def _training_flops(case):
 def _elementwise_bytes(outputs=1):
     """bytes_moved of an elementwise step: every full-size tensor read once (the (N,) schedule
     values are negligible), `outputs` x-sized tensors written."""
+
     def moved(case):
         full = [a for a in case.args if isinstance(a, torch.Tensor) and a.ndim > 1]
         return _bytes_of(*full) + outputs * _bytes_of(case.args[0])
@@ -945,6 +1166,7 @@ def _library_inputs(prepare):
 def _loop_calls(kind, **options):
     """The loops' calls of a step kernel (ops.diffusion.loop_step): an eager step and a step
     replayed from a CUDA graph, which reads its schedule row and seed on the device."""
+
     def calls(dtype, device):
         x = torch.zeros(4, 3, 8, 8, dtype=dtype, device=device)
         second = {"second": x} if kind in ("heun", "dpmpp_2m") else {}
@@ -953,8 +1175,9 @@ def _loop_calls(kind, **options):
         for noisy in (False, True):
             seed = 0 if noisy else None
             ops.diffusion.loop_step(kind, x, x, (0.5, 0.6, 0.7), seed=seed, **second, **options)
-            ops.diffusion.loop_step(kind, x, x, (0.5, 0.6, 0.7), seed=seed, table=table,
-                                    state=step, **second, **options)
+            ops.diffusion.loop_step(
+                kind, x, x, (0.5, 0.6, 0.7), seed=seed, table=table, state=step, **second, **options
+            )
 
     return calls
 
@@ -962,10 +1185,11 @@ def _loop_calls(kind, **options):
 # Dynamic thresholding needs each example's quantile of |x0| before the step: the kernel writes
 # x0, torch takes |x0|, two kthvalue passes and the interpolation between them (7 ops), then the
 # step kernel runs. Every other case is its one kernel.
-_THRESHOLD_BUDGET = {"forward": lambda case: 7 if "threshold" in case.kwargs else 0,
-                     "backward": 0}
-_THRESHOLD_REASON = ("dynamic thresholding: the per-example quantile of |x0| in torch (abs, two "
-                     "kthvalue, interpolation: 7 ops) between the x0 kernel and the step kernel")
+_THRESHOLD_BUDGET = {"forward": lambda case: 7 if "threshold" in case.kwargs else 0, "backward": 0}
+_THRESHOLD_REASON = (
+    "dynamic thresholding: the per-example quantile of |x0| in torch (abs, two "
+    "kthvalue, interpolation: 7 ops) between the x0 kernel and the step kernel"
+)
 
 DDPM_STEP = OpSpec(
     name="ddpm_step",
@@ -1051,7 +1275,8 @@ Q_SAMPLE = OpSpec(
     library_op=ops.library.q_sample_library_op,
     reference=reference.q_sample,
     make_inputs=lambda size, dtype, device, generator: _training_inputs(
-        size, dtype, device, generator, loss=False),
+        size, dtype, device, generator, loss=False
+    ),
     bytes_moved=_elementwise_bytes(),
     flops=_training_flops,
     library_inputs=_library_inputs(ops.diffusion.q_sample_library_inputs),
@@ -1065,7 +1290,8 @@ DIFFUSION_LOSS = OpSpec(
     library_op=ops.library.diffusion_loss_library_op,
     reference=reference.diffusion_loss,
     make_inputs=lambda size, dtype, device, generator: _training_inputs(
-        size, dtype, device, generator, loss=True),
+        size, dtype, device, generator, loss=True
+    ),
     bytes_moved=_elementwise_bytes(outputs=0),
     flops=_training_flops,
     library_inputs=_library_inputs(ops.diffusion.diffusion_loss_library_inputs),
@@ -1086,10 +1312,25 @@ LANGEVIN_STEP = OpSpec(
     loop_calls=_loop_calls("langevin"),
 )
 
-CATALOG = {spec.name: spec for spec in [ACTNORM, AFFINE_COUPLING, CAUSAL_CONV1D, DDIM_STEP,
-                                        DDPM_STEP, DIFFUSION_LOSS, DPMPP_2M_STEP, EULER_STEP,
-                                        GAUSSIAN_REPARAM_KL, HEUN_STEP, LANGEVIN_STEP,
-                                        MASKED_CONV2D, Q_SAMPLE, RQ_SPLINE]}
+CATALOG = {
+    spec.name: spec
+    for spec in [
+        ACTNORM,
+        AFFINE_COUPLING,
+        CAUSAL_CONV1D,
+        DDIM_STEP,
+        DDPM_STEP,
+        DIFFUSION_LOSS,
+        DPMPP_2M_STEP,
+        EULER_STEP,
+        GAUSSIAN_REPARAM_KL,
+        HEUN_STEP,
+        LANGEVIN_STEP,
+        MASKED_CONV2D,
+        Q_SAMPLE,
+        RQ_SPLINE,
+    ]
+}
 
 
 def get(name):

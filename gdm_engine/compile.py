@@ -41,9 +41,23 @@ SHARED_MEMORY_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1
 GRID_LIMITS = (2**31 - 1, 65535, 65535)
 SIZES = ("medium", "bench")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-COLUMNS = ["op", "kernel", "dtype", "variant", "config", "arch", "registers", "spill_bytes",
-           "shared_bytes", "tensor_cores", "load_bytes", "store_bytes", "grid", "seconds",
-           "verdict"]
+COLUMNS = [
+    "op",
+    "kernel",
+    "dtype",
+    "variant",
+    "config",
+    "arch",
+    "registers",
+    "spill_bytes",
+    "shared_bytes",
+    "tensor_cores",
+    "load_bytes",
+    "store_bytes",
+    "grid",
+    "seconds",
+    "verdict",
+]
 
 
 @dataclasses.dataclass
@@ -88,8 +102,11 @@ class Build:
         if self.shared_bytes > limit:
             found.append(f"needs {self.shared_bytes} bytes of shared memory, over {limit}")
         grid = [int(g) for g in self.grid.split("x")] if self.grid else []
-        found += [f"grid axis {axis} is {size}, over {GRID_LIMITS[axis]}"
-                  for axis, size in enumerate(grid) if size > GRID_LIMITS[axis]]
+        found += [
+            f"grid axis {axis} is {size}, over {GRID_LIMITS[axis]}"
+            for axis, size in enumerate(grid)
+            if size > GRID_LIMITS[axis]
+        ]
         return found
 
     def row(self):
@@ -110,7 +127,7 @@ def record_launches(spec, sizes=SIZES, dtypes=DTYPES, seed=0):
     generator = torch.Generator().manual_seed(seed)
     launches = []
     for dtype in dtypes:
-        for tf32 in ([True, False] if dtype == torch.float32 else [True]):
+        for tf32 in [True, False] if dtype == torch.float32 else [True]:
             for size in sizes:
                 for case in spec.make_inputs(size, dtype, torch.device("cpu"), generator):
                     grads = spec.differentiable  # forward-only ops have no backward kernels
@@ -118,8 +135,9 @@ def record_launches(spec, sizes=SIZES, dtypes=DTYPES, seed=0):
                     with recording_launches() as recorded, use_backend("triton"), allow_tf32(tf32):
                         outs = as_tuple(spec.op(*case.args, **case.kwargs))
                         if grads:
-                            torch.autograd.grad(outs, varied(case),
-                                                [torch.empty_like(o) for o in outs])
+                            torch.autograd.grad(
+                                outs, varied(case), [torch.empty_like(o) for o in outs]
+                            )
                     launches += recorded
         if spec.loop_calls is not None:  # the sampler loops' calls, replayed steps included
             with recording_launches() as recorded, use_backend("triton"):
@@ -171,11 +189,14 @@ def _dtype_label(signature, precision):
 
 # What `specialise` drives inside Triton's JIT, as (module, attribute path): Triton 3.6 to 3.9
 # have all of it; these are internals, which another version may move.
-TRITON_INTERNALS = [("triton.backends.compiler", "GPUTarget"), ("triton.compiler", "ASTSource"),
-                    ("triton.compiler", "make_backend"),
-                    ("triton.runtime.jit", "create_function_from_signature"),
-                    ("triton.runtime.jit", "JITFunction._pack_args"),
-                    ("triton.knobs", "compilation.instrumentation_mode")]
+TRITON_INTERNALS = [
+    ("triton.backends.compiler", "GPUTarget"),
+    ("triton.compiler", "ASTSource"),
+    ("triton.compiler", "make_backend"),
+    ("triton.runtime.jit", "create_function_from_signature"),
+    ("triton.runtime.jit", "JITFunction._pack_args"),
+    ("triton.knobs", "compilation.instrumentation_mode"),
+]
 
 
 def missing_triton_internals():
@@ -211,27 +232,53 @@ def specialise(op, launch, arch):
         if config is not None:
             kwargs.update(config.all_kwargs())
         bound, specialization, options = binder(*launch.args, **kwargs)
-        options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound,
-                                                              specialization, options)
-        variant = " ".join(f"{k}={int(v) if isinstance(v, bool) else v}"
-                           for k, v in launch.kwargs.items() if k != "PRECISION")
+        options, signature, constexprs, attrs = fn._pack_args(
+            backend, kwargs, bound, specialization, options
+        )
+        variant = " ".join(
+            f"{k}={int(v) if isinstance(v, bool) else v}"
+            for k, v in launch.kwargs.items()
+            if k != "PRECISION"
+        )
         dtype = _dtype_label(signature, launch.kwargs.get("PRECISION"))
-        jobs.append(Job(op, fn.__name__, dtype, variant, _config_label(config), arch,
-                        ASTSource(fn, signature, constexprs, attrs), options.__dict__,
-                        launch_grid(launch, config)))
+        jobs.append(
+            Job(
+                op,
+                fn.__name__,
+                dtype,
+                variant,
+                _config_label(config),
+                arch,
+                ASTSource(fn, signature, constexprs, attrs),
+                options.__dict__,
+                launch_grid(launch, config),
+            )
+        )
     return jobs
 
 
 def _key(job):
     src = job.source
-    return (job.kernel, job.arch, job.config, tuple(src.signature.items()),
-            tuple(sorted(map(str, src.constants.items()))), str(src.attrs))
+    return (
+        job.kernel,
+        job.arch,
+        job.config,
+        tuple(src.signature.items()),
+        tuple(sorted(map(str, src.constants.items()))),
+        str(src.attrs),
+    )
 
 
 def plan(specs, archs=(80, 90), sizes=SIZES, dtypes=DTYPES, seed=0):
     """The distinct Jobs of every op, each with the largest grid its launches use."""
-    return distinct_jobs(((spec.name, launch) for spec in specs
-                          for launch in record_launches(spec, sizes, dtypes, seed)), archs)
+    return distinct_jobs(
+        (
+            (spec.name, launch)
+            for spec in specs
+            for launch in record_launches(spec, sizes, dtypes, seed)
+        ),
+        archs,
+    )
 
 
 def distinct_jobs(op_launches, archs):
@@ -251,8 +298,10 @@ def distinct_jobs(op_launches, archs):
 # --------------------------------------------------------------------------------------------------
 
 _MEMORY_OP = re.compile(r"\b(ld|st)\.global((?:\.[\w:]+)*)")
-_ASYNC_COPY = re.compile(r"cp\.async\.c[ag]\.shared\.global(?:\.[\w:]+)*\s*\[[^\]]*\],\s*"
-                         r"\[[^\]]*\],\s*(0x[0-9a-fA-F]+|\d+)")
+_ASYNC_COPY = re.compile(
+    r"cp\.async\.c[ag]\.shared\.global(?:\.[\w:]+)*\s*\[[^\]]*\],\s*"
+    r"\[[^\]]*\],\s*(0x[0-9a-fA-F]+|\d+)"
+)
 
 
 def _access_bytes(suffixes):
@@ -299,8 +348,12 @@ def resource_usage(cubin):
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run([_cuobjdump(), "--dump-resource-usage", f.name], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [_cuobjdump(), "--dump-resource-usage", f.name],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     registers = re.search(r"REG:(\d+)", out)
     stack = re.search(r"STACK:(\d+)", out)
     return int(registers.group(1)), int(stack.group(1))
@@ -311,12 +364,20 @@ def build(job):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import compile as triton_compile
 
-    result = Build(job.op, job.kernel, job.dtype, job.variant, job.config, f"sm_{job.arch}",
-                   grid="x".join(map(str, job.grid)))
+    result = Build(
+        job.op,
+        job.kernel,
+        job.dtype,
+        job.variant,
+        job.config,
+        f"sm_{job.arch}",
+        grid="x".join(map(str, job.grid)),
+    )
     start = time.perf_counter()
     try:
-        kernel = triton_compile(job.source, target=GPUTarget("cuda", job.arch, 32),
-                                options=job.options)
+        kernel = triton_compile(
+            job.source, target=GPUTarget("cuda", job.arch, 32), options=job.options
+        )
         result.registers, result.spill_bytes = resource_usage(kernel.asm["cubin"])
         result.shared_bytes = kernel.metadata.shared
         result.tensor_cores = tensor_cores(kernel.asm["ttir"], kernel.asm["ptx"])
@@ -365,21 +426,41 @@ def summary(builds):
         groups.setdefault((b.op, b.kernel, b.arch), []).append(b)
     rows = []
     for (op, kernel, arch), group in groups.items():
+
         def seen(field):
             return ", ".join(sorted({getattr(b, field) for b in group}))
 
-        rows.append({"op": op, "kernel": kernel, "arch": arch, "builds": len(group),
-                     "max_registers": max(b.registers for b in group),
-                     "max_spill_bytes": max(b.spill_bytes for b in group),
-                     "max_shared_bytes": max(b.shared_bytes for b in group),
-                     "tensor_cores": seen("tensor_cores"), "load_bytes": seen("load_bytes"),
-                     "store_bytes": seen("store_bytes"),
-                     "failed": sum(bool(b.problems()) for b in group)})
+        rows.append(
+            {
+                "op": op,
+                "kernel": kernel,
+                "arch": arch,
+                "builds": len(group),
+                "max_registers": max(b.registers for b in group),
+                "max_spill_bytes": max(b.spill_bytes for b in group),
+                "max_shared_bytes": max(b.shared_bytes for b in group),
+                "tensor_cores": seen("tensor_cores"),
+                "load_bytes": seen("load_bytes"),
+                "store_bytes": seen("store_bytes"),
+                "failed": sum(bool(b.problems()) for b in group),
+            }
+        )
     return rows
 
 
-SUMMARY_COLUMNS = ["op", "kernel", "arch", "builds", "max_registers", "max_spill_bytes",
-                   "max_shared_bytes", "tensor_cores", "load_bytes", "store_bytes", "failed"]
+SUMMARY_COLUMNS = [
+    "op",
+    "kernel",
+    "arch",
+    "builds",
+    "max_registers",
+    "max_spill_bytes",
+    "max_shared_bytes",
+    "tensor_cores",
+    "load_bytes",
+    "store_bytes",
+    "failed",
+]
 
 
 # --------------------------------------------------------------------------------------------------

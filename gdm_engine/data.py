@@ -33,7 +33,8 @@ figure that is reported.
 import dataclasses
 import math
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import numpy as np
 import torch
@@ -115,8 +116,10 @@ def digits():
 
 def _user_split(name, array, levels):
     if len(array) < 3:
-        raise ValueError(f"{name}: need at least 3 examples (train, validation and test splits), "
-                         f"found {len(array)}")
+        raise ValueError(
+            f"{name}: need at least 3 examples (train, validation and test splits), "
+            f"found {len(array)}"
+        )
     order = torch.randperm(len(array), generator=torch.Generator().manual_seed(0))
     n_valid = max(1, round(USER_VALID_FRACTION * len(array)))
     n_test = max(1, round(USER_TEST_FRACTION * len(array)))
@@ -130,21 +133,28 @@ def load_npz(path, key=None):
     or the only array besides "levels")."""
     with np.load(path) as archive:
         arrays = {k: archive[k] for k in archive.files}
-    candidates = [key] if key else [k for k in ("x", "images") if k in arrays] or \
-        [k for k in arrays if k != "levels"]
+    candidates = (
+        [key]
+        if key
+        else [k for k in ("x", "images") if k in arrays] or [k for k in arrays if k != "levels"]
+    )
     if len(candidates) != 1 or candidates[0] not in arrays:
         raise ValueError(f"{path}: name the array to use with key=, one of {sorted(arrays)}")
     array = arrays[candidates[0]]
     if array.ndim < 2 or len(array) < 3:
-        raise ValueError(f"{path}: the array must hold at least 3 examples along its first "
-                         f"dimension, got shape {array.shape}")
+        raise ValueError(
+            f"{path}: the array must hold at least 3 examples along its first "
+            f"dimension, got shape {array.shape}"
+        )
     if np.issubdtype(array.dtype, np.integer) or array.dtype == bool:
         if array.min() < 0:
             raise ValueError(f"{path}: integer data must be levels >= 0, found {array.min()}")
         levels = int(arrays["levels"]) if "levels" in arrays else int(array.max()) + 1
         if levels < 2 or levels <= array.max():
-            raise ValueError(f"{path}: levels must be >= 2 and above every value (max "
-                             f"{array.max()}), got {levels}")
+            raise ValueError(
+                f"{path}: levels must be >= 2 and above every value (max "
+                f"{array.max()}), got {levels}"
+            )
         return _user_split(path, torch.from_numpy(array.astype(np.int64)), levels)
     return _user_split(path, torch.from_numpy(array.astype(np.float32)), None)
 
@@ -195,7 +205,8 @@ def _sines_sample(n, generator):
     frequency = 50 * (2000 / 50) ** torch.rand(n, components, 1, generator=generator)
     amplitude = 0.1 + 0.9 * torch.rand(n, components, 1, generator=generator)
     amplitude *= torch.arange(components)[None, :, None] < torch.randint(
-        1, components + 1, (n, 1, 1), generator=generator)
+        1, components + 1, (n, 1, 1), generator=generator
+    )
     phase = 2 * math.pi * torch.rand(n, components, 1, generator=generator)
     time = torch.arange(SINES_LENGTH) / SINES_RATE
     waves = (amplitude * torch.sin(2 * math.pi * frequency * time + phase)).sum(1)
@@ -205,8 +216,10 @@ def _sines_sample(n, generator):
 
 def sines():
     """The fixed splits of the sinusoid sequences."""
-    train, valid, test = (_sines_sample(n, torch.Generator().manual_seed(seed))
-                          for n, seed in [(SINES_TRAIN, 0), (SINES_VALID, 2), (SINES_TEST, 1)])
+    train, valid, test = (
+        _sines_sample(n, torch.Generator().manual_seed(seed))
+        for n, seed in [(SINES_TRAIN, 0), (SINES_VALID, 2), (SINES_TEST, 1)]
+    )
     return Data("sines", train, valid, test, levels=SINES_LEVELS)
 
 
@@ -297,8 +310,9 @@ def _pinwheel_sample(n, generator=None):
     blob[:, 0] += 1.0
     angle = arm * (2 * math.pi / arms) + rate * torch.exp(blob[:, 0])
     cos, sin = angle.cos(), angle.sin()
-    points = torch.stack([cos * blob[:, 0] - sin * blob[:, 1], sin * blob[:, 0] + cos * blob[:, 1]],
-                         1)
+    points = torch.stack(
+        [cos * blob[:, 0] - sin * blob[:, 1], sin * blob[:, 0] + cos * blob[:, 1]], 1
+    )
     return 2 * points
 
 
@@ -309,14 +323,17 @@ def _swiss_roll_sample(n, generator=None):
     return points + 0.1 * _randn(n, generator, 2)
 
 
-TOYS = {toy.name: toy for toy in [
-    Toy("8gaussians", _eight_gaussians_sample, _eight_gaussians_log_prob),
-    Toy("moons", _two_moons_sample),
-    Toy("checkerboard", _checkerboard_sample, _checkerboard_log_prob),
-    Toy("rings", _rings_sample),
-    Toy("pinwheel", _pinwheel_sample),
-    Toy("swissroll", _swiss_roll_sample),
-]}
+TOYS = {
+    toy.name: toy
+    for toy in [
+        Toy("8gaussians", _eight_gaussians_sample, _eight_gaussians_log_prob),
+        Toy("moons", _two_moons_sample),
+        Toy("checkerboard", _checkerboard_sample, _checkerboard_log_prob),
+        Toy("rings", _rings_sample),
+        Toy("pinwheel", _pinwheel_sample),
+        Toy("swissroll", _swiss_roll_sample),
+    ]
+}
 
 
 def toy(name):
@@ -350,5 +367,7 @@ def load(name):
         return load_npz(name)
     if os.path.isdir(name):
         return load_image_folder(name)
-    raise ValueError(f"unknown data {name!r}: use one of {', '.join(NAMES)}, an .npz file or a "
-                     f"folder of .png images")
+    raise ValueError(
+        f"unknown data {name!r}: use one of {', '.join(NAMES)}, an .npz file or a "
+        f"folder of .png images"
+    )

@@ -68,10 +68,18 @@ class DigitClassifier(nn.Module):
     def __init__(self, width=32, features=64, dropout=0.3):
         super().__init__()
         self.trunk = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(2 * width * 2 * 2, features), nn.ReLU())
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * width * 2 * 2, features),
+            nn.ReLU(),
+        )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(features, 10)
 
@@ -93,8 +101,10 @@ def _random_shift(images, max_shift, generator):
     zeros (the background level) filling in."""
     n, size = len(images), images.shape[-1]
     padded = F.pad(images, (max_shift,) * 4)
-    rows, cols = (torch.randint(2 * max_shift + 1, (n, 1), generator=generator)
-                  + torch.arange(size) for _ in range(2))
+    rows, cols = (
+        torch.randint(2 * max_shift + 1, (n, 1), generator=generator) + torch.arange(size)
+        for _ in range(2)
+    )
     batch = torch.arange(n)[:, None, None]
     return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
 
@@ -136,16 +146,19 @@ def train(settings=DigitFeatureSettings()):
         torch.manual_seed(settings.seed)
         generator = torch.Generator().manual_seed(settings.seed)
         network = DigitClassifier(settings.width, settings.features, settings.dropout)
-        optimiser = torch.optim.AdamW(network.parameters(), lr=settings.lr,
-                                      weight_decay=settings.weight_decay)
+        optimiser = torch.optim.AdamW(
+            network.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        )
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, settings.lr, total_steps=settings.epochs * steps_per_epoch)
+            optimiser, settings.lr, total_steps=settings.epochs * steps_per_epoch
+        )
         for _ in range(settings.epochs):
             order = torch.randperm(len(images), generator=generator)
             for batch in order.split(settings.batch_size):
                 x = _random_shift(images[batch], settings.max_shift, generator)
-                loss = F.cross_entropy(network(x), labels[batch],
-                                       label_smoothing=settings.label_smoothing)
+                loss = F.cross_entropy(
+                    network(x), labels[batch], label_smoothing=settings.label_smoothing
+                )
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -199,8 +212,11 @@ def _write_atomically(path, write):
 def save(network, settings, path):
     """The weights at `path`, then the sidecar that vouches for them."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    payload = {"format": FORMAT_VERSION, "settings": dataclasses.asdict(settings),
-               "state_dict": network.state_dict()}
+    payload = {
+        "format": FORMAT_VERSION,
+        "settings": dataclasses.asdict(settings),
+        "state_dict": network.state_dict(),
+    }
 
     def write_weights(p):
         # through a file object: given a name, torch.save records it inside the archive, and the
@@ -209,9 +225,13 @@ def save(network, settings, path):
             torch.save(payload, f)
 
     _write_atomically(path, write_weights)
-    sidecar = {"format": FORMAT_VERSION, "settings": dataclasses.asdict(settings),
-               "sha256": _sha256(path), "test_accuracy": network.test_accuracy,
-               "train_seconds": network.train_seconds}
+    sidecar = {
+        "format": FORMAT_VERSION,
+        "settings": dataclasses.asdict(settings),
+        "sha256": _sha256(path),
+        "test_accuracy": network.test_accuracy,
+        "train_seconds": network.train_seconds,
+    }
 
     def write_sidecar(p):
         with open(p, "w") as f:
@@ -225,8 +245,9 @@ def _read_sidecar(path):
         with open(_sidecar(path)) as f:
             return json.load(f)
     except FileNotFoundError:
-        raise FeatureCacheError(f"{path}: its sidecar {_sidecar(path)} is missing, so nothing "
-                                f"vouches for the file") from None
+        raise FeatureCacheError(
+            f"{path}: its sidecar {_sidecar(path)} is missing, so nothing vouches for the file"
+        ) from None
     except (OSError, ValueError) as error:
         raise FeatureCacheError(f"{path}: unreadable sidecar {_sidecar(path)}: {error}") from None
 
@@ -242,8 +263,10 @@ def load_cached(path, settings=None):
     except OSError as error:
         raise FeatureCacheError(f"{path}: unreadable: {error}") from None
     if digest != sidecar.get("sha256"):
-        raise FeatureCacheError(f"{path}: sha256 {digest[:12]}... differs from the sidecar's "
-                                f"{str(sidecar.get('sha256'))[:12]}...: corrupted or replaced")
+        raise FeatureCacheError(
+            f"{path}: sha256 {digest[:12]}... differs from the sidecar's "
+            f"{str(sidecar.get('sha256'))[:12]}...: corrupted or replaced"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         stored = DigitFeatureSettings(**payload["settings"])
@@ -272,8 +295,10 @@ def load_or_train(settings=DigitFeatureSettings(), directory=None):
         try:
             return load_cached(path, settings)
         except FeatureCacheError as error:
-            warnings.warn(f"refusing the cached digit feature network {path}: {error}; "
-                          f"retraining it", stacklevel=2)
+            warnings.warn(
+                f"refusing the cached digit feature network {path}: {error}; retraining it",
+                stacklevel=2,
+            )
     network = train(settings)
     save(network, settings, path)
     return network.requires_grad_(False)
@@ -286,6 +311,6 @@ def feature_network(settings=None, cache_dir=None):
     return _memoised_network(settings or DigitFeatureSettings(), directory)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _memoised_network(settings, directory):
     return load_or_train(settings, directory)

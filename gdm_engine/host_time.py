@@ -24,10 +24,26 @@ import torch
 from gdm_engine import benchmark, use_backend
 
 OP_TARGET = 3.0
-OP_COLUMNS = ["op", "case", "host_us", "custom_op_us", "host/custom_op", f"<={OP_TARGET:g}x",
-              "diffusers_us", "host/diffusers"]
-STEP_COLUMNS = ["sampler", "shape", "steps", "host_us", "diffusers", "diffusers_us",
-                "host/diffusers", "<=diffusers"]
+OP_COLUMNS = [
+    "op",
+    "case",
+    "host_us",
+    "custom_op_us",
+    "host/custom_op",
+    f"<={OP_TARGET:g}x",
+    "diffusers_us",
+    "host/diffusers",
+]
+STEP_COLUMNS = [
+    "sampler",
+    "shape",
+    "steps",
+    "host_us",
+    "diffusers",
+    "diffusers_us",
+    "host/diffusers",
+    "<=diffusers",
+]
 # the sampler loops timed, with their model evaluations per step; langevin has no diffusers peer
 SAMPLERS = {"ddpm": 1, "ddim": 1, "euler": 1, "heun": 2, "dpmpp_2m": 1, "langevin": 1}
 SHAPE, STEPS = (2, 4, 8, 8), 20
@@ -79,17 +95,27 @@ def host_ops(specs, seed=0, cases_per_op=None, repeats=400, progress=None):
     rows = []
     for spec in specs:
         for case in spec.make_inputs("tiny", torch.float32, _CPU, generator)[:cases_per_op]:
-            calls = [(functools.partial(spec.op, *case.args, **case.kwargs), launches_recorded),
-                     (functools.partial(bare_op, case.tensors()), contextlib.nullcontext)]
+            calls = [
+                (functools.partial(spec.op, *case.args, **case.kwargs), launches_recorded),
+                (functools.partial(bare_op, case.tensors()), contextlib.nullcontext),
+            ]
             peer = spec.peers.get("diffusers", lambda case: None)(case)
             if peer is not None:
                 calls.append((peer, contextlib.nullcontext))
             host, bare, *peer_us = median_us(calls, repeats)
             diffusers = peer_us[0] if peer_us else None
-            rows.append({"op": spec.name, "case": case.label, "host_us": host,
-                         "custom_op_us": bare, "host/custom_op": host / bare,
-                         f"<={OP_TARGET:g}x": "yes" if host <= OP_TARGET * bare else "no",
-                         "diffusers_us": diffusers, "host/diffusers": _ratio(host, diffusers)})
+            rows.append(
+                {
+                    "op": spec.name,
+                    "case": case.label,
+                    "host_us": host,
+                    "custom_op_us": bare,
+                    "host/custom_op": host / bare,
+                    f"<={OP_TARGET:g}x": "yes" if host <= OP_TARGET * bare else "no",
+                    "diffusers_us": diffusers,
+                    "host/diffusers": _ratio(host, diffusers),
+                }
+            )
             if progress is not None:
                 progress.update(1)
     return rows
@@ -125,8 +151,9 @@ def step_us(make_loops, evaluations_per_step, intervals):
                 samples[i] += [b - a for a, b in zip(starts, starts[1:])]
         if round_ and all(len(times) >= intervals for times in samples.values()):
             break
-    return [statistics.median(samples[i]) / 1e3 if i in samples else None
-            for i in range(len(loops))]
+    return [
+        statistics.median(samples[i]) / 1e3 if i in samples else None for i in range(len(loops))
+    ]
 
 
 def _langevin_loop(model):
@@ -135,7 +162,8 @@ def _langevin_loop(model):
 
     sigmas = torch.logspace(0, -2, 4)
     return lambda: sampling.annealed_langevin_sample(
-        model, SHAPE, sigmas, steps_per_level=STEPS // 4, generator=torch.Generator())
+        model, SHAPE, sigmas, steps_per_level=STEPS // 4, generator=torch.Generator()
+    )
 
 
 def host_sampler_steps(samplers=tuple(SAMPLERS), intervals=400, progress=None):
@@ -150,14 +178,22 @@ def host_sampler_steps(samplers=tuple(SAMPLERS), intervals=400, progress=None):
         else:
             ours = functools.partial(benchmark.engine_loop, case, _CPU)
             theirs = functools.partial(benchmark.diffusers_loop, case, _CPU)
-        host, diffusers = step_us([(ours, launches_recorded), (theirs, contextlib.nullcontext)],
-                                  per_step, intervals)
+        host, diffusers = step_us(
+            [(ours, launches_recorded), (theirs, contextlib.nullcontext)], per_step, intervals
+        )
         ran = diffusers is not None
-        rows.append({"sampler": sampler, "shape": "x".join(map(str, SHAPE)), "steps": STEPS,
-                     "host_us": host,
-                     "diffusers": benchmark.DIFFUSERS_SCHEDULERS[sampler][0] if ran else None,
-                     "diffusers_us": diffusers, "host/diffusers": _ratio(host, diffusers),
-                     "<=diffusers": ("yes" if host <= diffusers else "no") if ran else None})
+        rows.append(
+            {
+                "sampler": sampler,
+                "shape": "x".join(map(str, SHAPE)),
+                "steps": STEPS,
+                "host_us": host,
+                "diffusers": benchmark.DIFFUSERS_SCHEDULERS[sampler][0] if ran else None,
+                "diffusers_us": diffusers,
+                "host/diffusers": _ratio(host, diffusers),
+                "<=diffusers": ("yes" if host <= diffusers else "no") if ran else None,
+            }
+        )
         if progress is not None:
             progress.update(1)
     return rows

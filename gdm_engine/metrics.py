@@ -16,7 +16,7 @@ def _mean_log_prob(model, x, batch_size):
     model.eval()
     total = 0.0
     for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size].to(model.device)
+        batch = x[start : start + batch_size].to(model.device)
         total += model.log_prob(batch).double().sum().item()
     model.train(was_training)
     return total / len(x)
@@ -38,8 +38,9 @@ def bits_per_dim(model, x, batch_size=256):
     dequantisation (gdm_engine.data.dequantized_log_prob), so every family is scored alike.
     """
     if x.is_floating_point():
-        raise TypeError("bits_per_dim needs discrete data (integer levels); for continuous data "
-                        "use nll_nats")
+        raise TypeError(
+            "bits_per_dim needs discrete data (integer levels); for continuous data use nll_nats"
+        )
     dims = x[0].numel() if len(x) else 0
     return nll_nats(model, x, batch_size) / (dims * math.log(2))
 
@@ -75,8 +76,9 @@ def mmd(x, y, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0), max_points=2000, generator=N
     def off_diagonal_mean(k):
         return (k.sum() - k.diagonal().sum()) / (n * (n - 1))
 
-    return (off_diagonal_mean(kernel(x, x)) + off_diagonal_mean(kernel(y, y))
-            - 2 * kernel(x, y).mean()).item()
+    return (
+        off_diagonal_mean(kernel(x, x)) + off_diagonal_mean(kernel(y, y)) - 2 * kernel(x, y).mean()
+    ).item()
 
 
 def independent_pixel_bits_per_dim(data, split="test"):
@@ -97,8 +99,9 @@ def _feature_rows(name, x, min_rows):
     """x as a float64 (N, d) CPU matrix; ValueError naming the argument otherwise."""
     x = torch.as_tensor(x)
     if x.ndim != 2:
-        raise ValueError(f"{name} must be a matrix (N, d) of feature rows, got shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must be a matrix (N, d) of feature rows, got shape {tuple(x.shape)}"
+        )
     if len(x) < min_rows:
         raise ValueError(f"{name} needs at least {min_rows} rows, got {len(x)}")
     return x.detach().cpu().double()
@@ -106,8 +109,10 @@ def _feature_rows(name, x, min_rows):
 
 def _same_width(x, y, names):
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same number of features, got "
-                         f"{x.shape[1]} and {y.shape[1]}")
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same number of features, got "
+            f"{x.shape[1]} and {y.shape[1]}"
+        )
 
 
 def _mean_and_covariance(x):
@@ -142,8 +147,9 @@ def frechet_distance(x, y):
     root_x = _symmetric_sqrt(cov_x)
     product = root_x @ cov_y @ root_x
     trace_sqrt = torch.linalg.eigvalsh((product + product.T) / 2).clamp(min=0).sqrt().sum()
-    return ((mean_x - mean_y).square().sum() + cov_x.trace() + cov_y.trace()
-            - 2 * trace_sqrt).item()
+    return (
+        (mean_x - mean_y).square().sum() + cov_x.trace() + cov_y.trace() - 2 * trace_sqrt
+    ).item()
 
 
 def _row_chunks(points, reference):
@@ -155,14 +161,19 @@ def _knn_radii(points, k):
     """Distance from each point to its k-th nearest neighbour among the others."""
     # the point itself is the nearest, at distance 0: the (k+1)-th smallest distance is the k-th
     # neighbour's, duplicates included
-    return torch.cat([torch.cdist(chunk, points).kthvalue(k + 1, dim=1).values
-                      for chunk in _row_chunks(points, points)])
+    return torch.cat(
+        [
+            torch.cdist(chunk, points).kthvalue(k + 1, dim=1).values
+            for chunk in _row_chunks(points, points)
+        ]
+    )
 
 
 def _share_inside_balls(points, centres, radii):
     """Share of `points` within radius of at least one centre (the k-NN manifold estimate)."""
-    inside = torch.cat([(torch.cdist(chunk, centres) <= radii).any(1)
-                        for chunk in _row_chunks(points, centres)])
+    inside = torch.cat(
+        [(torch.cdist(chunk, centres) <= radii).any(1) for chunk in _row_chunks(points, centres)]
+    )
     return inside.double().mean().item()
 
 
@@ -206,15 +217,16 @@ def mode_coverage(samples, centres, std, sigmas=3.0, min_share=0.05):
     distance, nearest = torch.cdist(samples, centres).min(1)
     near = distance <= sigmas * std
     shares = torch.bincount(nearest[near], minlength=len(centres)).double() / len(samples)
-    return {f"within_{sigmas:g}_sigma": near.double().mean().item(),
-            "modes_covered": int((shares >= min_share).sum()),
-            "mode_shares": shares.tolist()}
+    return {
+        f"within_{sigmas:g}_sigma": near.double().mean().item(),
+        "modes_covered": int((shares >= min_share).sum()),
+        "mode_shares": shares.tolist(),
+    }
 
 
 def eight_gaussians_coverage(samples):
     """mode_coverage of a sample (N, 2) against the 8gaussians toy's centres and std."""
-    return mode_coverage(samples, datasets.eight_gaussian_centres(),
-                         datasets.EIGHT_GAUSSIANS_STD)
+    return mode_coverage(samples, datasets.eight_gaussian_centres(), datasets.EIGHT_GAUSSIANS_STD)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,15 +236,17 @@ def eight_gaussians_coverage(samples):
 
 def _check_digits(name, images):
     if images.ndim != 4 or tuple(images.shape[1:]) != (1, 8, 8):
-        raise ValueError(f"{name} must be digits (N, 1, 8, 8) of levels 0 .. 16, got shape "
-                         f"{tuple(images.shape)}")
+        raise ValueError(
+            f"{name} must be digits (N, 1, 8, 8) of levels 0 .. 16, got shape {tuple(images.shape)}"
+        )
 
 
 @torch.no_grad()
 def _digit_features(images, network, batch_size=512):
     device = next(network.parameters()).device
-    return torch.cat([network.features(batch.to(device)).cpu()
-                      for batch in images.split(batch_size)])
+    return torch.cat(
+        [network.features(batch.to(device)).cpu() for batch in images.split(batch_size)]
+    )
 
 
 def digit_quality(samples, reference, network=None):
@@ -245,8 +259,11 @@ def digit_quality(samples, reference, network=None):
     network = network or digit_features.feature_network()
     fake, real = _digit_features(samples, network), _digit_features(reference, network)
     precision, recall = precision_recall(real, fake)
-    return {"frechet_digit_distance": frechet_distance(fake, real),
-            "precision": precision, "recall": recall}
+    return {
+        "frechet_digit_distance": frechet_distance(fake, real),
+        "precision": precision,
+        "recall": recall,
+    }
 
 
 def digit_quality_floor(data, split="test", n=None, seed=0, network=None):

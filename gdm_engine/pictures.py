@@ -22,7 +22,7 @@ def image_grid(images, levels, columns=None, scale=4, gap=1):
     canvas = np.full((rows * cell_h + gap, columns * cell_w + gap, channels), 255, np.uint8)
     for i, tile in enumerate(pixels):
         top, left = gap + (i // columns) * cell_h, gap + (i % columns) * cell_w
-        canvas[top:top + height * scale, left:left + width * scale] = tile
+        canvas[top : top + height * scale, left : left + width * scale] = tile
     return Image.fromarray(canvas[..., 0] if channels == 1 else canvas)
 
 
@@ -53,8 +53,9 @@ def scatter_plot(samples, reference, path, title="", log_density=None, resolutio
         grid = torch.cartesian_prod(ys, xs).flip(1)  # rows of the picture: y
         with torch.no_grad():
             density = log_density(grid).exp().view(resolution, resolution).cpu().numpy()
-        axes[2].imshow(density, origin="lower", extent=(low[0], high[0], low[1], high[1]),
-                       aspect="auto")
+        axes[2].imshow(
+            density, origin="lower", extent=(low[0], high[0], low[1], high[1]), aspect="auto"
+        )
         axes[2].set_title("model density")
     for axis in axes:
         axis.set_xlim(low[0], high[0])
@@ -70,8 +71,9 @@ def line_plot(sequences, levels, path, title="", rows=4):
     """The first `rows` sequences (N, 1, L) of integer levels, one line plot each, to `path`."""
     plt = _pyplot()
     shown = sequences[:rows, 0].detach().cpu().numpy()
-    figure, axes = plt.subplots(len(shown), 1, figsize=(10, 1.6 * len(shown)), sharex=True,
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        len(shown), 1, figsize=(10, 1.6 * len(shown)), sharex=True, squeeze=False
+    )
     for axis, sequence in zip(axes[:, 0], shown):
         axis.plot(sequence, linewidth=0.7)
         axis.set_ylim(-0.5, levels - 0.5)
@@ -87,7 +89,8 @@ def can_draw(data):
     levels, or 2-D points."""
     if data.discrete:
         return (len(data.shape) == 3 and data.shape[0] in (1, 3)) or (
-            len(data.shape) == 2 and data.shape[0] == 1)
+            len(data.shape) == 2 and data.shape[0] == 1
+        )
     return data.shape == (2,)
 
 

@@ -72,19 +72,33 @@ def baseline_row(data, folder):
     seconds = time.perf_counter() - start
     _save_picture(model, model.name, data, folder, "fitted in closed form")
     figures = train.evaluate(model, data, "test", seed=0, sample_quality=True)
-    return {"model": "pixels (independent-pixel baseline)", "test bits/dim":
-            figures["bits_per_dim"], **_sample_cells(figures, data), "likelihood": "exact",
-            "parameters": _parameters(model), "best step": "closed form", "steps": 0,
-            "train seconds": seconds, "machine": machine()}
+    return {
+        "model": "pixels (independent-pixel baseline)",
+        "test bits/dim": figures["bits_per_dim"],
+        **_sample_cells(figures, data),
+        "likelihood": "exact",
+        "parameters": _parameters(model),
+        "best step": "closed form",
+        "steps": 0,
+        "train seconds": seconds,
+        "machine": machine(),
+    }
 
 
 def floor_row(data):
     """The floor of the sample columns: 1,000 real training digits against the test split."""
     figures = metrics.digit_quality_floor(data, "test", n=train.evaluation.IMAGE_SAMPLES)
-    return {"model": "training digits (the floor of the sample columns)",
-            "test bits/dim": None, **_sample_cells(figures, data), "likelihood": "-",
-            "parameters": 0, "best step": "-", "steps": 0, "train seconds": 0.0,
-            "machine": machine()}
+    return {
+        "model": "training digits (the floor of the sample columns)",
+        "test bits/dim": None,
+        **_sample_cells(figures, data),
+        "likelihood": "-",
+        "parameters": 0,
+        "best step": "-",
+        "steps": 0,
+        "train seconds": 0.0,
+        "machine": machine(),
+    }
 
 
 def true_density_row(data, samples=2000):
@@ -92,12 +106,20 @@ def true_density_row(data, samples=2000):
     draw of `samples` toy points (seed 3, a stream no split uses) to them."""
     toy = data.toy
     drawn = toy.sample(samples, torch.Generator().manual_seed(TOY_FLOOR_SEED))
-    figures = train.evaluation.figures_of_samples(drawn, data, data.test,
-                                                  torch.Generator().manual_seed(0))
-    return {"model": f"true density of {data.name}",
-            "test nll nats": -toy.log_prob(data.test).double().mean().item(),
-            **_sample_cells(figures, data), "likelihood": "exact", "parameters": 0,
-            "best step": "-", "steps": 0, "train seconds": 0.0, "machine": machine()}
+    figures = train.evaluation.figures_of_samples(
+        drawn, data, data.test, torch.Generator().manual_seed(0)
+    )
+    return {
+        "model": f"true density of {data.name}",
+        "test nll nats": -toy.log_prob(data.test).double().mean().item(),
+        **_sample_cells(figures, data),
+        "likelihood": "exact",
+        "parameters": 0,
+        "best step": "-",
+        "steps": 0,
+        "train seconds": 0.0,
+        "machine": machine(),
+    }
 
 
 def _parameters(model):
@@ -125,11 +147,17 @@ def _save_picture(model, name, data, folder, source):
     """A picture of the model's samples (seed 0) in `folder`, where the data has one."""
     if not pictures.can_draw(data):
         return
-    samples = model.sample(64 if data.discrete else 2000,
-                           generator=torch.Generator().manual_seed(0))
+    samples = model.sample(
+        64 if data.discrete else 2000, generator=torch.Generator().manual_seed(0)
+    )
     exact_2d = data.shape == (2,) and model.likelihood == "exact"
-    pictures.save_samples(samples, data, picture_path(name, data, folder), f"{name}, {source}",
-                          log_density=model.eval().log_prob if exact_2d else None)
+    pictures.save_samples(
+        samples,
+        data,
+        picture_path(name, data, folder),
+        f"{name}, {source}",
+        log_density=model.eval().log_prob if exact_2d else None,
+    )
 
 
 def model_row(name, data, out):
@@ -139,15 +167,23 @@ def model_row(name, data, out):
     model = train.model_from_checkpoint(best)
     for attribute, value in recipes.get(name, data.name).report.items():
         setattr(model, attribute, value)
-    figures = train.evaluate(model, data, "test", seed=0,
-                             sample_quality=train.has_sample_figures(data))
+    figures = train.evaluate(
+        model, data, "test", seed=0, sample_quality=train.has_sample_figures(data)
+    )
     _save_picture(model, name, data, os.path.dirname(out), f"best.pt (step {best['step']})")
     # a model without a likelihood (an EBM) has no figure there: None, shown as "—"
     likelihood = figures.get("bits_per_dim" if data.discrete else "nll_nats")
-    return {"model": name, figure_column(data): likelihood, **_sample_cells(figures, data),
-            "likelihood": model.likelihood, "parameters": _parameters(model),
-            "best step": best["step"], "steps": trainer.step,
-            "train seconds": trainer.seconds, "machine": machine()}
+    return {
+        "model": name,
+        figure_column(data): likelihood,
+        **_sample_cells(figures, data),
+        "likelihood": model.likelihood,
+        "parameters": _parameters(model),
+        "best step": best["step"],
+        "steps": trainer.step,
+        "train seconds": trainer.seconds,
+        "machine": machine(),
+    }
 
 
 def _headline(row, data):
@@ -176,14 +212,18 @@ def results(model_names, data_name, out, progress=print):
     for name in model_names:
         if name == models.IndependentPixels.name:
             if not data.discrete:
-                raise ValueError(f"the independent-pixel baseline needs discrete data; "
-                                 f"{data_name!r} is continuous")
+                raise ValueError(
+                    f"the independent-pixel baseline needs discrete data; "
+                    f"{data_name!r} is continuous"
+                )
             continue  # the baseline row
         rows.append(model_row(name, data, os.path.join(out, f"{name}-{data.name}")))
-        progress(f"{name}: {_headline(rows[-1], data)} (best.pt, step "
-                 f"{rows[-1]['best step']})")
+        progress(f"{name}: {_headline(rows[-1], data)} (best.pt, step {rows[-1]['best step']})")
     drawn = [name for name in model_names if os.path.exists(picture_path(name, data, out))]
     if drawn:  # every model's picture on one sheet
-        pictures.contact_sheet([picture_path(name, data, out) for name in drawn], drawn,
-                               os.path.join(out, "samples.png"))
+        pictures.contact_sheet(
+            [picture_path(name, data, out) for name in drawn],
+            drawn,
+            os.path.join(out, "samples.png"),
+        )
     return rows

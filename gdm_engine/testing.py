@@ -128,8 +128,7 @@ def _reference_grads(outputs, inputs, grad_outputs):
 
 def varied_inputs(spec, case):
     """(name, tensor) of the case's inputs that take gradients: all but spec.constant_inputs."""
-    return [(name, t) for name, t in _tensor_names(spec, case)
-            if name not in spec.constant_inputs]
+    return [(name, t) for name, t in _tensor_names(spec, case) if name not in spec.constant_inputs]
 
 
 def with_grads(spec, case, grads=True):
@@ -152,8 +151,9 @@ def as_tuple(out):
 def assert_checks_pass(checks):
     """Fail with one line per failed check: case, quantity, error and tolerance."""
     failed = [c for c in checks if not c.passed]
-    assert not failed, "\n".join(f"{c.case} {c.quantity}: {c.error:.3g} > {c.tolerance:.3g}"
-                                 for c in failed)
+    assert not failed, "\n".join(
+        f"{c.case} {c.quantity}: {c.error:.3g} > {c.tolerance:.3g}" for c in failed
+    )
 
 
 def supported_dtypes(device):
@@ -167,13 +167,17 @@ def supported_dtypes(device):
 def check_precisions(device, smoke=False):
     """(dtype, tf32) pairs to check on `device`: every supported dtype, fp32 with TF32 products
     off and on; for a smoke check the fp32 pairs and bf16 only."""
-    pairs = [(dtype, tf32) for dtype in supported_dtypes(device)
-             for tf32 in ([False, True] if dtype == torch.float32 else [False])]
+    pairs = [
+        (dtype, tf32)
+        for dtype in supported_dtypes(device)
+        for tf32 in ([False, True] if dtype == torch.float32 else [False])
+    ]
     return [p for p in pairs if p[0] != torch.float16] if smoke else pairs
 
 
-def validate(specs, sizes, device, seed, grads=True, progress=None, precisions=None,
-             cases_per_op=None):
+def validate(
+    specs, sizes, device, seed, grads=True, progress=None, precisions=None, cases_per_op=None
+):
     """All checks of `specs` at `sizes` in the (dtype, tf32) `precisions` (default: all of
     `check_precisions(device)`), contiguous and strided; the first `cases_per_op` cases of each
     size where given."""
@@ -196,14 +200,43 @@ def validate(specs, sizes, device, seed, grads=True, progress=None, precisions=N
 
 # Allocations launch nothing on a GPU (the caching allocator hands out memory on the host);
 # views and shape arithmetic neither.
-_FREE_OPS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "detach",
-             "lift_fresh", "alias", "resolve_conj", "resolve_neg", "promote_types", "sym_size",
-             "sym_stride", "sym_numel", "sym_storage_offset", "set_"}
+_FREE_OPS = {
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "new_empty",
+    "new_empty_strided",
+    "detach",
+    "lift_fresh",
+    "alias",
+    "resolve_conj",
+    "resolve_neg",
+    "promote_types",
+    "sym_size",
+    "sym_stride",
+    "sym_numel",
+    "sym_storage_offset",
+    "set_",
+}
 # Ops that read device memory back to the host (a synchronisation on a GPU), or that make a
 # tensor of host values (a host-to-device copy once moved to a GPU).
-READ_BACKS = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "nonzero_numpy",
-              "nonzero_static", "equal", "allclose", "_assert_async", "lift_fresh_copy",
-              "masked_select", "unique", "_unique2", "unique_consecutive", "repeat_interleave"}
+READ_BACKS = {
+    "_local_scalar_dense",
+    "item",
+    "is_nonzero",
+    "nonzero",
+    "nonzero_numpy",
+    "nonzero_static",
+    "equal",
+    "allclose",
+    "_assert_async",
+    "lift_fresh_copy",
+    "masked_select",
+    "unique",
+    "_unique2",
+    "unique_consecutive",
+    "repeat_interleave",
+}
 
 
 def _is_free(func):
@@ -245,8 +278,9 @@ class DeviceOps(TorchDispatchMode):
             with self:
                 return body(*args, **(kwargs or {}))
         result = func(*args, **(kwargs or {}))
-        if _uses_host_generator(args, kwargs) or any(self._host_draws.get(id(a)) is a
-                                                      for a in args):
+        if _uses_host_generator(args, kwargs) or any(
+            self._host_draws.get(id(a)) is a for a in args
+        ):
             if isinstance(result, torch.Tensor):  # a seed drawn, then read, on the host
                 self._host_draws[id(result)] = result
             return result

@@ -42,8 +42,15 @@ import triton
 import triton.language as tl
 
 from ._reduce import sum_splits
-from ._runtime import (INTERPRETED, autotune, cdiv, empty, launch, next_power_of_2,
-                       num_programs_target)
+from ._runtime import (
+    INTERPRETED,
+    autotune,
+    cdiv,
+    empty,
+    launch,
+    next_power_of_2,
+    num_programs_target,
+)
 
 # Triton's interpreter multiplies bf16 dot operands as their raw 16-bit integers; products of bf16
 # values are exact in fp32, so upcasting there gives the tensor cores' result.
@@ -107,8 +114,21 @@ def _tap_column(taps_ptr, k, column, ok):
 
 
 @triton.jit
-def _unfolded_x(x_group, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K: tl.constexpr,
-                REVERSE: tl.constexpr, TAP_TABLE: tl.constexpr):
+def _unfolded_x(
+    x_group,
+    j,
+    t,
+    J,
+    L,
+    DIL,
+    sxc,
+    sxt,
+    taps_ptr,
+    IMG_W,
+    K: tl.constexpr,
+    REVERSE: tl.constexpr,
+    TAP_TABLE: tl.constexpr,
+):
     """Tile X[j, t] = x[i, t + offset_k(t)] for reduction indices j = i·K + k, shape (j, t):
     causal taps t ∓ (K-1-k)·d, or table taps (dh_k, dw_k) on images IMG_W pixels wide."""
     i = (j // K).to(tl.int64)
@@ -131,8 +151,9 @@ def _unfolded_x(x_group, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K: tl.const
 
 
 @triton.jit
-def _weight_offsets(j, J, swi, taps_ptr, K: tl.constexpr, REVERSE: tl.constexpr,
-                    TAP_TABLE: tl.constexpr):
+def _weight_offsets(
+    j, J, swi, taps_ptr, K: tl.constexpr, REVERSE: tl.constexpr, TAP_TABLE: tl.constexpr
+):
     """Offsets, from the start of a weight row, of W[., j] for reduction indices j = i·K + k:
     channel i (stride swi) at tap k's position, k itself for causal taps (contiguous weight).
     Causal taps read forward have swi = K, so the offset is j: said so, the row's elements load
@@ -156,10 +177,33 @@ def _weight_tile(w_ptr, mask_ptr, offsets, ok, HAS_MASK: tl.constexpr):
 
 
 @triton.jit
-def _epilogue(a, b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
-              son, soc, sot, sdn, sdc, sdt, rsn, rsc, rst,
-              ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, GRAD: tl.constexpr,
-              HAS_RESIDUAL: tl.constexpr):
+def _epilogue(
+    a,
+    b,
+    bias_ptr,
+    dy_ptr,
+    res_ptr,
+    out_ptr,
+    n,
+    c,
+    c_ok,
+    t,
+    HALF,
+    L,
+    son,
+    soc,
+    sot,
+    sdn,
+    sdc,
+    sdt,
+    rsn,
+    rsc,
+    rst,
+    ACTIVATION: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    GRAD: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+):
     """Finish the pre-activation tiles of channels c (`a`) and, for the gated unit, c + HALF (`b`).
 
     GRAD=False stores act(a, b) (+ the residual's channels c) to channels c of out. GRAD=True
@@ -193,8 +237,9 @@ def _epilogue(a, b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
             # WaveNet's gated activation unit (eq. 2): tanh(W_f * x) ⊙ σ(W_g * x).
             a = _tanh(a) * tl.sigmoid(b)
         if HAS_RESIDUAL:
-            residual = tl.load(res_ptr + n * rsn + c[:, None] * rsc + t[None, :] * rst, mask=ok,
-                               other=0.0)
+            residual = tl.load(
+                res_ptr + n * rsn + c[:, None] * rsc + t[None, :] * rst, mask=ok, other=0.0
+            )
             a += residual.to(tl.float32)
     tl.store(out, a.to(out_ty), mask=ok)
 
@@ -207,8 +252,12 @@ def _epilogue(a, b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
 def _dot_tiles(*tiles):
     """Autotune configurations of the dot kernels from (BLOCK_O, BLOCK_J, BLOCK_T, warps,
     stages) rows."""
-    return [triton.Config({"BLOCK_O": o, "BLOCK_J": j, "BLOCK_T": t}, num_warps=warps,
-                          num_stages=stages) for o, j, t, warps, stages in tiles]
+    return [
+        triton.Config(
+            {"BLOCK_O": o, "BLOCK_J": j, "BLOCK_T": t}, num_warps=warps, num_stages=stages
+        )
+        for o, j, t, warps, stages in tiles
+    ]
 
 
 # Tiles per kind of product: 16-bit and TF32 inputs on the tensor cores (wgmma works on 64-row
@@ -296,14 +345,53 @@ def _dot_fits(config, args):
 
 
 @triton.jit
-def _conv_dot_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr, taps_ptr,
-                     C_IN_G, C_OUT_G, ROWS, ROW_GROUPS, HALF, L, L_BUCKET, DIL, IMG_W,
-                     swr, swg, swi, sxn, sxc, sxt, son, soc, sot, sdn, sdc, sdt, rsn, rsc, rst,
-                     K: tl.constexpr, GATE_GROUP_SHIFT: tl.constexpr, ACTIVATION: tl.constexpr,
-                     REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr, GRAD: tl.constexpr,
-                     HAS_RESIDUAL: tl.constexpr, TAP_TABLE: tl.constexpr, HAS_MASK: tl.constexpr,
-                     PRECISION: tl.constexpr,
-                     BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_T: tl.constexpr):
+def _conv_dot_kernel(
+    x_ptr,
+    w_ptr,
+    mask_ptr,
+    bias_ptr,
+    dy_ptr,
+    res_ptr,
+    out_ptr,
+    taps_ptr,
+    C_IN_G,
+    C_OUT_G,
+    ROWS,
+    ROW_GROUPS,
+    HALF,
+    L,
+    L_BUCKET,
+    DIL,
+    IMG_W,
+    swr,
+    swg,
+    swi,
+    sxn,
+    sxc,
+    sxt,
+    son,
+    soc,
+    sot,
+    sdn,
+    sdc,
+    sdt,
+    rsn,
+    rsc,
+    rst,
+    K: tl.constexpr,
+    GATE_GROUP_SHIFT: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    REVERSE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    GRAD: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    TAP_TABLE: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     # One program: BLOCK_O output channels (and their gate channels) x BLOCK_T times of sample n.
     # The channel block varies fastest, so the programs that share an x tile run side by side and
     # find it in L2. Each row group has ROWS channels inside one weight group. Row c of group g
@@ -329,35 +417,79 @@ def _conv_dot_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr,
     for j0 in range(0, J, BLOCK_J):
         j = j0 + tl.arange(0, BLOCK_J)
         w_ok = c_ok[:, None] & (j < J)[None, :]
-        w_at = w_row[:, None] + _weight_offsets(j, J, swi, taps_ptr, K, REVERSE,
-                                                TAP_TABLE)[None, :]
+        w_at = w_row[:, None] + _weight_offsets(j, J, swi, taps_ptr, K, REVERSE, TAP_TABLE)[None, :]
         xa = _unfolded_x(x_a, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K, REVERSE, TAP_TABLE)
         wa = _weight_tile(w_ptr, mask_ptr, w_at, w_ok, HAS_MASK)
         acc_a = _dot(wa, xa, acc_a, PRECISION)
         if ACTIVATION == 3:
             xb = xa
             if GATE_GROUP_SHIFT != 0:
-                xb = _unfolded_x(x_b, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K, REVERSE,
-                                 TAP_TABLE)
+                xb = _unfolded_x(
+                    x_b, j, t, J, L, DIL, sxc, sxt, taps_ptr, IMG_W, K, REVERSE, TAP_TABLE
+                )
             # the gate rows c + HALF (gated launches run forward, where swg = C_OUT_G·swr)
             wb = _weight_tile(w_ptr, mask_ptr, w_at + HALF * swr, w_ok, HAS_MASK)
             acc_b = _dot(wb, xb, acc_b, PRECISION)
-    _epilogue(acc_a, acc_b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
-              son, soc, sot, sdn, sdc, sdt, rsn, rsc, rst, ACTIVATION, HAS_BIAS, GRAD,
-              HAS_RESIDUAL)
+    _epilogue(
+        acc_a,
+        acc_b,
+        bias_ptr,
+        dy_ptr,
+        res_ptr,
+        out_ptr,
+        n,
+        c,
+        c_ok,
+        t,
+        HALF,
+        L,
+        son,
+        soc,
+        sot,
+        sdn,
+        sdc,
+        sdt,
+        rsn,
+        rsc,
+        rst,
+        ACTIVATION,
+        HAS_BIAS,
+        GRAD,
+        HAS_RESIDUAL,
+    )
 
 
 # (products, tap table?) -> the autotuned convolution kernel
-_CONV_DOT = {(products, table): autotune(configs, _DOT_KEY, _INTERPRETER_DOT,
-                                         _dot_fits)(_conv_dot_kernel)
-             for table, lists in [(False, _DOT_CONFIGS), (True, _TABLE_DOT_CONFIGS)]
-             for products, configs in lists.items()}
+_CONV_DOT = {
+    (products, table): autotune(configs, _DOT_KEY, _INTERPRETER_DOT, _dot_fits)(_conv_dot_kernel)
+    for table, lists in [(False, _DOT_CONFIGS), (True, _TABLE_DOT_CONFIGS)]
+    for products, configs in lists.items()
+}
 
 
 @triton.jit
-def _direct_rows(x_ptr, w_ptr, n, o, o_ok, t, C_IN_G, C_OUT_G, L, DIL, swr, swg, swi,
-                 sxn, sxc, sxt, K: tl.constexpr, REVERSE: tl.constexpr, BLOCK_C: tl.constexpr,
-                 BLOCK_T: tl.constexpr):
+def _direct_rows(
+    x_ptr,
+    w_ptr,
+    n,
+    o,
+    o_ok,
+    t,
+    C_IN_G,
+    C_OUT_G,
+    L,
+    DIL,
+    swr,
+    swg,
+    swi,
+    sxn,
+    sxc,
+    sxt,
+    K: tl.constexpr,
+    REVERSE: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     """Pre-activation tile [BLOCK_C, BLOCK_T] of rows o; each row may lie in its own group."""
     # a 32-bit division (channels are fewer than 2^31): a 64-bit one by a run-time value is a
     # subroutine call, whose stack frame the builds report as spilled bytes
@@ -412,15 +544,52 @@ def _direct_fits(config, args):
     return fits(config) and 2 * _direct_values(config, args) >= widest
 
 
-@autotune(_DIRECT_CONFIGS, ["C_IN_G", "C_OUT_G", "ROWS", "L_BUCKET", "K", "ACTIVATION", "REVERSE",
-                            "GRAD"], _INTERPRETER_DIRECT, _direct_fits)
+@autotune(
+    _DIRECT_CONFIGS,
+    ["C_IN_G", "C_OUT_G", "ROWS", "L_BUCKET", "K", "ACTIVATION", "REVERSE", "GRAD"],
+    _INTERPRETER_DIRECT,
+    _direct_fits,
+)
 @triton.jit
-def _conv_direct_kernel(x_ptr, w_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr,
-                        C_IN_G, C_OUT_G, ROWS, HALF, L, L_BUCKET, DIL, SEGMENTS, swr, swg, swi,
-                        sxn, sxc, sxt, son, soc, sot, sdn, sdc, sdt, rsn, rsc, rst,
-                        K: tl.constexpr, ACTIVATION: tl.constexpr, REVERSE: tl.constexpr,
-                        HAS_BIAS: tl.constexpr, GRAD: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-                        BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+def _conv_direct_kernel(
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    dy_ptr,
+    res_ptr,
+    out_ptr,
+    C_IN_G,
+    C_OUT_G,
+    ROWS,
+    HALF,
+    L,
+    L_BUCKET,
+    DIL,
+    SEGMENTS,
+    swr,
+    swg,
+    swi,
+    sxn,
+    sxc,
+    sxt,
+    son,
+    soc,
+    sot,
+    sdn,
+    sdc,
+    sdt,
+    rsn,
+    rsc,
+    rst,
+    K: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    REVERSE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    GRAD: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     # One program: BLOCK_C channels of sample n over one of SEGMENTS stretches of the sequence,
     # walked in BLOCK_T steps (the launcher cuts the sequence only as far as the GPU needs).
     pid = tl.program_id(0).to(tl.int64)
@@ -434,15 +603,79 @@ def _conv_direct_kernel(x_ptr, w_ptr, bias_ptr, dy_ptr, res_ptr, out_ptr,
     first = segment * per_segment
     for block in range(first, tl.minimum(first + per_segment, t_blocks)):
         t = block * BLOCK_T + tl.arange(0, BLOCK_T)  # int64, as `first` is
-        a = _direct_rows(x_ptr, w_ptr, n, c, c_ok, t, C_IN_G, C_OUT_G, L, DIL, swr, swg, swi,
-                         sxn, sxc, sxt, K, REVERSE, BLOCK_C, BLOCK_T)
+        a = _direct_rows(
+            x_ptr,
+            w_ptr,
+            n,
+            c,
+            c_ok,
+            t,
+            C_IN_G,
+            C_OUT_G,
+            L,
+            DIL,
+            swr,
+            swg,
+            swi,
+            sxn,
+            sxc,
+            sxt,
+            K,
+            REVERSE,
+            BLOCK_C,
+            BLOCK_T,
+        )
         b = a
         if ACTIVATION == 3:
-            b = _direct_rows(x_ptr, w_ptr, n, c + HALF, c_ok, t, C_IN_G, C_OUT_G, L, DIL,
-                             swr, swg, swi, sxn, sxc, sxt, K, REVERSE, BLOCK_C, BLOCK_T)
-        _epilogue(a, b, bias_ptr, dy_ptr, res_ptr, out_ptr, n, c, c_ok, t, HALF, L,
-                  son, soc, sot, sdn, sdc, sdt, rsn, rsc, rst, ACTIVATION, HAS_BIAS, GRAD,
-                  HAS_RESIDUAL)
+            b = _direct_rows(
+                x_ptr,
+                w_ptr,
+                n,
+                c + HALF,
+                c_ok,
+                t,
+                C_IN_G,
+                C_OUT_G,
+                L,
+                DIL,
+                swr,
+                swg,
+                swi,
+                sxn,
+                sxc,
+                sxt,
+                K,
+                REVERSE,
+                BLOCK_C,
+                BLOCK_T,
+            )
+        _epilogue(
+            a,
+            b,
+            bias_ptr,
+            dy_ptr,
+            res_ptr,
+            out_ptr,
+            n,
+            c,
+            c_ok,
+            t,
+            HALF,
+            L,
+            son,
+            soc,
+            sot,
+            sdn,
+            sdc,
+            sdt,
+            rsn,
+            rsc,
+            rst,
+            ACTIVATION,
+            HAS_BIAS,
+            GRAD,
+            HAS_RESIDUAL,
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -488,12 +721,36 @@ _WGRAD_KEY = ["C_IN_G", "C_OUT_G", "N_BUCKET", "L_BUCKET", "K", "TAP_TABLE"]
 
 
 @triton.jit
-def _weight_grad_dot_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr, taps_ptr,
-                            N, N_BUCKET, C_IN_G, C_OUT_G, C_OUT, POSITIONS, L, L_BUCKET, DIL,
-                            IMG_W, sxn, sxc, sxt, sdn, sdc, sdt,
-                            K: tl.constexpr, HAS_BIAS: tl.constexpr, TAP_TABLE: tl.constexpr,
-                            PRECISION: tl.constexpr,
-                            BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_T: tl.constexpr):
+def _weight_grad_dot_kernel(
+    x_ptr,
+    dy_ptr,
+    dw_ptr,
+    db_ptr,
+    taps_ptr,
+    N,
+    N_BUCKET,
+    C_IN_G,
+    C_OUT_G,
+    C_OUT,
+    POSITIONS,
+    L,
+    L_BUCKET,
+    DIL,
+    IMG_W,
+    sxn,
+    sxc,
+    sxt,
+    sdn,
+    sdc,
+    sdt,
+    K: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    TAP_TABLE: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     # dW[o, j] = sum_{n, t} dpre[n, o, t] · X[n, j, t]: the partial sum of split program_id(1),
     # which takes every SPLITS-th (sample, time) block. A j block holds every tap of its channels,
     # so dpre is read once per channel block, not once per tap.
@@ -514,17 +771,34 @@ def _weight_grad_dot_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr, taps_ptr,
     for r in range(split, N * t_blocks, SPLITS):
         n = r // t_blocks
         t = (r % t_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
-        dy = tl.load(dy_ptr + n * sdn + o[:, None] * sdc + t[None, :] * sdt,
-                     mask=o_ok[:, None] & (t < L)[None, :], other=0.0)
-        xs = _unfolded_x(x_ptr + n * sxn + (g * C_IN_G) * sxc, j, t, J, L, DIL, sxc, sxt,
-                         taps_ptr, IMG_W, K, False, TAP_TABLE)
+        dy = tl.load(
+            dy_ptr + n * sdn + o[:, None] * sdc + t[None, :] * sdt,
+            mask=o_ok[:, None] & (t < L)[None, :],
+            other=0.0,
+        )
+        xs = _unfolded_x(
+            x_ptr + n * sxn + (g * C_IN_G) * sxc,
+            j,
+            t,
+            J,
+            L,
+            DIL,
+            sxc,
+            sxt,
+            taps_ptr,
+            IMG_W,
+            K,
+            False,
+            TAP_TABLE,
+        )
         acc = _dot(dy, tl.trans(xs), acc, PRECISION)
         if HAS_BIAS:
             bias_acc += tl.sum(dy.to(tl.float32), axis=1)
     # partial sums of this split, at their places in the weight's (C_out, C_in_g, POSITIONS)
     row = split * C_OUT + o
-    at = (row * (C_IN_G * POSITIONS))[:, None] + _weight_offsets(j, J, POSITIONS, taps_ptr, K,
-                                                                 False, TAP_TABLE)[None, :]
+    at = (row * (C_IN_G * POSITIONS))[:, None] + _weight_offsets(
+        j, J, POSITIONS, taps_ptr, K, False, TAP_TABLE
+    )[None, :]
     tl.store(dw_ptr + at, acc, mask=o_ok[:, None] & (j < J)[None, :])
     if HAS_BIAS:  # the same for every j block: the first stores it
         if pid % j_blocks == 0:
@@ -534,7 +808,8 @@ def _weight_grad_dot_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr, taps_ptr,
 _WEIGHT_GRAD_DOT = {
     (products, table): autotune(configs, _WGRAD_KEY, _INTERPRETER_DOT)(_weight_grad_dot_kernel)
     for table, lists in [(False, _WGRAD_DOT_CONFIGS), (True, _TABLE_WGRAD_DOT_CONFIGS)]
-    for products, configs in lists.items()}
+    for products, configs in lists.items()
+}
 
 
 # (channel, tap, time) tiles: each thread holds BLOCK_C·K_POW2·BLOCK_T / threads accumulator
@@ -558,14 +833,38 @@ def _weight_grad_direct_fits(config, args):
     return per_thread <= _WGRAD_DIRECT_BUDGET
 
 
-@autotune(_WGRAD_DIRECT_CONFIGS, ["C_IN_G", "C_OUT_G", "C_OUT", "N_BUCKET", "L_BUCKET", "K"],
-          _INTERPRETER_DIRECT, _weight_grad_direct_fits)
+@autotune(
+    _WGRAD_DIRECT_CONFIGS,
+    ["C_IN_G", "C_OUT_G", "C_OUT", "N_BUCKET", "L_BUCKET", "K"],
+    _INTERPRETER_DIRECT,
+    _weight_grad_direct_fits,
+)
 @triton.jit
-def _weight_grad_direct_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr,
-                               N, N_BUCKET, C_IN_G, C_OUT_G, C_OUT, L, L_BUCKET, DIL,
-                               sxn, sxc, sxt, sdn, sdc, sdt,
-                               K: tl.constexpr, K_POW2: tl.constexpr, HAS_BIAS: tl.constexpr,
-                               BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+def _weight_grad_direct_kernel(
+    x_ptr,
+    dy_ptr,
+    dw_ptr,
+    db_ptr,
+    N,
+    N_BUCKET,
+    C_IN_G,
+    C_OUT_G,
+    C_OUT,
+    L,
+    L_BUCKET,
+    DIL,
+    sxn,
+    sxc,
+    sxt,
+    sdn,
+    sdc,
+    sdt,
+    K: tl.constexpr,
+    K_POW2: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     # dw[o, i, k] for BLOCK_C out-channels o, one in-channel i and every tap k at once: a
     # (channel, tap, time) tile, so each dpre tile is read once for all taps. Without in-channels
     # one program per channel block still sums the bias.
@@ -586,8 +885,11 @@ def _weight_grad_direct_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr,
     for r in range(split, N * t_blocks, SPLITS):
         n = r // t_blocks
         t = (r % t_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
-        dy = tl.load(dy_ptr + n * sdn + o[:, None] * sdc + t[None, :] * sdt,
-                     mask=o_ok[:, None] & (t < L)[None, :], other=0.0).to(tl.float32)
+        dy = tl.load(
+            dy_ptr + n * sdn + o[:, None] * sdc + t[None, :] * sdt,
+            mask=o_ok[:, None] & (t < L)[None, :],
+            other=0.0,
+        ).to(tl.float32)
         src = t[None, None, :] - shift
         ok = w_ok[:, None, None] & (k < K)[None, :, None] & (src >= 0) & (src < L)
         xs = tl.load(x_row + n * sxn + src * sxt, mask=ok, other=0.0)
@@ -595,13 +897,14 @@ def _weight_grad_direct_kernel(x_ptr, dy_ptr, dw_ptr, db_ptr,
         if HAS_BIAS:
             bias_acc += dy
     row = split * C_OUT + o
-    tl.store(dw_ptr + ((row * C_IN_G + i) * K)[:, None] + k[None, :], tl.sum(acc, axis=2),
-             mask=w_ok[:, None] & (k < K)[None, :])
+    tl.store(
+        dw_ptr + ((row * C_IN_G + i) * K)[:, None] + k[None, :],
+        tl.sum(acc, axis=2),
+        mask=w_ok[:, None] & (k < K)[None, :],
+    )
     if HAS_BIAS:  # the same for every in-channel: the first stores it
         if i == 0:
             tl.store(db_ptr + row, tl.sum(bias_acc, axis=1), mask=o_ok)
-
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -675,8 +978,22 @@ def _strides(t):
     return t.stride() if t is not None else (0, 0, 0)
 
 
-def _conv(x, weight, mask, bias, dy, residual, out, groups, c_in_g, c_out_g, taps, activation,
-          reverse, grad):
+def _conv(
+    x,
+    weight,
+    mask,
+    bias,
+    dy,
+    residual,
+    out,
+    groups,
+    c_in_g,
+    c_out_g,
+    taps,
+    activation,
+    reverse,
+    grad,
+):
     """Launch one convolution form. weight: (C_out, C_in_g, P), contiguous; mask: its uint8
     layout or None. c_in_g, c_out_g: channels per group of the reduction and of the rows
     (swapped when reverse). Forward (grad=False) writes act(pre) + residual to out; grad=True
@@ -689,10 +1006,21 @@ def _conv(x, weight, mask, bias, dy, residual, out, groups, c_in_g, c_out_g, tap
     rows = half if activation == GATED else groups * c_out_g  # output channels (of one half)
     # tensors that a launch does not use (no bias, no dy, no residual) stand in as `out`
     args = [t if t is not None else out for t in (bias, dy, residual)]
-    flags = dict(K=taps.count, ACTIVATION=activation, REVERSE=reverse, HAS_BIAS=bias is not None,
-                 GRAD=grad, HAS_RESIDUAL=residual is not None)
-    strides = (*_weight_strides(weight, groups, reverse), *x.stride(), *out.stride(),
-               *_strides(dy), *_strides(residual))
+    flags = dict(
+        K=taps.count,
+        ACTIVATION=activation,
+        REVERSE=reverse,
+        HAS_BIAS=bias is not None,
+        GRAD=grad,
+        HAS_RESIDUAL=residual is not None,
+    )
+    strides = (
+        *_weight_strides(weight, groups, reverse),
+        *x.stride(),
+        *out.stride(),
+        *_strides(dy),
+        *_strides(residual),
+    )
     if _use_dot(c_in_g, c_out_g, groups, activation, taps):
         # Row groups: channel ranges inside one weight group. With the gated unit and several
         # groups, each half is groups/2 whole groups and the gate reads the group groups/2 on.
@@ -701,27 +1029,67 @@ def _conv(x, weight, mask, bias, dy, residual, out, groups, c_in_g, c_out_g, tap
         gate_shift = groups // 2 if gated_groups else 0
 
         def grid(meta):
-            return (N * cdiv(L, meta["BLOCK_T"]) * row_groups
-                    * cdiv(rows // row_groups, meta["BLOCK_O"]),)
+            return (
+                N
+                * cdiv(L, meta["BLOCK_T"])
+                * row_groups
+                * cdiv(rows // row_groups, meta["BLOCK_O"]),
+            )
 
         products = _products(x.dtype)
         table, width = taps.arguments(out)
-        launch(_CONV_DOT[products, taps.table is not None], grid, x, weight,
-               mask if mask is not None else weight, *args, out, table, c_in_g, c_out_g,
-               rows // row_groups, row_groups, half, L, _bucket(L, _DOT_TILE_T), taps.dilation,
-               width, *strides, GATE_GROUP_SHIFT=gate_shift, TAP_TABLE=taps.table is not None,
-               HAS_MASK=mask is not None, PRECISION=_INPUT_PRECISION[products], **flags)
+        launch(
+            _CONV_DOT[products, taps.table is not None],
+            grid,
+            x,
+            weight,
+            mask if mask is not None else weight,
+            *args,
+            out,
+            table,
+            c_in_g,
+            c_out_g,
+            rows // row_groups,
+            row_groups,
+            half,
+            L,
+            _bucket(L, _DOT_TILE_T),
+            taps.dilation,
+            width,
+            *strides,
+            GATE_GROUP_SHIFT=gate_shift,
+            TAP_TABLE=taps.table is not None,
+            HAS_MASK=mask is not None,
+            PRECISION=_INPUT_PRECISION[products],
+            **flags,
+        )
     else:  # causal taps without a mask
         c_blocks_min = cdiv(rows, 16)  # the widest channel block of any configuration
-        segments = max(1, min(cdiv(L, 256),
-                              num_programs_target(x.device) // max(N * c_blocks_min, 1)))
+        segments = max(
+            1, min(cdiv(L, 256), num_programs_target(x.device) // max(N * c_blocks_min, 1))
+        )
 
         def grid(meta):
             return (N * segments * cdiv(rows, meta["BLOCK_C"]),)
 
-        launch(_conv_direct_kernel, grid, x, weight, *args, out, c_in_g, c_out_g,
-               rows, half, L, _bucket(L, _DIRECT_TILE_T), taps.dilation, segments, *strides,
-               **flags)
+        launch(
+            _conv_direct_kernel,
+            grid,
+            x,
+            weight,
+            *args,
+            out,
+            c_in_g,
+            c_out_g,
+            rows,
+            half,
+            L,
+            _bucket(L, _DIRECT_TILE_T),
+            taps.dilation,
+            segments,
+            *strides,
+            **flags,
+        )
     return out
 
 
@@ -734,8 +1102,22 @@ def convolve(x, weight, bias, groups, taps, activation, residual=None, mask=None
     act = ACTIVATIONS[activation]
     y = empty((N, c_out // 2 if act == GATED else c_out, L), x.dtype, x.device)
     bias = bias.contiguous() if bias is not None else None
-    return _conv(x, weight.contiguous(), _as_bytes(mask), bias, None, residual, y, groups, c_in_g,
-                 c_out // groups, taps, act, reverse=False, grad=False)
+    return _conv(
+        x,
+        weight.contiguous(),
+        _as_bytes(mask),
+        bias,
+        None,
+        residual,
+        y,
+        groups,
+        c_in_g,
+        c_out // groups,
+        taps,
+        act,
+        reverse=False,
+        grad=False,
+    )
 
 
 def _splits(device, programs, reduction_blocks):
@@ -759,30 +1141,70 @@ def _weight_grad(x, dpre, weight, keep, groups, taps, with_bias):
         tile = _WGRAD_DOT_TILE
         programs = groups * cdiv(c_out_g, tile) * cdiv(c_in_g * K, tile)
         splits = _splits(x.device, programs, reduction_blocks)
-        grid = lambda meta: (groups * cdiv(c_out_g, meta["BLOCK_O"])  # noqa: E731
-                             * cdiv(c_in_g * K, meta["BLOCK_J"]), splits)
+        grid = lambda meta: (  # noqa: E731
+            groups * cdiv(c_out_g, meta["BLOCK_O"]) * cdiv(c_in_g * K, meta["BLOCK_J"]),
+            splits,
+        )
         products = _products(x.dtype)
         table, width = taps.arguments(x)
         parts = empty((splits, c_out, c_in_g, positions), torch.float32, x.device)
         bias_parts = empty((splits, c_out), torch.float32, x.device) if with_bias else parts
-        launch(_WEIGHT_GRAD_DOT[products, taps.table is not None], grid, x, dpre, parts,
-               bias_parts, table, N, buckets["N_BUCKET"], c_in_g, c_out_g, c_out, positions, L,
-               buckets["L_BUCKET"], taps.dilation, width, *strides, K=K, HAS_BIAS=with_bias,
-               TAP_TABLE=taps.table is not None, PRECISION=_INPUT_PRECISION[products])
+        launch(
+            _WEIGHT_GRAD_DOT[products, taps.table is not None],
+            grid,
+            x,
+            dpre,
+            parts,
+            bias_parts,
+            table,
+            N,
+            buckets["N_BUCKET"],
+            c_in_g,
+            c_out_g,
+            c_out,
+            positions,
+            L,
+            buckets["L_BUCKET"],
+            taps.dilation,
+            width,
+            *strides,
+            K=K,
+            HAS_BIAS=with_bias,
+            TAP_TABLE=taps.table is not None,
+            PRECISION=_INPUT_PRECISION[products],
+        )
     else:
         programs = cdiv(c_out, _WGRAD_DIRECT_ROWS) * c_in_g
         splits = _splits(x.device, programs, reduction_blocks)
-        grid = lambda meta: (cdiv(c_out, meta["BLOCK_C"]) * max(c_in_g, 1),  # noqa: E731
-                             splits)
+        grid = lambda meta: (  # noqa: E731
+            cdiv(c_out, meta["BLOCK_C"]) * max(c_in_g, 1),
+            splits,
+        )
         parts = empty((splits, c_out, c_in_g, K), torch.float32, x.device)
         bias_parts = empty((splits, c_out), torch.float32, x.device) if with_bias else parts
-        launch(_weight_grad_direct_kernel, grid, x, dpre, parts, bias_parts, N,
-               buckets["N_BUCKET"], c_in_g, c_out_g, c_out, L, buckets["L_BUCKET"],
-               taps.dilation, *strides, K=K, K_POW2=next_power_of_2(K), HAS_BIAS=with_bias)
+        launch(
+            _weight_grad_direct_kernel,
+            grid,
+            x,
+            dpre,
+            parts,
+            bias_parts,
+            N,
+            buckets["N_BUCKET"],
+            c_in_g,
+            c_out_g,
+            c_out,
+            L,
+            buckets["L_BUCKET"],
+            taps.dilation,
+            *strides,
+            K=K,
+            K_POW2=next_power_of_2(K),
+            HAS_BIAS=with_bias,
+        )
     grad_w = empty(weight.shape, weight.dtype, x.device)
     # off `keep` the gradient is 0: the partial sums there (of no tap) were never written
-    sum_splits(parts.view(splits, -1), grad_w.view(-1),
-               keep.view(-1) if keep is not None else None)
+    sum_splits(parts.view(splits, -1), grad_w.view(-1), keep.view(-1) if keep is not None else None)
     grad_b = None
     if with_bias:
         grad_b = empty((c_out,), weight.dtype, x.device)
@@ -790,8 +1212,7 @@ def _weight_grad(x, dpre, weight, keep, groups, taps, with_bias):
     return grad_w, grad_b
 
 
-def convolution_backward(grad_y, x, weight, bias, groups, taps, activation, mask=None,
-                         keep=None):
+def convolution_backward(grad_y, x, weight, bias, groups, taps, activation, mask=None, keep=None):
     """Gradients (dx, dweight, dbias or None) of convolve's output (a residual's gradient is
     grad_y itself). `mask` is convolve's; dweight is exactly zero where `keep` (bool, shaped
     like the weight; the mask when not given) is off."""
@@ -809,12 +1230,40 @@ def convolution_backward(grad_y, x, weight, bias, groups, taps, activation, mask
         # for the backward pass, and none is written and read back.
         dpre = empty((N, c_out, L), x.dtype, x.device)
         bias_arg = bias.contiguous() if bias is not None else None
-        _conv(x, weight, mask, bias_arg, grad_y, None, dpre, groups, c_in_g, c_out_g, taps, act,
-              reverse=False, grad=True)
+        _conv(
+            x,
+            weight,
+            mask,
+            bias_arg,
+            grad_y,
+            None,
+            dpre,
+            groups,
+            c_in_g,
+            c_out_g,
+            taps,
+            act,
+            reverse=False,
+            grad=True,
+        )
     dx = empty(x.shape, x.dtype, x.device)
     # dx is the mirrored convolution of dpre with the weight read transposed: in-channels become
     # the rows, each group's out-channels (and taps) the reduction.
-    _conv(dpre, weight, mask, None, None, None, dx, groups, c_out_g, c_in_g, taps, NONE,
-          reverse=True, grad=False)
+    _conv(
+        dpre,
+        weight,
+        mask,
+        None,
+        None,
+        None,
+        dx,
+        groups,
+        c_out_g,
+        c_in_g,
+        taps,
+        NONE,
+        reverse=True,
+        grad=False,
+    )
     grad_w, grad_b = _weight_grad(x, dpre, weight, keep, groups, taps, bias is not None)
     return dx, grad_w, grad_b

@@ -32,8 +32,9 @@ def _tile(columns):
 
 
 @triton.jit
-def _sum_splits_kernel(parts, out, keep, K, R, HAS_KEEP: tl.constexpr, BLOCK_K: tl.constexpr,
-                       BLOCK_R: tl.constexpr):
+def _sum_splits_kernel(
+    parts, out, keep, K, R, HAS_KEEP: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr
+):
     # One program: BLOCK_R columns of the contiguous (K, R) parts, summed over all K rows;
     # columns that `keep` switches off are 0, their parts (never written) not read.
     cols = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -43,8 +44,9 @@ def _sum_splits_kernel(parts, out, keep, K, R, HAS_KEEP: tl.constexpr, BLOCK_K: 
     acc = tl.zeros((BLOCK_K, BLOCK_R), dtype=tl.float32)
     for start in range(0, K, BLOCK_K):
         ks = (start + tl.arange(0, BLOCK_K)[:, None]).to(tl.int64)  # K · R may pass 2³¹
-        acc += tl.load(parts + ks * R + cols[None, :], mask=(ks < K) & summed[None, :],
-                       other=0.0).to(tl.float32)
+        acc += tl.load(
+            parts + ks * R + cols[None, :], mask=(ks < K) & summed[None, :], other=0.0
+        ).to(tl.float32)
     tl.store(out + cols, tl.sum(acc, axis=0).to(out.dtype.element_ty), mask=cols < R)
 
 
@@ -66,6 +68,15 @@ def sum_splits(parts, out, keep=None):
         return
     splits, columns = parts.shape
     block_k, block_r = _tile(columns)
-    launch(_sum_splits_kernel, (cdiv(columns, block_r),), parts, out,
-           keep if keep is not None else parts, splits, columns, HAS_KEEP=keep is not None,
-           BLOCK_K=block_k, BLOCK_R=block_r)
+    launch(
+        _sum_splits_kernel,
+        (cdiv(columns, block_r),),
+        parts,
+        out,
+        keep if keep is not None else parts,
+        splits,
+        columns,
+        HAS_KEEP=keep is not None,
+        BLOCK_K=block_k,
+        BLOCK_R=block_r,
+    )

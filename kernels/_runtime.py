@@ -87,7 +87,7 @@ def recording_launches(multiprocessors=132):
         _recorded, _recorded_multiprocessors = previous
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multiprocessors(device_index):
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
@@ -114,13 +114,18 @@ def autotune(configs, key, interpreter, fits=None):
     re-tuning a PixelCNN's or a WaveNet's convolutions on its first step."""
     prune = None
     if fits is not None and not INTERPRETED:
+
         def prune(candidates, named_args, **kwargs):
             args = {**named_args, **kwargs}
             return [c for c in candidates if fits(c, args)] or candidates[:1]
 
         prune = {"early_config_prune": prune}
-    return triton.autotune(configs=[interpreter] if INTERPRETED else configs, key=key,
-                           prune_configs_by=prune, cache_results=True)
+    return triton.autotune(
+        configs=[interpreter] if INTERPRETED else configs,
+        key=key,
+        prune_configs_by=prune,
+        cache_results=True,
+    )
 
 
 def cdiv(a, b):

@@ -52,10 +52,27 @@ def _offsets(rows, cols, C, x0, x1, x2, CHANNEL_ROWS: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(x, loc, log_scale, y, logdet, N, C, SPATIAL, ROWS, COLS,
-                    x0, x1, x2, c0, s0,
-                    CHANNEL_ROWS: tl.constexpr, REVERSE: tl.constexpr,
-                    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+def _forward_kernel(
+    x,
+    loc,
+    log_scale,
+    y,
+    logdet,
+    N,
+    C,
+    SPATIAL,
+    ROWS,
+    COLS,
+    x0,
+    x1,
+    x2,
+    c0,
+    s0,
+    CHANNEL_ROWS: tl.constexpr,
+    REVERSE: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+):
     # A 1-D grid of (rows x cols) tiles over (ROWS, COLS): (N·C, S) or (N, C). y is contiguous,
     # so a tile's element (r, l) sits at r·COLS + l.
     pid = tl.program_id(0).to(tl.int64)
@@ -110,9 +127,32 @@ def _logdet_share(grad_logdet, n, mask, l0, SPATIAL, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _backward_rows_kernel(grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts, scale_parts,
-                          C, ROWS, COLS, SPLITS, g0, g1, g2, l0, x0, x1, x2, c0, s0,
-                          REVERSE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+def _backward_rows_kernel(
+    grad_y,
+    grad_logdet,
+    x,
+    loc,
+    log_scale,
+    d_x,
+    loc_parts,
+    scale_parts,
+    C,
+    ROWS,
+    COLS,
+    SPLITS,
+    g0,
+    g1,
+    g2,
+    l0,
+    x0,
+    x1,
+    x2,
+    c0,
+    s0,
+    REVERSE: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+):
     # S > 1: rows are (example, channel) pairs, columns their positions. One program: BLOCK_R
     # rows over the split-th stretch of the positions; the per-row partial sums go to
     # *_parts[split, rows], i.e. *_parts[split · N + n, c]: (SPLITS · N, C) partial sums of the
@@ -142,16 +182,42 @@ def _backward_rows_kernel(grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts
     # each row's dlogdet term, S · dlogdet[n], once: by the split that starts the row
     share = _logdet_share(grad_logdet, out_rows // C, keep, l0, COLS, REVERSE)
     share = tl.where(split == 0, share, 0.0)
-    tl.store(loc_parts + split * ROWS + out_rows,
-             tl.sum(loc_acc, axis=1).to(loc_parts.dtype.element_ty), mask=keep)
-    tl.store(scale_parts + split * ROWS + out_rows,
-             (tl.sum(scale_acc, axis=1) + share).to(scale_parts.dtype.element_ty), mask=keep)
+    tl.store(
+        loc_parts + split * ROWS + out_rows,
+        tl.sum(loc_acc, axis=1).to(loc_parts.dtype.element_ty),
+        mask=keep,
+    )
+    tl.store(
+        scale_parts + split * ROWS + out_rows,
+        (tl.sum(scale_acc, axis=1) + share).to(scale_parts.dtype.element_ty),
+        mask=keep,
+    )
 
 
 @triton.jit
-def _backward_cols_kernel(grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts, scale_parts,
-                          N, C, SPLITS, g0, g1, l0, x0, x1, c0, s0,
-                          REVERSE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+def _backward_cols_kernel(
+    grad_y,
+    grad_logdet,
+    x,
+    loc,
+    log_scale,
+    d_x,
+    loc_parts,
+    scale_parts,
+    N,
+    C,
+    SPLITS,
+    g0,
+    g1,
+    l0,
+    x0,
+    x1,
+    c0,
+    s0,
+    REVERSE: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+):
     # S = 1: rows are examples, columns channels. One program: BLOCK_L channels over the
     # split-th stretch of the examples; its per-channel partial sums go to *_parts[split, cols]
     # (the sums themselves when SPLITS is 1).
@@ -177,10 +243,16 @@ def _backward_cols_kernel(grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts
         scale_acc += scale_term + _logdet_share(grad_logdet, rows, rows < N, l0, 1, REVERSE)
     out_cols = tl.reshape(cols, (BLOCK_L,))
     keep = out_cols < C
-    tl.store(loc_parts + split * C + out_cols,
-             tl.sum(loc_acc, axis=0).to(loc_parts.dtype.element_ty), mask=keep)
-    tl.store(scale_parts + split * C + out_cols,
-             tl.sum(scale_acc, axis=0).to(scale_parts.dtype.element_ty), mask=keep)
+    tl.store(
+        loc_parts + split * C + out_cols,
+        tl.sum(loc_acc, axis=0).to(loc_parts.dtype.element_ty),
+        mask=keep,
+    )
+    tl.store(
+        scale_parts + split * C + out_cols,
+        tl.sum(scale_acc, axis=0).to(scale_parts.dtype.element_ty),
+        mask=keep,
+    )
 
 
 def actnorm_forward(x, loc, log_scale, reverse):
@@ -194,9 +266,27 @@ def actnorm_forward(x, loc, log_scale, reverse):
     rows, cols = (N * C, S) if channel_rows else (N, C)
     block_r, block_l = _tile(cols)
     grid = (cdiv(rows, block_r) * cdiv(cols, block_l),)
-    launch(_forward_kernel, grid, x, loc, log_scale, y, logdet, N, C, S, rows, cols,
-           *x.stride(), loc.stride(0), log_scale.stride(0),
-           CHANNEL_ROWS=channel_rows, REVERSE=bool(reverse), BLOCK_R=block_r, BLOCK_L=block_l)
+    launch(
+        _forward_kernel,
+        grid,
+        x,
+        loc,
+        log_scale,
+        y,
+        logdet,
+        N,
+        C,
+        S,
+        rows,
+        cols,
+        *x.stride(),
+        loc.stride(0),
+        log_scale.stride(0),
+        CHANNEL_ROWS=channel_rows,
+        REVERSE=bool(reverse),
+        BLOCK_R=block_r,
+        BLOCK_L=block_l,
+    )
     return y, logdet
 
 
@@ -217,20 +307,60 @@ def actnorm_backward(grad_y, grad_logdet, x, loc, log_scale, reverse):
         row_blocks = cdiv(rows, block_r)
         splits = max(1, min(cdiv(S, block_l), target // row_blocks))
         loc_parts, scale_parts = (partial_sums(out, splits * N) for out in (d_loc, d_log_scale))
-        launch(_backward_rows_kernel, (row_blocks * splits,),
-               grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts, scale_parts, C, rows, S,
-               splits, *grad_y.stride(), grad_logdet.stride(0), *x.stride(), loc.stride(0),
-               log_scale.stride(0), REVERSE=bool(reverse), BLOCK_R=block_r, BLOCK_L=block_l)
+        launch(
+            _backward_rows_kernel,
+            (row_blocks * splits,),
+            grad_y,
+            grad_logdet,
+            x,
+            loc,
+            log_scale,
+            d_x,
+            loc_parts,
+            scale_parts,
+            C,
+            rows,
+            S,
+            splits,
+            *grad_y.stride(),
+            grad_logdet.stride(0),
+            *x.stride(),
+            loc.stride(0),
+            log_scale.stride(0),
+            REVERSE=bool(reverse),
+            BLOCK_R=block_r,
+            BLOCK_L=block_l,
+        )
     else:
         block_r, block_l = _tile(C)
         col_blocks = cdiv(C, block_l)
         splits = max(1, min(cdiv(N, block_r), target // col_blocks))
         loc_parts, scale_parts = (partial_sums(out, splits) for out in (d_loc, d_log_scale))
-        launch(_backward_cols_kernel, (col_blocks * splits,),
-               grad_y, grad_logdet, x, loc, log_scale, d_x, loc_parts, scale_parts, N, C, splits,
-               grad_y.stride(0), grad_y.stride(1), grad_logdet.stride(0), x.stride(0),
-               x.stride(1), loc.stride(0), log_scale.stride(0),
-               REVERSE=bool(reverse), BLOCK_R=block_r, BLOCK_L=block_l)
+        launch(
+            _backward_cols_kernel,
+            (col_blocks * splits,),
+            grad_y,
+            grad_logdet,
+            x,
+            loc,
+            log_scale,
+            d_x,
+            loc_parts,
+            scale_parts,
+            N,
+            C,
+            splits,
+            grad_y.stride(0),
+            grad_y.stride(1),
+            grad_logdet.stride(0),
+            x.stride(0),
+            x.stride(1),
+            loc.stride(0),
+            log_scale.stride(0),
+            REVERSE=bool(reverse),
+            BLOCK_R=block_r,
+            BLOCK_L=block_l,
+        )
     sum_splits(loc_parts, d_loc)
     sum_splits(scale_parts, d_log_scale)
     return d_x, d_loc, d_log_scale

@@ -75,10 +75,31 @@ def _log_scale(r, clamp, SCALE_MAP: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(x, shift, raw, keep_mask, y, logdet_parts, clamp, N, D, SPLITS,
-                    x0, x1, t0, t1, r0, r1, k0, y0,
-                    SCALE_MAP: tl.constexpr, REVERSE: tl.constexpr, MASKED: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _forward_kernel(
+    x,
+    shift,
+    raw,
+    keep_mask,
+    y,
+    logdet_parts,
+    clamp,
+    N,
+    D,
+    SPLITS,
+    x0,
+    x1,
+    t0,
+    t1,
+    r0,
+    r1,
+    k0,
+    y0,
+    SCALE_MAP: tl.constexpr,
+    REVERSE: tl.constexpr,
+    MASKED: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     # One program: BLOCK_N rows over the split-th stretch of D; its logdet partial sums go to
     # logdet_parts[split, rows] (the logdet itself when SPLITS is 1). y is contiguous (N, D).
     pid = tl.program_id(0).to(tl.int64)
@@ -109,15 +130,43 @@ def _forward_kernel(x, shift, raw, keep_mask, y, logdet_parts, clamp, N, D, SPLI
     if REVERSE:
         total = -total
     out_rows = tl.reshape(rows, (BLOCK_N,))
-    tl.store(logdet_parts + split * N + out_rows, total.to(logdet_parts.dtype.element_ty),
-             mask=out_rows < N)
+    tl.store(
+        logdet_parts + split * N + out_rows,
+        total.to(logdet_parts.dtype.element_ty),
+        mask=out_rows < N,
+    )
 
 
 @triton.jit
-def _backward_kernel(grad_y, grad_logdet, x, shift, raw, keep_mask, d_x, d_shift, d_raw, clamp,
-                     N, D, g0, g1, l0, x0, x1, t0, t1, r0, r1, k0,
-                     SCALE_MAP: tl.constexpr, REVERSE: tl.constexpr, MASKED: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _backward_kernel(
+    grad_y,
+    grad_logdet,
+    x,
+    shift,
+    raw,
+    keep_mask,
+    d_x,
+    d_shift,
+    d_raw,
+    clamp,
+    N,
+    D,
+    g0,
+    g1,
+    l0,
+    x0,
+    x1,
+    t0,
+    t1,
+    r0,
+    r1,
+    k0,
+    SCALE_MAP: tl.constexpr,
+    REVERSE: tl.constexpr,
+    MASKED: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     # One program per (rows x cols) tile, on a 1-D grid. The gradients are contiguous (N, D).
     pid = tl.program_id(0).to(tl.int64)
     col_blocks = tl.cdiv(D, BLOCK_D)
@@ -172,17 +221,37 @@ def affine_coupling_forward(x, shift, scale_raw, mask, scale_map, reverse, clamp
     splits = max(1, min(cdiv(D, block_d), num_programs_target(x.device) // row_blocks))
     parts = partial_sums(logdet, splits)
     keep, k0 = _mask_args(mask, x)
-    launch(_forward_kernel, (row_blocks * splits,),
-           x, shift, scale_raw, keep, y, parts, float(clamp), N, D, splits,
-           *x.stride(), *shift.stride(), *scale_raw.stride(), k0, y.stride(0),
-           SCALE_MAP=SCALE_MAPS[scale_map], REVERSE=bool(reverse), MASKED=mask is not None,
-           BLOCK_N=block_n, BLOCK_D=block_d)
+    launch(
+        _forward_kernel,
+        (row_blocks * splits,),
+        x,
+        shift,
+        scale_raw,
+        keep,
+        y,
+        parts,
+        float(clamp),
+        N,
+        D,
+        splits,
+        *x.stride(),
+        *shift.stride(),
+        *scale_raw.stride(),
+        k0,
+        y.stride(0),
+        SCALE_MAP=SCALE_MAPS[scale_map],
+        REVERSE=bool(reverse),
+        MASKED=mask is not None,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )
     sum_splits(parts, logdet)
     return y, logdet
 
 
-def affine_coupling_backward(grad_y, grad_logdet, x, shift, scale_raw, mask, scale_map, reverse,
-                             clamp):
+def affine_coupling_backward(
+    grad_y, grad_logdet, x, shift, scale_raw, mask, scale_map, reverse, clamp
+):
     """(dx, dshift, dscale_raw), each contiguous (N, D)."""
     N, D = x.shape
     grads = [empty((N, D), x.dtype, x.device) for _ in range(3)]
@@ -192,10 +261,29 @@ def affine_coupling_backward(grad_y, grad_logdet, x, shift, scale_raw, mask, sca
     keep, k0 = _mask_args(mask, x)
     # dlogdet is read through its stride: logdet.sum()'s gradient is expanded (stride 0), and
     # a contiguous copy of it would be a device op of its own
-    launch(_backward_kernel, (cdiv(N, block_n) * cdiv(D, block_d),),
-           grad_y, grad_logdet, x, shift, scale_raw, keep, *grads, float(clamp), N, D,
-           *grad_y.stride(), grad_logdet.stride(0), *x.stride(), *shift.stride(),
-           *scale_raw.stride(), k0,
-           SCALE_MAP=SCALE_MAPS[scale_map], REVERSE=bool(reverse), MASKED=mask is not None,
-           BLOCK_N=block_n, BLOCK_D=block_d)
+    launch(
+        _backward_kernel,
+        (cdiv(N, block_n) * cdiv(D, block_d),),
+        grad_y,
+        grad_logdet,
+        x,
+        shift,
+        scale_raw,
+        keep,
+        *grads,
+        float(clamp),
+        N,
+        D,
+        *grad_y.stride(),
+        grad_logdet.stride(0),
+        *x.stride(),
+        *shift.stride(),
+        *scale_raw.stride(),
+        k0,
+        SCALE_MAP=SCALE_MAPS[scale_map],
+        REVERSE=bool(reverse),
+        MASKED=mask is not None,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )
     return tuple(grads)

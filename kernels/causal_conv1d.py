@@ -19,5 +19,6 @@ def causal_conv1d_forward(x, weight, bias, dilation, groups, activation):
 
 def causal_conv1d_backward(grad_y, x, weight, bias, dilation, groups, activation):
     """Gradients (dx, dweight, dbias or None) of causal_conv1d_forward's output."""
-    return convolution_backward(grad_y, x, weight, bias, groups, Taps(weight.shape[2], dilation),
-                                activation)
+    return convolution_backward(
+        grad_y, x, weight, bias, groups, Taps(weight.shape[2], dilation), activation
+    )

@@ -39,8 +39,9 @@ from ._runtime import INTERPRETED, cdiv, empty, launch, next_power_of_2
 
 # what a step computes (KIND), what the model predicts, where the schedule comes from
 KINDS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m", "langevin", "q_sample", "q_sample_grad")
-DDPM, DDIM, EULER, HEUN, DPMPP, LANGEVIN, Q_SAMPLE, Q_SAMPLE_GRAD = (tl.constexpr(i)
-                                                                     for i in range(8))
+DDPM, DDIM, EULER, HEUN, DPMPP, LANGEVIN, Q_SAMPLE, Q_SAMPLE_GRAD = (
+    tl.constexpr(i) for i in range(8)
+)
 PREDICTIONS = ("eps", "x0", "v")
 EPS, X0, V = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 SCALAR, PER_ROW, INDEXED = 0, 1, 2
@@ -50,7 +51,7 @@ NO_CLAMP, CLIP, THRESHOLD = 0, 1, 2
 TABLE_COLUMNS = tl.constexpr(6)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tile(d):
     """(BLOCK_N, BLOCK_D): about 1024 elements per program on a GPU (8 fp32 per thread of 128,
     16-byte vectors), 4096 under the interpreter (fewer, larger programs run faster there).
@@ -138,9 +139,19 @@ def _denoised_coefficients(sigma, PREDICTION: tl.constexpr):
 
 
 @triton.jit
-def _coefficients(v0, v1, v2, eta, noise_level, KIND: tl.constexpr, PREDICTION: tl.constexpr,
-                  FIXED_LARGE: tl.constexpr, FOLD: tl.constexpr, CLIPPED_EPS: tl.constexpr,
-                  SECOND: tl.constexpr):
+def _coefficients(
+    v0,
+    v1,
+    v2,
+    eta,
+    noise_level,
+    KIND: tl.constexpr,
+    PREDICTION: tl.constexpr,
+    FIXED_LARGE: tl.constexpr,
+    FOLD: tl.constexpr,
+    CLIPPED_EPS: tl.constexpr,
+    SECOND: tl.constexpr,
+):
     """(cx, cm, c2, a0, ax, au, sigma, dx, dm) of the step KIND from its schedule values, in
     float64 (see the module docstring for what each multiplies). `noise_level` is Euler's and
     Heun's s_noise·√((1 + γ)² − 1) of the churn, `eta` DDIM's. FOLD (no clamp, and the step
@@ -157,8 +168,11 @@ def _coefficients(v0, v1, v2, eta, noise_level, KIND: tl.constexpr, PREDICTION: 
             var = beta if FIXED_LARGE else (1.0 - a_prev) / (1.0 - a) * beta
             sigma = tl.where(a_prev == 1.0, 0.0, tl.sqrt(tl.maximum(var, 0.0)))
         else:  # Song et al. (2021), eq. 12 and 16
-            sigma = eta * tl.sqrt((1.0 - a_prev) / (1.0 - a)) * tl.sqrt(
-                tl.maximum((a_prev - a) / a_prev, 0.0))
+            sigma = (
+                eta
+                * tl.sqrt((1.0 - a_prev) / (1.0 - a))
+                * tl.sqrt(tl.maximum((a_prev - a) / a_prev, 0.0))
+            )
             direction = tl.sqrt(tl.maximum(1.0 - a_prev - sigma * sigma, 0.0))
             # x_{t−1} = √ᾱ_prev x̂0 + d ε̂ + σ z, ε̂ = (x_t − √ᾱ_t x0) / √(1 − ᾱ_t): the model's ε
             # (from the unclamped x0) unless CLIPPED_EPS, where ε̂ comes from the clamped x̂0
@@ -202,16 +216,63 @@ def _coefficients(v0, v1, v2, eta, noise_level, KIND: tl.constexpr, PREDICTION: 
 
 
 @triton.jit(do_not_specialize=["seed"])
-def _step_kernel(x, m, u, m2, u2, noise, out, out2, threshold_scale, p0, p1, p2, state,
-                 v0: tl.float64, v1: tl.float64, v2: tl.float64, in_scale: tl.float64,
-                 out_scale: tl.float64, eta: tl.float64, noise_level: tl.float64,
-                 g, clip, seed: tl.int64, N, D, QUADS, p0s, p1s, p2s,
-                 x0s, x1s, m0s, m1s, u0s, u1s, n0s, n1s, v0s, v1s, z0s, z1s,
-                 KIND: tl.constexpr, PREDICTION: tl.constexpr, FIXED_LARGE: tl.constexpr,
-                 SOURCE: tl.constexpr, NOISE: tl.constexpr, CLAMP: tl.constexpr,
-                 CLIPPED_EPS: tl.constexpr, OUTPUT_X0: tl.constexpr, GUIDED: tl.constexpr,
-                 SECOND: tl.constexpr, GUIDED2: tl.constexpr, OUT2: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _step_kernel(
+    x,
+    m,
+    u,
+    m2,
+    u2,
+    noise,
+    out,
+    out2,
+    threshold_scale,
+    p0,
+    p1,
+    p2,
+    state,
+    v0: tl.float64,
+    v1: tl.float64,
+    v2: tl.float64,
+    in_scale: tl.float64,
+    out_scale: tl.float64,
+    eta: tl.float64,
+    noise_level: tl.float64,
+    g,
+    clip,
+    seed: tl.int64,
+    N,
+    D,
+    QUADS,
+    p0s,
+    p1s,
+    p2s,
+    x0s,
+    x1s,
+    m0s,
+    m1s,
+    u0s,
+    u1s,
+    n0s,
+    n1s,
+    v0s,
+    v1s,
+    z0s,
+    z1s,
+    KIND: tl.constexpr,
+    PREDICTION: tl.constexpr,
+    FIXED_LARGE: tl.constexpr,
+    SOURCE: tl.constexpr,
+    NOISE: tl.constexpr,
+    CLAMP: tl.constexpr,
+    CLIPPED_EPS: tl.constexpr,
+    OUTPUT_X0: tl.constexpr,
+    GUIDED: tl.constexpr,
+    SECOND: tl.constexpr,
+    GUIDED2: tl.constexpr,
+    OUT2: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid = tl.program_id(0).to(tl.int64)
     rows, start, cols, row_mask, mask = _tile_of(pid, N, D, BLOCK_N, BLOCK_D)
     in_scale, out_scale = _float64(in_scale), _float64(out_scale)
@@ -226,8 +287,18 @@ def _step_kernel(x, m, u, m2, u2, noise, out, out2, threshold_scale, p0, p1, p2,
     s1 = _value(v1, p1, p1s, 1, rows, row_mask, step, SOURCE)
     s2 = _value(v2, p2, p2s, 2, rows, row_mask, step, SOURCE)
     cx, cm, c2, a0, ax, au, sigma, dx, dm = _coefficients(
-        s0, s1, s2, eta, noise_level, KIND, PREDICTION, FIXED_LARGE,
-        CLAMP == 0 and not OUTPUT_X0, CLIPPED_EPS, SECOND)
+        s0,
+        s1,
+        s2,
+        eta,
+        noise_level,
+        KIND,
+        PREDICTION,
+        FIXED_LARGE,
+        CLAMP == 0 and not OUTPUT_X0,
+        CLIPPED_EPS,
+        SECOND,
+    )
     # a loop in the model's scaling: x_σ = x·in_scale, and the result is written ·out_scale
     cx, dx = cx * in_scale * out_scale, dx * in_scale
     cm, c2, sigma = cm * out_scale, c2 * out_scale, sigma * out_scale
@@ -282,11 +353,31 @@ def _scalar(value):
     return 0.0 if isinstance(value, torch.Tensor) or value is None else float(value)
 
 
-def diffusion_step(kind, x, m, schedule, *, prediction="eps", fixed_large=False, eta=0.0,
-                   noise_level=0.0, guidance_scale=1.0, clip=None, threshold_scale=None,
-                   clipped_eps=False, output_x0=False, noise=None, seed=None,
-                   uncond=None, second=None, uncond_second=None, second_output=False,
-                   scales=(1.0, 1.0), table=None, state=None):
+def diffusion_step(
+    kind,
+    x,
+    m,
+    schedule,
+    *,
+    prediction="eps",
+    fixed_large=False,
+    eta=0.0,
+    noise_level=0.0,
+    guidance_scale=1.0,
+    clip=None,
+    threshold_scale=None,
+    clipped_eps=False,
+    output_x0=False,
+    noise=None,
+    seed=None,
+    uncond=None,
+    second=None,
+    uncond_second=None,
+    second_output=False,
+    scales=(1.0, 1.0),
+    table=None,
+    state=None,
+):
     """The step `kind` (one of KINDS) on 2-D (N, D) inputs of any strides: out (N, D),
     contiguous, or (out, out2) with `second_output`.
 
@@ -307,26 +398,53 @@ def diffusion_step(kind, x, m, schedule, *, prediction="eps", fixed_large=False,
     else:
         source = PER_ROW if any(isinstance(v, torch.Tensor) for v in values) else SCALAR
         pointers = [_pointer(v, x) for v in values]
-    kind_noise = GIVEN_NOISE if noise is not None else (
-        DRAWN_NOISE if seed is not None else NO_NOISE)
+    kind_noise = (
+        GIVEN_NOISE if noise is not None else (DRAWN_NOISE if seed is not None else NO_NOISE)
+    )
     clamp = THRESHOLD if threshold_scale is not None else (CLIP if clip is not None else NO_CLAMP)
     block_n, block_d = _tile(D)
     tensors = (uncond, second, uncond_second, noise)
-    launch(_step_kernel, (cdiv(N, block_n) * cdiv(D, block_d),),
-           x, m, *(t if t is not None else x for t in tensors), out,
-           out2 if second_output else out,
-           threshold_scale if threshold_scale is not None else x, *pointers,
-           state if state is not None else x,
-           *(_scalar(v) for v in values), float(scales[0]), float(scales[1]), float(eta),
-           float(noise_level), float(guidance_scale),
-           float(clip if clip is not None else float("inf")), int(seed or 0), N, D,
-           cdiv(D, 4), *(_stride(v) for v in values),
-           *x.stride(), *m.stride(), *(s for t in tensors for s in _strides(t)),
-           KIND=KINDS.index(kind), PREDICTION=PREDICTIONS.index(prediction),
-           FIXED_LARGE=fixed_large, SOURCE=source, NOISE=kind_noise, CLAMP=clamp,
-           CLIPPED_EPS=clipped_eps, OUTPUT_X0=output_x0, GUIDED=uncond is not None,
-           SECOND=second is not None, GUIDED2=uncond_second is not None, OUT2=second_output,
-           BLOCK_N=block_n, BLOCK_D=block_d)
+    launch(
+        _step_kernel,
+        (cdiv(N, block_n) * cdiv(D, block_d),),
+        x,
+        m,
+        *(t if t is not None else x for t in tensors),
+        out,
+        out2 if second_output else out,
+        threshold_scale if threshold_scale is not None else x,
+        *pointers,
+        state if state is not None else x,
+        *(_scalar(v) for v in values),
+        float(scales[0]),
+        float(scales[1]),
+        float(eta),
+        float(noise_level),
+        float(guidance_scale),
+        float(clip if clip is not None else float("inf")),
+        int(seed or 0),
+        N,
+        D,
+        cdiv(D, 4),
+        *(_stride(v) for v in values),
+        *x.stride(),
+        *m.stride(),
+        *(s for t in tensors for s in _strides(t)),
+        KIND=KINDS.index(kind),
+        PREDICTION=PREDICTIONS.index(prediction),
+        FIXED_LARGE=fixed_large,
+        SOURCE=source,
+        NOISE=kind_noise,
+        CLAMP=clamp,
+        CLIPPED_EPS=clipped_eps,
+        OUTPUT_X0=output_x0,
+        GUIDED=uncond is not None,
+        SECOND=second is not None,
+        GUIDED2=uncond_second is not None,
+        OUT2=second_output,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )
     return (out, out2) if second_output else out
 
 
@@ -361,16 +479,38 @@ def _loss_row(a, gamma, inv_d, PREDICTION: tl.constexpr, MIN_SNR: tl.constexpr):
 
 @triton.jit
 def _loss_error(m, x0, eps, rows, cols, mask, tx, tz, m0s, m1s, x0s, x1s, e0s, e1s):
-    return (_load(m, rows, cols, m0s, m1s, mask) - tx.to(tl.float32)
-            * _load(x0, rows, cols, x0s, x1s, mask)
-            - tz.to(tl.float32) * _load(eps, rows, cols, e0s, e1s, mask))
+    return (
+        _load(m, rows, cols, m0s, m1s, mask)
+        - tx.to(tl.float32) * _load(x0, rows, cols, x0s, x1s, mask)
+        - tz.to(tl.float32) * _load(eps, rows, cols, e0s, e1s, mask)
+    )
 
 
 @triton.jit
-def _loss_kernel(m, x0, eps, alpha_bar, loss, a_value: tl.float64, gamma: tl.float64,
-                 inv_d: tl.float64, a_stride, N, D,
-                 m0s, m1s, x0s, x1s, e0s, e1s, PREDICTION: tl.constexpr, MIN_SNR: tl.constexpr,
-                 SOURCE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _loss_kernel(
+    m,
+    x0,
+    eps,
+    alpha_bar,
+    loss,
+    a_value: tl.float64,
+    gamma: tl.float64,
+    inv_d: tl.float64,
+    a_stride,
+    N,
+    D,
+    m0s,
+    m1s,
+    x0s,
+    x1s,
+    e0s,
+    e1s,
+    PREDICTION: tl.constexpr,
+    MIN_SNR: tl.constexpr,
+    SOURCE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """loss[n] = w_n / D · Σ_d (m − target)²: a program sums BLOCK_N whole rows (no partials
     left for another op, and the same order on every run)."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)[:, None]
@@ -380,19 +520,45 @@ def _loss_kernel(m, x0, eps, alpha_bar, loss, a_value: tl.float64, gamma: tl.flo
     total = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     for start in range(0, D, BLOCK_D):
         cols = start + tl.arange(0, BLOCK_D)[None, :].to(tl.int64)
-        error = _loss_error(m, x0, eps, rows, cols, row_mask & (cols < D), tx, tz,
-                            m0s, m1s, x0s, x1s, e0s, e1s)
+        error = _loss_error(
+            m, x0, eps, rows, cols, row_mask & (cols < D), tx, tz, m0s, m1s, x0s, x1s, e0s, e1s
+        )
         total += error * error  # masked elements are 0 − 0 − 0
     row_loss = tl.sum(total, axis=1)[:, None].to(tl.float64) * scale
     tl.store(loss + rows, row_loss.to(loss.dtype.element_ty), mask=row_mask)
 
 
 @triton.jit
-def _loss_backward_kernel(m, x0, eps, alpha_bar, grad, d_m, d_x0, d_eps, a_value: tl.float64,
-                          gamma: tl.float64, inv_d: tl.float64, a_stride, grad_stride, N, D, m0s, m1s, x0s, x1s, e0s, e1s,
-                          PREDICTION: tl.constexpr, MIN_SNR: tl.constexpr, SOURCE: tl.constexpr,
-                          WANT_X0: tl.constexpr, WANT_EPS: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_D: tl.constexpr):
+def _loss_backward_kernel(
+    m,
+    x0,
+    eps,
+    alpha_bar,
+    grad,
+    d_m,
+    d_x0,
+    d_eps,
+    a_value: tl.float64,
+    gamma: tl.float64,
+    inv_d: tl.float64,
+    a_stride,
+    grad_stride,
+    N,
+    D,
+    m0s,
+    m1s,
+    x0s,
+    x1s,
+    e0s,
+    e1s,
+    PREDICTION: tl.constexpr,
+    MIN_SNR: tl.constexpr,
+    SOURCE: tl.constexpr,
+    WANT_X0: tl.constexpr,
+    WANT_EPS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """dL/dm = 2 g_n w_n / D · (m − target); dL/dx0 = −tx·dL/dm, dL/dε = −tz·dL/dm."""
     pid = tl.program_id(0).to(tl.int64)
     rows, start, cols, row_mask, mask = _tile_of(pid, N, D, BLOCK_N, BLOCK_D)
@@ -403,22 +569,33 @@ def _loss_backward_kernel(m, x0, eps, alpha_bar, grad, d_m, d_x0, d_eps, a_value
     d = factor * _loss_error(m, x0, eps, rows, cols, mask, tx, tz, m0s, m1s, x0s, x1s, e0s, e1s)
     tl.store(d_m + rows * D + cols, d.to(d_m.dtype.element_ty), mask=mask)
     if WANT_X0:
-        tl.store(d_x0 + rows * D + cols, (-tx.to(tl.float32) * d).to(d_x0.dtype.element_ty),
-                 mask=mask)
+        tl.store(
+            d_x0 + rows * D + cols, (-tx.to(tl.float32) * d).to(d_x0.dtype.element_ty), mask=mask
+        )
     if WANT_EPS:
-        tl.store(d_eps + rows * D + cols, (-tz.to(tl.float32) * d).to(d_eps.dtype.element_ty),
-                 mask=mask)
+        tl.store(
+            d_eps + rows * D + cols, (-tz.to(tl.float32) * d).to(d_eps.dtype.element_ty), mask=mask
+        )
 
 
 def _loss_arguments(alpha_bar, like, min_snr_gamma, prediction):
     """The alpha_bar pointer and scalars (ᾱ, γ, 1/D: an example of no elements loses 0), and
     the constexprs the loss kernels share."""
     per_row = isinstance(alpha_bar, torch.Tensor)
-    return ((_pointer(alpha_bar, like), _scalar(alpha_bar),
-             float(min_snr_gamma if min_snr_gamma is not None else 0.0),
-             1.0 / max(like.shape[1], 1), _stride(alpha_bar)),
-            dict(PREDICTION=PREDICTIONS.index(prediction), MIN_SNR=min_snr_gamma is not None,
-                 SOURCE=PER_ROW if per_row else SCALAR))
+    return (
+        (
+            _pointer(alpha_bar, like),
+            _scalar(alpha_bar),
+            float(min_snr_gamma if min_snr_gamma is not None else 0.0),
+            1.0 / max(like.shape[1], 1),
+            _stride(alpha_bar),
+        ),
+        dict(
+            PREDICTION=PREDICTIONS.index(prediction),
+            MIN_SNR=min_snr_gamma is not None,
+            SOURCE=PER_ROW if per_row else SCALAR,
+        ),
+    )
 
 
 def diffusion_loss(m, x0, eps, alpha_bar, loss_dtype, *, prediction="eps", min_snr_gamma=None):
@@ -430,14 +607,39 @@ def diffusion_loss(m, x0, eps, alpha_bar, loss_dtype, *, prediction="eps", min_s
     block_d = min(512, max(16, next_power_of_2(D)))  # 1024 spills on sm_90
     block_n = max(1, min(4096 if INTERPRETED else 1024, 16 * block_d) // block_d)
     pointer_and_scalars, flags = _loss_arguments(alpha_bar, m, min_snr_gamma, prediction)
-    launch(_loss_kernel, (cdiv(N, block_n),), m, x0, eps, pointer_and_scalars[0], loss,
-           *pointer_and_scalars[1:], N, D, *m.stride(), *x0.stride(), *eps.stride(),
-           **flags, BLOCK_N=block_n, BLOCK_D=block_d)
+    launch(
+        _loss_kernel,
+        (cdiv(N, block_n),),
+        m,
+        x0,
+        eps,
+        pointer_and_scalars[0],
+        loss,
+        *pointer_and_scalars[1:],
+        N,
+        D,
+        *m.stride(),
+        *x0.stride(),
+        *eps.stride(),
+        **flags,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )
     return loss
 
 
-def diffusion_loss_backward(grad, m, x0, eps, alpha_bar, *, prediction="eps", min_snr_gamma=None,
-                            want_x0=False, want_eps=False):
+def diffusion_loss_backward(
+    grad,
+    m,
+    x0,
+    eps,
+    alpha_bar,
+    *,
+    prediction="eps",
+    min_snr_gamma=None,
+    want_x0=False,
+    want_eps=False,
+):
     """(dL/dm, dL/dx0 or None, dL/dε or None), each (N, D) contiguous, for the (N,) grad."""
     N, D = m.shape
     d_m = empty((N, D), m.dtype, m.device)
@@ -446,13 +648,31 @@ def diffusion_loss_backward(grad, m, x0, eps, alpha_bar, *, prediction="eps", mi
     if N * D > 0:
         block_n, block_d = _tile(D)
         pointer_and_scalars, flags = _loss_arguments(alpha_bar, m, min_snr_gamma, prediction)
-        launch(_loss_backward_kernel, (cdiv(N, block_n) * cdiv(D, block_d),),
-               m, x0, eps, pointer_and_scalars[0], grad, d_m,
-               d_x0 if want_x0 else d_m, d_eps if want_eps else d_m, *pointer_and_scalars[1:],
-               grad.stride(0), N, D, *m.stride(), *x0.stride(), *eps.stride(), **flags, WANT_X0=want_x0,
-               WANT_EPS=want_eps, BLOCK_N=block_n, BLOCK_D=block_d)
+        launch(
+            _loss_backward_kernel,
+            (cdiv(N, block_n) * cdiv(D, block_d),),
+            m,
+            x0,
+            eps,
+            pointer_and_scalars[0],
+            grad,
+            d_m,
+            d_x0 if want_x0 else d_m,
+            d_eps if want_eps else d_m,
+            *pointer_and_scalars[1:],
+            grad.stride(0),
+            N,
+            D,
+            *m.stride(),
+            *x0.stride(),
+            *eps.stride(),
+            **flags,
+            WANT_X0=want_x0,
+            WANT_EPS=want_eps,
+            BLOCK_N=block_n,
+            BLOCK_D=block_d,
+        )
     return d_m, d_x0, d_eps
 
 
-__all__ = ["KINDS", "TABLE_COLUMNS", "diffusion_loss", "diffusion_loss_backward",
-           "diffusion_step"]
+__all__ = ["KINDS", "TABLE_COLUMNS", "diffusion_loss", "diffusion_loss_backward", "diffusion_step"]

@@ -50,15 +50,42 @@ def _exp_minus_1_minus(x):
     """e^x − 1 − x without cancellation: its Taylor series to x^8 where |x| < 0.5 (truncation
     below 4e-8 relative), the plain difference elsewhere (there the result is at least 0.1).
     In the KL's s² − 1 − log_var, a log-variance near 0 would otherwise cancel to noise."""
-    series = x * x * (1 / 2 + x * (1 / 6 + x * (1 / 24 + x * (1 / 120 + x * (
-        1 / 720 + x * (1 / 5040 + x * (1 / 40320)))))))
+    series = (
+        x
+        * x
+        * (
+            1 / 2
+            + x
+            * (
+                1 / 6
+                + x * (1 / 24 + x * (1 / 120 + x * (1 / 720 + x * (1 / 5040 + x * (1 / 40320)))))
+            )
+        )
+    )
     return tl.where(tl.abs(x) < 0.5, series, tl.exp(x) - 1.0 - x)
 
 
 @triton.jit
-def _load_tile(mean, log_var, noise, seed, rows, cols, col_start, mask, QUADS,
-               m0, m1, l0, l1, e0, e1,
-               GIVEN_NOISE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _load_tile(
+    mean,
+    log_var,
+    noise,
+    seed,
+    rows,
+    cols,
+    col_start,
+    mask,
+    QUADS,
+    m0,
+    m1,
+    l0,
+    l1,
+    e0,
+    e1,
+    GIVEN_NOISE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """mu, log_var and eps of one (rows x cols) tile, in fp32."""
     mu = tl.load(mean + rows * m0 + cols * m1, mask=mask, other=0.0).to(tl.float32)
     lv = tl.load(log_var + rows * l0 + cols * l1, mask=mask, other=0.0).to(tl.float32)
@@ -70,9 +97,29 @@ def _load_tile(mean, log_var, noise, seed, rows, cols, col_start, mask, QUADS,
 
 
 @triton.jit(do_not_specialize=["seed"])
-def _forward_kernel(mean, log_var, noise, z, kl_parts, seed, N, D, QUADS, SPLITS,
-                    m0, m1, l0, l1, e0, e1, z0, z1,
-                    GIVEN_NOISE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _forward_kernel(
+    mean,
+    log_var,
+    noise,
+    z,
+    kl_parts,
+    seed,
+    N,
+    D,
+    QUADS,
+    SPLITS,
+    m0,
+    m1,
+    l0,
+    l1,
+    e0,
+    e1,
+    z0,
+    z1,
+    GIVEN_NOISE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     # One program: BLOCK_N rows over the split-th stretch of D; its KL partial sums go to
     # kl_parts[split, rows] (the kl output itself when SPLITS is 1).
     pid = tl.program_id(0).to(tl.int64)
@@ -84,8 +131,26 @@ def _forward_kernel(mean, log_var, noise, z, kl_parts, seed, N, D, QUADS, SPLITS
     for start in range(first, tl.minimum(first + per_split, D), BLOCK_D):
         cols = start + tl.arange(0, BLOCK_D)[None, :]
         mask = (rows < N) & (cols < D)
-        mu, lv, eps = _load_tile(mean, log_var, noise, seed, rows, cols, start, mask, QUADS,
-                                 m0, m1, l0, l1, e0, e1, GIVEN_NOISE, BLOCK_N, BLOCK_D)
+        mu, lv, eps = _load_tile(
+            mean,
+            log_var,
+            noise,
+            seed,
+            rows,
+            cols,
+            start,
+            mask,
+            QUADS,
+            m0,
+            m1,
+            l0,
+            l1,
+            e0,
+            e1,
+            GIVEN_NOISE,
+            BLOCK_N,
+            BLOCK_D,
+        )
         s = tl.exp(0.5 * lv)
         tl.store(z + rows * z0 + cols * z1, (mu + s * eps).to(z.dtype.element_ty), mask=mask)
         kl_acc += tl.where(mask, mu * mu + _exp_minus_1_minus(lv), 0.0)
@@ -95,9 +160,32 @@ def _forward_kernel(mean, log_var, noise, z, kl_parts, seed, N, D, QUADS, SPLITS
 
 
 @triton.jit(do_not_specialize=["seed"])
-def _backward_kernel(grad_z, grad_kl, mean, log_var, noise, d_mean, d_log_var, d_noise, seed,
-                     N, D, QUADS, m0, m1, l0, l1, e0, e1, g0, g1, k0,
-                     GIVEN_NOISE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _backward_kernel(
+    grad_z,
+    grad_kl,
+    mean,
+    log_var,
+    noise,
+    d_mean,
+    d_log_var,
+    d_noise,
+    seed,
+    N,
+    D,
+    QUADS,
+    m0,
+    m1,
+    l0,
+    l1,
+    e0,
+    e1,
+    g0,
+    g1,
+    k0,
+    GIVEN_NOISE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     # One program per (rows x cols) tile, on a 1-D grid (no 65,535 limit). Inputs may be strided;
     # the gradients are allocated contiguous (N, D).
     pid = tl.program_id(0).to(tl.int64)
@@ -106,8 +194,26 @@ def _backward_kernel(grad_z, grad_kl, mean, log_var, noise, d_mean, d_log_var, d
     start = (pid % col_blocks) * BLOCK_D
     cols = start + tl.arange(0, BLOCK_D)[None, :]
     mask = (rows < N) & (cols < D)
-    mu, lv, eps = _load_tile(mean, log_var, noise, seed, rows, cols, start, mask, QUADS,
-                             m0, m1, l0, l1, e0, e1, GIVEN_NOISE, BLOCK_N, BLOCK_D)
+    mu, lv, eps = _load_tile(
+        mean,
+        log_var,
+        noise,
+        seed,
+        rows,
+        cols,
+        start,
+        mask,
+        QUADS,
+        m0,
+        m1,
+        l0,
+        l1,
+        e0,
+        e1,
+        GIVEN_NOISE,
+        BLOCK_N,
+        BLOCK_D,
+    )
     dz = tl.load(grad_z + rows * g0 + cols * g1, mask=mask, other=0.0).to(tl.float32)
     dkl = tl.load(grad_kl + rows * k0, mask=rows < N, other=0.0).to(tl.float32)
     s = tl.exp(0.5 * lv)
@@ -137,10 +243,27 @@ def gaussian_reparam_kl_forward(mean, log_var, noise, seed):
     splits = max(1, min(cdiv(D, block_d), num_programs_target(mean.device) // row_blocks))
     kl = empty((N,), mean.dtype, mean.device)
     kl_parts = partial_sums(kl, splits)
-    launch(_forward_kernel, (row_blocks * splits,),
-           mean, log_var, noise if noise is not None else mean, z, kl_parts, seed, N, D,
-           cdiv(D, 4), splits, *mean.stride(), *log_var.stride(), *_strides(noise),
-           *z.stride(), GIVEN_NOISE=noise is not None, BLOCK_N=block_n, BLOCK_D=block_d)
+    launch(
+        _forward_kernel,
+        (row_blocks * splits,),
+        mean,
+        log_var,
+        noise if noise is not None else mean,
+        z,
+        kl_parts,
+        seed,
+        N,
+        D,
+        cdiv(D, 4),
+        splits,
+        *mean.stride(),
+        *log_var.stride(),
+        *_strides(noise),
+        *z.stride(),
+        GIVEN_NOISE=noise is not None,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )
     sum_splits(kl_parts, kl)
     return z, kl
 
@@ -153,9 +276,28 @@ def gaussian_reparam_kl_backward(grad_z, grad_kl, mean, log_var, noise, seed):
     if N * D == 0:
         return d_mean, d_log_var, d_noise
     block_n, block_d = _tile()
-    launch(_backward_kernel, (cdiv(N, block_n) * cdiv(D, block_d),),
-           grad_z, grad_kl, mean, log_var, noise if noise is not None else mean, d_mean,
-           d_log_var, d_noise if d_noise is not None else d_mean, seed, N, D, cdiv(D, 4),
-           *mean.stride(), *log_var.stride(), *_strides(noise), *grad_z.stride(), grad_kl.stride(0),
-           GIVEN_NOISE=noise is not None, BLOCK_N=block_n, BLOCK_D=block_d)
+    launch(
+        _backward_kernel,
+        (cdiv(N, block_n) * cdiv(D, block_d),),
+        grad_z,
+        grad_kl,
+        mean,
+        log_var,
+        noise if noise is not None else mean,
+        d_mean,
+        d_log_var,
+        d_noise if d_noise is not None else d_mean,
+        seed,
+        N,
+        D,
+        cdiv(D, 4),
+        *mean.stride(),
+        *log_var.stride(),
+        *_strides(noise),
+        *grad_z.stride(),
+        grad_kl.stride(0),
+        GIVEN_NOISE=noise is not None,
+        BLOCK_N=block_n,
+        BLOCK_D=block_d,
+    )
     return d_mean, d_log_var, d_noise

@@ -29,16 +29,31 @@ def masked_conv2d_forward(x, weight, bias, residual, mask, table, channel_mask, 
     `activation` a name of _conv.ACTIVATIONS. The kernels load the mask only where it switches
     off channel pairs at an active tap (`channel_mask`, colour groups); else the taps say all."""
     N, _, H, W = x.shape
-    y = convolve(_flat(x), _flat(weight.contiguous()), bias, 1, _taps(table, W), activation,
-                 _flat(residual), mask=_flat(mask) if channel_mask else None)
+    y = convolve(
+        _flat(x),
+        _flat(weight.contiguous()),
+        bias,
+        1,
+        _taps(table, W),
+        activation,
+        _flat(residual),
+        mask=_flat(mask) if channel_mask else None,
+    )
     return y.view(N, y.shape[1], H, W)
 
 
 def masked_conv2d_backward(grad_y, x, weight, bias, mask, table, channel_mask, activation):
     """(dx, dweight, dbias or None) of masked_conv2d_forward's output (a residual's gradient is
     grad_y itself); dweight is exactly zero where the mask is off."""
-    dx, dw, db = convolution_backward(_flat(grad_y), _flat(x), _flat(weight.contiguous()), bias,
-                                      1, _taps(table, x.shape[3]), activation,
-                                      mask=_flat(mask) if channel_mask else None,
-                                      keep=_flat(mask))
+    dx, dw, db = convolution_backward(
+        _flat(grad_y),
+        _flat(x),
+        _flat(weight.contiguous()),
+        bias,
+        1,
+        _taps(table, x.shape[3]),
+        activation,
+        mask=_flat(mask) if channel_mask else None,
+        keep=_flat(mask),
+    )
     return dx.view(x.shape), dw.view(weight.shape), db

@@ -60,12 +60,10 @@ L = log dy/dx (L(xi; s, d_k, d_{k+1})):
 
 import collections
 
-
 import triton
 import triton.language as tl
 
 from ._runtime import INTERPRETED, cdiv, empty, launch, next_power_of_2
-
 
 # How unnormalised parameters become shares and knot derivatives: the minimum bin width and
 # height (shares of the interval), the minimum inner derivative (softplus), the soft clips' 1 / c
@@ -73,8 +71,8 @@ from ._runtime import INTERPRETED, cdiv, empty, launch, next_power_of_2
 # the interval (-B, B] (zuko) or min_derivative + softplus on [-B, B] (nflows). NFLOWS is
 # nflows' defaults.
 Parameterisation = collections.namedtuple(
-    "Parameterisation", "min_bin_width min_bin_height min_derivative clip clip_derivative "
-    "zuko")
+    "Parameterisation", "min_bin_width min_bin_height min_derivative clip clip_derivative zuko"
+)
 NFLOWS = Parameterisation(1e-3, 1e-3, 1e-3, 0.0, 0.0, False)
 
 
@@ -159,9 +157,35 @@ def _last_knot(derivs, rows, row_mask, sd0, sd1, K: tl.constexpr):
 
 
 @triton.jit
-def _locate(x, widths, heights, derivs, rows, N, x_low, x_high, y_low, y_high, min_w, min_h,
-            min_d, clip, clip_d, sx, sw0, sw1, sh0, sh1, sd0, sd1, K: tl.constexpr,
-            KP: tl.constexpr, REVERSE: tl.constexpr, ZUKO: tl.constexpr, ENDS: tl.constexpr):
+def _locate(
+    x,
+    widths,
+    heights,
+    derivs,
+    rows,
+    N,
+    x_low,
+    x_high,
+    y_low,
+    y_high,
+    min_w,
+    min_h,
+    min_d,
+    clip,
+    clip_d,
+    sx,
+    sw0,
+    sw1,
+    sh0,
+    sh1,
+    sd0,
+    sd1,
+    K: tl.constexpr,
+    KP: tl.constexpr,
+    REVERSE: tl.constexpr,
+    ZUKO: tl.constexpr,
+    ENDS: tl.constexpr,
+):
     """Everything about the bins of `rows` (1-D): the input, its clamped value v, whether it was
     inside its interval ([x_low, x_high] forward, [y_low, y_high] inverse), its bin k, that
     bin's shares and knots, its knot derivatives, and the tiles the backward pass needs. ENDS:
@@ -182,27 +206,39 @@ def _locate(x, widths, heights, derivs, rows, N, x_low, x_high, y_low, y_high, m
     tile_rows = rows[:, None]
     tile_mask = row_mask[:, None]
     cols = tl.arange(0, KP)[None, :]
-    pw, sw, bw, aw, kw = _bin(widths, tile_rows, cols, tile_mask, v, sw0, sw1, x_low, x_high,
-                              min_w, clip, K)
-    ph, sh, bh, ah, kh = _bin(heights, tile_rows, cols, tile_mask, v, sh0, sh1, y_low, y_high,
-                              min_h, clip, K)
+    pw, sw, bw, aw, kw = _bin(
+        widths, tile_rows, cols, tile_mask, v, sw0, sw1, x_low, x_high, min_w, clip, K
+    )
+    ph, sh, bh, ah, kh = _bin(
+        heights, tile_rows, cols, tile_mask, v, sh0, sh1, y_low, y_high, min_h, clip, K
+    )
     k = kh if REVERSE else kw
     onehot = cols == k[:, None]
     share_w, before_w, after_w = _pick(sw, onehot), _pick(bw, onehot), _pick(aw, onehot)
     share_h, before_h, after_h = _pick(sh, onehot), _pick(bh, onehot), _pick(ah, onehot)
     if ENDS:  # knots 0 .. K - 1 in the tile, knot K alone
-        du = tl.load(derivs + tile_rows * sd0 + cols * sd1, mask=tile_mask & (cols < K),
-                     other=0.0).to(tl.float32)
+        du = tl.load(
+            derivs + tile_rows * sd0 + cols * sd1, mask=tile_mask & (cols < K), other=0.0
+        ).to(tl.float32)
         d_left = _derivative(_pick(du, onehot), min_d, clip_d, ZUKO)
-        d_right = _derivative(tl.where(k == K - 1, _last_knot(derivs, rows, row_mask, sd0, sd1, K),
-                                       _pick(du, cols == k[:, None] + 1)), min_d, clip_d, ZUKO)
+        d_right = _derivative(
+            tl.where(
+                k == K - 1,
+                _last_knot(derivs, rows, row_mask, sd0, sd1, K),
+                _pick(du, cols == k[:, None] + 1),
+            ),
+            min_d,
+            clip_d,
+            ZUKO,
+        )
     else:
-        du = tl.load(derivs + tile_rows * sd0 + cols * sd1, mask=tile_mask & (cols < K - 1),
-                     other=0.0).to(tl.float32)
-        d_left = tl.where(k == 0, 1.0, _derivative(_pick(du, cols == k[:, None] - 1), min_d,
-                                                   clip_d, ZUKO))
-        d_right = tl.where(k == K - 1, 1.0, _derivative(_pick(du, onehot), min_d, clip_d,
-                                                        ZUKO))
+        du = tl.load(
+            derivs + tile_rows * sd0 + cols * sd1, mask=tile_mask & (cols < K - 1), other=0.0
+        ).to(tl.float32)
+        d_left = tl.where(
+            k == 0, 1.0, _derivative(_pick(du, cols == k[:, None] - 1), min_d, clip_d, ZUKO)
+        )
+        d_right = tl.where(k == K - 1, 1.0, _derivative(_pick(du, onehot), min_d, clip_d, ZUKO))
     x_k = _knot(before_w, after_w, x_low, x_high)
     x_next = _knot(before_w + share_w, after_w - share_w, x_low, x_high)  # x_high: last bin
     y_k = _knot(before_h, after_h, y_low, y_high)
@@ -214,8 +250,27 @@ def _locate(x, widths, heights, derivs, rows, N, x_low, x_high, y_low, y_high, m
     # whether the bin lies more right than left: then its gradient goes through its right knot
     x_from_right = before_w > after_w - share_w
     y_from_right = before_h > after_h - share_h
-    return (value, v, inside, k, cols, pw, ph, du, x_k, x_next, w_k, y_k, y_next, h_k, s,
-            d_left, d_right, x_from_right, y_from_right)
+    return (
+        value,
+        v,
+        inside,
+        k,
+        cols,
+        pw,
+        ph,
+        du,
+        x_k,
+        x_next,
+        w_k,
+        y_k,
+        y_next,
+        h_k,
+        s,
+        d_left,
+        d_right,
+        x_from_right,
+        y_from_right,
+    )
 
 
 @triton.jit
@@ -230,8 +285,12 @@ def _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right, REVERSE: t
         root = tl.sqrt(m * m + 4.0 * s * s * delta * delta_next)
         # the form from the nearer knot while its b >= 0 (then it cannot cancel), else the other
         from_left = (b >= 0.0) & ((delta <= delta_next) | (b_next < 0.0))
-        q = 2.0 * s * tl.where(from_left, delta, delta_next) / (tl.where(from_left, b, b_next)
-                                                                 + root)
+        q = (
+            2.0
+            * s
+            * tl.where(from_left, delta, delta_next)
+            / (tl.where(from_left, b, b_next) + root)
+        )
         q = tl.minimum(q, 1.0)
         xi = tl.where(from_left, q, 1.0 - q)
         one_m = tl.where(from_left, 1.0 - q, q)
@@ -245,8 +304,11 @@ def _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right, REVERSE: t
         t = xi * one_m
         denominator = s * (xi * xi + one_m * one_m) + (d_left + d_right) * t
         # from the nearer knot: 1 - N / D = (s (1 - xi)² + d_{k+1} xi (1 - xi)) / D
-        out = tl.where(xi <= 0.5, y_k + h_k * (s * xi * xi + d_left * t) / denominator,
-                       y_next - h_k * (s * one_m * one_m + d_right * t) / denominator)
+        out = tl.where(
+            xi <= 0.5,
+            y_k + h_k * (s * xi * xi + d_left * t) / denominator,
+            y_next - h_k * (s * one_m * one_m + d_right * t) / denominator,
+        )
     return xi, one_m, out
 
 
@@ -260,30 +322,101 @@ def _log_derivative(xi, one_m, s, d_left, d_right):
 
 
 @triton.jit
-def _forward_kernel(x, widths, heights, derivs, y, lad, N, x_low, x_high, y_low, y_high, min_w,
-                    min_h, min_d, clip, clip_d, sx, sw0, sw1, sh0, sh1, sd0, sd1,
-                    K: tl.constexpr, KP: tl.constexpr, REVERSE: tl.constexpr,
-                    ZUKO: tl.constexpr, ENDS: tl.constexpr, BLOCK: tl.constexpr):
+def _forward_kernel(
+    x,
+    widths,
+    heights,
+    derivs,
+    y,
+    lad,
+    N,
+    x_low,
+    x_high,
+    y_low,
+    y_high,
+    min_w,
+    min_h,
+    min_d,
+    clip,
+    clip_d,
+    sx,
+    sw0,
+    sw1,
+    sh0,
+    sh1,
+    sd0,
+    sd1,
+    K: tl.constexpr,
+    KP: tl.constexpr,
+    REVERSE: tl.constexpr,
+    ZUKO: tl.constexpr,
+    ENDS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK + tl.arange(0, BLOCK)
-    (value, v, inside, k, cols, pw, ph, du, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left,
-     d_right, x_from_right, y_from_right) = _locate(
-        x, widths, heights, derivs, rows, N, x_low, x_high, y_low, y_high, min_w, min_h, min_d,
-        clip, clip_d, sx, sw0, sw1, sh0, sh1, sd0, sd1, K, KP, REVERSE, ZUKO, ENDS)
-    xi, one_m, out = _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right,
-                              REVERSE)
+    (
+        value,
+        v,
+        inside,
+        k,
+        cols,
+        pw,
+        ph,
+        du,
+        x_k,
+        x_next,
+        w_k,
+        y_k,
+        y_next,
+        h_k,
+        s,
+        d_left,
+        d_right,
+        x_from_right,
+        y_from_right,
+    ) = _locate(
+        x,
+        widths,
+        heights,
+        derivs,
+        rows,
+        N,
+        x_low,
+        x_high,
+        y_low,
+        y_high,
+        min_w,
+        min_h,
+        min_d,
+        clip,
+        clip_d,
+        sx,
+        sw0,
+        sw1,
+        sh0,
+        sh1,
+        sd0,
+        sd1,
+        K,
+        KP,
+        REVERSE,
+        ZUKO,
+        ENDS,
+    )
+    xi, one_m, out = _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right, REVERSE)
     logabsdet = _log_derivative(xi, one_m, s, d_left, d_right)
     if REVERSE:
         logabsdet = -logabsdet
     row_mask = rows < N
     tl.store(y + rows, tl.where(inside, out, value).to(y.dtype.element_ty), mask=row_mask)
-    tl.store(lad + rows, tl.where(inside, logabsdet, 0.0).to(lad.dtype.element_ty),
-             mask=row_mask)
+    tl.store(lad + rows, tl.where(inside, logabsdet, 0.0).to(lad.dtype.element_ty), mask=row_mask)
 
 
 @triton.jit
-def _softmax_backward(p, cols, k, from_right, g_knot, g_size, span, minimum, clip_slope,
-                      K: tl.constexpr):
+def _softmax_backward(
+    p, cols, k, from_right, g_knot, g_size, span, minimum, clip_slope, K: tl.constexpr
+):
     """Gradient of the unnormalised sizes from those of bin k's left knot and size, on an
     interval [low, high] of length `span` (2B for [-B, B]). The knot is
     low + span (share_0 + ... + share_{k-1}) and the size span share_k; or, `from_right`, the
@@ -295,9 +428,11 @@ def _softmax_backward(p, cols, k, from_right, g_knot, g_size, span, minimum, cli
     derivative at each unnormalised size."""
     kk = k[:, None]
     right = from_right[:, None]
-    g_share = span * (tl.where(right & (cols > kk), -g_knot[:, None], 0.0)
-                             + tl.where(~right & (cols < kk), g_knot[:, None], 0.0)
-                             + tl.where(cols == kk, g_size[:, None], 0.0))
+    g_share = span * (
+        tl.where(right & (cols > kk), -g_knot[:, None], 0.0)
+        + tl.where(~right & (cols < kk), g_knot[:, None], 0.0)
+        + tl.where(cols == kk, g_size[:, None], 0.0)
+    )
     g_p = (1.0 - minimum * K) * g_share
     return clip_slope * p * (g_p - tl.sum(p * g_p, axis=1)[:, None])
 
@@ -312,22 +447,98 @@ def _clip_slope(ptr, rows, cols, mask, s0, s1, clip):
 
 
 @triton.jit
-def _backward_kernel(grad_y, grad_lad, x, widths, heights, derivs, dx, dwidths, dheights,
-                     dderivs, N, x_low, x_high, y_low, y_high, min_w, min_h, min_d, clip, clip_d,
-                     sgy, sgl, sx, sw0, sw1, sh0, sh1, sd0, sd1, K: tl.constexpr,
-                     KP: tl.constexpr, REVERSE: tl.constexpr, ZUKO: tl.constexpr,
-                     ENDS: tl.constexpr, BLOCK: tl.constexpr):
+def _backward_kernel(
+    grad_y,
+    grad_lad,
+    x,
+    widths,
+    heights,
+    derivs,
+    dx,
+    dwidths,
+    dheights,
+    dderivs,
+    N,
+    x_low,
+    x_high,
+    y_low,
+    y_high,
+    min_w,
+    min_h,
+    min_d,
+    clip,
+    clip_d,
+    sgy,
+    sgl,
+    sx,
+    sw0,
+    sw1,
+    sh0,
+    sh1,
+    sd0,
+    sd1,
+    K: tl.constexpr,
+    KP: tl.constexpr,
+    REVERSE: tl.constexpr,
+    ZUKO: tl.constexpr,
+    ENDS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK + tl.arange(0, BLOCK)
     row_mask = rows < N
-    (value, v, inside, k, cols, pw, ph, du, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left,
-     d_right, x_from_right, y_from_right) = _locate(
-        x, widths, heights, derivs, rows, N, x_low, x_high, y_low, y_high, min_w, min_h, min_d,
-        clip, clip_d, sx, sw0, sw1, sh0, sh1, sd0, sd1, K, KP, REVERSE, ZUKO, ENDS)
+    (
+        value,
+        v,
+        inside,
+        k,
+        cols,
+        pw,
+        ph,
+        du,
+        x_k,
+        x_next,
+        w_k,
+        y_k,
+        y_next,
+        h_k,
+        s,
+        d_left,
+        d_right,
+        x_from_right,
+        y_from_right,
+    ) = _locate(
+        x,
+        widths,
+        heights,
+        derivs,
+        rows,
+        N,
+        x_low,
+        x_high,
+        y_low,
+        y_high,
+        min_w,
+        min_h,
+        min_d,
+        clip,
+        clip_d,
+        sx,
+        sw0,
+        sw1,
+        sh0,
+        sh1,
+        sd0,
+        sd1,
+        K,
+        KP,
+        REVERSE,
+        ZUKO,
+        ENDS,
+    )
     gy = tl.load(grad_y + rows * sgy, mask=row_mask, other=0.0).to(tl.float32)
     gl = tl.load(grad_lad + rows * sgl, mask=row_mask, other=0.0).to(tl.float32)
-    xi, one_m, out = _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right,
-                              REVERSE)
+    xi, one_m, out = _solve(v, x_k, x_next, w_k, y_k, y_next, h_k, s, d_left, d_right, REVERSE)
 
     # partial derivatives of F = y_k + h_k N / D and of L = log dy/dx at (xi, s, d_k, d_{k+1}),
     # each written as sums of positive terms where it can be (xi + one_m = 1)
@@ -345,8 +556,10 @@ def _backward_kernel(grad_y, grad_lad, x, widths, heights, derivs, dx, dwidths, 
     f_s = h_k * t * (d_right * xi2 - d_left * om2) * inv_den2
     f_dl = h_k * t * (s * om2 + d_right * t) * inv_den2
     f_dr = -h_k * num_f * t * inv_den2
-    l_xi = (2.0 * (d_right * xi + s * (one_m - xi) - d_left * one_m) * inv_num_l
-            - 2.0 * curvature * (one_m - xi) * inv_den)
+    l_xi = (
+        2.0 * (d_right * xi + s * (one_m - xi) - d_left * one_m) * inv_num_l
+        - 2.0 * curvature * (one_m - xi) * inv_den
+    )
     l_s = 2.0 / s + 2.0 * t * inv_num_l - 2.0 * (xi2 + om2) * inv_den
     l_dl = om2 * inv_num_l - 2.0 * t * inv_den
     l_dr = xi2 * inv_num_l - 2.0 * t * inv_den
@@ -395,35 +608,65 @@ def _backward_kernel(grad_y, grad_lad, x, widths, heights, derivs, dx, dwidths, 
     tile_rows = rows[:, None]
     tile_mask = row_mask[:, None]
     bins = tile_mask & (cols < K)
-    g_widths = _softmax_backward(pw, cols, k, x_from_right, g_xk, g_wk, x_high - x_low, min_w,
-                                 _clip_slope(widths, tile_rows, cols, bins, sw0, sw1, clip), K)
+    g_widths = _softmax_backward(
+        pw,
+        cols,
+        k,
+        x_from_right,
+        g_xk,
+        g_wk,
+        x_high - x_low,
+        min_w,
+        _clip_slope(widths, tile_rows, cols, bins, sw0, sw1, clip),
+        K,
+    )
     tl.store(dwidths + tile_rows * K + cols, g_widths.to(out_ty), mask=bins)
-    g_heights = _softmax_backward(ph, cols, k, y_from_right, g_yk, g_hk, y_high - y_low, min_h,
-                                  _clip_slope(heights, tile_rows, cols, bins, sh0, sh1, clip), K)
+    g_heights = _softmax_backward(
+        ph,
+        cols,
+        k,
+        y_from_right,
+        g_yk,
+        g_hk,
+        y_high - y_low,
+        min_h,
+        _clip_slope(heights, tile_rows, cols, bins, sh0, sh1, clip),
+        K,
+    )
     tl.store(dheights + tile_rows * K + cols, g_heights.to(out_ty), mask=bins)
     slope = _derivative_slope(du, clip_d, ZUKO)
     kk = k[:, None]
     if ENDS:  # column j: knot j; knot K's column stored alone
-        g_du = slope * (tl.where(cols == kk, g_dl[:, None], 0.0)
-                        + tl.where(cols == kk + 1, g_dr[:, None], 0.0))
-        tl.store(dderivs + tile_rows * (K + 1) + cols, g_du.to(out_ty),
-                 mask=tile_mask & (cols < K))
+        g_du = slope * (
+            tl.where(cols == kk, g_dl[:, None], 0.0) + tl.where(cols == kk + 1, g_dr[:, None], 0.0)
+        )
+        tl.store(dderivs + tile_rows * (K + 1) + cols, g_du.to(out_ty), mask=tile_mask & (cols < K))
         # (knot K's value reloaded: cheaper than holding it through the backward pass)
         u_last = _last_knot(derivs, rows, row_mask, sd0, sd1, K)
         g_last = tl.where(k == K - 1, g_dr * _derivative_slope(u_last, clip_d, ZUKO), 0.0)
         tl.store(dderivs + rows * (K + 1) + K, g_last.to(out_ty), mask=row_mask)
     else:  # column j: knot j + 1
-        g_du = slope * (tl.where(cols == kk - 1, g_dl[:, None], 0.0)
-                        + tl.where(cols == kk, g_dr[:, None], 0.0))
-        tl.store(dderivs + tile_rows * (K - 1) + cols, g_du.to(out_ty),
-                 mask=tile_mask & (cols < K - 1))
+        g_du = slope * (
+            tl.where(cols == kk - 1, g_dl[:, None], 0.0) + tl.where(cols == kk, g_dr[:, None], 0.0)
+        )
+        tl.store(
+            dderivs + tile_rows * (K - 1) + cols, g_du.to(out_ty), mask=tile_mask & (cols < K - 1)
+        )
 
 
 def _scalars(parameterisation):
     """The kernels' float arguments and ZUKO of a Parameterisation."""
     p = parameterisation
-    return ((float(p.min_bin_width), float(p.min_bin_height), float(p.min_derivative),
-             float(p.clip), float(p.clip_derivative)), bool(p.zuko))
+    return (
+        (
+            float(p.min_bin_width),
+            float(p.min_bin_height),
+            float(p.min_derivative),
+            float(p.clip),
+            float(p.clip_derivative),
+        ),
+        bool(p.zuko),
+    )
 
 
 def rq_spline_forward(x, widths, heights, derivatives, box, reverse, parameterisation=NFLOWS):
@@ -437,15 +680,36 @@ def rq_spline_forward(x, widths, heights, derivatives, box, reverse, parameteris
         return y, lad
     block, kp, warps = _tile(K)
     scalars, zuko = _scalars(parameterisation)
-    launch(_forward_kernel, (cdiv(N, block),), x, widths, heights, derivatives, y, lad,
-           N, *box, *scalars, x.stride(0), *widths.stride(), *heights.stride(),
-           *derivatives.stride(), K=K, KP=kp, REVERSE=reverse, ZUKO=zuko,
-           ENDS=derivatives.shape[1] == K + 1, BLOCK=block, num_warps=warps)
+    launch(
+        _forward_kernel,
+        (cdiv(N, block),),
+        x,
+        widths,
+        heights,
+        derivatives,
+        y,
+        lad,
+        N,
+        *box,
+        *scalars,
+        x.stride(0),
+        *widths.stride(),
+        *heights.stride(),
+        *derivatives.stride(),
+        K=K,
+        KP=kp,
+        REVERSE=reverse,
+        ZUKO=zuko,
+        ENDS=derivatives.shape[1] == K + 1,
+        BLOCK=block,
+        num_warps=warps,
+    )
     return y, lad
 
 
-def rq_spline_backward(grad_y, grad_lad, x, widths, heights, derivatives, box, reverse,
-                       parameterisation=NFLOWS):
+def rq_spline_backward(
+    grad_y, grad_lad, x, widths, heights, derivatives, box, reverse, parameterisation=NFLOWS
+):
     """(dx (N,), dwidths (N, K), dheights (N, K), dderivatives (shaped as derivatives)),
     contiguous, from the gradients of y and logabsdet (N,)."""
     N, K = widths.shape
@@ -457,9 +721,34 @@ def rq_spline_backward(grad_y, grad_lad, x, widths, heights, derivatives, box, r
         return dx, dwidths, dheights, dderivs
     block, kp, warps = _tile(K)
     scalars, zuko = _scalars(parameterisation)
-    launch(_backward_kernel, (cdiv(N, block),), grad_y, grad_lad, x, widths, heights,
-           derivatives, dx, dwidths, dheights, dderivs, N, *box, *scalars,
-           grad_y.stride(0), grad_lad.stride(0), x.stride(0), *widths.stride(),
-           *heights.stride(), *derivatives.stride(), K=K, KP=kp, REVERSE=reverse,
-           ZUKO=zuko, ENDS=derivatives.shape[1] == K + 1, BLOCK=block, num_warps=warps)
+    launch(
+        _backward_kernel,
+        (cdiv(N, block),),
+        grad_y,
+        grad_lad,
+        x,
+        widths,
+        heights,
+        derivatives,
+        dx,
+        dwidths,
+        dheights,
+        dderivs,
+        N,
+        *box,
+        *scalars,
+        grad_y.stride(0),
+        grad_lad.stride(0),
+        x.stride(0),
+        *widths.stride(),
+        *heights.stride(),
+        *derivatives.stride(),
+        K=K,
+        KP=kp,
+        REVERSE=reverse,
+        ZUKO=zuko,
+        ENDS=derivatives.shape[1] == K + 1,
+        BLOCK=block,
+        num_warps=warps,
+    )
     return dx, dwidths, dheights, dderivs

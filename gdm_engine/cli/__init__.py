@@ -25,8 +25,10 @@ def main(argv=None):
         from gdm_engine import catalog
 
         if args.op not in catalog.CATALOG:
-            print(f"gdm-engine: unknown op {args.op!r}; the catalog has "
-                  f"{', '.join(catalog.CATALOG)}", file=sys.stderr)
+            print(
+                f"gdm-engine: unknown op {args.op!r}; the catalog has {', '.join(catalog.CATALOG)}",
+                file=sys.stderr,
+            )
             return 2
     try:
         return {**kernels.COMMANDS, **training.COMMANDS}[args.command](args)

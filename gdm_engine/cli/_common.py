@@ -52,6 +52,7 @@ def write_json(path, data):
 
 def positive(kind):
     """An argparse type: a number of `kind` (int or float) above zero."""
+
     def parse(text):
         try:
             value = kind(text)

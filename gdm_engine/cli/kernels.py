@@ -7,8 +7,15 @@ import platform
 import secrets
 import sys
 
-from ._common import (UsageError, chosen_specs, current_device, device_name, positive_int,
-                      version, write_json)
+from ._common import (
+    UsageError,
+    chosen_specs,
+    current_device,
+    device_name,
+    positive_int,
+    version,
+    write_json,
+)
 
 
 def cmd_info(args):
@@ -19,15 +26,18 @@ def cmd_info(args):
 
     device = current_device()
     print(f"gdm-engine {gdm_engine.__version__}")
-    print(f"python {platform.python_version()}  torch {torch.__version__}  "
-          f"triton {version('triton')}  numpy {version('numpy')}")
+    print(
+        f"python {platform.python_version()}  torch {torch.__version__}  "
+        f"triton {version('triton')}  numpy {version('numpy')}"
+    )
     print(f"device: {device.type} ({device_name(device)})")
-    print(f"backend: {backend.get_backend()}  interpreter: "
-          f"{'on' if backend.interpreter_enabled() else 'off'}")
+    print(
+        f"backend: {backend.get_backend()}  interpreter: "
+        f"{'on' if backend.interpreter_enabled() else 'off'}"
+    )
     kernels = "triton" if backend.triton_installed() else "none (triton not installed)"
     for spec in catalog.CATALOG.values():
-        print(f"op {spec.name:<20} family {spec.family:<16} kernel: {kernels}  "
-              f"reference: yes")
+        print(f"op {spec.name:<20} family {spec.family:<16} kernel: {kernels}  reference: yes")
     _print_compile_record()
     return 0
 
@@ -42,8 +52,10 @@ def _print_compile_record():
         return
     print(f"kernels built for GPUs by gdm-engine compile ({aot.record_path()}):")
     for name, archs in sorted(record.items()):
-        built = ", ".join(f"{arch} on {e['date']} ({e['builds']} builds, {e['failed']} failed)"
-                          for arch, e in sorted(archs.items()))
+        built = ", ".join(
+            f"{arch} on {e['date']} ({e['builds']} builds, {e['failed']} failed)"
+            for arch, e in sorted(archs.items())
+        )
         print(f"  {name:<48} {built}")
 
 
@@ -65,13 +77,23 @@ def cmd_validate(args):
         precisions, cases = testing.check_precisions(device), None
     seed = args.seed if args.seed is not None else secrets.randbits(31)
     specs = chosen_specs(args.op)
-    print(f"validating {', '.join(s.name for s in specs)} on {device} "
-          f"({'Triton interpreter' if device.type == 'cpu' else 'compiled kernels'}), seed {seed}")
+    print(
+        f"validating {', '.join(s.name for s in specs)} on {device} "
+        f"({'Triton interpreter' if device.type == 'cpu' else 'compiled kernels'}), seed {seed}"
+    )
     checks = []
     with tqdm(desc="cases", unit="case", disable=None, file=sys.stderr) as bar:
         for done, spec in enumerate(specs, 1):
-            checks += testing.validate([spec], sizes, device, seed, grads=not args.no_grad,
-                                       progress=bar, precisions=precisions, cases_per_op=cases)
+            checks += testing.validate(
+                [spec],
+                sizes,
+                device,
+                seed,
+                grads=not args.no_grad,
+                progress=bar,
+                precisions=precisions,
+                cases_per_op=cases,
+            )
             # after every op: a run cut short (a job's time limit) keeps the ops it checked
             _write_validate_report(args, seed, device, checks, specs[:done], done == len(specs))
     print(format_table([c.row() for c in checks], VALIDATE_COLUMNS))
@@ -86,17 +108,28 @@ def _write_validate_report(args, seed, device, checks, specs, complete):
     summary = _validate_summary(checks)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"seed": seed, "device": str(device), "ops": [s.name for s in specs],
-                       "complete": complete, "summary": summary,
-                       "checks": [c.row() for c in checks]}, f, indent=1)
+            json.dump(
+                {
+                    "seed": seed,
+                    "device": str(device),
+                    "ops": [s.name for s in specs],
+                    "complete": complete,
+                    "summary": summary,
+                    "checks": [c.row() for c in checks],
+                },
+                f,
+                indent=1,
+            )
     if args.markdown:
         failed = sum(row["failed"] for row in summary)
         with open(args.markdown, "w") as f:
-            f.write(f"# gdm-engine validate{' --smoke' if args.smoke else ''}, "
-                    f"{device_name(device)}, {datetime.date.today().isoformat()}\n\n"
-                    f"seed {seed}; {len(checks) - failed} checks passed, {failed} failed"
-                    f"{'' if complete else f' (cut short after {specs[-1].name})'}\n\n"
-                    f"{format_table(summary, VALIDATE_SUMMARY_COLUMNS, markdown=True)}\n")
+            f.write(
+                f"# gdm-engine validate{' --smoke' if args.smoke else ''}, "
+                f"{device_name(device)}, {datetime.date.today().isoformat()}\n\n"
+                f"seed {seed}; {len(checks) - failed} checks passed, {failed} failed"
+                f"{'' if complete else f' (cut short after {specs[-1].name})'}\n\n"
+                f"{format_table(summary, VALIDATE_SUMMARY_COLUMNS, markdown=True)}\n"
+            )
 
 
 def _validate_summary(checks):
@@ -105,10 +138,16 @@ def _validate_summary(checks):
     groups = {}
     for c in checks:
         groups.setdefault((c.op, c.dtype), []).append(c)
-    return [{"op": op, "dtype": dtype, "checks": len(group),
-             "failed": sum(not c.passed for c in group),
-             "worst error/tolerance": max(_share(c.error, c.tolerance) for c in group)}
-            for (op, dtype), group in groups.items()]
+    return [
+        {
+            "op": op,
+            "dtype": dtype,
+            "checks": len(group),
+            "failed": sum(not c.passed for c in group),
+            "worst error/tolerance": max(_share(c.error, c.tolerance) for c in group),
+        }
+        for (op, dtype), group in groups.items()
+    ]
 
 
 def _share(error, tolerance):
@@ -120,8 +159,12 @@ def cmd_bench(args):
     import torch
 
     device = current_device()
-    report = {"date": datetime.date.today().isoformat(), "device": device_name(device),
-              "torch": torch.__version__, "triton": version("triton")}
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": version("triton"),
+    }
     if args.integrations:
         report["integrations"] = _integration_timings(args)
     else:
@@ -152,13 +195,23 @@ def _kernel_timings(args, device):
     else:
         size = "tiny" if args.quick else "medium"
         dtypes = [torch.float32]
-        print("no GPU: timing the reference providers (eager, torch.compile) and installed peers "
-              "on the CPU in float32."
-              " Kernel timings need a GPU: the interpreter's speed says nothing of the kernels'.")
+        print(
+            "no GPU: timing the reference providers (eager, torch.compile) and installed peers "
+            "on the CPU in float32."
+            " Kernel timings need a GPU: the interpreter's speed says nothing of the kernels'."
+        )
     seed = args.seed if args.seed is not None else secrets.randbits(31)
     with tqdm(desc="cases", unit="case", disable=None, file=sys.stderr) as bar:
-        rows = benchmark.bench(chosen_specs(args.op), size, device, seed, dtypes, progress=bar,
-                               cases_per_op=_cases_per_op(args), compiled=not args.no_compile)
+        rows = benchmark.bench(
+            chosen_specs(args.op),
+            size,
+            device,
+            seed,
+            dtypes,
+            progress=bar,
+            cases_per_op=_cases_per_op(args),
+            compiled=not args.no_compile,
+        )
     table = format_table(rows, benchmark.COLUMNS)
     print(table)
     sampling, flow_memory, loops = [], [], []
@@ -170,18 +223,27 @@ def _kernel_timings(args, device):
         print(format_table(sampling, benchmark.SAMPLING_COLUMNS))
         print("\nflow training: memory saving against plain autograd")
         with tqdm(desc="flows", unit="run", disable=None, file=sys.stderr) as bar:
-            flow_memory = benchmark.bench_flow_memory(benchmark.flow_memory_cases(args.quick),
-                                                      device, progress=bar)
+            flow_memory = benchmark.bench_flow_memory(
+                benchmark.flow_memory_cases(args.quick), device, progress=bar
+            )
         print(format_table(flow_memory, benchmark.FLOW_MEMORY_COLUMNS))
-        print("\ndiffusion sampler loops: the fused steps against diffusers' schedulers "
-              "(a stand-in elementwise model)")
+        print(
+            "\ndiffusion sampler loops: the fused steps against diffusers' schedulers "
+            "(a stand-in elementwise model)"
+        )
         with tqdm(desc="loops", unit="case", disable=None, file=sys.stderr) as bar:
             loops = benchmark.bench_diffusion_loops(
-                benchmark.diffusion_loop_cases(device, args.quick), device, progress=bar)
+                benchmark.diffusion_loop_cases(device, args.quick), device, progress=bar
+            )
         print(format_table(loops, benchmark.DIFFUSION_LOOP_COLUMNS))
-    return {"size": size, "copy_bandwidth_gbs": benchmark.copy_bandwidth_gbs(str(device)),
-            "rows": rows, "sampling": sampling, "flow_memory": flow_memory,
-            "diffusion_loops": loops}
+    return {
+        "size": size,
+        "copy_bandwidth_gbs": benchmark.copy_bandwidth_gbs(str(device)),
+        "rows": rows,
+        "sampling": sampling,
+        "flow_memory": flow_memory,
+        "diffusion_loops": loops,
+    }
 
 
 def _cases_per_op(args):
@@ -196,18 +258,23 @@ def _host_timings(args):
     from gdm_engine._table import format_table
 
     repeats = 50 if args.quick else 400
-    print(f"\nhost time (µs, medians of {repeats}): a call on tiny CPU tensors with its kernels "
-          f"recorded, not run, against a bare torch.library.custom_op call on the same tensors "
-          f"(target <= {host_time.OP_TARGET:g}x) and diffusers' step where installed")
+    print(
+        f"\nhost time (µs, medians of {repeats}): a call on tiny CPU tensors with its kernels "
+        f"recorded, not run, against a bare torch.library.custom_op call on the same tensors "
+        f"(target <= {host_time.OP_TARGET:g}x) and diffusers' step where installed"
+    )
     with tqdm(desc="host", unit="case", disable=None, file=sys.stderr) as bar:
-        ops = host_time.host_ops(chosen_specs(args.op), cases_per_op=_cases_per_op(args),
-                                 repeats=repeats, progress=bar)
+        ops = host_time.host_ops(
+            chosen_specs(args.op), cases_per_op=_cases_per_op(args), repeats=repeats, progress=bar
+        )
     print(format_table(ops, host_time.OP_COLUMNS))
     steps = []
     if args.op is None:
-        print("\nhost time of one sampler step (µs, medians): our loop (kernels recorded, not run) "
-              "against the same loop with diffusers' scheduler (target: no slower), a stand-in "
-              "model")
+        print(
+            "\nhost time of one sampler step (µs, medians): our loop (kernels recorded, not run) "
+            "against the same loop with diffusers' scheduler (target: no slower), a stand-in "
+            "model"
+        )
         with tqdm(desc="host steps", unit="loop", disable=None, file=sys.stderr) as bar:
             steps = host_time.host_sampler_steps(intervals=repeats, progress=bar)
         print(format_table(steps, host_time.STEP_COLUMNS))
@@ -223,8 +290,10 @@ def _integration_timings(args):
 
     repeats = 20 if args.quick else 200
     sizes = ("tiny",) if args.quick else speed.SIZES
-    print(f"\nintegrations (µs, medians of {repeats}): each drop-in against the upstream call it "
-          f"replaces, on the same tensors (target: speedup >= {speed.TARGET:g})")
+    print(
+        f"\nintegrations (µs, medians of {repeats}): each drop-in against the upstream call it "
+        f"replaces, on the same tensors (target: speedup >= {speed.TARGET:g})"
+    )
     missing = speed.missing_libraries()
     if missing:
         print(f"not installed, not timed: {', '.join(missing)}")
@@ -241,21 +310,28 @@ def _write_bench_markdown(path, report):
 
     host = report.get("host", {})
 
-    sections = [("Sampling", report.get("sampling"), benchmark.SAMPLING_COLUMNS),
-                ("Flow training memory", report.get("flow_memory"),
-                 benchmark.FLOW_MEMORY_COLUMNS),
-                ("Diffusion sampler loops", report.get("diffusion_loops"),
-                 benchmark.DIFFUSION_LOOP_COLUMNS),
-                ("Host time per op call (µs)", host.get("ops"), host_time.OP_COLUMNS),
-                ("Host time per sampler step (µs)", host.get("sampler_steps"),
-                 host_time.STEP_COLUMNS),
-                ("Integrations (µs)", report.get("integrations"), speed.COLUMNS)]
+    sections = [
+        ("Sampling", report.get("sampling"), benchmark.SAMPLING_COLUMNS),
+        ("Flow training memory", report.get("flow_memory"), benchmark.FLOW_MEMORY_COLUMNS),
+        (
+            "Diffusion sampler loops",
+            report.get("diffusion_loops"),
+            benchmark.DIFFUSION_LOOP_COLUMNS,
+        ),
+        ("Host time per op call (µs)", host.get("ops"), host_time.OP_COLUMNS),
+        ("Host time per sampler step (µs)", host.get("sampler_steps"), host_time.STEP_COLUMNS),
+        ("Integrations (µs)", report.get("integrations"), speed.COLUMNS),
+    ]
     with open(path, "w") as f:
-        f.write(f"# gdm-engine bench, {report['device']}, {report['date']}\n\n"
-                f"torch {report['torch']}, triton {report['triton']}\n")
+        f.write(
+            f"# gdm-engine bench, {report['device']}, {report['date']}\n\n"
+            f"torch {report['torch']}, triton {report['triton']}\n"
+        )
         if "rows" in report:
-            f.write(f"measured copy bandwidth {report['copy_bandwidth_gbs']:.0f} GB/s\n\n"
-                    f"{format_table(report['rows'], benchmark.COLUMNS, markdown=True)}\n")
+            f.write(
+                f"measured copy bandwidth {report['copy_bandwidth_gbs']:.0f} GB/s\n\n"
+                f"{format_table(report['rows'], benchmark.COLUMNS, markdown=True)}\n"
+            )
         for title, rows, columns in sections:
             if rows:
                 f.write(f"\n## {title}\n\n{format_table(rows, columns, markdown=True)}\n")
@@ -269,17 +345,23 @@ def cmd_compile(args):
     from gdm_engine.kernels import INTERPRETED
 
     if INTERPRETED:
-        raise UsageError("compile builds for real GPUs, which Triton's interpreter cannot: unset "
-                         "TRITON_INTERPRET and run it again")
+        raise UsageError(
+            "compile builds for real GPUs, which Triton's interpreter cannot: unset "
+            "TRITON_INTERPRET and run it again"
+        )
     missing = aot.missing_triton_internals()
     if missing:
-        raise UsageError(f"compile specialises kernels through Triton's JIT internals, which this "
-                         f"Triton ({version('triton')}) lacks: {', '.join(missing)} (Triton 3.6 to "
-                         f"3.9 have them); validate and bench do not need them")
+        raise UsageError(
+            f"compile specialises kernels through Triton's JIT internals, which this "
+            f"Triton ({version('triton')}) lacks: {', '.join(missing)} (Triton 3.6 to "
+            f"3.9 have them); validate and bench do not need them"
+        )
     archs = _architectures(args.arch)
     specs = chosen_specs(args.op)
-    print(f"recording the launches of {', '.join(s.name for s in specs)} (medium and bench "
-          f"cases, forward and backward) for {', '.join(args.arch.split(','))}")
+    print(
+        f"recording the launches of {', '.join(s.name for s in specs)} (medium and bench "
+        f"cases, forward and backward) for {', '.join(args.arch.split(','))}"
+    )
     jobs = aot.plan(specs, archs, seed=args.seed)
     with tqdm(total=len(jobs), desc="builds", unit="build", disable=None, file=sys.stderr) as bar:
         builds = aot.build_all(jobs, args.workers, progress=bar)
@@ -290,13 +372,21 @@ def cmd_compile(args):
     elif failed:
         print(format_table(failed, aot.COLUMNS))
     print(format_table(aot.summary(builds), aot.SUMMARY_COLUMNS))
-    print(f"compile: {len(builds)} builds, {len(failed)} failed "
-          f"(a failure: a build error, a spill, shared memory or a grid over the limit)")
+    print(
+        f"compile: {len(builds)} builds, {len(failed)} failed "
+        f"(a failure: a build error, a spill, shared memory or a grid over the limit)"
+    )
     aot.save_record(builds)
     if args.json:
-        write_json(args.json, {"date": datetime.date.today().isoformat(),
-                                "triton": version("triton"), "builds": rows,
-                                "summary": aot.summary(builds)})
+        write_json(
+            args.json,
+            {
+                "date": datetime.date.today().isoformat(),
+                "triton": version("triton"),
+                "builds": rows,
+                "summary": aot.summary(builds),
+            },
+        )
     return 1 if failed else 0
 
 
@@ -306,51 +396,78 @@ def _architectures(text):
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in aot.ARCHITECTURES]
     if unknown or not names:
-        raise UsageError(f"--arch takes a comma-separated list of {', '.join(aot.ARCHITECTURES)}; "
-                         f"got {text!r}")
+        raise UsageError(
+            f"--arch takes a comma-separated list of {', '.join(aot.ARCHITECTURES)}; got {text!r}"
+        )
     return tuple(aot.ARCHITECTURES[name] for name in names)
 
 
 def add_commands(sub):
     sub.add_parser("info", help="versions, device, backend and the ops with kernels")
-    for name, help_text in [("validate", "check every kernel against its reference"),
-                            ("bench", "time kernels, references and peer libraries")]:
+    for name, help_text in [
+        ("validate", "check every kernel against its reference"),
+        ("bench", "time kernels, references and peer libraries"),
+    ]:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--op", help="only this catalog op")
-        p.add_argument("--quick", action="store_true",
-                       help="smaller shapes" + (", two cases per op" if name == "bench" else ""))
+        p.add_argument(
+            "--quick",
+            action="store_true",
+            help="smaller shapes" + (", two cases per op" if name == "bench" else ""),
+        )
         p.add_argument("--seed", type=int, help="random seed (default: fresh each run)")
         p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
         p.add_argument("--markdown", metavar="PATH", help="also write a markdown table")
         if name == "validate":
             p.add_argument("--no-grad", action="store_true", help="forward outputs only")
-            p.add_argument("--smoke", action="store_true",
-                           help="the first two tiny cases of each op in fp32 (IEEE and TF32) "
-                                "and bf16: minutes on a GPU with no kernel built yet")
+            p.add_argument(
+                "--smoke",
+                action="store_true",
+                help="the first two tiny cases of each op in fp32 (IEEE and TF32) "
+                "and bf16: minutes on a GPU with no kernel built yet",
+            )
         else:
-            p.add_argument("--cases", type=positive_int, metavar="N",
-                           help="only the first N cases of each op")
-            p.add_argument("--no-compile", action="store_true",
-                           help="without the torch.compile provider (its graphs take minutes)")
-            p.add_argument("--ops-only", action="store_true",
-                           help="the ops' timings and host table alone: no sampling, flow "
-                                "memory or sampler-loop section")
-            p.add_argument("--integrations", action="store_true",
-                           help="only the integrations table: each drop-in (diffusers, "
-                                "k-diffusion, zuko, nflows) against its upstream call")
-            p.add_argument("--host", action="store_true",
-                           help="only the host table: the CPU time of each op call and sampler "
-                                "step, kernels not run")
-    p = sub.add_parser("compile", help="build every kernel for GPUs (no GPU needed): registers, "
-                                       "spills, shared memory, tensor cores")
+            p.add_argument(
+                "--cases", type=positive_int, metavar="N", help="only the first N cases of each op"
+            )
+            p.add_argument(
+                "--no-compile",
+                action="store_true",
+                help="without the torch.compile provider (its graphs take minutes)",
+            )
+            p.add_argument(
+                "--ops-only",
+                action="store_true",
+                help="the ops' timings and host table alone: no sampling, flow "
+                "memory or sampler-loop section",
+            )
+            p.add_argument(
+                "--integrations",
+                action="store_true",
+                help="only the integrations table: each drop-in (diffusers, "
+                "k-diffusion, zuko, nflows) against its upstream call",
+            )
+            p.add_argument(
+                "--host",
+                action="store_true",
+                help="only the host table: the CPU time of each op call and sampler "
+                "step, kernels not run",
+            )
+    p = sub.add_parser(
+        "compile",
+        help="build every kernel for GPUs (no GPU needed): registers, "
+        "spills, shared memory, tensor cores",
+    )
     p.add_argument("--op", help="only this catalog op")
-    p.add_argument("--arch", default="sm_80,sm_90",
-                   help="comma-separated, of sm_80, sm_86, sm_89, sm_90 (default sm_80,sm_90)")
+    p.add_argument(
+        "--arch",
+        default="sm_80,sm_90",
+        help="comma-separated, of sm_80, sm_86, sm_89, sm_90 (default sm_80,sm_90)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the medium cases' shapes")
     p.add_argument("--workers", type=positive_int, help="build processes (default: one per core)")
     p.add_argument("--all", action="store_true", help="print every build, not only failures")
     p.add_argument("--json", metavar="PATH", help="also write every build as JSON")
 
 
-COMMANDS = {"info": cmd_info, "validate": cmd_validate, "bench": cmd_bench,
-            "compile": cmd_compile}
+COMMANDS = {"info": cmd_info, "validate": cmd_validate, "bench": cmd_bench, "compile": cmd_compile}

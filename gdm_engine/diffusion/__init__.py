@@ -8,8 +8,11 @@ import warnings
 from gdm_engine import sampling
 from gdm_engine.sampling import samplers, schedules
 
-warnings.warn("gdm_engine.diffusion is now gdm_engine.sampling; the old name goes in the next "
-              "release", DeprecationWarning, stacklevel=2)
+warnings.warn(
+    "gdm_engine.diffusion is now gdm_engine.sampling; the old name goes in the next release",
+    DeprecationWarning,
+    stacklevel=2,
+)
 sys.modules[f"{__name__}.samplers"] = samplers
 sys.modules[f"{__name__}.schedules"] = schedules
 

@@ -19,6 +19,8 @@ def require(module, extra):
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(f"gdm_engine.integrations.{extra.replace('-', '_')} needs the "
-                          f"{extra} library: pip install \"gdm-engine[{extra}]\" "
-                          f"({error})") from error
+        raise ImportError(
+            f"gdm_engine.integrations.{extra.replace('-', '_')} needs the "
+            f'{extra} library: pip install "gdm-engine[{extra}]" '
+            f"({error})"
+        ) from error

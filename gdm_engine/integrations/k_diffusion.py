@@ -44,9 +44,9 @@ from gdm_engine._validation import check_tensor
 from gdm_engine.ops.diffusion import loop_step
 
 # Karras et al. (2022), Algorithm 2: the churn γ is capped at √2 − 1 (σ̂ at most √2 σ)
-CHURN_CAP = 2 ** 0.5 - 1
+CHURN_CAP = 2**0.5 - 1
 # a churn γ with √((1 + γ)² − 1) = 1: the Euler step's noise is then s_noise · σ_next · z
-UNIT_CHURN = 2 ** 0.5 - 1
+UNIT_CHURN = 2**0.5 - 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,8 +104,9 @@ def _raised_levels(sigmas, host, gammas):
     step churns."""
     if not any(gammas):
         return host[:-1].double().tolist(), sigmas[:-1]
-    factors = torch.tensor([g + 1 for g in gammas],
-                           dtype=torch.promote_types(host.dtype, torch.float32))
+    factors = torch.tensor(
+        [g + 1 for g in gammas], dtype=torch.promote_types(host.dtype, torch.float32)
+    )
     raised = (host[:-1] * factors).to(host.dtype)
     return raised.double().tolist(), raised.to(sigmas.device)
 
@@ -118,7 +119,7 @@ def _denoise(model, x, level, extra_args, callback, i, sigma, sigma_hat):
     """The model's D(x; σ) at the (N,) level, reported to `callback` as upstream reports it."""
     denoised = model(x, level, **extra_args)
     if callback is not None:
-        callback({'x': x, 'i': i, 'sigma': sigma, 'sigma_hat': sigma_hat, 'denoised': denoised})
+        callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
     return denoised
 
 
@@ -127,8 +128,9 @@ def _denoise(model, x, level, extra_args, callback, i, sigma, sigma_hat):
 # --------------------------------------------------------------------------------------------------
 
 
-def _karras(second_order, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin,
-            s_tmax, s_noise):
+def _karras(
+    second_order, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin, s_tmax, s_noise
+):
     host, values = _read_sigmas(x, sigmas)
     _check_number("s_churn", s_churn)
     _check_number("s_noise", s_noise)
@@ -143,11 +145,20 @@ def _karras(second_order, model, x, sigmas, extra_args, callback, disable, s_chu
     if noisy:
         first = torch.randn_like(x)
         if gammas[0]:  # the first step's churn: one launch before the loop
-            x = loop_step("euler", x, x, (values[0], values[0]), prediction="x0",
-                          churn=gammas[0], s_noise=s_noise, noise=first)
+            x = loop_step(
+                "euler",
+                x,
+                x,
+                (values[0], values[0]),
+                prediction="x0",
+                churn=gammas[0],
+                s_noise=s_noise,
+                noise=first,
+            )
     for i in trange(steps, disable=disable):
-        denoised = _denoise(model, x, at_raised[i], extra_args, callback, i, sigmas[i],
-                            raised_tensor[i])
+        denoised = _denoise(
+            model, x, at_raised[i], extra_args, callback, i, sigmas[i], raised_tensor[i]
+        )
         sigma, sigma_next = raised[i], values[i + 1]
         second = {}
         if second_order and sigma_next > 0:  # Heun's correction: the model at the Euler point
@@ -156,30 +167,60 @@ def _karras(second_order, model, x, sigmas, extra_args, callback, disable, s_chu
         # the next step's churn, fused: its ε is drawn now, as upstream draws it next
         churn = gammas[i + 1] if i + 1 < steps else 0.0
         noise = torch.randn_like(x) if noisy and i + 1 < steps else None
-        x = loop_step("heun" if second else "euler", x, denoised, (sigma, sigma_next),
-                      prediction="x0", churn=churn, s_noise=s_noise,
-                      noise=noise if churn else None, **second)
+        x = loop_step(
+            "heun" if second else "euler",
+            x,
+            denoised,
+            (sigma, sigma_next),
+            prediction="x0",
+            churn=churn,
+            s_noise=s_noise,
+            noise=noise if churn else None,
+            **second,
+        )
     return x
 
 
 @torch.no_grad()
-def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.,
-                 s_tmin=0., s_tmax=float('inf'), s_noise=1.):
+def sample_euler(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    s_churn=0.0,
+    s_tmin=0.0,
+    s_tmax=float("inf"),
+    s_noise=1.0,
+):
     """k-diffusion's `sample_euler`: Euler steps of Karras et al. (2022), Algorithm 2, with churn
     γ = min(s_churn / steps, √2 − 1) on the steps whose σ lies in [s_tmin, s_tmax]. One fused
     kernel per step."""
-    return _karras(False, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin,
-                   s_tmax, s_noise)
+    return _karras(
+        False, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin, s_tmax, s_noise
+    )
 
 
 @torch.no_grad()
-def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.,
-                s_tmin=0., s_tmax=float('inf'), s_noise=1.):
+def sample_heun(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    s_churn=0.0,
+    s_tmin=0.0,
+    s_tmax=float("inf"),
+    s_noise=1.0,
+):
     """k-diffusion's `sample_heun`: Heun's second-order steps of Karras et al. (2022), Algorithm
     2 (Euler's where σ_next = 0). Two model evaluations and two fused kernels (the Euler point,
     then the corrected step) per step."""
-    return _karras(True, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin,
-                   s_tmax, s_noise)
+    return _karras(
+        True, model, x, sigmas, extra_args, callback, disable, s_churn, s_tmin, s_tmax, s_noise
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,7 +235,7 @@ def _ancestral_levels(sigma, sigma_next, eta):
     if not eta:
         return sigma_next, 0.0
     up = min(sigma_next, eta * sigma_next * math.sqrt(1 - (sigma_next / sigma) ** 2))
-    return math.sqrt(max(sigma_next ** 2 - up ** 2, 0.0)), up
+    return math.sqrt(max(sigma_next**2 - up**2, 0.0)), up
 
 
 def _ancestral_step(sigma, sigma_next, eta, s_noise, noise):
@@ -208,21 +249,36 @@ def _ancestral_step(sigma, sigma_next, eta, s_noise, noise):
         return {"values": (sigma, down), "s_noise": s_noise * up / down, **noisy}
     # σ_down = 0 (η > 1, σ_up capped at σ_next): x' = D + s_noise σ_up z, written as the Euler
     # step to σ/2 of x·0, doubled: 2 (D/2 + level · σ/2 · z)
-    return {"values": (sigma, sigma / 2), "scales": (0.0, 2.0), "s_noise": s_noise * up / sigma,
-            **noisy}
+    return {
+        "values": (sigma, sigma / 2),
+        "scales": (0.0, 2.0),
+        "s_noise": s_noise * up / sigma,
+        **noisy,
+    }
 
 
 def _noise(noise_sampler, sigmas, i, x):
     noise = noise_sampler(sigmas[i], sigmas[i + 1])
     if not isinstance(noise, torch.Tensor) or noise.shape != x.shape:
-        raise ValueError(f"noise_sampler must return a tensor shaped like x, {tuple(x.shape)}, "
-                         f"got {getattr(noise, 'shape', type(noise).__name__)}")
+        raise ValueError(
+            f"noise_sampler must return a tensor shaped like x, {tuple(x.shape)}, "
+            f"got {getattr(noise, 'shape', type(noise).__name__)}"
+        )
     return noise
 
 
 @torch.no_grad()
-def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None,
-                           eta=1., s_noise=1., noise_sampler=None):
+def sample_euler_ancestral(
+    model,
+    x,
+    sigmas,
+    extra_args=None,
+    callback=None,
+    disable=None,
+    eta=1.0,
+    s_noise=1.0,
+    noise_sampler=None,
+):
     """k-diffusion's `sample_euler_ancestral`: an Euler step down to σ_down, then s_noise σ_up of
     fresh noise (DDIM with η in the σ form), from `noise_sampler(sigma, sigma_next)` (default:
     torch.randn_like of the initial x, as upstream). One fused kernel per step."""
@@ -238,8 +294,13 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
         denoised = _denoise(model, x, at_sigma[i], extra_args, callback, i, sigmas[i], sigmas[i])
         sigma, sigma_next = values[i], values[i + 1]
         noise = _noise(noise_sampler, sigmas, i, x) if sigma_next > 0 else None
-        x = loop_step("euler", x, denoised, prediction="x0",
-                      **_ancestral_step(sigma, sigma_next, eta, s_noise, noise))
+        x = loop_step(
+            "euler",
+            x,
+            denoised,
+            prediction="x0",
+            **_ancestral_step(sigma, sigma_next, eta, s_noise, noise),
+        )
     return x
 
 
@@ -259,14 +320,24 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
     for i in trange(steps, disable=disable):
         denoised = _denoise(model, x, at_sigma[i], extra_args, callback, i, sigmas[i], sigmas[i])
         sigma_prev = values[i - 1] if i else 1.0  # unused on the first step
-        x, _ = loop_step("dpmpp_2m", x, denoised, (values[i], values[i + 1], sigma_prev),
-                         prediction="x0", **previous)
+        x, _ = loop_step(
+            "dpmpp_2m",
+            x,
+            denoised,
+            (values[i], values[i + 1], sigma_prev),
+            prediction="x0",
+            **previous,
+        )
         previous = {"second": denoised}
     return x
 
 
-SAMPLERS = {"sample_euler": sample_euler, "sample_euler_ancestral": sample_euler_ancestral,
-            "sample_heun": sample_heun, "sample_dpmpp_2m": sample_dpmpp_2m}
+SAMPLERS = {
+    "sample_euler": sample_euler,
+    "sample_euler_ancestral": sample_euler_ancestral,
+    "sample_heun": sample_heun,
+    "sample_dpmpp_2m": sample_dpmpp_2m,
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -341,11 +412,22 @@ def benchmark_pairs(size):
     sigmas = upstream.get_sigmas_karras(steps, 0.01, 80.0)
     x = 80.0 * torch.randn(shape, generator=torch.Generator().manual_seed(0))
     case = f"x={shape}, a loop of {steps} steps"
-    options = {"sample_euler": {"s_churn": 1.0}, "sample_euler_ancestral": {},
-               "sample_heun": {}, "sample_dpmpp_2m": {}}
+    options = {
+        "sample_euler": {"s_churn": 1.0},
+        "sample_euler_ancestral": {},
+        "sample_heun": {},
+        "sample_dpmpp_2m": {},
+    }
 
     def run(sampler, kwargs):
         return lambda: sampler(_toy_denoiser, x, sigmas, disable=True, **kwargs)
 
-    return [(f"k_diffusion.{name}", case, run(getattr(upstream, name), kwargs),
-             run(SAMPLERS[name], kwargs)) for name, kwargs in options.items()]
+    return [
+        (
+            f"k_diffusion.{name}",
+            case,
+            run(getattr(upstream, name), kwargs),
+            run(SAMPLERS[name], kwargs),
+        )
+        for name, kwargs in options.items()
+    ]

@@ -58,29 +58,54 @@ def _fused(upstream):
 
     @functools.wraps(upstream)
     def unconstrained_rational_quadratic_spline(
-            inputs, unnormalized_widths, unnormalized_heights, unnormalized_derivatives,
-            inverse=False, tails="linear", tail_bound=1.0, min_bin_width=DEFAULT_MIN_BIN_WIDTH,
-            min_bin_height=DEFAULT_MIN_BIN_HEIGHT, min_derivative=DEFAULT_MIN_DERIVATIVE):
+        inputs,
+        unnormalized_widths,
+        unnormalized_heights,
+        unnormalized_derivatives,
+        inverse=False,
+        tails="linear",
+        tail_bound=1.0,
+        min_bin_width=DEFAULT_MIN_BIN_WIDTH,
+        min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
+        min_derivative=DEFAULT_MIN_DERIVATIVE,
+    ):
         if not (isinstance(tails, str) and tails == "linear") or torch.is_tensor(tail_bound):
-            return upstream(inputs, unnormalized_widths, unnormalized_heights,
-                            unnormalized_derivatives, inverse=inverse, tails=tails,
-                            tail_bound=tail_bound, min_bin_width=min_bin_width,
-                            min_bin_height=min_bin_height, min_derivative=min_derivative)
-        return ops.rq_spline(inputs, unnormalized_widths, unnormalized_heights,
-                             unnormalized_derivatives, tail_bound=float(tail_bound),
-                             reverse=bool(inverse), min_bin_width=float(min_bin_width),
-                             min_bin_height=float(min_bin_height),
-                             min_derivative=float(min_derivative))
+            return upstream(
+                inputs,
+                unnormalized_widths,
+                unnormalized_heights,
+                unnormalized_derivatives,
+                inverse=inverse,
+                tails=tails,
+                tail_bound=tail_bound,
+                min_bin_width=min_bin_width,
+                min_bin_height=min_bin_height,
+                min_derivative=min_derivative,
+            )
+        return ops.rq_spline(
+            inputs,
+            unnormalized_widths,
+            unnormalized_heights,
+            unnormalized_derivatives,
+            tail_bound=float(tail_bound),
+            reverse=bool(inverse),
+            min_bin_width=float(min_bin_width),
+            min_bin_height=float(min_bin_height),
+            min_derivative=float(min_derivative),
+        )
 
     unconstrained_rational_quadratic_spline.__doc__ = (
         "nflows' unconstrained_rational_quadratic_spline (same arguments, same (outputs, "
         "logabsdet)), one fused gdm_engine.ops.rq_spline call for tails='linear' with no read-"
-        "back; upstream's function otherwise. See gdm_engine.integrations.nflows.")
+        "back; upstream's function otherwise. See gdm_engine.integrations.nflows."
+    )
     return unconstrained_rational_quadratic_spline
 
 
 unconstrained_rational_quadratic_spline = _fused(
-    rational_quadratic.unconstrained_rational_quadratic_spline)
+    rational_quadratic.unconstrained_rational_quadratic_spline
+)
+
 
 def _check_domain(inputs, low, high):
     """nflows' InputOutsideDomain for a CPU tensor with values outside [low, high], read from
@@ -97,33 +122,60 @@ def _fused_box(upstream, check_domain):
 
     @functools.wraps(upstream)
     def rational_quadratic_spline(
-            inputs, unnormalized_widths, unnormalized_heights, unnormalized_derivatives,
-            inverse=False, left=0.0, right=1.0, bottom=0.0, top=1.0,
-            min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
-            min_derivative=DEFAULT_MIN_DERIVATIVE):
+        inputs,
+        unnormalized_widths,
+        unnormalized_heights,
+        unnormalized_derivatives,
+        inverse=False,
+        left=0.0,
+        right=1.0,
+        bottom=0.0,
+        top=1.0,
+        min_bin_width=DEFAULT_MIN_BIN_WIDTH,
+        min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
+        min_derivative=DEFAULT_MIN_DERIVATIVE,
+    ):
         box = (left, right, bottom, top)
         if any(torch.is_tensor(v) for v in box):
-            return upstream(inputs, unnormalized_widths, unnormalized_heights,
-                            unnormalized_derivatives, inverse=inverse, left=left, right=right,
-                            bottom=bottom, top=top, min_bin_width=min_bin_width,
-                            min_bin_height=min_bin_height, min_derivative=min_derivative)
+            return upstream(
+                inputs,
+                unnormalized_widths,
+                unnormalized_heights,
+                unnormalized_derivatives,
+                inverse=inverse,
+                left=left,
+                right=right,
+                bottom=bottom,
+                top=top,
+                min_bin_width=min_bin_width,
+                min_bin_height=min_bin_height,
+                min_derivative=min_derivative,
+            )
         if check_domain:
             _check_domain(inputs, *(box[2:] if inverse else box[:2]))
-        return ops.rq_spline(inputs, unnormalized_widths, unnormalized_heights,
-                             unnormalized_derivatives, box=tuple(float(v) for v in box),
-                             reverse=bool(inverse), min_bin_width=float(min_bin_width),
-                             min_bin_height=float(min_bin_height),
-                             min_derivative=float(min_derivative))
+        return ops.rq_spline(
+            inputs,
+            unnormalized_widths,
+            unnormalized_heights,
+            unnormalized_derivatives,
+            box=tuple(float(v) for v in box),
+            reverse=bool(inverse),
+            min_bin_width=float(min_bin_width),
+            min_bin_height=float(min_bin_height),
+            min_derivative=float(min_derivative),
+        )
 
     rational_quadratic_spline.__doc__ = (
         "nflows' rational_quadratic_spline (same arguments, same (outputs, logabsdet)), one "
         "fused gdm_engine.ops.rq_spline call on the box with K + 1 learned derivatives; CPU "
-        "inputs outside the box raise InputOutsideDomain. See gdm_engine.integrations.nflows.")
+        "inputs outside the box raise InputOutsideDomain. See gdm_engine.integrations.nflows."
+    )
     return rational_quadratic_spline
 
 
-rational_quadratic_spline = _fused_box(rational_quadratic.rational_quadratic_spline,
-                                       check_domain=True)
+rational_quadratic_spline = _fused_box(
+    rational_quadratic.rational_quadratic_spline, check_domain=True
+)
 
 _NAMES = ("unconstrained_rational_quadratic_spline", "rational_quadratic_spline")
 
@@ -133,20 +185,32 @@ def _targets():
     call time: nflows' splines package (coupling and nonlinearities call splines.<name>), its
     rational_quadratic module, its autoregressive module (which imported the names), and
     normflows' own copies where normflows is installed."""
-    drop_ins = {"unconstrained_rational_quadratic_spline": unconstrained_rational_quadratic_spline,
-                "rational_quadratic_spline": rational_quadratic_spline}
-    modules = [splines, rational_quadratic,
-               importlib.import_module("nflows.transforms.autoregressive")]
+    drop_ins = {
+        "unconstrained_rational_quadratic_spline": unconstrained_rational_quadratic_spline,
+        "rational_quadratic_spline": rational_quadratic_spline,
+    }
+    modules = [
+        splines,
+        rational_quadratic,
+        importlib.import_module("nflows.transforms.autoregressive"),
+    ]
     found = [(module, name, drop_ins[name]) for module in modules for name in _NAMES]
     try:
         normflows_splines = importlib.import_module("normflows.utils.splines")
     except ImportError:
         return found
     return found + [
-        (normflows_splines, _NAMES[0],
-         _fused(normflows_splines.unconstrained_rational_quadratic_spline)),
-        (normflows_splines, _NAMES[1],
-         _fused_box(normflows_splines.rational_quadratic_spline, check_domain=False))]
+        (
+            normflows_splines,
+            _NAMES[0],
+            _fused(normflows_splines.unconstrained_rational_quadratic_spline),
+        ),
+        (
+            normflows_splines,
+            _NAMES[1],
+            _fused_box(normflows_splines.rational_quadratic_spline, check_domain=False),
+        ),
+    ]
 
 
 @contextlib.contextmanager
@@ -179,14 +243,26 @@ def benchmark_pairs(size):
     unit = torch.rand(n, features, generator=generator)
     params = [torch.randn(n, features, k, generator=generator) for k in (K, K, K - 1)]
     all_derivatives = torch.randn(n, features, K + 1, generator=generator)
-    calls = [(unconstrained_rational_quadratic_spline,
-              rational_quadratic.unconstrained_rational_quadratic_spline, (x, *params),
-              {"tails": "linear", "tail_bound": B}, f"x=({n}, {features}) K={K} B={B:g}"),
-             (rational_quadratic_spline, rational_quadratic.rational_quadratic_spline,
-              (unit, *params[:2], all_derivatives), {}, f"x=({n}, {features}) K={K} box=[0, 1]²")]
+    calls = [
+        (
+            unconstrained_rational_quadratic_spline,
+            rational_quadratic.unconstrained_rational_quadratic_spline,
+            (x, *params),
+            {"tails": "linear", "tail_bound": B},
+            f"x=({n}, {features}) K={K} B={B:g}",
+        ),
+        (
+            rational_quadratic_spline,
+            rational_quadratic.rational_quadratic_spline,
+            (unit, *params[:2], all_derivatives),
+            {},
+            f"x=({n}, {features}) K={K} box=[0, 1]²",
+        ),
+    ]
     pairs = []
     for drop_in, upstream, args, kwargs, case in calls:
         for inverse in (False, True):
+
             def run(fn, args=args, kwargs=kwargs, inverse=inverse):
                 return lambda: fn(*args, inverse=inverse, **kwargs)
 

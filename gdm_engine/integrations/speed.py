@@ -17,8 +17,7 @@ from gdm_engine import host_time
 LIBRARIES = ("diffusers", "k_diffusion", "zuko", "nflows")
 SIZES = ("tiny", "medium")
 TARGET = 1.0
-COLUMNS = ["library", "drop-in", "case", "upstream_us", "drop-in_us", "speedup",
-           f">={TARGET:g}x"]
+COLUMNS = ["library", "drop-in", "case", "upstream_us", "drop-in_us", "speedup", f">={TARGET:g}x"]
 
 
 def _module(library):
@@ -47,9 +46,17 @@ def integration_rows(libraries=LIBRARIES, sizes=SIZES, repeats=200, progress=Non
         calls = [(upstream, contextlib.nullcontext), (dropin, contextlib.nullcontext)]
         theirs, ours = host_time.median_us(calls, repeats)
         speedup = theirs / ours
-        rows.append({"library": library, "drop-in": name, "case": case, "upstream_us": theirs,
-                     "drop-in_us": ours, "speedup": speedup,
-                     f">={TARGET:g}x": "yes" if speedup >= TARGET else "no"})
+        rows.append(
+            {
+                "library": library,
+                "drop-in": name,
+                "case": case,
+                "upstream_us": theirs,
+                "drop-in_us": ours,
+                "speedup": speedup,
+                f">={TARGET:g}x": "yes" if speedup >= TARGET else "no",
+            }
+        )
         if progress is not None:
             progress.update(1)
     return rows

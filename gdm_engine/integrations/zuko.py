@@ -72,10 +72,17 @@ class MonotonicRQSTransform(zuko_transforms.MonotonicRQSTransform):
         if any(shape != value.shape for shape in shapes):
             # (torch.broadcast_shapes alone costs about a fifth of a small call: only here)
             shape = torch.broadcast_shapes(*shapes)
-            tensors = (value.expand(shape),
-                       *(t.expand(*shape, t.shape[-1]) for t in self.unconstrained))
-        return ops.rq_spline(*tensors, tail_bound=float(self.bound), reverse=reverse,
-                             parameterisation="zuko", slope=float(self.slope))
+            tensors = (
+                value.expand(shape),
+                *(t.expand(*shape, t.shape[-1]) for t in self.unconstrained),
+            )
+        return ops.rq_spline(
+            *tensors,
+            tail_bound=float(self.bound),
+            reverse=reverse,
+            parameterisation="zuko",
+            slope=float(self.slope),
+        )
 
     def _remember(self, x, y, ladj, reverse):
         self._last = (x, x._version, y, y._version, ladj, reverse)
@@ -86,8 +93,13 @@ class MonotonicRQSTransform(zuko_transforms.MonotonicRQSTransform):
         if self._last is None:
             return None
         last_x, x_version, last_y, y_version, ladj, last_reverse = self._last
-        if (x is last_x and y is last_y and x._version == x_version and y._version == y_version
-                and reverse == last_reverse):
+        if (
+            x is last_x
+            and y is last_y
+            and x._version == x_version
+            and y._version == y_version
+            and reverse == last_reverse
+        ):
             return ladj
         return None
 
@@ -185,10 +197,19 @@ def benchmark_pairs(size):
         return lambda: flow().log_prob(data)
 
     pairs = []
-    for name, make in (("MonotonicRQSTransform.call_and_ladj", forward),
-                       ("MonotonicRQSTransform.inv.call_and_ladj", inverse)):
-        pairs.append((name, case, make(zuko_transforms.MonotonicRQSTransform),
-                      make(MonotonicRQSTransform)))
-    pairs.append(("NSF.log_prob", f"x=({min(n, 256)}, {features}) K={K} 2 transforms",
-                  flow_log_prob(zuko_flows.NSF), flow_log_prob(NSF)))
+    for name, make in (
+        ("MonotonicRQSTransform.call_and_ladj", forward),
+        ("MonotonicRQSTransform.inv.call_and_ladj", inverse),
+    ):
+        pairs.append(
+            (name, case, make(zuko_transforms.MonotonicRQSTransform), make(MonotonicRQSTransform))
+        )
+    pairs.append(
+        (
+            "NSF.log_prob",
+            f"x=({min(n, 256)}, {features}) K={K} 2 transforms",
+            flow_log_prob(zuko_flows.NSF),
+            flow_log_prob(NSF),
+        )
+    )
     return pairs

@@ -14,8 +14,10 @@ from .realnvp import RealNVP
 from .vae import VAE
 from .wavenet import WaveNet
 
-MODELS = {cls.name: cls for cls in [VAE, IndependentPixels, PixelCNN, WaveNet, RealNVP, Glow,
-                                    NSF, EBM, DDPM, GAN]}
+MODELS = {
+    cls.name: cls
+    for cls in [VAE, IndependentPixels, PixelCNN, WaveNet, RealNVP, Glow, NSF, EBM, DDPM, GAN]
+}
 
 
 def get(name):
@@ -25,6 +27,21 @@ def get(name):
     return MODELS[name]
 
 
-__all__ = ["AutoregressiveModel", "DDPM", "EBM", "FlowModel", "GAN", "GenerativeModel",
-           "Glow", "IndependentPixels", "MODELS", "NSF", "PixelCNN", "Player", "RealNVP", "VAE",
-           "WaveNet", "get"]
+__all__ = [
+    "AutoregressiveModel",
+    "DDPM",
+    "EBM",
+    "FlowModel",
+    "GAN",
+    "GenerativeModel",
+    "Glow",
+    "IndependentPixels",
+    "MODELS",
+    "NSF",
+    "PixelCNN",
+    "Player",
+    "RealNVP",
+    "VAE",
+    "WaveNet",
+    "get",
+]

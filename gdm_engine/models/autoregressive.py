@@ -26,8 +26,9 @@ class AutoregressiveModel(GenerativeModel):
 
     def __init__(self, shape, levels, **config):
         if levels is None:
-            raise ValueError(f"{type(self).__name__} models discrete data (levels); got "
-                             "continuous data")
+            raise ValueError(
+                f"{type(self).__name__} models discrete data (levels); got continuous data"
+            )
         super().__init__(shape=list(shape), levels=levels, **config)
         self.shape, self.levels = tuple(shape), levels
 

@@ -8,8 +8,6 @@ from gdm_engine._validation import check_int, host_values
 from gdm_engine.data import dequantize, quantize
 
 
-
-
 def check_range(name, t, count):
     """t's values lie in 0 .. count − 1 (levels of discrete data, class labels). They are checked
     where reading them is free, on CPU tensors (`host_values`); a GPU would stall to read them,
@@ -17,8 +15,10 @@ def check_range(name, t, count):
     training split before it moves it to the device) and no training step reads them."""
     values = host_values(t)
     if values is not None and values.size and not 0 <= values.min() <= values.max() < count:
-        raise ValueError(f"{name} must lie in 0 .. {count - 1}, got values from "
-                         f"{values.min():g} to {values.max():g}")
+        raise ValueError(
+            f"{name} must lie in 0 .. {count - 1}, got values from "
+            f"{values.min():g} to {values.max():g}"
+        )
 
 
 def continuous_space(x, levels, generator):
@@ -88,8 +88,9 @@ class GenerativeModel(torch.nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor of examples, got {type(x).__name__}")
         if tuple(x.shape[1:]) != self.shape or x.ndim == 0:
-            raise ValueError(f"x must have shape (N, {', '.join(map(str, self.shape))}), got "
-                             f"{tuple(x.shape)}")
+            raise ValueError(
+                f"x must have shape (N, {', '.join(map(str, self.shape))}), got {tuple(x.shape)}"
+            )
 
     def check_data(self, x):
         """Raise TypeError/ValueError naming x unless it holds examples as the model takes them:

@@ -44,24 +44,52 @@ class DDPM(GenerativeModel):
 
     name = "ddpm"
 
-    def __init__(self, shape, levels=None, schedule="linear", timesteps=1000, prediction="eps",
-                 min_snr_gamma=None, width=64, multipliers=(1, 2), blocks=2, dropout=0.0,
-                 classes=0, label_dropout=0.1, bound_timesteps=None, level_offsets=True):
+    def __init__(
+        self,
+        shape,
+        levels=None,
+        schedule="linear",
+        timesteps=1000,
+        prediction="eps",
+        min_snr_gamma=None,
+        width=64,
+        multipliers=(1, 2),
+        blocks=2,
+        dropout=0.0,
+        classes=0,
+        label_dropout=0.1,
+        bound_timesteps=None,
+        level_offsets=True,
+    ):
         check_choice("schedule", schedule, tuple(SCHEDULES))
         check_int("timesteps", timesteps, 1)
         check_choice("prediction", prediction, PREDICTIONS)
-        if min_snr_gamma is not None and (isinstance(min_snr_gamma, bool) or not isinstance(
-                min_snr_gamma, (int, float)) or not min_snr_gamma > 0):
+        if min_snr_gamma is not None and (
+            isinstance(min_snr_gamma, bool)
+            or not isinstance(min_snr_gamma, (int, float))
+            or not min_snr_gamma > 0
+        ):
             raise ValueError(f"min_snr_gamma must be None or a number > 0, got {min_snr_gamma!r}")
         check_int("classes", classes, 0)
         check_fraction("label_dropout", label_dropout)
         if not isinstance(level_offsets, bool):
             raise TypeError(f"level_offsets must be a bool, got {type(level_offsets).__name__}")
-        super().__init__(shape=list(shape), levels=levels, schedule=schedule,
-                         timesteps=timesteps, prediction=prediction, min_snr_gamma=min_snr_gamma,
-                         width=width, multipliers=list(multipliers), blocks=blocks,
-                         dropout=dropout, classes=classes, label_dropout=label_dropout,
-                         bound_timesteps=bound_timesteps, level_offsets=level_offsets)
+        super().__init__(
+            shape=list(shape),
+            levels=levels,
+            schedule=schedule,
+            timesteps=timesteps,
+            prediction=prediction,
+            min_snr_gamma=min_snr_gamma,
+            width=width,
+            multipliers=list(multipliers),
+            blocks=blocks,
+            dropout=dropout,
+            classes=classes,
+            label_dropout=label_dropout,
+            bound_timesteps=bound_timesteps,
+            level_offsets=level_offsets,
+        )
         self.shape, self.levels, self.timesteps = tuple(shape), levels, timesteps
         self.prediction, self.min_snr_gamma = prediction, min_snr_gamma
         self.classes, self.label_dropout = classes, label_dropout
@@ -69,13 +97,15 @@ class DDPM(GenerativeModel):
         self.level_offsets = level_offsets and levels is not None
         inputs = self.shape[0] * (2 if self.level_offsets else 1)
         if len(self.shape) == 3:
-            self.network = UNet(self.shape[0], width, tuple(multipliers), blocks, classes,
-                                dropout, inputs)
+            self.network = UNet(
+                self.shape[0], width, tuple(multipliers), blocks, classes, dropout, inputs
+            )
         elif len(self.shape) == 1:
             self.network = ResidualMLP(self.shape[0], width, blocks, classes, dropout, inputs)
         else:
-            raise ValueError(f"ddpm models images (C, H, W) or vectors (D,), got shape "
-                             f"{tuple(shape)}")
+            raise ValueError(
+                f"ddpm models images (C, H, W) or vectors (D,), got shape {tuple(shape)}"
+            )
         # float64: the bound's weights divide by 1 − ᾱ, which is 1e-4 at the first step
         alpha_bars = SCHEDULES[schedule](timesteps, dtype=torch.float64)
         self.register_buffer("alpha_bars", alpha_bars, persistent=False)
@@ -103,14 +133,19 @@ class DDPM(GenerativeModel):
         if k is not None:
             check_int("bound_timesteps", k, 1)
             if k > self.timesteps - 1:
-                raise ValueError(f"bound_timesteps must be <= timesteps - 1 "
-                                 f"({self.timesteps - 1}, the KL terms), got {k}")
+                raise ValueError(
+                    f"bound_timesteps must be <= timesteps - 1 "
+                    f"({self.timesteps - 1}, the KL terms), got {k}"
+                )
         self._bound_timesteps = k
 
     @property
     def likelihood(self):
-        steps = "all steps" if self.bound_timesteps is None else \
-            f"{self.bound_timesteps} of {self.timesteps - 1} KL terms, stratified"
+        steps = (
+            "all steps"
+            if self.bound_timesteps is None
+            else f"{self.bound_timesteps} of {self.timesteps - 1} KL terms, stratified"
+        )
         return f"bound (variational, Ho et al. eq. 5, {steps})"
 
     # ---- data, labels and the network --------------------------------------------------------
@@ -143,10 +178,16 @@ class DDPM(GenerativeModel):
             return None
         if not self.classes:
             raise ValueError("labels were given to an unconditional model (classes=0)")
-        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.long \
-                or labels.shape != (n,):
-            got = f"{labels.dtype} of shape {tuple(labels.shape)}" \
-                if isinstance(labels, torch.Tensor) else type(labels).__name__
+        if (
+            not isinstance(labels, torch.Tensor)
+            or labels.dtype != torch.long
+            or labels.shape != (n,)
+        ):
+            got = (
+                f"{labels.dtype} of shape {tuple(labels.shape)}"
+                if isinstance(labels, torch.Tensor)
+                else type(labels).__name__
+            )
             raise TypeError(f"labels must be an int64 tensor of shape ({n},), got {got}")
         check_range("labels", labels, self.classes)
         return labels.to(self.alpha_bars.device)
@@ -198,8 +239,9 @@ class DDPM(GenerativeModel):
         labels = self.check_data(x, labels)
         x0 = self._inputs(x)
         n, device = len(x0), x0.device
-        t = torch.randint(self.timesteps, (n,), generator=generator,
-                          device=drawn_on(generator, device)).to(device)
+        t = torch.randint(
+            self.timesteps, (n,), generator=generator, device=drawn_on(generator, device)
+        ).to(device)
         noise = draw(x0.shape, generator, device)
         if labels is not None and self.label_dropout > 0:
             dropped = draw((n,), generator, device, uniform=True)
@@ -207,8 +249,14 @@ class DDPM(GenerativeModel):
         alpha_bar = self.alpha_bars[t].float()
         x_t = ops.q_sample(x0, alpha_bar, noise)
         output = self._predict(x_t, t, labels).float()
-        return ops.diffusion_loss(output, x0, noise, alpha_bar, prediction=self.prediction,
-                                  min_snr_gamma=self.min_snr_gamma).mean()
+        return ops.diffusion_loss(
+            output,
+            x0,
+            noise,
+            alpha_bar,
+            prediction=self.prediction,
+            min_snr_gamma=self.min_snr_gamma,
+        ).mean()
 
     # ---- the variational bound ----------------------------------------------------------------
 
@@ -252,8 +300,9 @@ class DDPM(GenerativeModel):
         labels = self.check_data(x, labels)
         x0 = self._inputs(x)
         steps = torch.arange(self.timesteps, device=x0.device).expand(len(x0), -1)
-        return torch.cat([self._step_terms(x0, steps, labels, generator),
-                          self._prior_term(x0)[:, None]], dim=1)
+        return torch.cat(
+            [self._step_terms(x0, steps, labels, generator), self._prior_term(x0)[:, None]], dim=1
+        )
 
     def _prior_term(self, x0):
         """L_T = KL(N(sqrt(ᾱ_T) x0, (1 − ᾱ_T) I) ‖ N(0, I)), summed over the dimensions."""
@@ -295,8 +344,7 @@ class DDPM(GenerativeModel):
             rows = slice(start, start + BOUND_ROWS)
             which, t = examples[rows], flat[rows]
             target = x0[which]
-            x0_hat = self._denoised(target, t, None if labels is None else labels[which],
-                                    generator)
+            x0_hat = self._denoised(target, t, None if labels is None else labels[which], generator)
             errors = (target.double() - x0_hat).square().flatten(1).sum(1)
             chunk = weights[t] * errors
             first = (t == 0).nonzero().squeeze(1)
@@ -318,8 +366,9 @@ class DDPM(GenerativeModel):
         x0 = x0.double()
         if self.levels is None:
             z = (x0 - mean) / std
-            return (-0.5 * z.square() - math.log(std) - 0.5 * math.log(2 * math.pi)).flatten(1) \
-                .sum(1)
+            return (
+                (-0.5 * z.square() - math.log(std) - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+            )
         half_bin = 1 / (self.levels - 1)
         upper = torch.where(x0 > 1 - half_bin, math.inf, (x0 + half_bin - mean) / std)
         lower = torch.where(x0 < -1 + half_bin, -math.inf, (x0 - half_bin - mean) / std)
@@ -328,8 +377,16 @@ class DDPM(GenerativeModel):
     # ---- sampling -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, n, generator=None, sampler="dpmpp_2m", steps=None, labels=None,
-               guidance_scale=None, progress=False):
+    def sample(
+        self,
+        n,
+        generator=None,
+        sampler="dpmpp_2m",
+        steps=None,
+        labels=None,
+        guidance_scale=None,
+        progress=False,
+    ):
         """n examples shaped like the data (discrete data: levels) by `sampler` (one of
         gdm_engine.sampling.SAMPLERS; `steps` for those that skip steps, default 50): by default
         DPM-Solver++(2M) in 50 model evaluations, "ddpm" for Ho et al.'s ancestral sampler over
@@ -344,20 +401,30 @@ class DDPM(GenerativeModel):
         labels = self._check_labels(labels, n)
         if guidance_scale is not None and labels is None:
             raise ValueError("guidance_scale needs labels: it guides towards a class")
-        x0 = sampling.sample(self.denoiser(labels, guidance_scale), (n, *self.shape),
-                              SCHEDULES[self.config["schedule"]](self.timesteps),
-                              sampler=sampler, steps=steps, generator=generator,
-                              device=self.alpha_bars.device, prediction=self.prediction,
-                              guidance_scale=guidance_scale, progress=progress,
-                              **self._clip(sampler))
+        x0 = sampling.sample(
+            self.denoiser(labels, guidance_scale),
+            (n, *self.shape),
+            SCHEDULES[self.config["schedule"]](self.timesteps),
+            sampler=sampler,
+            steps=steps,
+            generator=generator,
+            device=self.alpha_bars.device,
+            prediction=self.prediction,
+            guidance_scale=guidance_scale,
+            progress=progress,
+            **self._clip(sampler),
+        )
         return self._outputs(x0)
 
     def _clip(self, sampler):
         """Discrete data lie in [−1, 1]: the samplers that can clip x̂0 (the ancestral ones)
         clip it there, as the bound does. The σ-form samplers take no clip."""
         chosen = sampling.SAMPLERS.get(sampler)
-        if self.levels is None or chosen is None \
-                or "clip" not in inspect.signature(chosen).parameters:
+        if (
+            self.levels is None
+            or chosen is None
+            or "clip" not in inspect.signature(chosen).parameters
+        ):
             return {}
         return {"clip": 1.0}
 

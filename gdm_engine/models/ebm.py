@@ -15,22 +15,33 @@ from .base import GenerativeModel, continuous_space, data_space
 
 
 def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or math.isinf(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or math.isinf(value)
+    ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def _check_box(low, high, dims):
     """low, high: `dims` finite numbers each, low < high."""
     for name, bound in (("low", low), ("high", high)):
-        if not isinstance(bound, (list, tuple)) or len(bound) != dims or not all(
+        if (
+            not isinstance(bound, (list, tuple))
+            or len(bound) != dims
+            or not all(
                 isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b)
-                for b in bound):
-            raise ValueError(f"{name} must be a list of {dims} finite numbers (one per "
-                             f"dimension), got {bound!r}")
+                for b in bound
+            )
+        ):
+            raise ValueError(
+                f"{name} must be a list of {dims} finite numbers (one per dimension), got {bound!r}"
+            )
     if not all(a < b for a, b in zip(low, high)):
-        raise ValueError(f"low must be below high in every dimension, got low {list(low)} and "
-                         f"high {list(high)}")
+        raise ValueError(
+            f"low must be below high in every dimension, got low {list(low)} and high {list(high)}"
+        )
 
 
 def energy_network(dims, hidden, spectral_norm):
@@ -69,9 +80,22 @@ class EBM(GenerativeModel):
     name = "ebm"
     likelihood = None  # unnormalised: no log_prob (the trainer scores samples instead)
 
-    def __init__(self, shape, levels=None, low=None, high=None, hidden=(128, 128),
-                 langevin_steps=40, step_size=0.01, sample_steps=400, buffer_size=10000,
-                 reinit=0.05, alpha=0.1, spectral_norm=False, temperature=1.0):
+    def __init__(
+        self,
+        shape,
+        levels=None,
+        low=None,
+        high=None,
+        hidden=(128, 128),
+        langevin_steps=40,
+        step_size=0.01,
+        sample_steps=400,
+        buffer_size=10000,
+        reinit=0.05,
+        alpha=0.1,
+        spectral_norm=False,
+        temperature=1.0,
+    ):
         dims = math.prod(shape)
         low = [-1.0] * dims if low is None else low
         high = [1.0] * dims if high is None else high
@@ -80,23 +104,40 @@ class EBM(GenerativeModel):
             raise ValueError(f"hidden must be a non-empty list of layer sizes, got {hidden!r}")
         for size in hidden:
             check_int("hidden", size, 1)
-        for name, value in (("langevin_steps", langevin_steps), ("sample_steps", sample_steps),
-                            ("buffer_size", buffer_size)):
+        for name, value in (
+            ("langevin_steps", langevin_steps),
+            ("sample_steps", sample_steps),
+            ("buffer_size", buffer_size),
+        ):
             check_int(name, value, 1)
         _check_positive("step_size", step_size)
         _check_positive("temperature", temperature)
-        if isinstance(reinit, bool) or not isinstance(reinit, (int, float)) \
-                or not 0 <= reinit <= 1:
+        if isinstance(reinit, bool) or not isinstance(reinit, (int, float)) or not 0 <= reinit <= 1:
             raise ValueError(f"reinit must be a fraction in [0, 1], got {reinit!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha \
-                or math.isinf(alpha):
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, (int, float))
+            or not 0 <= alpha
+            or math.isinf(alpha)
+        ):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         if not isinstance(spectral_norm, bool):
             raise TypeError(f"spectral_norm must be a bool, got {type(spectral_norm).__name__}")
-        super().__init__(shape=list(shape), levels=levels, low=list(low), high=list(high),
-                         hidden=list(hidden), langevin_steps=langevin_steps, step_size=step_size,
-                         sample_steps=sample_steps, buffer_size=buffer_size, reinit=reinit,
-                         alpha=alpha, spectral_norm=spectral_norm, temperature=temperature)
+        super().__init__(
+            shape=list(shape),
+            levels=levels,
+            low=list(low),
+            high=list(high),
+            hidden=list(hidden),
+            langevin_steps=langevin_steps,
+            step_size=step_size,
+            sample_steps=sample_steps,
+            buffer_size=buffer_size,
+            reinit=reinit,
+            alpha=alpha,
+            spectral_norm=spectral_norm,
+            temperature=temperature,
+        )
         self.shape, self.levels, self.dims = tuple(shape), levels, dims
         self.network = energy_network(dims, hidden, spectral_norm)
         self.register_buffer("low", torch.tensor(low, dtype=torch.float32), persistent=False)
@@ -113,7 +154,6 @@ class EBM(GenerativeModel):
         box = {"low": flat.min(0).values.tolist(), "high": flat.max(0).values.tolist()}
         return cls(shape=list(data.shape), **{**box, **options})
 
-
     def energy(self, x):
         """E(x) for x (N, D) in the model's space (flattened examples; for discrete data in
         [−1, 1]): (N,), lower where the model puts more mass."""
@@ -126,7 +166,8 @@ class EBM(GenerativeModel):
         raise NotImplementedError(
             "ebm's likelihood is unnormalised (exp(-E(x)) / Z with Z unknown), so it has no "
             "log_prob: use energy(x) for relative scores, or the distance of samples to the data "
-            "(gdm_engine.metrics.sliced_wasserstein, mmd)")
+            "(gdm_engine.metrics.sliced_wasserstein, mmd)"
+        )
 
     def _uniform(self, n, generator, device):
         """n points uniform over the box [low, high]."""
@@ -145,8 +186,7 @@ class EBM(GenerativeModel):
             x = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 score = -torch.autograd.grad(self.energy(x).sum(), x)[0]
-            x = ops.langevin_step(x.detach(), score / temperature, step_size,
-                                  generator=generator)
+            x = ops.langevin_step(x.detach(), score / temperature, step_size, generator=generator)
             x = torch.clamp(x, self.low, self.high)
         return x.detach()
 
@@ -154,8 +194,9 @@ class EBM(GenerativeModel):
         """n negatives: chains from the replay buffer (a `reinit` fraction restarted from noise)
         run for `langevin_steps` steps; they replace the entries they started from."""
         device = self.replay.device
-        index = torch.randint(len(self.replay), (n,), generator=generator,
-                              device=drawn_on(generator, device)).to(device)
+        index = torch.randint(
+            len(self.replay), (n,), generator=generator, device=drawn_on(generator, device)
+        ).to(device)
         fresh = draw((n, 1), generator, device, uniform=True) < self.config["reinit"]
         start = torch.where(fresh, self._uniform(n, generator, device), self.replay[index])
         negatives = self.langevin(start, self.config["langevin_steps"], generator)

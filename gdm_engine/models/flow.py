@@ -20,8 +20,9 @@ def standard_normal_log_prob(z):
 def check_image_shape(model, shape):
     """The multi-scale flows model images (C, H, W) only."""
     if len(shape) != 3:
-        raise ValueError(f"{model} models images (C, H, W), got shape {tuple(shape)}: use nsf "
-                         f"for vectors")
+        raise ValueError(
+            f"{model} models images (C, H, W), got shape {tuple(shape)}: use nsf for vectors"
+        )
 
 
 class FlowModel(GenerativeModel):
@@ -40,18 +41,26 @@ class FlowModel(GenerativeModel):
     without storing activations (gdm_engine.nn.InvertibleSequential).
     """
 
-    def __init__(self, shape, levels=None, memory_saving=False, iwae_samples=1, alpha=0.05,
-                 **options):
+    def __init__(
+        self, shape, levels=None, memory_saving=False, iwae_samples=1, alpha=0.05, **options
+    ):
         check_int("iwae_samples", iwae_samples, 1)
         if not isinstance(memory_saving, bool):
             raise TypeError(f"memory_saving must be a bool, got {type(memory_saving).__name__}")
-        super().__init__(shape=list(shape), levels=levels, memory_saving=memory_saving,
-                         iwae_samples=iwae_samples, alpha=alpha, **options)
+        super().__init__(
+            shape=list(shape),
+            levels=levels,
+            memory_saving=memory_saving,
+            iwae_samples=iwae_samples,
+            alpha=alpha,
+            **options,
+        )
         self.shape, self.levels, self.iwae_samples = tuple(shape), levels, iwae_samples
         self.dims = math.prod(self.shape)
         first = [gnn.Logit(alpha)] if levels is not None else []
-        self.flow = gnn.InvertibleSequential(*first, *self.layers(memory_saving),
-                                             memory_saving=memory_saving)
+        self.flow = gnn.InvertibleSequential(
+            *first, *self.layers(memory_saving), memory_saving=memory_saving
+        )
 
     def layers(self, memory_saving):
         raise NotImplementedError
@@ -75,8 +84,9 @@ class FlowModel(GenerativeModel):
             return self.log_density(x.to(self.flow_dtype))
         k = self.iwae_samples if samples is None else samples
         check_int("samples", k, 1)
-        log_weights = torch.stack([self.log_density(dequantize(x, self.levels, generator))
-                                   for _ in range(k)])
+        log_weights = torch.stack(
+            [self.log_density(dequantize(x, self.levels, generator)) for _ in range(k)]
+        )
         return torch.logsumexp(log_weights, 0) - math.log(k) - self.dims * math.log(self.levels)
 
     @property
@@ -92,8 +102,11 @@ class FlowModel(GenerativeModel):
         """n examples: z ~ N(0, temperature² I) through the inverse flow (temperature < 1 draws
         from the typical middle of the density, Kingma & Dhariwal, 2018, sec. 5); discrete data
         come back as integer levels (floor of levels * y)."""
-        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) \
-                or temperature < 0:
+        if (
+            not isinstance(temperature, (int, float))
+            or isinstance(temperature, bool)
+            or temperature < 0
+        ):
             raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
         device = generator.device if generator is not None else self.device
         z = torch.randn(n, *self.shape, generator=generator, device=device)

@@ -20,8 +20,10 @@ def _upsamplings(shape):
     """How many times the generator doubles 4x4 to reach an image of `shape` (C, S, S)."""
     size = shape[-1]
     if len(shape) != 3 or shape[1] != size or size < 8 or size & (size - 1):
-        raise ValueError(f"gan images must be (C, S, S) with S a power of 2 >= 8, or vectors "
-                         f"(D,); got examples of shape {tuple(shape)}")
+        raise ValueError(
+            f"gan images must be (C, S, S) with S a power of 2 >= 8, or vectors "
+            f"(D,); got examples of shape {tuple(shape)}"
+        )
     return int(math.log2(size)) - 2
 
 
@@ -37,8 +39,7 @@ def image_generator(latent, channels, width, upsamplings):
     layers = [nn.Linear(latent, start * 16), nn.Unflatten(1, (start, 4, 4)), _leaky_relu()]
     for i in range(upsamplings):
         fan_in = start >> i
-        layers += [nn.ConvTranspose2d(fan_in, fan_in // 2, 4, stride=2, padding=1),
-                   _leaky_relu()]
+        layers += [nn.ConvTranspose2d(fan_in, fan_in // 2, 4, stride=2, padding=1), _leaky_relu()]
     layers += [nn.Conv2d(width, channels, 3, padding=1), nn.Tanh()]
     return nn.Sequential(*layers)
 
@@ -82,8 +83,18 @@ class GAN(GenerativeModel):
     name = "gan"
     likelihood = None  # implicit: samples, no density
 
-    def __init__(self, shape, levels=None, latent=None, width=32, hidden=(256, 256, 256),
-                 r1=1.0, spectral_norm=False, discriminator_steps=1, betas=(0.0, 0.99)):
+    def __init__(
+        self,
+        shape,
+        levels=None,
+        latent=None,
+        width=32,
+        hidden=(256, 256, 256),
+        r1=1.0,
+        spectral_norm=False,
+        discriminator_steps=1,
+        betas=(0.0, 0.99),
+    ):
         images = len(shape) > 1
         upsamplings = _upsamplings(shape) if images else 0
         latent = (64 if images else 8) if latent is None else latent
@@ -96,14 +107,25 @@ class GAN(GenerativeModel):
             check_int("hidden", size, 1)
         if isinstance(r1, bool) or not isinstance(r1, (int, float)) or not 0 <= r1 < math.inf:
             raise ValueError(f"r1 must be a finite number >= 0, got {r1!r}")
-        if not isinstance(betas, (list, tuple)) or len(betas) != 2 or not all(
-                isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+        if (
+            not isinstance(betas, (list, tuple))
+            or len(betas) != 2
+            or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
+        ):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         if not isinstance(spectral_norm, bool):
             raise TypeError(f"spectral_norm must be a bool, got {type(spectral_norm).__name__}")
-        super().__init__(shape=list(shape), levels=levels, latent=latent, width=width,
-                         hidden=list(hidden), r1=r1, spectral_norm=spectral_norm,
-                         discriminator_steps=discriminator_steps, betas=list(betas))
+        super().__init__(
+            shape=list(shape),
+            levels=levels,
+            latent=latent,
+            width=width,
+            hidden=list(hidden),
+            r1=r1,
+            spectral_norm=spectral_norm,
+            discriminator_steps=discriminator_steps,
+            betas=list(betas),
+        )
         self.shape, self.levels, self.latent = tuple(shape), levels, latent
         if images:
             self.generator = image_generator(latent, shape[0], width, upsamplings)
@@ -116,9 +138,16 @@ class GAN(GenerativeModel):
 
     def players(self):
         betas = tuple(self.config["betas"])
-        return (Player("discriminator", ("discriminator",), self.config["discriminator_steps"],
-                       betas=betas, samples=False),
-                Player("generator", ("generator",), betas=betas))
+        return (
+            Player(
+                "discriminator",
+                ("discriminator",),
+                self.config["discriminator_steps"],
+                betas=betas,
+                samples=False,
+            ),
+            Player("generator", ("generator",), betas=betas),
+        )
 
     # ---- the losses -----------------------------------------------------------------------------
 
@@ -158,7 +187,8 @@ class GAN(GenerativeModel):
         raise NotImplementedError(
             "gan is an implicit model: it defines samples G(z), not a density, so it has no "
             "likelihood and no log_prob; judge it by its samples (gdm_engine.metrics: "
-            "digit_quality, sliced_wasserstein, mmd)")
+            "digit_quality, sliced_wasserstein, mmd)"
+        )
 
     @torch.no_grad()
     def sample(self, n, generator=None):

@@ -27,7 +27,8 @@ class IndependentPixels(GenerativeModel):
         self.check_data(images)
         flat = images.reshape(len(images), -1).to(self.logits.device)
         counts = torch.zeros_like(self.logits).scatter_add_(
-            1, flat.T, torch.ones(flat.T.shape, device=flat.device))
+            1, flat.T, torch.ones(flat.T.shape, device=flat.device)
+        )
         self.logits.copy_(torch.log(counts + smoothing))
         return self
 

@@ -14,13 +14,33 @@ class NSF(FlowModel):
 
     name = "nsf"
 
-    def __init__(self, shape, levels=None, transforms=4, hidden=128, bins=8, tail_bound=4.0,
-                 dropout=0.0, memory_saving=False, iwae_samples=1, alpha=0.05):
+    def __init__(
+        self,
+        shape,
+        levels=None,
+        transforms=4,
+        hidden=128,
+        bins=8,
+        tail_bound=4.0,
+        dropout=0.0,
+        memory_saving=False,
+        iwae_samples=1,
+        alpha=0.05,
+    ):
         check_int("transforms", transforms, 1)
         check_fraction("dropout", dropout)
-        super().__init__(shape, levels, memory_saving, iwae_samples, alpha,
-                         transforms=transforms, hidden=hidden, bins=bins, tail_bound=tail_bound,
-                         dropout=dropout)
+        super().__init__(
+            shape,
+            levels,
+            memory_saving,
+            iwae_samples,
+            alpha,
+            transforms=transforms,
+            hidden=hidden,
+            bins=bins,
+            tail_bound=tail_bound,
+            dropout=dropout,
+        )
 
     def layers(self, memory_saving):
         dims = self.dims
@@ -29,7 +49,11 @@ class NSF(FlowModel):
         c = self.config
         layers = [gnn.Reshape(self.shape, (dims,))]
         for i in range(c["transforms"]):
-            layers += [gnn.ActNorm(dims), gnn.InvConv1x1(dims),
-                       gnn.SplineCoupling((dims,), i % 2, c["hidden"], c["bins"], c["tail_bound"],
-                                          c["dropout"])]
+            layers += [
+                gnn.ActNorm(dims),
+                gnn.InvConv1x1(dims),
+                gnn.SplineCoupling(
+                    (dims,), i % 2, c["hidden"], c["bins"], c["tail_bound"], c["dropout"]
+                ),
+            ]
         return [*layers, gnn.Reshape((dims,), self.shape)]

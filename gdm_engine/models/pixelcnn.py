@@ -17,7 +17,7 @@ def rows_above(kernel_size, with_centre_row):
     """The vertical stack's (k, k) mask: the rows above the centre, and the centre row too for
     every layer after the first (whose input, the vertical stack below, sees only rows above)."""
     mask = torch.zeros(kernel_size, kernel_size, dtype=torch.bool)
-    mask[:kernel_size // 2 + with_centre_row] = True
+    mask[: kernel_size // 2 + with_centre_row] = True
     return mask
 
 
@@ -46,12 +46,16 @@ class PixelCNN(AutoregressiveModel):
 
     name = "pixelcnn"
 
-    def __init__(self, shape, levels, channels=64, layers=6, kernel_size=5, hidden=None,
-                 dropout=0.0):
+    def __init__(
+        self, shape, levels, channels=64, layers=6, kernel_size=5, hidden=None, dropout=0.0
+    ):
         if len(shape) != 3:
             raise ValueError(f"PixelCNN models images (C, H, W); got shape {tuple(shape)}")
-        for name, value in [("channels", channels), ("layers", layers),
-                            ("kernel_size", kernel_size)]:
+        for name, value in [
+            ("channels", channels),
+            ("layers", layers),
+            ("kernel_size", kernel_size),
+        ]:
             check_int(name, value, 1)
         colours = shape[0]
         hidden = 2 * channels if hidden is None else hidden
@@ -59,22 +63,36 @@ class PixelCNN(AutoregressiveModel):
         if kernel_size % 2 == 0 or kernel_size < 3:
             raise ValueError(f"kernel_size must be odd and at least 3, got {kernel_size}")
         if channels % colours or hidden % colours:
-            raise ValueError(f"channels ({channels}) and hidden ({hidden}) must divide into the "
-                             f"{colours} colour groups")
+            raise ValueError(
+                f"channels ({channels}) and hidden ({hidden}) must divide into the "
+                f"{colours} colour groups"
+            )
         check_fraction("dropout", dropout)
-        super().__init__(shape, levels, channels=channels, layers=layers,
-                         kernel_size=kernel_size, hidden=hidden, dropout=dropout)
+        super().__init__(
+            shape,
+            levels,
+            channels=channels,
+            layers=layers,
+            kernel_size=kernel_size,
+            hidden=hidden,
+            dropout=dropout,
+        )
         self.colours, self.channels, self.kernel_size = colours, channels, kernel_size
         k, p, g = kernel_size, channels, colours
         self.vertical = nn.ModuleList(
-            MaskedConv2d(g if i == 0 else p, 2 * p, k, mask=rows_above(k, i > 0),
-                         activation="gated") for i in range(layers))
+            MaskedConv2d(
+                g if i == 0 else p, 2 * p, k, mask=rows_above(k, i > 0), activation="gated"
+            )
+            for i in range(layers)
+        )
         self.horizontal = nn.ModuleList(
-            MaskedConv2d(g if i == 0 else p, 2 * p, (1, k), mask="A" if i == 0 else "B",
-                         color_groups=g) for i in range(layers))
+            MaskedConv2d(
+                g if i == 0 else p, 2 * p, (1, k), mask="A" if i == 0 else "B", color_groups=g
+            )
+            for i in range(layers)
+        )
         self.links = nn.ModuleList(MaskedConv2d(p, 2 * p, 1) for _ in range(layers))
-        self.residuals = nn.ModuleList(MaskedConv2d(p, p, 1, color_groups=g)
-                                       for _ in range(layers))
+        self.residuals = nn.ModuleList(MaskedConv2d(p, p, 1, color_groups=g) for _ in range(layers))
         self.head = MaskedConv2d(p, hidden, 1, color_groups=g, activation="relu")
         self.out = MaskedConv2d(hidden, g * levels, 1, color_groups=g)
         self.dropout = nn.Dropout(dropout)
@@ -120,8 +138,9 @@ class PixelCNN(AutoregressiveModel):
         inputs = pixel.zeros(n, colours, height, width)
         vertical = [pixel.zeros(n, self.channels, height, width) for _ in self.vertical]
         # the horizontal caches are padded with r zero columns on the left, "same" padding's zeros
-        horizontal = [pixel.zeros(n, colours, height, width + r)] + \
-            [pixel.zeros(n, self.channels, height, width + r) for _ in self.horizontal]
+        horizontal = [pixel.zeros(n, colours, height, width + r)] + [
+            pixel.zeros(n, self.channels, height, width + r) for _ in self.horizontal
+        ]
         logits = pixel.zeros(n, self.levels, *self.shape) if draw is None else None
         for i in range(height):
             pixel.vertical_row(inputs, vertical, i)
@@ -143,15 +162,16 @@ class _PixelStep:
 
     def __init__(self, model):
         self.model, r = model, model.kernel_size // 2
-        self.vertical = [(layer.masked_weight()[:, :, :r + 1], layer.bias)
-                         for layer in model.vertical]
+        self.vertical = [
+            (layer.masked_weight()[:, :, : r + 1], layer.bias) for layer in model.vertical
+        ]
         self.horizontal = []
         for conv, link in zip(model.horizontal, model.links):
-            taps = conv.masked_weight()[:, :, 0, :r + 1].flatten(1)
-            self.horizontal.append((torch.cat([taps, link.masked_weight().flatten(1)], 1).T,
-                                    conv.bias + link.bias))
-        self.residuals = [as_matrix(layer.masked_weight(), layer.bias)
-                          for layer in model.residuals]
+            taps = conv.masked_weight()[:, :, 0, : r + 1].flatten(1)
+            self.horizontal.append(
+                (torch.cat([taps, link.masked_weight().flatten(1)], 1).T, conv.bias + link.bias)
+            )
+        self.residuals = [as_matrix(layer.masked_weight(), layer.bias) for layer in model.residuals]
         self.head = as_matrix(model.head.masked_weight(), model.head.bias)
         self.out = as_matrix(model.out.masked_weight(), model.out.bias)
 
@@ -164,7 +184,7 @@ class _PixelStep:
         r = self.model.kernel_size // 2
         below = inputs
         for (weight, bias), cache in zip(self.vertical, vertical):
-            window = F.pad(below[:, :, max(0, i - r):i + 1], (r, r, max(0, r - i), 0))
+            window = F.pad(below[:, :, max(0, i - r) : i + 1], (r, r, max(0, r - i), 0))
             cache[:, :, i] = gate(F.conv2d(window, weight, bias), 1)[:, :, 0]
             below = cache
 
@@ -173,8 +193,9 @@ class _PixelStep:
         (n, levels, C) there."""
         r, colours = self.model.kernel_size // 2, self.model.colours
         for index, ((weight, bias), (res_weight, res_bias)) in enumerate(
-                zip(self.horizontal, self.residuals)):
-            window = horizontal[index][:, :, i, j:j + r + 1].flatten(1)
+            zip(self.horizontal, self.residuals)
+        ):
+            window = horizontal[index][:, :, i, j : j + r + 1].flatten(1)
             pre = torch.addmm(bias, torch.cat([window, vertical[index][:, :, i, j]], 1), weight)
             out = torch.addmm(res_bias, gate(pre, colours), res_weight)
             if index:

@@ -21,15 +21,35 @@ class RealNVP(FlowModel):
 
     name = "realnvp"
 
-    def __init__(self, shape, levels=None, scales=2, couplings=3, hidden=64, dropout=0.0,
-                 scale_map="softclamp", memory_saving=False, iwae_samples=1, alpha=0.05):
+    def __init__(
+        self,
+        shape,
+        levels=None,
+        scales=2,
+        couplings=3,
+        hidden=64,
+        dropout=0.0,
+        scale_map="softclamp",
+        memory_saving=False,
+        iwae_samples=1,
+        alpha=0.05,
+    ):
         check_image_shape(self.name, shape)
         check_int("scales", scales, 1)
         check_int("couplings", couplings, 1)
         check_fraction("dropout", dropout)
-        super().__init__(shape, levels, memory_saving, iwae_samples, alpha, scales=scales,
-                         couplings=couplings, hidden=hidden, dropout=dropout,
-                         scale_map=scale_map)
+        super().__init__(
+            shape,
+            levels,
+            memory_saving,
+            iwae_samples,
+            alpha,
+            scales=scales,
+            couplings=couplings,
+            hidden=hidden,
+            dropout=dropout,
+            scale_map=scale_map,
+        )
 
     def layers(self, memory_saving):
         return self._scale(self.shape, self.config["scales"], memory_saving)
@@ -37,9 +57,17 @@ class RealNVP(FlowModel):
     def _couplings(self, shape, partition, count):
         layers = []
         for i in range(count):
-            layers += [gnn.AffineCoupling(shape, partition, i % 2, self.config["hidden"],
-                                          self.config["scale_map"], self.config["dropout"]),
-                       gnn.ActNorm(shape[0])]
+            layers += [
+                gnn.AffineCoupling(
+                    shape,
+                    partition,
+                    i % 2,
+                    self.config["hidden"],
+                    self.config["scale_map"],
+                    self.config["dropout"],
+                ),
+                gnn.ActNorm(shape[0]),
+            ]
         return layers
 
     def _scale(self, shape, scales_left, memory_saving):
@@ -49,8 +77,13 @@ class RealNVP(FlowModel):
         c, h, w = shape
         squeezed = (4 * c, h // 2, w // 2)
         kept = (squeezed[0] // 2, *squeezed[1:])
-        inner = gnn.InvertibleSequential(*self._scale(kept, scales_left - 1, memory_saving),
-                                         memory_saving=memory_saving)
-        return [*self._couplings(shape, "checkerboard", couplings), gnn.Squeeze(),
-                *self._couplings(squeezed, "channel", couplings),
-                gnn.Split(squeezed, inner), gnn.Unsqueeze()]
+        inner = gnn.InvertibleSequential(
+            *self._scale(kept, scales_left - 1, memory_saving), memory_saving=memory_saving
+        )
+        return [
+            *self._couplings(shape, "checkerboard", couplings),
+            gnn.Squeeze(),
+            *self._couplings(squeezed, "channel", couplings),
+            gnn.Split(squeezed, inner),
+            gnn.Unsqueeze(),
+        ]

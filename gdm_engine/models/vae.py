@@ -17,9 +17,15 @@ EVAL_CHUNK_VALUES = 1 << 24  # decoder outputs held at once by log_prob (64 MB i
 
 
 def _mlp(n_in, hidden, n_out, dropout):
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Dropout(dropout),
-                         nn.Linear(hidden, hidden), nn.SiLU(), nn.Dropout(dropout),
-                         nn.Linear(hidden, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, hidden),
+        nn.SiLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, hidden),
+        nn.SiLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, n_out),
+    )
 
 
 def _standard_normal_log_prob(x):
@@ -43,17 +49,34 @@ class VAE(GenerativeModel):
 
     name = "vae"
 
-    def __init__(self, shape, levels=None, latent=16, hidden=128, iwae_samples=100,
-                 decoder="logistic", dropout=0.0):
+    def __init__(
+        self,
+        shape,
+        levels=None,
+        latent=16,
+        hidden=128,
+        iwae_samples=100,
+        decoder="logistic",
+        dropout=0.0,
+    ):
         for name, value in [("latent", latent), ("hidden", hidden), ("iwae_samples", iwae_samples)]:
             check_int(name, value, 1)
         check_choice("decoder", decoder, DECODERS)
         check_fraction("dropout", dropout)
         if levels is None and decoder == "categorical":
-            raise ValueError("decoder='categorical' needs discrete data (levels); continuous data "
-                             "get a Gaussian decoder")
-        super().__init__(shape=list(shape), levels=levels, latent=latent, hidden=hidden,
-                         iwae_samples=iwae_samples, decoder=decoder, dropout=dropout)
+            raise ValueError(
+                "decoder='categorical' needs discrete data (levels); continuous data "
+                "get a Gaussian decoder"
+            )
+        super().__init__(
+            shape=list(shape),
+            levels=levels,
+            latent=latent,
+            hidden=hidden,
+            iwae_samples=iwae_samples,
+            decoder=decoder,
+            dropout=dropout,
+        )
         self.shape, self.levels, self.latent = tuple(shape), levels, latent
         self.iwae_samples, self.decoder_kind = iwae_samples, decoder
         self.dims = math.prod(shape)
@@ -109,8 +132,9 @@ class VAE(GenerativeModel):
         k = self.iwae_samples if samples is None else samples
         check_int("samples", k, 1)
         mean, log_var = self.encode(x)
-        eps = torch.randn((k, *mean.shape), generator=generator,
-                          device=_device_of(generator, mean.device)).to(mean)
+        eps = torch.randn(
+            (k, *mean.shape), generator=generator, device=_device_of(generator, mean.device)
+        ).to(mean)
         # The decoder's level log-probabilities take K x N x D x levels values: a few samples at
         # a time keep that under EVAL_CHUNK_VALUES (K = 100 of 3x32x32 images would need GBs).
         per_sample = len(x) * self.dims * (self.levels or 2)
@@ -120,9 +144,11 @@ class VAE(GenerativeModel):
 
     def _log_weights(self, x, mean, log_var, eps):
         """log p(x, z) - log q(z|x) at z = mean + exp(log_var / 2) * eps, for eps (K, N, latent)."""
-        z, _ = ops.gaussian_reparam_kl(mean.expand_as(eps).reshape(-1, self.latent),
-                                       log_var.expand_as(eps).reshape(-1, self.latent),
-                                       eps.reshape(-1, self.latent))
+        z, _ = ops.gaussian_reparam_kl(
+            mean.expand_as(eps).reshape(-1, self.latent),
+            log_var.expand_as(eps).reshape(-1, self.latent),
+            eps.reshape(-1, self.latent),
+        )
         z = z.view(eps.shape)
         log_q = _standard_normal_log_prob(eps) - 0.5 * log_var.sum(-1)
         return self.decoder_log_prob(x, z) + _standard_normal_log_prob(z) - log_q

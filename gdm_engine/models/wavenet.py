@@ -30,26 +30,52 @@ class WaveNet(AutoregressiveModel):
 
     name = "wavenet"
 
-    def __init__(self, shape, levels, channels=32, skip_channels=None, layers=10, stacks=1,
-                 kernel_size=2, hidden=None, dropout=0.0):
+    def __init__(
+        self,
+        shape,
+        levels,
+        channels=32,
+        skip_channels=None,
+        layers=10,
+        stacks=1,
+        kernel_size=2,
+        hidden=None,
+        dropout=0.0,
+    ):
         skip_channels = channels if skip_channels is None else skip_channels
         hidden = 2 * skip_channels if hidden is None else hidden
-        for name, value in [("channels", channels), ("skip_channels", skip_channels),
-                            ("layers", layers), ("stacks", stacks), ("hidden", hidden)]:
+        for name, value in [
+            ("channels", channels),
+            ("skip_channels", skip_channels),
+            ("layers", layers),
+            ("stacks", stacks),
+            ("hidden", hidden),
+        ]:
             check_int(name, value, 1)
         check_int("kernel_size", kernel_size, 2)
         check_fraction("dropout", dropout)
-        super().__init__(shape, levels, channels=channels, skip_channels=skip_channels,
-                         layers=layers, stacks=stacks, kernel_size=kernel_size, hidden=hidden,
-                         dropout=dropout)
+        super().__init__(
+            shape,
+            levels,
+            channels=channels,
+            skip_channels=skip_channels,
+            layers=layers,
+            stacks=stacks,
+            kernel_size=kernel_size,
+            hidden=hidden,
+            dropout=dropout,
+        )
         self.channels, self.kernel_size = channels, kernel_size
         self.length = math.prod(shape)
-        self.dilations = [2 ** i for i in range(layers)] * stacks
+        self.dilations = [2**i for i in range(layers)] * stacks
         self.input = CausalConv1d(1, channels, kernel_size)
-        self.gates = nn.ModuleList(CausalConv1d(channels, 2 * channels, kernel_size, dilation=d,
-                                                activation="gated") for d in self.dilations)
-        self.outputs = nn.ModuleList(CausalConv1d(channels, channels + skip_channels, 1)
-                                     for _ in self.dilations)
+        self.gates = nn.ModuleList(
+            CausalConv1d(channels, 2 * channels, kernel_size, dilation=d, activation="gated")
+            for d in self.dilations
+        )
+        self.outputs = nn.ModuleList(
+            CausalConv1d(channels, channels + skip_channels, 1) for _ in self.dilations
+        )
         self.head = CausalConv1d(skip_channels, hidden, 1, activation="relu")
         self.out = CausalConv1d(hidden, levels, 1)
         self.dropout = nn.Dropout(dropout)
@@ -65,7 +91,8 @@ class WaveNet(AutoregressiveModel):
         it in raster order. x: levels (N, *shape), integer or float."""
         self.check_shape(x)
         return self.sequence_logits(self.scaled(x).reshape(len(x), 1, self.length)).reshape(
-            len(x), self.levels, *self.shape)
+            len(x), self.levels, *self.shape
+        )
 
     def sequence_logits(self, inputs):
         """Logits (N, levels, T) for scaled inputs (N, 1, T): position t from inputs[:, :, <t]."""
@@ -73,7 +100,7 @@ class WaveNet(AutoregressiveModel):
         skips = 0
         for gated, output in zip(self.gates, self.outputs):
             out = output(self.dropout(gated(h)))
-            h, skip = h + out[:, :self.channels], out[:, self.channels:]
+            h, skip = h + out[:, : self.channels], out[:, self.channels :]
             skips = skips + skip
         return self.out(self.head(torch.relu(skips)))
 
@@ -82,7 +109,7 @@ class WaveNet(AutoregressiveModel):
         flat, window = x.view(len(x), self.length), self.receptive_field
         for t in range(self.length):
             start = max(0, t - window)
-            inputs = self.scaled(flat[:, start:t + 1]).unsqueeze(1)
+            inputs = self.scaled(flat[:, start : t + 1]).unsqueeze(1)
             flat[:, t] = draw(self.sequence_logits(inputs)[:, :, -1])
 
     def _generate(self, x, draw):
@@ -109,13 +136,17 @@ class _SequenceStep:
 
     def __init__(self, model, n):
         self.model, k = model, model.kernel_size
-        self.convolutions = [(as_matrix(conv.weight, conv.bias), conv.dilation)
-                             for conv in [model.input, *model.gates]]
+        self.convolutions = [
+            (as_matrix(conv.weight, conv.bias), conv.dilation)
+            for conv in [model.input, *model.gates]
+        ]
         self.outputs = [as_matrix(conv.weight, conv.bias) for conv in model.outputs]
         self.head = as_matrix(model.head.weight, model.head.bias)
         self.out = as_matrix(model.out.weight, model.out.bias)
-        self.buffers = [self.zeros(n, weight.shape[0] // k, (k - 1) * d + 1)
-                        for (weight, _), d in self.convolutions]
+        self.buffers = [
+            self.zeros(n, weight.shape[0] // k, (k - 1) * d + 1)
+            for (weight, _), d in self.convolutions
+        ]
 
     def zeros(self, *shape):
         return self.model.out.weight.new_zeros(shape)

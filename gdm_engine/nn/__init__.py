@@ -7,19 +7,36 @@ from .actnorm import ActNorm
 from .causal_conv1d import CausalConv1d
 from .coupling import AdditiveCoupling, AffineCoupling, SplineCoupling, Split
 from .invertible import (
-                         InvConv1x1,
-                         InvertibleLayer,
-                         InvertibleSequential,
-                         Logit,
-                         Reshape,
-                         Squeeze,
-                         Unsqueeze,
+    InvConv1x1,
+    InvertibleLayer,
+    InvertibleSequential,
+    Logit,
+    Reshape,
+    Squeeze,
+    Unsqueeze,
 )
 from .masked_conv2d import MaskedConv2d
 from .mlp import mlp, spectrally_normalised
 from .unet import ConditionEmbedding, ResidualMLP, UNet
 
-__all__ = ["ActNorm", "AdditiveCoupling", "AffineCoupling", "CausalConv1d", "ConditionEmbedding",
-           "InvConv1x1", "InvertibleLayer", "InvertibleSequential", "Logit", "MaskedConv2d",
-           "Reshape", "ResidualMLP", "SplineCoupling", "Split", "Squeeze", "UNet", "Unsqueeze",
-           "mlp", "spectrally_normalised"]
+__all__ = [
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "CausalConv1d",
+    "ConditionEmbedding",
+    "InvConv1x1",
+    "InvertibleLayer",
+    "InvertibleSequential",
+    "Logit",
+    "MaskedConv2d",
+    "Reshape",
+    "ResidualMLP",
+    "SplineCoupling",
+    "Split",
+    "Squeeze",
+    "UNet",
+    "Unsqueeze",
+    "mlp",
+    "spectrally_normalised",
+]

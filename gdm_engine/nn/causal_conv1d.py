@@ -12,18 +12,31 @@ class CausalConv1d(nn.Module):
     """Causal dilated 1-D convolution (WaveNet). Input (N, C_in, L), output (N, C_out, L), or
     (N, C_out/2, L) with ``activation="gated"``. Initialised like ``nn.Conv1d``."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, dilation=1, groups=1, bias=True,
-                 activation=None, device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        dilation=1,
+        groups=1,
+        bias=True,
+        activation=None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels ({in_channels}) and "
-                             f"out_channels ({out_channels})")
+            raise ValueError(
+                f"groups={groups} must divide in_channels ({in_channels}) and "
+                f"out_channels ({out_channels})"
+            )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.dilation, self.groups = kernel_size, dilation, groups
         self.activation = activation
         factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size,
-                                               **factory))
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, kernel_size, **factory)
+        )
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.reset_parameters()
 
@@ -35,8 +48,14 @@ class CausalConv1d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
-        return ops.causal_conv1d(x, self.weight, self.bias, dilation=self.dilation,
-                                 groups=self.groups, activation=self.activation)
+        return ops.causal_conv1d(
+            x,
+            self.weight,
+            self.bias,
+            dilation=self.dilation,
+            groups=self.groups,
+            activation=self.activation,
+        )
 
     def extra_repr(self):
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"

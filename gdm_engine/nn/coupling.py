@@ -33,12 +33,23 @@ def conditioner(shape, channels_in, channels_out, hidden, dropout=0.0):
     at zero."""
     image = len(shape) == 3
     if image:
-        layers = [nn.Conv2d(channels_in, hidden, 3, padding=1), nn.ReLU(),
-                  nn.Conv2d(hidden, hidden, 1), nn.ReLU(), nn.Dropout(dropout),
-                  nn.Conv2d(hidden, channels_out, 3, padding=1)]
+        layers = [
+            nn.Conv2d(channels_in, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 1),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Conv2d(hidden, channels_out, 3, padding=1),
+        ]
     else:
-        layers = [nn.Linear(channels_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                  nn.Dropout(dropout), nn.Linear(hidden, channels_out)]
+        layers = [
+            nn.Linear(channels_in, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, channels_out),
+        ]
     nn.init.zeros_(layers[-1].weight)
     nn.init.zeros_(layers[-1].bias)
     return nn.Sequential(*layers)
@@ -70,25 +81,30 @@ class _Coupling(InvertibleLayer):
         channels = self.shape[0]
         if partition == "checkerboard":
             if len(self.shape) != 3:
-                raise ValueError(f"partition='checkerboard' needs images (C, H, W), got shape "
-                                 f"{self.shape}")
+                raise ValueError(
+                    f"partition='checkerboard' needs images (C, H, W), got shape {self.shape}"
+                )
             self.register_buffer("mask", checkerboard(self.shape, parity), persistent=False)
             c_in, c_out = channels, channels
         else:
             if channels < 2:
-                raise ValueError(f"partition='channel' needs at least 2 channels, got shape "
-                                 f"{self.shape}")
+                raise ValueError(
+                    f"partition='channel' needs at least 2 channels, got shape {self.shape}"
+                )
             self.passing = channels // 2 if parity == 0 else channels - channels // 2
             c_in, c_out = self.passing, channels - self.passing
-        self.net = net if net is not None else conditioner(
-            self.shape, c_in, c_out * self.params_per_element, hidden, dropout)
+        self.net = (
+            net
+            if net is not None
+            else conditioner(self.shape, c_in, c_out * self.params_per_element, hidden, dropout)
+        )
 
     def extra_repr(self):
         return f"shape={self.shape}, partition={self.partition!r}, parity={self.parity}"
 
     def _halves(self, x):
         """(x_a, x_b): x_a passes, x_b is transformed; parity 1 swaps the halves."""
-        first, second = x[:, :self._cut], x[:, self._cut:]
+        first, second = x[:, : self._cut], x[:, self._cut :]
         return (first, second) if self.parity == 0 else (second, first)
 
     @property
@@ -123,8 +139,7 @@ class _Coupling(InvertibleLayer):
         autograd (the elementwise op only)."""
         masked = self.partition == "checkerboard"
         a_out, b_out = (y, y) if masked else self._halves(y)
-        return self._replay_from(a_out, b_out, lambda a, y_b: y_b if masked
-                                 else self._join(a, y_b))
+        return self._replay_from(a_out, b_out, lambda a, y_b: y_b if masked else self._join(a, y_b))
 
     def _replay_from(self, a, b_out, output):
         """The replay given the passing part a of the input and the transformed part b_out of
@@ -142,8 +157,9 @@ class _Coupling(InvertibleLayer):
             out = output(a, y_b)
         if masked:  # x_b holds the whole input; the network saw its passing pixels
             return Replay(x_b.detach(), [a, x_b], lambda g: g[0] + g[1], out, logdet)
-        return Replay(self._join(a.detach(), x_b.detach()), [a, x_b], lambda g: self._join(*g),
-                      out, logdet)
+        return Replay(
+            self._join(a.detach(), x_b.detach()), [a, x_b], lambda g: self._join(*g), out, logdet
+        )
 
 
 class AffineCoupling(_Coupling):
@@ -152,16 +168,25 @@ class AffineCoupling(_Coupling):
     log s = 3 tanh(raw / 3), bounded), "sigmoid" (Glow) or "exp" (RealNVP) — by the fused op
     `gdm_engine.ops.affine_coupling`, log-det included."""
 
-    def __init__(self, shape, partition="channel", parity=0, hidden=64, scale_map="softclamp",
-                 dropout=0.0, net=None):
+    def __init__(
+        self,
+        shape,
+        partition="channel",
+        parity=0,
+        hidden=64,
+        scale_map="softclamp",
+        dropout=0.0,
+        net=None,
+    ):
         check_choice("scale_map", scale_map, ("exp", "sigmoid", "softclamp"))
         super().__init__(shape, partition, parity, hidden, dropout, net)
         self.scale_map = scale_map
 
     def _transform(self, x, params, mask, reverse):
         shift, raw = params
-        return ops.affine_coupling(x, shift, raw, scale_map=self.scale_map, mask=mask,
-                                   reverse=reverse)
+        return ops.affine_coupling(
+            x, shift, raw, scale_map=self.scale_map, mask=mask, reverse=reverse
+        )
 
 
 class AdditiveCoupling(_Coupling):
@@ -204,7 +229,7 @@ class SplineCoupling(_Coupling):
         out = self.net(conditioning).to(like.dtype)
         out = out.unflatten(1, (like.shape[1], self.params_per_element)).movedim(2, -1)
         k = self.bins
-        widths, heights, derivatives = out[..., :k], out[..., k:2 * k], out[..., 2 * k:]
+        widths, heights, derivatives = out[..., :k], out[..., k : 2 * k], out[..., 2 * k :]
         return widths, heights, derivatives + DERIVATIVE_AT_IDENTITY
 
     def _transform(self, x, params, mask, reverse):
@@ -226,8 +251,11 @@ class Split(AffineCoupling):
     def __init__(self, shape, inner=None, scale_map="softclamp"):
         shape = tuple(shape)
         passing, image = shape[0] // 2, len(shape) == 3
-        net = (nn.Conv2d(passing, 2 * (shape[0] - passing), 3, padding=1) if image
-               else nn.Linear(passing, 2 * (shape[0] - passing)))
+        net = (
+            nn.Conv2d(passing, 2 * (shape[0] - passing), 3, padding=1)
+            if image
+            else nn.Linear(passing, 2 * (shape[0] - passing))
+        )
         nn.init.zeros_(net.weight)
         nn.init.zeros_(net.bias)
         super().__init__(shape, "channel", parity=0, scale_map=scale_map, net=net)
@@ -257,13 +285,13 @@ class Split(AffineCoupling):
         then the prior's coupling, replayed from z_1 (no inverse of the next scale twice)."""
         z1_out, e2 = self._halves(y)
         grad_z1_out, grad_e2 = self._halves(grad_y)
-        z1, grad_z1, param_grads = self.inner.backward_from_output(z1_out, grad_z1_out,
-                                                                   grad_logdet)
+        z1, grad_z1, param_grads = self.inner.backward_from_output(z1_out, grad_z1_out, grad_logdet)
         replay = self._replay_from(z1, e2, lambda z1, e2: e2)
         params = [p for p in self.net.parameters() if p.requires_grad]
         leaves = replay.leaves
-        grads = torch.autograd.grad((replay.output, replay.logdet), [*leaves, *params],
-                                    (grad_e2, grad_logdet))
+        grads = torch.autograd.grad(
+            (replay.output, replay.logdet), [*leaves, *params], (grad_e2, grad_logdet)
+        )
         grad_x = self._join(grad_z1 + grads[0], grads[1])
-        param_grads.update(zip(params, grads[len(leaves):]))
+        param_grads.update(zip(params, grads[len(leaves) :]))
         return replay.input, grad_x, param_grads

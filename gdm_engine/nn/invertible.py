@@ -15,7 +15,7 @@ and its forward under autograd, which a coupling shares by running its network o
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -68,15 +68,22 @@ class InvertibleLayer(nn.Module):
         {parameter: gradient}) for the incoming gradients of y and of the logdet."""
         replay = self.replay(y, restore_rng)
         params = [p for p in self.parameters() if p.requires_grad]
-        pairs = [(t, g) for t, g in ((replay.output, grad_y), (replay.logdet, grad_logdet))
-                 if t.requires_grad]  # a permutation's logdet is a constant
+        pairs = [
+            (t, g)
+            for t, g in ((replay.output, grad_y), (replay.logdet, grad_logdet))
+            if t.requires_grad
+        ]  # a permutation's logdet is a constant
         outputs, grad_outputs = zip(*pairs)
         leaves = replay.leaves
         grads = torch.autograd.grad(outputs, [*leaves, *params], grad_outputs, allow_unused=True)
-        grad_x = replay.input_grad([g if g is not None else torch.zeros_like(leaf)
-                                    for g, leaf in zip(grads, leaves)])
-        return replay.input, grad_x, {p: g for p, g in zip(params, grads[len(leaves):])
-                                      if g is not None}
+        grad_x = replay.input_grad(
+            [g if g is not None else torch.zeros_like(leaf) for g, leaf in zip(grads, leaves)]
+        )
+        return (
+            replay.input,
+            grad_x,
+            {p: g for p, g in zip(params, grads[len(leaves) :]) if g is not None},
+        )
 
 
 def logdet_dtype(x):
@@ -125,6 +132,7 @@ class InvertibleSequential(InvertibleLayer):
         device = y.device
         param_grads = {}
         for layer, state in zip(reversed(self.layers), reversed(rng_states)):
+
             def restore_rng(state=state):
                 if state is not None:
                     _set_rng_state(state, device)
@@ -150,9 +158,11 @@ def _check_rebuildable(layers):
     for layer in layers:
         nested = any(isinstance(m, InvertibleSequential) for m in layer.modules())
         if nested and any(isinstance(m, nn.Dropout) and m.p > 0 for m in layer.modules()):
-            raise ValueError("memory_saving=True cannot rebuild dropout inside a nested "
-                             "InvertibleSequential (a multi-scale Split): use dropout=0, or "
-                             "memory_saving=False")
+            raise ValueError(
+                "memory_saving=True cannot rebuild dropout inside a nested "
+                "InvertibleSequential (a multi-scale Split): use dropout=0, or "
+                "memory_saving=False"
+            )
 
 
 def _run(layers, x, rng_states=None):
@@ -166,8 +176,9 @@ def _run(layers, x, rng_states=None):
 
 
 def _rng_state(device):
-    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda"
-                                   else None)
+    return torch.get_rng_state(), (
+        torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    )
 
 
 def _set_rng_state(state, device):
@@ -197,7 +208,8 @@ class _RebuiltFromOutputs(torch.autograd.Function):
         devices = [y.device] if y.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
             _, grad_x, param_grads = ctx.sequence.backward_from_output(
-                y, grad_y, grad_logdet, rng_states=ctx.rng_states)
+                y, grad_y, grad_logdet, rng_states=ctx.rng_states
+            )
         params = [p for p in ctx.sequence.parameters() if p.requires_grad]
         return (None, grad_x, *[param_grads.get(p) for p in params])
 

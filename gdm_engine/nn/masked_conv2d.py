@@ -20,8 +20,19 @@ class MaskedConv2d(nn.Module):
     state dict, and held as buffers (not saved: they follow from the settings and `mask`), so a
     forward or backward pass launches only the op's kernels and reads nothing back."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, mask="B", color_groups=1,
-                 dilation=1, bias=True, activation=None, device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        mask="B",
+        color_groups=1,
+        dilation=1,
+        bias=True,
+        activation=None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         if isinstance(kernel_size, int):
@@ -29,16 +40,18 @@ class MaskedConv2d(nn.Module):
         self.kernel_size = tuple(kernel_size)
         self.color_groups, self.dilation = color_groups, dilation
         self.activation = activation
-        check_layer((out_channels, in_channels, *self.kernel_size), mask, color_groups, dilation,
-                    activation)
+        check_layer(
+            (out_channels, in_channels, *self.kernel_size), mask, color_groups, dilation, activation
+        )
         self.mask_kind = mask if isinstance(mask, str) else "custom"
         if isinstance(mask, torch.Tensor):
             self.register_buffer("mask", mask.clone())
         else:
             self.mask = mask
         factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size,
-                                               **factory))
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels, *self.kernel_size, **factory)
+        )
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.reset_parameters()
         self._prepare()
@@ -48,8 +61,13 @@ class MaskedConv2d(nn.Module):
         """(Re)build the buffers `full_mask` and `taps`, and `channel_mask`, from the settings
         and `mask`."""
         full, taps, self.channel_mask = mask_and_taps(
-            self.weight.shape, self.mask, self.color_groups, self.activation == "gated",
-            self.dilation, self.weight.device)
+            self.weight.shape,
+            self.mask,
+            self.color_groups,
+            self.activation == "gated",
+            self.dilation,
+            self.weight.device,
+        )
         self.register_buffer("full_mask", full, persistent=False)
         self.register_buffer("taps", taps, persistent=False)
 
@@ -61,10 +79,17 @@ class MaskedConv2d(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x, residual=None):
-        return ops.masked_conv2d(x, self.weight, self.bias, residual, mask=self.mask,
-                                 color_groups=self.color_groups, dilation=self.dilation,
-                                 activation=self.activation,
-                                 prepared=(self.full_mask, self.taps, self.channel_mask))
+        return ops.masked_conv2d(
+            x,
+            self.weight,
+            self.bias,
+            residual,
+            mask=self.mask,
+            color_groups=self.color_groups,
+            dilation=self.dilation,
+            activation=self.activation,
+            prepared=(self.full_mask, self.taps, self.channel_mask),
+        )
 
     def masked_weight(self):
         """The weight where M, the full mask (taps and colour groups) the layer applies, is on;
@@ -74,8 +99,9 @@ class MaskedConv2d(nn.Module):
     def extra_repr(self):
         kh, kw = self.kernel_size
         size = kh if kh == kw else self.kernel_size
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={size}, "
-                f"mask={self.mask_kind!r}")
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={size}, mask={self.mask_kind!r}"
+        )
         if self.color_groups != 1:
             text += f", color_groups={self.color_groups}"
         if self.dilation != 1:

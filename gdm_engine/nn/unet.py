@@ -72,13 +72,21 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels_in, channels_out, embedding_dim, dropout=0.0):
         super().__init__()
-        self.first = nn.Sequential(_group_norm(channels_in), nn.SiLU(),
-                                   nn.Conv2d(channels_in, channels_out, 3, padding=1))
+        self.first = nn.Sequential(
+            _group_norm(channels_in), nn.SiLU(), nn.Conv2d(channels_in, channels_out, 3, padding=1)
+        )
         self.condition = nn.Sequential(nn.SiLU(), nn.Linear(embedding_dim, channels_out))
-        self.second = nn.Sequential(_group_norm(channels_out), nn.SiLU(), nn.Dropout(dropout),
-                                    _zero(nn.Conv2d(channels_out, channels_out, 3, padding=1)))
-        self.skip = (nn.Conv2d(channels_in, channels_out, 1) if channels_in != channels_out
-                     else nn.Identity())
+        self.second = nn.Sequential(
+            _group_norm(channels_out),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            _zero(nn.Conv2d(channels_out, channels_out, 3, padding=1)),
+        )
+        self.skip = (
+            nn.Conv2d(channels_in, channels_out, 1)
+            if channels_in != channels_out
+            else nn.Identity()
+        )
 
     def forward(self, x, embedding):
         h = self.first(x) + self.condition(embedding)[:, :, None, None]
@@ -93,16 +101,22 @@ class UNet(nn.Module):
     No attention: at 8x8 pixels the convolutions already see the whole image. `inputs`: the
     input's channels where they differ from the output's `channels` (extra input features)."""
 
-    def __init__(self, channels, width=64, multipliers=(1, 2), blocks=2, classes=0, dropout=0.0,
-                 inputs=None):
+    def __init__(
+        self, channels, width=64, multipliers=(1, 2), blocks=2, classes=0, dropout=0.0, inputs=None
+    ):
         super().__init__()
         inputs = channels if inputs is None else inputs
-        for name, value in [("channels", channels), ("width", width), ("blocks", blocks),
-                            ("inputs", inputs)]:
+        for name, value in [
+            ("channels", channels),
+            ("width", width),
+            ("blocks", blocks),
+            ("inputs", inputs),
+        ]:
             check_int(name, value, 1)
         if not multipliers or not all(isinstance(m, int) and m >= 1 for m in multipliers):
-            raise ValueError(f"multipliers must be a non-empty list of ints >= 1, got "
-                             f"{multipliers!r}")
+            raise ValueError(
+                f"multipliers must be a non-empty list of ints >= 1, got {multipliers!r}"
+            )
         check_fraction("dropout", dropout)
         self.embedding = ConditionEmbedding(width, classes)
         dim = self.embedding.out_dim
@@ -124,17 +138,24 @@ class UNet(nn.Module):
                 self.up.append(ResidualBlock(current + skips.pop(), level_width, dim, dropout))
                 current = level_width
             if level > 0:
-                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                             nn.Conv2d(current, current, 3, padding=1)))
-        self.last = nn.Sequential(_group_norm(current), nn.SiLU(),
-                                  _zero(nn.Conv2d(current, channels, 3, padding=1)))
+                self.up.append(
+                    nn.Sequential(
+                        nn.Upsample(scale_factor=2, mode="nearest"),
+                        nn.Conv2d(current, current, 3, padding=1),
+                    )
+                )
+        self.last = nn.Sequential(
+            _group_norm(current), nn.SiLU(), _zero(nn.Conv2d(current, channels, 3, padding=1))
+        )
         self.downsamplings = len(widths) - 1
 
     def forward(self, x, t, labels=None):
-        factor = 2 ** self.downsamplings
+        factor = 2**self.downsamplings
         if x.shape[-1] % factor or x.shape[-2] % factor:
-            raise ValueError(f"x's height and width must divide by {factor} (the U-Net halves "
-                             f"them {self.downsamplings} times), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x's height and width must divide by {factor} (the U-Net halves "
+                f"them {self.downsamplings} times), got shape {tuple(x.shape)}"
+            )
         embedding = self.embedding(t, labels)
         h = self.first(x)
         skips = [h]
@@ -159,16 +180,20 @@ class ResidualMLP(nn.Module):
     def __init__(self, features, width=256, blocks=3, classes=0, dropout=0.0, inputs=None):
         super().__init__()
         inputs = features if inputs is None else inputs
-        for name, value in [("features", features), ("width", width), ("blocks", blocks),
-                            ("inputs", inputs)]:
+        for name, value in [
+            ("features", features),
+            ("width", width),
+            ("blocks", blocks),
+            ("inputs", inputs),
+        ]:
             check_int(name, value, 1)
         check_fraction("dropout", dropout)
         self.embedding = ConditionEmbedding(width, classes)
         self.first = nn.Linear(inputs, width)
-        self.blocks = nn.ModuleList(_MLPBlock(width, self.embedding.out_dim, dropout)
-                                    for _ in range(blocks))
-        self.last = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), _zero(nn.Linear(width,
-                                                                                  features)))
+        self.blocks = nn.ModuleList(
+            _MLPBlock(width, self.embedding.out_dim, dropout) for _ in range(blocks)
+        )
+        self.last = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), _zero(nn.Linear(width, features)))
 
     def forward(self, x, t, labels=None):
         embedding = self.embedding(t, labels)

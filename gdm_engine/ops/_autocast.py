@@ -40,8 +40,12 @@ def rule_dtype(name, device_type):
 
 
 def _cast(value, device_type, dtype):
-    if (isinstance(value, torch.Tensor) and value.is_floating_point()
-            and value.device.type == device_type and value.dtype != torch.float64):
+    if (
+        isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and value.device.type == device_type
+        and value.dtype != torch.float64
+    ):
         return value.to(dtype)
     return value
 
@@ -76,8 +80,11 @@ def _autocast_kernel(name, device_type):
 
 def register_rules():
     """Register the rule of every gdm_engine:: op defined so far (each once)."""
-    names = {n.split("::")[1] for n in torch._C._dispatch_get_all_op_names()
-             if n.startswith("gdm_engine::")}
+    names = {
+        n.split("::")[1]
+        for n in torch._C._dispatch_get_all_op_names()
+        if n.startswith("gdm_engine::")
+    }
     for name in sorted(names - _registered):
         for device_type in DEVICE_TYPES:
             kernel, key = _autocast_kernel(name, device_type)

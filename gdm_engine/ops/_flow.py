@@ -12,8 +12,11 @@ def reference_vjp(fn, primals, cotangents, keep_apart=()):
     memory with no primal, cotangent, tensor of `keep_apart` or other gradient: a custom op's
     outputs may alias none of its inputs (the gradient of a plain sum is the cotangent itself)."""
     _, vjp = torch.func.vjp(fn, *primals)
-    taken = {t.untyped_storage().data_ptr() for t in (*primals, *cotangents, *keep_apart)
-             if t is not None}
+    taken = {
+        t.untyped_storage().data_ptr()
+        for t in (*primals, *cotangents, *keep_apart)
+        if t is not None
+    }
     fresh = []
     for grad in vjp(cotangents):
         grad = grad.clone() if grad.untyped_storage().data_ptr() in taken else grad.contiguous()

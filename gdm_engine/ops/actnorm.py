@@ -28,8 +28,9 @@ def _channels_view(t):
 
 
 @torch.library.custom_op("gdm_engine::actnorm", mutates_args=())
-def library_op(x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor, *,
-               reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def library_op(
+    x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor, *, reverse: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The registered op, unchecked: call `actnorm`, which validates first."""
     if backend.resolve(x) == "triton":
         y, logdet = _kernels().actnorm_forward(_channels_view(x), loc, log_scale, reverse)
@@ -44,13 +45,20 @@ def _(x, loc, log_scale, *, reverse=False):
 
 
 @torch.library.custom_op("gdm_engine::actnorm_backward", mutates_args=())
-def _backward(grad_y: torch.Tensor, grad_logdet: torch.Tensor, x: torch.Tensor,
-              loc: torch.Tensor, log_scale: torch.Tensor, reverse: bool, implementation: str
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward(
+    grad_y: torch.Tensor,
+    grad_logdet: torch.Tensor,
+    x: torch.Tensor,
+    loc: torch.Tensor,
+    log_scale: torch.Tensor,
+    reverse: bool,
+    implementation: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dloc, dlog_scale) by the implementation that ran the forward pass."""
     if implementation == "triton":
         dx, dloc, dlog_scale = _kernels().actnorm_backward(
-            _channels_view(grad_y), grad_logdet, _channels_view(x), loc, log_scale, reverse)
+            _channels_view(grad_y), grad_logdet, _channels_view(x), loc, log_scale, reverse
+        )
         return dx.view(x.shape), dloc, dlog_scale
 
     def forward(x, loc, log_scale):
@@ -82,14 +90,18 @@ def check_inputs(x, loc, log_scale, reverse):
     """Raise ValueError/TypeError, naming the argument, for anything the op cannot compute."""
     check_tensor("x", x)
     if x.ndim < 2:
-        raise ValueError(f"x must have shape (N, C, ...): a batch of examples with channels, "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"x must have shape (N, C, ...): a batch of examples with channels, "
+            f"got shape {tuple(x.shape)}"
+        )
     for name, value in (("loc", loc), ("log_scale", log_scale)):
         check_tensor(name, value)
         check_like(name, value, "x", x)
         if value.shape != (x.shape[1],):
-            raise ValueError(f"{name} must have shape (C,) = ({x.shape[1]},) for x of shape "
-                             f"{tuple(x.shape)}, got {tuple(value.shape)}")
+            raise ValueError(
+                f"{name} must have shape (C,) = ({x.shape[1]},) for x of shape "
+                f"{tuple(x.shape)}, got {tuple(value.shape)}"
+            )
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
 

@@ -38,17 +38,26 @@ def _rows(t):
 
 
 @torch.library.custom_op("gdm_engine::affine_coupling", mutates_args=())
-def library_op(x: torch.Tensor, shift: torch.Tensor, scale_raw: torch.Tensor,
-               mask: Optional[torch.Tensor] = None, *, scale_map: str = "exp",
-               reverse: bool = False, clamp: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+def library_op(
+    x: torch.Tensor,
+    shift: torch.Tensor,
+    scale_raw: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    *,
+    scale_map: str = "exp",
+    reverse: bool = False,
+    clamp: float = 3.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The registered op, unchecked, for a bool mask of shape (1, *x.shape[1:]) or x.shape (see
     `compact_mask`): call `affine_coupling`, which validates first."""
     if backend.resolve(x) == "triton":
-        y, logdet = _kernels().affine_coupling_forward(_rows(x), _rows(shift), _rows(scale_raw),
-                                                       _rows(mask), scale_map, reverse, clamp)
+        y, logdet = _kernels().affine_coupling_forward(
+            _rows(x), _rows(shift), _rows(scale_raw), _rows(mask), scale_map, reverse, clamp
+        )
         return y.view(x.shape), logdet
-    y, logdet = reference.affine_coupling(x, shift, scale_raw, scale_map=scale_map, mask=mask,
-                                          reverse=reverse, clamp=clamp)
+    y, logdet = reference.affine_coupling(
+        x, shift, scale_raw, scale_map=scale_map, mask=mask, reverse=reverse, clamp=clamp
+    )
     return y.contiguous(), logdet.contiguous()
 
 
@@ -58,27 +67,43 @@ def _(x, shift, scale_raw, mask=None, *, scale_map="exp", reverse=False, clamp=3
 
 
 @torch.library.custom_op("gdm_engine::affine_coupling_backward", mutates_args=())
-def _backward(grad_y: torch.Tensor, grad_logdet: torch.Tensor, x: torch.Tensor,
-              shift: torch.Tensor, scale_raw: torch.Tensor, mask: Optional[torch.Tensor],
-              scale_map: str, reverse: bool, clamp: float, implementation: str
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward(
+    grad_y: torch.Tensor,
+    grad_logdet: torch.Tensor,
+    x: torch.Tensor,
+    shift: torch.Tensor,
+    scale_raw: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    scale_map: str,
+    reverse: bool,
+    clamp: float,
+    implementation: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dshift, dscale_raw) by the implementation that ran the forward pass."""
     if implementation == "triton":
         grads = _kernels().affine_coupling_backward(
-            _rows(grad_y), grad_logdet, _rows(x), _rows(shift), _rows(scale_raw), _rows(mask),
-            scale_map, reverse, clamp)
+            _rows(grad_y),
+            grad_logdet,
+            _rows(x),
+            _rows(shift),
+            _rows(scale_raw),
+            _rows(mask),
+            scale_map,
+            reverse,
+            clamp,
+        )
         return tuple(g.view(x.shape) for g in grads)
 
     def forward(x, shift, scale_raw):
-        return reference.affine_coupling(x, shift, scale_raw, scale_map=scale_map, mask=mask,
-                                         reverse=reverse, clamp=clamp)
+        return reference.affine_coupling(
+            x, shift, scale_raw, scale_map=scale_map, mask=mask, reverse=reverse, clamp=clamp
+        )
 
     return reference_vjp(forward, (x, shift, scale_raw), (grad_y, grad_logdet), (mask,))
 
 
 @_backward.register_fake
-def _(grad_y, grad_logdet, x, shift, scale_raw, mask, scale_map, reverse, clamp,
-      implementation):
+def _(grad_y, grad_logdet, x, shift, scale_raw, mask, scale_map, reverse, clamp, implementation):
     return torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
 
 
@@ -91,8 +116,7 @@ def _setup_context(ctx, inputs, keyword_only_inputs, output):
 
 def _autograd_backward(ctx, grad_y, grad_logdet):
     x, shift, scale_raw, mask = ctx.saved_tensors
-    dx, dshift, dscale_raw = _backward(grad_y, grad_logdet, x, shift, scale_raw, mask,
-                                       *ctx.config)
+    dx, dshift, dscale_raw = _backward(grad_y, grad_logdet, x, shift, scale_raw, mask, *ctx.config)
     return dx, dshift, dscale_raw, None
 
 
@@ -118,10 +142,12 @@ def check_inputs(x, shift, scale_raw, scale_map, mask, reverse, clamp):
         raise ValueError(f"mask is on {mask.device} but x is on {x.device}")
     if mask.is_complex():
         raise TypeError(f"mask must be bool, integer or floating point, got {mask.dtype}")
-    if mask.ndim > x.ndim or any(m != 1 and m != s for m, s in
-                                 zip(mask.shape[::-1], x.shape[::-1])):
-        raise ValueError(f"mask must be broadcastable to x's shape {tuple(x.shape)}, got "
-                         f"{tuple(mask.shape)}")
+    if mask.ndim > x.ndim or any(
+        m != 1 and m != s for m, s in zip(mask.shape[::-1], x.shape[::-1])
+    ):
+        raise ValueError(
+            f"mask must be broadcastable to x's shape {tuple(x.shape)}, got {tuple(mask.shape)}"
+        )
 
 
 # mask -> ((its version, the shape it was compacted to), compact mask): see the module's docstring
@@ -157,8 +183,7 @@ def _compact(mask, shape):
     return mask.expand(shape).contiguous()
 
 
-def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=False,
-                    clamp=3.0):
+def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=False, clamp=3.0):
     """Affine coupling transform (RealNVP, Dinh et al. 2017; Glow, Kingma & Dhariwal 2018).
 
     x, shift, scale_raw: (N, ...), one dtype and device. Returns FlowOutput(y, logdet): forward,
@@ -172,5 +197,14 @@ def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=
     """
     x, shift, scale_raw = autocast_inputs("affine_coupling", x, shift, scale_raw)
     check_inputs(x, shift, scale_raw, scale_map, mask, reverse, clamp)
-    return FlowOutput(*library_op(x, shift, scale_raw, compact_mask(mask, x),
-                                  scale_map=scale_map, reverse=reverse, clamp=float(clamp)))
+    return FlowOutput(
+        *library_op(
+            x,
+            shift,
+            scale_raw,
+            compact_mask(mask, x),
+            scale_map=scale_map,
+            reverse=reverse,
+            clamp=float(clamp),
+        )
+    )

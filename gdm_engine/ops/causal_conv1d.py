@@ -31,8 +31,15 @@ def _kernels():
 
 
 @torch.library.custom_op("gdm_engine::causal_conv1d", mutates_args=())
-def library_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
-               dilation: int = 1, groups: int = 1, activation: Optional[str] = None) -> torch.Tensor:
+def library_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    *,
+    dilation: int = 1,
+    groups: int = 1,
+    activation: Optional[str] = None,
+) -> torch.Tensor:
     """The registered op, unchecked: call `causal_conv1d`, which validates its inputs first."""
     activation = activation or "none"
     if backend.resolve(x) == "triton":
@@ -47,14 +54,22 @@ def _(x, weight, bias=None, *, dilation=1, groups=1, activation=None):
 
 
 @torch.library.custom_op("gdm_engine::causal_conv1d_backward", mutates_args=())
-def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-              bias: Optional[torch.Tensor], dilation: int, groups: int, activation: str,
-              implementation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    dilation: int,
+    groups: int,
+    activation: str,
+    implementation: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dweight, dbias), by the implementation that ran the forward pass; dbias is empty
     when there is no bias."""
     if implementation == "triton":
-        dx, dw, db = _kernels().causal_conv1d_backward(grad, x, weight, bias, dilation, groups,
-                                                       activation)
+        dx, dw, db = _kernels().causal_conv1d_backward(
+            grad, x, weight, bias, dilation, groups, activation
+        )
     else:
         dx, dw, db = _reference_backward(grad, x, weight, bias, dilation, groups, activation)
     return dx, dw, db if db is not None else weight.new_empty(0)
@@ -104,15 +119,20 @@ def check_inputs(x, weight, bias, dilation, groups, activation):
     check_choice("activation", activation, ACTIVATIONS)
     c_in, (c_out, c_in_g, kernel_size) = x.shape[1], weight.shape
     if kernel_size < 1:
-        raise ValueError(f"weight must have kernel size K >= 1 (last dimension), got shape "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must have kernel size K >= 1 (last dimension), got shape {tuple(weight.shape)}"
+        )
     if c_in % groups or c_out % groups:
-        raise ValueError(f"groups={groups} must divide the input channels ({c_in}) and the output "
-                         f"channels ({c_out})")
+        raise ValueError(
+            f"groups={groups} must divide the input channels ({c_in}) and the output "
+            f"channels ({c_out})"
+        )
     if c_in_g != c_in // groups:
-        raise ValueError(f"weight must have shape (C_out, C_in/groups, K) = (.., {c_in // groups}, "
-                         f"..) for x with {c_in} channels and groups={groups}, got "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must have shape (C_out, C_in/groups, K) = (.., {c_in // groups}, "
+            f"..) for x with {c_in} channels and groups={groups}, got "
+            f"{tuple(weight.shape)}"
+        )
     check_gated_channels(activation, c_out)
     check_bias(bias, c_out, x)
 

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from gdm_engine import backend
+from gdm_engine._random import noise_seed
 from gdm_engine._validation import (
     check_choice,
     check_noise_source,
@@ -23,7 +24,6 @@ from gdm_engine._validation import (
     check_tensor,
     host_values,
 )
-from gdm_engine._random import noise_seed
 from gdm_engine.reference import diffusion as ref
 from gdm_engine.reference.diffusion import PREDICTIONS
 
@@ -54,8 +54,10 @@ def _rows(t):
 
 def schedule_arguments(*values):
     """(schedule, values) of the registered ops for floats and (N,) tensors."""
-    return ([v if isinstance(v, torch.Tensor) else None for v in values],
-            [0.0 if isinstance(v, torch.Tensor) else float(v) for v in values])
+    return (
+        [v if isinstance(v, torch.Tensor) else None for v in values],
+        [0.0 if isinstance(v, torch.Tensor) else float(v) for v in values],
+    )
 
 
 def _merged(schedule, values):
@@ -72,23 +74,53 @@ def _reference_output(out, like):
 def _threshold_scale(kind, x, m, values, uncond, threshold, **options):
     """Dynamic thresholding's per-example s (Saharia et al., 2022), from the model's x0 that the
     step kernel writes: the quantile is torch's (kthvalue), the op's declared extra device work."""
-    x0 = _kernels().diffusion_step(kind, _rows(x), _rows(m), values, uncond=_rows(uncond),
-                                   output_x0=True, **options)
+    x0 = _kernels().diffusion_step(
+        kind, _rows(x), _rows(m), values, uncond=_rows(uncond), output_x0=True, **options
+    )
     return ref.threshold_scale(x0, threshold)
 
 
-def _step(kind, x, m, values, *, noise=None, uncond=None, second=None, uncond_second=None,
-          second_output=False, threshold=None, **options):
+def _step(
+    kind,
+    x,
+    m,
+    values,
+    *,
+    noise=None,
+    uncond=None,
+    second=None,
+    uncond_second=None,
+    second_output=False,
+    threshold=None,
+    **options,
+):
     """The step kernel on (N, D) views; outputs shaped like x."""
     scale = None
     if threshold is not None:
-        scale = _threshold_scale(kind, x, m, values, uncond, threshold,
-                                 prediction=options["prediction"],
-                                 guidance_scale=options["guidance_scale"], clip=options["clip"])
-    out = _kernels().diffusion_step(kind, _rows(x), _rows(m), values, noise=_rows(noise),
-                                    uncond=_rows(uncond), second=_rows(second),
-                                    uncond_second=_rows(uncond_second), threshold_scale=scale,
-                                    second_output=second_output, **options)
+        scale = _threshold_scale(
+            kind,
+            x,
+            m,
+            values,
+            uncond,
+            threshold,
+            prediction=options["prediction"],
+            guidance_scale=options["guidance_scale"],
+            clip=options["clip"],
+        )
+    out = _kernels().diffusion_step(
+        kind,
+        _rows(x),
+        _rows(m),
+        values,
+        noise=_rows(noise),
+        uncond=_rows(uncond),
+        second=_rows(second),
+        uncond_second=_rows(uncond_second),
+        threshold_scale=scale,
+        second_output=second_output,
+        **options,
+    )
     if second_output:
         return tuple(t.view(x.shape) for t in out)
     return out.view(x.shape)
@@ -123,30 +155,71 @@ def _reference_loop_step(kind, x, m, values, seed, options):
     prediction = options.get("prediction", "eps")
     seeded = {"seed": seed if seed is not None else 0}
     if kind == "langevin":
-        return ref.langevin_step(x, m, v0, seed=seeded["seed"]) if seed is not None else \
-            ref.langevin_step(x, m, v0, torch.zeros_like(x))
+        return (
+            ref.langevin_step(x, m, v0, seed=seeded["seed"])
+            if seed is not None
+            else ref.langevin_step(x, m, v0, torch.zeros_like(x))
+        )
     if kind == "dpmpp_2m":
-        return ref.dpmpp_2m_step(x, m, v0, v1, options.get("second"), given["uncond"],
-                                 sigma_prev=v2 if options.get("second") is not None else None,
-                                 prediction=prediction, **common)
+        return ref.dpmpp_2m_step(
+            x,
+            m,
+            v0,
+            v1,
+            options.get("second"),
+            given["uncond"],
+            sigma_prev=v2 if options.get("second") is not None else None,
+            prediction=prediction,
+            **common,
+        )
     if seed is None and given["noise"] is None:  # no noise drawn nor given: σ z is 0
         given["noise"] = torch.zeros_like(x)
     if kind == "ddpm":
-        return ref.ddpm_step(x, m, v0, v1, **given, prediction=prediction,
-                             variance=options.get("variance", "fixed_small"),
-                             clip=options.get("clip"), **common, **seeded)
+        return ref.ddpm_step(
+            x,
+            m,
+            v0,
+            v1,
+            **given,
+            prediction=prediction,
+            variance=options.get("variance", "fixed_small"),
+            clip=options.get("clip"),
+            **common,
+            **seeded,
+        )
     if kind == "ddim":
-        return ref.ddim_step(x, m, v0, v1, **given, eta=options.get("eta", 0.0),
-                             prediction=prediction, clip=options.get("clip"),
-                             use_clipped_model_output=options.get("clipped_eps", False),
-                             **common, **seeded)
+        return ref.ddim_step(
+            x,
+            m,
+            v0,
+            v1,
+            **given,
+            eta=options.get("eta", 0.0),
+            prediction=prediction,
+            clip=options.get("clip"),
+            use_clipped_model_output=options.get("clipped_eps", False),
+            **common,
+            **seeded,
+        )
     churn = {"churn": options.get("churn", 0.0), "s_noise": options.get("s_noise", 1.0)}
     if kind == "euler":
-        return ref.euler_step(x, m, v0, v1, **given, prediction=prediction, **churn, **common,
-                              **seeded)
-    return ref.heun_step(x, m, options["second"], v0, v1, given["noise"], given["uncond"],
-                         options.get("uncond_second"), prediction=prediction, **churn, **common,
-                         **seeded)
+        return ref.euler_step(
+            x, m, v0, v1, **given, prediction=prediction, **churn, **common, **seeded
+        )
+    return ref.heun_step(
+        x,
+        m,
+        options["second"],
+        v0,
+        v1,
+        given["noise"],
+        given["uncond"],
+        options.get("uncond_second"),
+        prediction=prediction,
+        **churn,
+        **common,
+        **seeded,
+    )
 
 
 def _denoised_coefficients(sigma, prediction):
@@ -212,8 +285,21 @@ def _vp_x0_coefficients(alpha_bar, prediction):
     return math.sqrt(alpha_bar), -math.sqrt(1 - alpha_bar)
 
 
-def _host_vp_step(kind, x, m, values, *, prediction="eps", variance="fixed_small", clip=None,
-                  eta=0.0, clipped_eps=False, noise=None, uncond=None, guidance_scale=1.0):
+def _host_vp_step(
+    kind,
+    x,
+    m,
+    values,
+    *,
+    prediction="eps",
+    variance="fixed_small",
+    clip=None,
+    eta=0.0,
+    clipped_eps=False,
+    noise=None,
+    uncond=None,
+    guidance_scale=1.0,
+):
     """A DDPM or DDIM step of float ᾱ values off the Triton backend (clip, no threshold),
     as `_host_step`: x0 = clamp(ax·x + bm·M) and x' = k0·x0 + kx·x + km·M + std·z, the
     coefficients of reference.diffusion.ddpm_step and ddim_step formed on the host."""
@@ -227,10 +313,16 @@ def _host_vp_step(kind, x, m, values, *, prediction="eps", variance="fixed_small
         x0 = x0.clamp(-clip, clip)
     if kind == "ddpm":  # Ho et al., 2020, eq. 7 and sec. 3.2
         beta = 1 - a / a_prev
-        k0, kx, km = math.sqrt(a_prev) * beta / (1 - a), math.sqrt(1 - beta) * (1 - a_prev) / (
-            1 - a), 0.0
-        std = 0.0 if a_prev == 1 else math.sqrt(
-            (1 - a_prev) / (1 - a) * beta if variance == "fixed_small" else beta)
+        k0, kx, km = (
+            math.sqrt(a_prev) * beta / (1 - a),
+            math.sqrt(1 - beta) * (1 - a_prev) / (1 - a),
+            0.0,
+        )
+        std = (
+            0.0
+            if a_prev == 1
+            else math.sqrt((1 - a_prev) / (1 - a) * beta if variance == "fixed_small" else beta)
+        )
     else:  # Song et al., 2021, eq. 12 and 16; ε̂ from the unclipped x0 unless clipped_eps
         std = eta * math.sqrt((1 - a_prev) / (1 - a)) * math.sqrt(1 - a / a_prev)
         direction = math.sqrt(max(1 - a_prev - std**2, 0.0))
@@ -248,9 +340,23 @@ def _host_vp_step(kind, x, m, values, *, prediction="eps", variance="fixed_small
     return out.to(x.dtype)
 
 
-def _host_step(kind, x, m, values, scales, denoised, *, prediction="eps", churn=0.0,
-               s_noise=1.0, noise=None, uncond=None, guidance_scale=1.0, second=None,
-               uncond_second=None):
+def _host_step(
+    kind,
+    x,
+    m,
+    values,
+    scales,
+    denoised,
+    *,
+    prediction="eps",
+    churn=0.0,
+    s_noise=1.0,
+    noise=None,
+    uncond=None,
+    guidance_scale=1.0,
+    second=None,
+    uncond_second=None,
+):
     """An Euler, Heun or DPM-Solver++(2M) step of float schedule values off the Triton backend,
     computed as the kernel computes it: coefficients on the host in float64
     (`_host_combination`), then a few torch ops in at least fp32 (the drop-ins' hot path on a
@@ -264,8 +370,9 @@ def _host_step(kind, x, m, values, scales, denoised, *, prediction="eps", churn=
         third = _guided_wide(second, uncond_second, guidance_scale, wide)
     elif kind == "dpmpp_2m" and second is not None:
         third = second.to(wide)
-    cx, c1, c2, level = _host_combination(kind, values, prediction, churn, s_noise,
-                                          second is not None)
+    cx, c1, c2, level = _host_combination(
+        kind, values, prediction, churn, s_noise, second is not None
+    )
     out = _combination(x_wide, s1 * s0 * cx, m, s1 * c1)
     if third is not None and c2:
         out.add_(third, alpha=s1 * c2)
@@ -280,8 +387,18 @@ def _host_step(kind, x, m, values, scales, denoised, *, prediction="eps", churn=
     return out, denoised.to(x.dtype)
 
 
-def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, table=None,
-              state=None, **options):
+def loop_step(
+    kind,
+    x,
+    model_output,
+    values,
+    *,
+    scales=(1.0, 1.0),
+    seed=None,
+    table=None,
+    state=None,
+    **options,
+):
     """One step of a sampler loop: the step `kind` (kernels.diffusion.KINDS) with schedule
     `values` (floats), x read as x·scales[0] (the σ form) and the result written ·scales[1] (the
     model's scaling), noise drawn from `seed` where given (None: no noise). Options as the step
@@ -298,21 +415,34 @@ def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, ta
         if kind in ("euler", "heun"):
             options["noise_level"] = _churn_level(churn, s_noise)
         options["fixed_large"] = options.pop("variance", "fixed_small") == "fixed_large"
-        return _step(kind, x, model_output, values, scales=scales, seed=seed, table=table,
-                     state=state, second_output=second_output, **options)
+        return _step(
+            kind,
+            x,
+            model_output,
+            values,
+            scales=scales,
+            seed=seed,
+            table=table,
+            state=state,
+            second_output=second_output,
+            **options,
+        )
     if table is not None:
         raise ValueError("a CUDA-graph replay of a loop needs the Triton backend on a GPU")
     float_schedule = seed is None and all(isinstance(v, float) for v in values)
     if kind in _HOST_KINDS and float_schedule:
         return _host_step(kind, x, model_output, values, scales, second_output, **options)
-    if kind in ("ddpm", "ddim") and float_schedule and scales == (1.0, 1.0) \
-            and options.get("threshold") is None:
+    if (
+        kind in ("ddpm", "ddim")
+        and float_schedule
+        and scales == (1.0, 1.0)
+        and options.get("threshold") is None
+    ):
         options.pop("threshold", None)
         return _host_vp_step(kind, x, model_output, values, **options)
     out = _reference_loop_step(kind, x * scales[0], model_output, values, seed, options)
     if kind == "euler" and denoised:
-        guided = ref.guided(model_output, options.get("uncond"),
-                            options.get("guidance_scale", 1.0))
+        guided = ref.guided(model_output, options.get("uncond"), options.get("guidance_scale", 1.0))
         out = out, ref.denoised(x * scales[0], guided, values[0], options.get("prediction", "eps"))
     if second_output:
         return _reference_output(out[0] * scales[1], x), _reference_output(out[1], x)
@@ -325,126 +455,290 @@ def loop_step(kind, x, model_output, values, *, scales=(1.0, 1.0), seed=None, ta
 
 
 @torch.library.custom_op("gdm_engine::ddpm_step", mutates_args=())
-def ddpm_library_op(x_t: torch.Tensor, model_output: torch.Tensor, noise: Optional[torch.Tensor],
-                    uncond: Optional[torch.Tensor], schedule: list[Optional[torch.Tensor]],
-                    values: list[float], *, prediction: str = "eps",
-                    variance: str = "fixed_small", clip: Optional[float] = None,
-                    threshold: Optional[float] = None, guidance_scale: float = 1.0,
-                    seed: int = 0, draw: bool = True) -> torch.Tensor:
+def ddpm_library_op(
+    x_t: torch.Tensor,
+    model_output: torch.Tensor,
+    noise: Optional[torch.Tensor],
+    uncond: Optional[torch.Tensor],
+    schedule: list[Optional[torch.Tensor]],
+    values: list[float],
+    *,
+    prediction: str = "eps",
+    variance: str = "fixed_small",
+    clip: Optional[float] = None,
+    threshold: Optional[float] = None,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+    draw: bool = True,
+) -> torch.Tensor:
     """The registered ddpm_step: schedule (ᾱ_t, ᾱ_prev) as `schedule_arguments`; `draw`: the
     kernel draws z from `seed` (no noise given, σ not known to be 0)."""
     a, a_prev = _merged(schedule, values)
     if backend.resolve(x_t) != "triton":
-        return _reference_output(ref.ddpm_step(
-            x_t, model_output, a, a_prev, noise, uncond, prediction=prediction,
-            variance=variance, clip=clip, threshold=threshold, guidance_scale=guidance_scale,
-            seed=seed), x_t)
-    return _step("ddpm", x_t, model_output, (a, a_prev), noise=noise, uncond=uncond,
-                 threshold=threshold, prediction=prediction,
-                 fixed_large=variance == "fixed_large", clip=clip,
-                 guidance_scale=guidance_scale, seed=_seed(draw, seed))
+        return _reference_output(
+            ref.ddpm_step(
+                x_t,
+                model_output,
+                a,
+                a_prev,
+                noise,
+                uncond,
+                prediction=prediction,
+                variance=variance,
+                clip=clip,
+                threshold=threshold,
+                guidance_scale=guidance_scale,
+                seed=seed,
+            ),
+            x_t,
+        )
+    return _step(
+        "ddpm",
+        x_t,
+        model_output,
+        (a, a_prev),
+        noise=noise,
+        uncond=uncond,
+        threshold=threshold,
+        prediction=prediction,
+        fixed_large=variance == "fixed_large",
+        clip=clip,
+        guidance_scale=guidance_scale,
+        seed=_seed(draw, seed),
+    )
 
 
 ddpm_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::ddim_step", mutates_args=())
-def ddim_library_op(x_t: torch.Tensor, model_output: torch.Tensor, noise: Optional[torch.Tensor],
-                    uncond: Optional[torch.Tensor], schedule: list[Optional[torch.Tensor]],
-                    values: list[float], *, eta: float = 0.0, prediction: str = "eps",
-                    clip: Optional[float] = None, threshold: Optional[float] = None,
-                    use_clipped_model_output: bool = False, guidance_scale: float = 1.0,
-                    seed: int = 0, draw: bool = True) -> torch.Tensor:
+def ddim_library_op(
+    x_t: torch.Tensor,
+    model_output: torch.Tensor,
+    noise: Optional[torch.Tensor],
+    uncond: Optional[torch.Tensor],
+    schedule: list[Optional[torch.Tensor]],
+    values: list[float],
+    *,
+    eta: float = 0.0,
+    prediction: str = "eps",
+    clip: Optional[float] = None,
+    threshold: Optional[float] = None,
+    use_clipped_model_output: bool = False,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+    draw: bool = True,
+) -> torch.Tensor:
     """The registered ddim_step: schedule (ᾱ_t, ᾱ_prev) as `schedule_arguments`."""
     a, a_prev = _merged(schedule, values)
     if backend.resolve(x_t) != "triton":
-        return _reference_output(ref.ddim_step(
-            x_t, model_output, a, a_prev, noise, uncond, eta=eta, prediction=prediction,
-            clip=clip, threshold=threshold, use_clipped_model_output=use_clipped_model_output,
-            guidance_scale=guidance_scale, seed=seed), x_t)
-    return _step("ddim", x_t, model_output, (a, a_prev), noise=noise, uncond=uncond,
-                 threshold=threshold, prediction=prediction, eta=eta, clip=clip,
-                 clipped_eps=use_clipped_model_output, guidance_scale=guidance_scale,
-                 seed=_seed(draw, seed))
+        return _reference_output(
+            ref.ddim_step(
+                x_t,
+                model_output,
+                a,
+                a_prev,
+                noise,
+                uncond,
+                eta=eta,
+                prediction=prediction,
+                clip=clip,
+                threshold=threshold,
+                use_clipped_model_output=use_clipped_model_output,
+                guidance_scale=guidance_scale,
+                seed=seed,
+            ),
+            x_t,
+        )
+    return _step(
+        "ddim",
+        x_t,
+        model_output,
+        (a, a_prev),
+        noise=noise,
+        uncond=uncond,
+        threshold=threshold,
+        prediction=prediction,
+        eta=eta,
+        clip=clip,
+        clipped_eps=use_clipped_model_output,
+        guidance_scale=guidance_scale,
+        seed=_seed(draw, seed),
+    )
 
 
 ddim_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::euler_step", mutates_args=())
-def euler_library_op(x: torch.Tensor, model_output: torch.Tensor, noise: Optional[torch.Tensor],
-                     uncond: Optional[torch.Tensor], schedule: list[Optional[torch.Tensor]],
-                     values: list[float], *, prediction: str = "eps", churn: float = 0.0,
-                     s_noise: float = 1.0, guidance_scale: float = 1.0,
-                     seed: int = 0) -> torch.Tensor:
+def euler_library_op(
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    noise: Optional[torch.Tensor],
+    uncond: Optional[torch.Tensor],
+    schedule: list[Optional[torch.Tensor]],
+    values: list[float],
+    *,
+    prediction: str = "eps",
+    churn: float = 0.0,
+    s_noise: float = 1.0,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+) -> torch.Tensor:
     """The registered euler_step: schedule (σ, σ_next) as `schedule_arguments`."""
     sigma, sigma_next = _merged(schedule, values)
     if backend.resolve(x) != "triton":
-        return _reference_output(ref.euler_step(
-            x, model_output, sigma, sigma_next, noise, uncond, prediction=prediction,
-            churn=churn, s_noise=s_noise, guidance_scale=guidance_scale, seed=seed), x)
-    return _step("euler", x, model_output, (sigma, sigma_next), noise=noise, uncond=uncond,
-                 prediction=prediction, noise_level=_churn_level(churn, s_noise),
-                 guidance_scale=guidance_scale, seed=_seed(churn != 0, seed))
+        return _reference_output(
+            ref.euler_step(
+                x,
+                model_output,
+                sigma,
+                sigma_next,
+                noise,
+                uncond,
+                prediction=prediction,
+                churn=churn,
+                s_noise=s_noise,
+                guidance_scale=guidance_scale,
+                seed=seed,
+            ),
+            x,
+        )
+    return _step(
+        "euler",
+        x,
+        model_output,
+        (sigma, sigma_next),
+        noise=noise,
+        uncond=uncond,
+        prediction=prediction,
+        noise_level=_churn_level(churn, s_noise),
+        guidance_scale=guidance_scale,
+        seed=_seed(churn != 0, seed),
+    )
 
 
 euler_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::heun_step", mutates_args=())
-def heun_library_op(x: torch.Tensor, model_output: torch.Tensor, model_output_next: torch.Tensor,
-                    noise: Optional[torch.Tensor], uncond: Optional[torch.Tensor],
-                    uncond_next: Optional[torch.Tensor], schedule: list[Optional[torch.Tensor]],
-                    values: list[float], *, prediction: str = "eps", churn: float = 0.0,
-                    s_noise: float = 1.0, guidance_scale: float = 1.0,
-                    seed: int = 0) -> torch.Tensor:
+def heun_library_op(
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    model_output_next: torch.Tensor,
+    noise: Optional[torch.Tensor],
+    uncond: Optional[torch.Tensor],
+    uncond_next: Optional[torch.Tensor],
+    schedule: list[Optional[torch.Tensor]],
+    values: list[float],
+    *,
+    prediction: str = "eps",
+    churn: float = 0.0,
+    s_noise: float = 1.0,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+) -> torch.Tensor:
     """The registered heun_step: schedule (σ, σ_next) as `schedule_arguments`."""
     sigma, sigma_next = _merged(schedule, values)
     if backend.resolve(x) != "triton":
-        return _reference_output(ref.heun_step(
-            x, model_output, model_output_next, sigma, sigma_next, noise, uncond, uncond_next,
-            prediction=prediction, churn=churn, s_noise=s_noise, guidance_scale=guidance_scale,
-            seed=seed), x)
-    return _step("heun", x, model_output, (sigma, sigma_next), noise=noise, uncond=uncond,
-                 second=model_output_next, uncond_second=uncond_next, prediction=prediction,
-                 noise_level=_churn_level(churn, s_noise), guidance_scale=guidance_scale,
-                 seed=_seed(churn != 0, seed))
+        return _reference_output(
+            ref.heun_step(
+                x,
+                model_output,
+                model_output_next,
+                sigma,
+                sigma_next,
+                noise,
+                uncond,
+                uncond_next,
+                prediction=prediction,
+                churn=churn,
+                s_noise=s_noise,
+                guidance_scale=guidance_scale,
+                seed=seed,
+            ),
+            x,
+        )
+    return _step(
+        "heun",
+        x,
+        model_output,
+        (sigma, sigma_next),
+        noise=noise,
+        uncond=uncond,
+        second=model_output_next,
+        uncond_second=uncond_next,
+        prediction=prediction,
+        noise_level=_churn_level(churn, s_noise),
+        guidance_scale=guidance_scale,
+        seed=_seed(churn != 0, seed),
+    )
 
 
 heun_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::dpmpp_2m_step", mutates_args=())
-def dpmpp_2m_library_op(x: torch.Tensor, model_output: torch.Tensor,
-                        previous_denoised: Optional[torch.Tensor],
-                        uncond: Optional[torch.Tensor], schedule: list[Optional[torch.Tensor]],
-                        values: list[float], *, prediction: str = "eps",
-                        guidance_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def dpmpp_2m_library_op(
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    previous_denoised: Optional[torch.Tensor],
+    uncond: Optional[torch.Tensor],
+    schedule: list[Optional[torch.Tensor]],
+    values: list[float],
+    *,
+    prediction: str = "eps",
+    guidance_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The registered dpmpp_2m_step: schedule (σ, σ_next, σ_prev) as `schedule_arguments`
     (σ_prev unused without previous_denoised). Returns (x', denoised)."""
     sigma, sigma_next, sigma_prev = _merged(schedule, values)
     if backend.resolve(x) != "triton":
-        out, d = ref.dpmpp_2m_step(x, model_output, sigma, sigma_next, previous_denoised, uncond,
-                                   sigma_prev=sigma_prev if previous_denoised is not None
-                                   else None, prediction=prediction,
-                                   guidance_scale=guidance_scale)
+        out, d = ref.dpmpp_2m_step(
+            x,
+            model_output,
+            sigma,
+            sigma_next,
+            previous_denoised,
+            uncond,
+            sigma_prev=sigma_prev if previous_denoised is not None else None,
+            prediction=prediction,
+            guidance_scale=guidance_scale,
+        )
         # fresh tensors: the reference's D may be model_output itself ("x0")
         return _reference_output(out, x).clone(), _reference_output(d, x).clone()
-    return _step("dpmpp_2m", x, model_output, (sigma, sigma_next, sigma_prev), uncond=uncond,
-                 second=previous_denoised, second_output=True, prediction=prediction,
-                 guidance_scale=guidance_scale)
+    return _step(
+        "dpmpp_2m",
+        x,
+        model_output,
+        (sigma, sigma_next, sigma_prev),
+        uncond=uncond,
+        second=previous_denoised,
+        second_output=True,
+        prediction=prediction,
+        guidance_scale=guidance_scale,
+    )
 
 
 @dpmpp_2m_library_op.register_fake
 def _(x, *args, **kwargs):
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
-            torch.empty_like(x, memory_format=torch.contiguous_format))
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format),
+        torch.empty_like(x, memory_format=torch.contiguous_format),
+    )
 
 
 @torch.library.custom_op("gdm_engine::langevin_step", mutates_args=())
-def langevin_library_op(x: torch.Tensor, score: torch.Tensor, noise: Optional[torch.Tensor],
-                        schedule: list[Optional[torch.Tensor]], values: list[float], *,
-                        seed: int = 0, draw: bool = True) -> torch.Tensor:
+def langevin_library_op(
+    x: torch.Tensor,
+    score: torch.Tensor,
+    noise: Optional[torch.Tensor],
+    schedule: list[Optional[torch.Tensor]],
+    values: list[float],
+    *,
+    seed: int = 0,
+    draw: bool = True,
+) -> torch.Tensor:
     """The registered langevin_step: the step size as `schedule_arguments`."""
     (step_size,) = _merged(schedule, values)
     if backend.resolve(x) != "triton":
@@ -461,9 +755,12 @@ langevin_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::q_sample", mutates_args=())
-def q_sample_library_op(x0: torch.Tensor, noise: torch.Tensor,
-                        schedule: list[Optional[torch.Tensor]],
-                        values: list[float]) -> torch.Tensor:
+def q_sample_library_op(
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    schedule: list[Optional[torch.Tensor]],
+    values: list[float],
+) -> torch.Tensor:
     """The registered q_sample: ᾱ as `schedule_arguments`."""
     (alpha_bar,) = _merged(schedule, values)
     if backend.resolve(x0) != "triton":
@@ -475,23 +772,30 @@ q_sample_library_op.register_fake(_shaped_like_input)
 
 
 @torch.library.custom_op("gdm_engine::q_sample_backward", mutates_args=())
-def _q_sample_backward(grad: torch.Tensor, schedule: list[Optional[torch.Tensor]],
-                       values: list[float],
-                       implementation: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _q_sample_backward(
+    grad: torch.Tensor,
+    schedule: list[Optional[torch.Tensor]],
+    values: list[float],
+    implementation: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(√ᾱ·grad, √(1 − ᾱ)·grad): x_t is linear in x0 and ε. One kernel writes both, with the
     coefficients in float64 (a reduced-precision gradient would round ᾱ = 0.999 away)."""
     (alpha_bar,) = _merged(schedule, values)
     if implementation == "triton":
         return _step("q_sample_grad", grad, grad, (alpha_bar,), second_output=True)
     ones = torch.ones_like(grad)
-    return (_reference_output(ref.q_sample(grad, alpha_bar, 0 * ones), grad),
-            _reference_output(ref.q_sample(0 * ones, alpha_bar, grad), grad))
+    return (
+        _reference_output(ref.q_sample(grad, alpha_bar, 0 * ones), grad),
+        _reference_output(ref.q_sample(0 * ones, alpha_bar, grad), grad),
+    )
 
 
 @_q_sample_backward.register_fake
 def _(grad, schedule, values, implementation):
-    return (torch.empty_like(grad, memory_format=torch.contiguous_format),
-            torch.empty_like(grad, memory_format=torch.contiguous_format))
+    return (
+        torch.empty_like(grad, memory_format=torch.contiguous_format),
+        torch.empty_like(grad, memory_format=torch.contiguous_format),
+    )
 
 
 def _no_grads(schedule):
@@ -521,18 +825,31 @@ def _loss_dtype(model_output):
 
 
 @torch.library.custom_op("gdm_engine::diffusion_loss", mutates_args=())
-def diffusion_loss_library_op(model_output: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
-                              schedule: list[Optional[torch.Tensor]], values: list[float], *,
-                              prediction: str = "eps",
-                              min_snr_gamma: Optional[float] = None) -> torch.Tensor:
+def diffusion_loss_library_op(
+    model_output: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    schedule: list[Optional[torch.Tensor]],
+    values: list[float],
+    *,
+    prediction: str = "eps",
+    min_snr_gamma: Optional[float] = None,
+) -> torch.Tensor:
     """The registered diffusion_loss: ᾱ as `schedule_arguments`. Returns (N,) losses."""
     (alpha_bar,) = _merged(schedule, values)
     if backend.resolve(model_output) != "triton":
-        return ref.diffusion_loss(model_output, x0, noise, alpha_bar, prediction=prediction,
-                                  min_snr_gamma=min_snr_gamma)
-    return _kernels().diffusion_loss(_rows(model_output), _rows(x0), _rows(noise), alpha_bar,
-                                     _loss_dtype(model_output), prediction=prediction,
-                                     min_snr_gamma=min_snr_gamma)
+        return ref.diffusion_loss(
+            model_output, x0, noise, alpha_bar, prediction=prediction, min_snr_gamma=min_snr_gamma
+        )
+    return _kernels().diffusion_loss(
+        _rows(model_output),
+        _rows(x0),
+        _rows(noise),
+        alpha_bar,
+        _loss_dtype(model_output),
+        prediction=prediction,
+        min_snr_gamma=min_snr_gamma,
+    )
 
 
 @diffusion_loss_library_op.register_fake
@@ -541,52 +858,90 @@ def _(model_output, x0, noise, schedule, values, **kwargs):
 
 
 @torch.library.custom_op("gdm_engine::diffusion_loss_backward", mutates_args=())
-def _loss_backward(grad: torch.Tensor, model_output: torch.Tensor, x0: torch.Tensor,
-                   noise: torch.Tensor, schedule: list[Optional[torch.Tensor]],
-                   values: list[float], prediction: str, min_snr_gamma: Optional[float],
-                   implementation: str, want_x0: bool,
-                   want_noise: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _loss_backward(
+    grad: torch.Tensor,
+    model_output: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    schedule: list[Optional[torch.Tensor]],
+    values: list[float],
+    prediction: str,
+    min_snr_gamma: Optional[float],
+    implementation: str,
+    want_x0: bool,
+    want_noise: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dL/dmodel_output, dL/dx0, dL/dnoise) = (c_n·(m − target), −tx·…, −tz·…) with
     c_n = 2·grad_n·weight_n / D; unwanted gradients are empty."""
     (alpha_bar,) = _merged(schedule, values)
     if implementation == "triton":
         grads = _kernels().diffusion_loss_backward(
-            grad, _rows(model_output), _rows(x0), _rows(noise), alpha_bar, prediction=prediction,
-            min_snr_gamma=min_snr_gamma, want_x0=want_x0, want_eps=want_noise)
+            grad,
+            _rows(model_output),
+            _rows(x0),
+            _rows(noise),
+            alpha_bar,
+            prediction=prediction,
+            min_snr_gamma=min_snr_gamma,
+            want_x0=want_x0,
+            want_eps=want_noise,
+        )
         grads = [g.view(model_output.shape) if g is not None else None for g in grads]
     else:
-        grads = _reference_loss_backward(grad, model_output, x0, noise, alpha_bar, prediction,
-                                         min_snr_gamma)
-    return tuple(g if g is not None and wanted else model_output.new_empty(0)
-                 for g, wanted in zip(grads, (True, want_x0, want_noise)))
+        grads = _reference_loss_backward(
+            grad, model_output, x0, noise, alpha_bar, prediction, min_snr_gamma
+        )
+    return tuple(
+        g if g is not None and wanted else model_output.new_empty(0)
+        for g, wanted in zip(grads, (True, want_x0, want_noise))
+    )
 
 
 def _reference_loss_backward(grad, model_output, x0, noise, alpha_bar, prediction, min_snr_gamma):
     # torch.func.vjp rather than torch.autograd: the body of a custom op runs below autograd
     def loss(m, x0, noise):
-        return ref.diffusion_loss(m, x0, noise, alpha_bar, prediction=prediction,
-                                  min_snr_gamma=min_snr_gamma)
+        return ref.diffusion_loss(
+            m, x0, noise, alpha_bar, prediction=prediction, min_snr_gamma=min_snr_gamma
+        )
 
     _, vjp = torch.func.vjp(loss, model_output, x0, noise)
     return [g.contiguous() for g in vjp(grad)]
 
 
 @_loss_backward.register_fake
-def _(grad, model_output, x0, noise, schedule, values, prediction, min_snr_gamma, implementation,
-      want_x0, want_noise):
-    return (torch.empty_like(model_output, memory_format=torch.contiguous_format),
-            torch.empty_like(x0, memory_format=torch.contiguous_format) if want_x0
-            else model_output.new_empty(0),
-            torch.empty_like(noise, memory_format=torch.contiguous_format) if want_noise
-            else model_output.new_empty(0))
+def _(
+    grad,
+    model_output,
+    x0,
+    noise,
+    schedule,
+    values,
+    prediction,
+    min_snr_gamma,
+    implementation,
+    want_x0,
+    want_noise,
+):
+    return (
+        torch.empty_like(model_output, memory_format=torch.contiguous_format),
+        torch.empty_like(x0, memory_format=torch.contiguous_format)
+        if want_x0
+        else model_output.new_empty(0),
+        torch.empty_like(noise, memory_format=torch.contiguous_format)
+        if want_noise
+        else model_output.new_empty(0),
+    )
 
 
 def _loss_setup(ctx, inputs, keyword_only_inputs, output):
     model_output, x0, noise, schedule, values = inputs
     ctx.save_for_backward(model_output, x0, noise, *(t for t in schedule if t is not None))
     ctx.schedule, ctx.values = schedule, values
-    ctx.config = (keyword_only_inputs["prediction"], keyword_only_inputs["min_snr_gamma"],
-                  backend.resolve(model_output))
+    ctx.config = (
+        keyword_only_inputs["prediction"],
+        keyword_only_inputs["min_snr_gamma"],
+        backend.resolve(model_output),
+    )
 
 
 def _loss_autograd(ctx, grad):
@@ -594,10 +949,16 @@ def _loss_autograd(ctx, grad):
     saved = iter(saved)
     schedule = [next(saved) if t is not None else None for t in ctx.schedule]
     want_x0, want_noise = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-    d_output, d_x0, d_noise = _loss_backward(grad, model_output, x0, noise, schedule, ctx.values,
-                                             *ctx.config, want_x0, want_noise)
-    return (d_output, d_x0 if want_x0 else None, d_noise if want_noise else None,
-            _no_grads(ctx.schedule), None)
+    d_output, d_x0, d_noise = _loss_backward(
+        grad, model_output, x0, noise, schedule, ctx.values, *ctx.config, want_x0, want_noise
+    )
+    return (
+        d_output,
+        d_x0 if want_x0 else None,
+        d_noise if want_noise else None,
+        _no_grads(ctx.schedule),
+        None,
+    )
 
 
 diffusion_loss_library_op.register_autograd(_loss_autograd, setup_context=_loss_setup)
@@ -632,14 +993,17 @@ def _check_float(name, value, low=-math.inf, what="a float"):
 def _check_guidance(uncond, guidance_scale):
     _check_float("guidance_scale", guidance_scale)
     if uncond is None and guidance_scale != 1:
-        raise ValueError("guidance_scale needs uncond, the model's unconditional output "
-                         "(classifier-free guidance combines the two)")
+        raise ValueError(
+            "guidance_scale needs uncond, the model's unconditional output "
+            "(classifier-free guidance combines the two)"
+        )
 
 
 def _check_schedule(name, value, x, low, high, low_open=True, high_open=False):
     """A float in the interval, or an (N,) float tensor (float32 or x's dtype) on x's device.
     Floats are checked exactly (in Python's float64); a tensor's values where reading them is
     free (host_values: CPU tensors), never on a GPU's hot path."""
+
     def describe():
         return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
@@ -652,14 +1016,17 @@ def _check_schedule(name, value, x, low, high, low_open=True, high_open=False):
         if value.dtype not in (torch.float32, x.dtype):
             raise TypeError(f"{name} must be float32 or {x.dtype} (x's dtype), got {value.dtype}")
         if value.shape != (x.shape[0],):
-            raise ValueError(f"{name} must be a float or a per-example tensor of shape "
-                             f"({x.shape[0]},), got shape {tuple(value.shape)}")
+            raise ValueError(
+                f"{name} must be a float or a per-example tensor of shape "
+                f"({x.shape[0]},), got shape {tuple(value.shape)}"
+            )
         if value.device != x.device:
             raise ValueError(f"{name} is on {value.device} but x is on {x.device}")
         values = host_values(value)
         if values is not None and outside(values).any():
-            raise ValueError(f"{name} must lie in {describe()}, got "
-                             f"{float(values[outside(values)][0])!r}")
+            raise ValueError(
+                f"{name} must lie in {describe()}, got {float(values[outside(values)][0])!r}"
+            )
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float or an (N,) tensor, got {type(value).__name__}")
@@ -674,8 +1041,10 @@ def _check_order(low_name, low, high_name, high, why, strict=False):
         return
     bad = values[0] >= values[1] if strict else values[0] > values[1]
     if bad is True or (bad is not False and bad.any()):
-        raise ValueError(f"{high_name} must be {'>' if strict else '>='} {low_name} ({why}), got "
-                         f"{high_name}={high!r} and {low_name}={low!r}")
+        raise ValueError(
+            f"{high_name} must be {'>' if strict else '>='} {low_name} ({why}), got "
+            f"{high_name}={high!r} and {low_name}={low!r}"
+        )
 
 
 def _is_float(value, number):
@@ -694,20 +1063,33 @@ def _check_clip_threshold(clip, threshold):
             raise ValueError(f"clip must be a positive finite float, got {clip!r}")
     if threshold is not None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise TypeError(f"threshold must be a float in (0, 1) or None, got "
-                            f"{type(threshold).__name__}")
+            raise TypeError(
+                f"threshold must be a float in (0, 1) or None, got {type(threshold).__name__}"
+            )
         if not 0 < threshold < 1:
             raise ValueError(f"threshold must be a quantile in (0, 1), got {threshold!r}")
 
 
-def _check_denoising(x_t, model_output, alpha_bar_t, alpha_bar_prev, prediction, clip,
-                     threshold, noise, generator, uncond, guidance_scale):
+def _check_denoising(
+    x_t,
+    model_output,
+    alpha_bar_t,
+    alpha_bar_prev,
+    prediction,
+    clip,
+    threshold,
+    noise,
+    generator,
+    uncond,
+    guidance_scale,
+):
     _check_pair("x_t", x_t, "model_output", model_output, noise, generator, uncond=uncond)
     # ᾱ_t = 1 would be a step from clean data: the posterior divides by 1 − ᾱ_t.
     _check_schedule("alpha_bar_t", alpha_bar_t, x_t, 0, 1, high_open=True)
     _check_schedule("alpha_bar_prev", alpha_bar_prev, x_t, 0, 1)
-    _check_order("alpha_bar_t", alpha_bar_t, "alpha_bar_prev", alpha_bar_prev,
-                 "ᾱ decreases along the chain")
+    _check_order(
+        "alpha_bar_t", alpha_bar_t, "alpha_bar_prev", alpha_bar_prev, "ᾱ decreases along the chain"
+    )
     check_choice("prediction", prediction, PREDICTIONS)
     _check_clip_threshold(clip, threshold)
     _check_guidance(uncond, guidance_scale)
@@ -716,8 +1098,9 @@ def _check_denoising(x_t, model_output, alpha_bar_t, alpha_bar_prev, prediction,
 def _check_sigmas(x, sigma, sigma_next, prediction, uncond, guidance_scale, next_positive=False):
     """A step of the σ form from σ > 0 down to 0 <= σ_next <= σ (> 0 where `next_positive`)."""
     _check_schedule("sigma", sigma, x, 0, math.inf, high_open=True)
-    _check_schedule("sigma_next", sigma_next, x, 0, math.inf, low_open=next_positive,
-                    high_open=True)
+    _check_schedule(
+        "sigma_next", sigma_next, x, 0, math.inf, low_open=next_positive, high_open=True
+    )
     _check_order("sigma_next", sigma_next, "sigma", sigma, "the noise level decreases")
     check_choice("prediction", prediction, PREDICTIONS)
     _check_guidance(uncond, guidance_scale)
@@ -740,21 +1123,56 @@ def _draws(noise, generator, *zero_noise):
     return (noise_seed(noise, generator) if draw else 0), draw
 
 
-def ddpm_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None,
-                        *, prediction="eps", variance="fixed_small", clip=None, threshold=None,
-                        guidance_scale=1.0, generator=None):
+def ddpm_library_inputs(
+    x_t,
+    model_output,
+    alpha_bar_t,
+    alpha_bar_prev,
+    noise=None,
+    uncond=None,
+    *,
+    prediction="eps",
+    variance="fixed_small",
+    clip=None,
+    threshold=None,
+    guidance_scale=1.0,
+    generator=None,
+):
     """(args, kwargs) of `ddpm_library_op` for a checked call of `ddpm_step`."""
     seed, draw = _draws(noise, generator, _is_float(alpha_bar_prev, 1))
-    kwargs = dict(prediction=prediction, variance=variance, clip=_optional_float(clip),
-                  threshold=_optional_float(threshold), guidance_scale=float(guidance_scale),
-                  seed=seed, draw=draw)
-    return (x_t, model_output, noise, uncond,
-            *schedule_arguments(alpha_bar_t, alpha_bar_prev)), kwargs
+    kwargs = dict(
+        prediction=prediction,
+        variance=variance,
+        clip=_optional_float(clip),
+        threshold=_optional_float(threshold),
+        guidance_scale=float(guidance_scale),
+        seed=seed,
+        draw=draw,
+    )
+    return (
+        x_t,
+        model_output,
+        noise,
+        uncond,
+        *schedule_arguments(alpha_bar_t, alpha_bar_prev),
+    ), kwargs
 
 
-def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, *, prediction="eps",
-              variance="fixed_small", clip=None, threshold=None, uncond=None,
-              guidance_scale=1.0, noise=None, generator=None):
+def ddpm_step(
+    x_t,
+    model_output,
+    alpha_bar_t,
+    alpha_bar_prev,
+    *,
+    prediction="eps",
+    variance="fixed_small",
+    clip=None,
+    threshold=None,
+    uncond=None,
+    guidance_scale=1.0,
+    noise=None,
+    generator=None,
+):
     """One DDPM ancestral step x_t -> x_{t−1} (Ho et al., 2020), fused in one pass.
 
     x_t, model_output: (N, ...), the model's prediction of "eps" (the noise), "x0" or "v"
@@ -769,32 +1187,90 @@ def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, *, prediction="eps
     implementation from a seed taken from `generator`: reproducible per backend, not across
     them. Forward only (no autograd).
     """
-    _check_denoising(x_t, model_output, alpha_bar_t, alpha_bar_prev, prediction, clip, threshold,
-                     noise, generator, uncond, guidance_scale)
+    _check_denoising(
+        x_t,
+        model_output,
+        alpha_bar_t,
+        alpha_bar_prev,
+        prediction,
+        clip,
+        threshold,
+        noise,
+        generator,
+        uncond,
+        guidance_scale,
+    )
     check_choice("variance", variance, VARIANCES)
-    args, kwargs = ddpm_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise,
-                                       uncond, prediction=prediction, variance=variance,
-                                       clip=clip, threshold=threshold,
-                                       guidance_scale=guidance_scale, generator=generator)
+    args, kwargs = ddpm_library_inputs(
+        x_t,
+        model_output,
+        alpha_bar_t,
+        alpha_bar_prev,
+        noise,
+        uncond,
+        prediction=prediction,
+        variance=variance,
+        clip=clip,
+        threshold=threshold,
+        guidance_scale=guidance_scale,
+        generator=generator,
+    )
     return ddpm_library_op(*args, **kwargs)
 
 
-def ddim_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None,
-                        *, eta=0.0, prediction="eps", clip=None, threshold=None,
-                        use_clipped_model_output=False, guidance_scale=1.0, generator=None):
+def ddim_library_inputs(
+    x_t,
+    model_output,
+    alpha_bar_t,
+    alpha_bar_prev,
+    noise=None,
+    uncond=None,
+    *,
+    eta=0.0,
+    prediction="eps",
+    clip=None,
+    threshold=None,
+    use_clipped_model_output=False,
+    guidance_scale=1.0,
+    generator=None,
+):
     """(args, kwargs) of `ddim_library_op` for a checked call of `ddim_step`."""
     seed, draw = _draws(noise, generator, eta == 0, _is_float(alpha_bar_prev, 1))
-    kwargs = dict(eta=float(eta), prediction=prediction, clip=_optional_float(clip),
-                  threshold=_optional_float(threshold),
-                  use_clipped_model_output=bool(use_clipped_model_output),
-                  guidance_scale=float(guidance_scale), seed=seed, draw=draw)
-    return (x_t, model_output, noise, uncond,
-            *schedule_arguments(alpha_bar_t, alpha_bar_prev)), kwargs
+    kwargs = dict(
+        eta=float(eta),
+        prediction=prediction,
+        clip=_optional_float(clip),
+        threshold=_optional_float(threshold),
+        use_clipped_model_output=bool(use_clipped_model_output),
+        guidance_scale=float(guidance_scale),
+        seed=seed,
+        draw=draw,
+    )
+    return (
+        x_t,
+        model_output,
+        noise,
+        uncond,
+        *schedule_arguments(alpha_bar_t, alpha_bar_prev),
+    ), kwargs
 
 
-def ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, *, eta=0.0, prediction="eps",
-              clip=None, threshold=None, use_clipped_model_output=False, uncond=None,
-              guidance_scale=1.0, noise=None, generator=None):
+def ddim_step(
+    x_t,
+    model_output,
+    alpha_bar_t,
+    alpha_bar_prev,
+    *,
+    eta=0.0,
+    prediction="eps",
+    clip=None,
+    threshold=None,
+    use_clipped_model_output=False,
+    uncond=None,
+    guidance_scale=1.0,
+    noise=None,
+    generator=None,
+):
     """One DDIM step x_t -> x_{t−1} (Song et al., 2021, eq. 12), fused in one pass.
 
     Arguments as `ddpm_step`; eta ≥ 0 scales the noise: 0 is deterministic DDIM, 1 matches
@@ -804,29 +1280,78 @@ def ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, *, eta=0.0, predic
     authors' code and diffusers' DDIMScheduler; `use_clipped_model_output=True` derives ε̂ from
     the clamped x0 instead (diffusers' option of that name). Forward only (no autograd).
     """
-    _check_denoising(x_t, model_output, alpha_bar_t, alpha_bar_prev, prediction, clip, threshold,
-                     noise, generator, uncond, guidance_scale)
+    _check_denoising(
+        x_t,
+        model_output,
+        alpha_bar_t,
+        alpha_bar_prev,
+        prediction,
+        clip,
+        threshold,
+        noise,
+        generator,
+        uncond,
+        guidance_scale,
+    )
     _check_float("eta", eta, 0.0)
-    args, kwargs = ddim_library_inputs(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise,
-                                       uncond, eta=eta, prediction=prediction, clip=clip,
-                                       threshold=threshold,
-                                       use_clipped_model_output=use_clipped_model_output,
-                                       guidance_scale=guidance_scale, generator=generator)
+    args, kwargs = ddim_library_inputs(
+        x_t,
+        model_output,
+        alpha_bar_t,
+        alpha_bar_prev,
+        noise,
+        uncond,
+        eta=eta,
+        prediction=prediction,
+        clip=clip,
+        threshold=threshold,
+        use_clipped_model_output=use_clipped_model_output,
+        guidance_scale=guidance_scale,
+        generator=generator,
+    )
     return ddim_library_op(*args, **kwargs)
 
 
-def euler_library_inputs(x, model_output, sigma, sigma_next, noise=None, uncond=None, *,
-                         prediction="eps", churn=0.0, s_noise=1.0, guidance_scale=1.0,
-                         generator=None):
+def euler_library_inputs(
+    x,
+    model_output,
+    sigma,
+    sigma_next,
+    noise=None,
+    uncond=None,
+    *,
+    prediction="eps",
+    churn=0.0,
+    s_noise=1.0,
+    guidance_scale=1.0,
+    generator=None,
+):
     """(args, kwargs) of `euler_library_op` for a checked call of `euler_step`."""
     seed, _ = _draws(noise, generator, churn == 0)
-    kwargs = dict(prediction=prediction, churn=float(churn), s_noise=float(s_noise),
-                  guidance_scale=float(guidance_scale), seed=seed)
+    kwargs = dict(
+        prediction=prediction,
+        churn=float(churn),
+        s_noise=float(s_noise),
+        guidance_scale=float(guidance_scale),
+        seed=seed,
+    )
     return (x, model_output, noise, uncond, *schedule_arguments(sigma, sigma_next)), kwargs
 
 
-def euler_step(x, model_output, sigma, sigma_next, *, prediction="eps", churn=0.0, s_noise=1.0,
-               uncond=None, guidance_scale=1.0, noise=None, generator=None):
+def euler_step(
+    x,
+    model_output,
+    sigma,
+    sigma_next,
+    *,
+    prediction="eps",
+    churn=0.0,
+    s_noise=1.0,
+    uncond=None,
+    guidance_scale=1.0,
+    noise=None,
+    generator=None,
+):
     """One Euler step of the probability-flow ODE in the σ form x = x0 + σ ε (Karras et al.,
     2022, Algorithms 1-2), fused in one pass: x' = x + (σ_next − σ) (x − D) / σ, where
     D = x − σ ε̂ ("eps"), the model's x0 ("x0"), or x/(1+σ²) − σ/sqrt(1+σ²) v̂ ("v", v of the
@@ -839,26 +1364,74 @@ def euler_step(x, model_output, sigma, sigma_next, *, prediction="eps", churn=0.
     _check_pair("x", x, "model_output", model_output, noise, generator, uncond=uncond)
     _check_sigmas(x, sigma, sigma_next, prediction, uncond, guidance_scale)
     _check_churn(churn, s_noise)
-    args, kwargs = euler_library_inputs(x, model_output, sigma, sigma_next, noise, uncond,
-                                        prediction=prediction, churn=churn, s_noise=s_noise,
-                                        guidance_scale=guidance_scale, generator=generator)
+    args, kwargs = euler_library_inputs(
+        x,
+        model_output,
+        sigma,
+        sigma_next,
+        noise,
+        uncond,
+        prediction=prediction,
+        churn=churn,
+        s_noise=s_noise,
+        guidance_scale=guidance_scale,
+        generator=generator,
+    )
     return euler_library_op(*args, **kwargs)
 
 
-def heun_library_inputs(x, model_output, model_output_next, sigma, sigma_next, noise=None,
-                        uncond=None, uncond_next=None, *, prediction="eps", churn=0.0,
-                        s_noise=1.0, guidance_scale=1.0, generator=None):
+def heun_library_inputs(
+    x,
+    model_output,
+    model_output_next,
+    sigma,
+    sigma_next,
+    noise=None,
+    uncond=None,
+    uncond_next=None,
+    *,
+    prediction="eps",
+    churn=0.0,
+    s_noise=1.0,
+    guidance_scale=1.0,
+    generator=None,
+):
     """(args, kwargs) of `heun_library_op` for a checked call of `heun_step`."""
     seed, _ = _draws(noise, generator, churn == 0)
-    kwargs = dict(prediction=prediction, churn=float(churn), s_noise=float(s_noise),
-                  guidance_scale=float(guidance_scale), seed=seed)
-    return (x, model_output, model_output_next, noise, uncond, uncond_next,
-            *schedule_arguments(sigma, sigma_next)), kwargs
+    kwargs = dict(
+        prediction=prediction,
+        churn=float(churn),
+        s_noise=float(s_noise),
+        guidance_scale=float(guidance_scale),
+        seed=seed,
+    )
+    return (
+        x,
+        model_output,
+        model_output_next,
+        noise,
+        uncond,
+        uncond_next,
+        *schedule_arguments(sigma, sigma_next),
+    ), kwargs
 
 
-def heun_step(x, model_output, model_output_next, sigma, sigma_next, *, prediction="eps",
-              churn=0.0, s_noise=1.0, uncond=None, uncond_next=None, guidance_scale=1.0,
-              noise=None, generator=None):
+def heun_step(
+    x,
+    model_output,
+    model_output_next,
+    sigma,
+    sigma_next,
+    *,
+    prediction="eps",
+    churn=0.0,
+    s_noise=1.0,
+    uncond=None,
+    uncond_next=None,
+    guidance_scale=1.0,
+    noise=None,
+    generator=None,
+):
     """Heun's second-order step (Karras et al., 2022, Algorithm 2, lines 7-11), fused in one pass:
     `model_output` is the model at (x, σ), `model_output_next` the model at the Euler point
     x_e = euler_step(x, model_output, σ, σ_next) and σ_next, which the kernel recomputes rather
@@ -866,33 +1439,77 @@ def heun_step(x, model_output, model_output_next, sigma, sigma_next, *, predicti
     uncond / uncond_next guide the two outputs with one guidance_scale. Churn, prediction and z
     as in `euler_step`. Forward only (no autograd).
     """
-    _check_pair("x", x, "model_output", model_output, noise, generator, uncond=uncond,
-                uncond_next=uncond_next)
+    _check_pair(
+        "x",
+        x,
+        "model_output",
+        model_output,
+        noise,
+        generator,
+        uncond=uncond,
+        uncond_next=uncond_next,
+    )
     check_shape_of("model_output_next", model_output_next, "x", x)
     _check_sigmas(x, sigma, sigma_next, prediction, uncond, guidance_scale, next_positive=True)
     if (uncond is None) != (uncond_next is None):
-        raise ValueError("uncond and uncond_next go together: guidance needs the unconditional "
-                         "output at both points")
+        raise ValueError(
+            "uncond and uncond_next go together: guidance needs the unconditional "
+            "output at both points"
+        )
     _check_churn(churn, s_noise)
-    args, kwargs = heun_library_inputs(x, model_output, model_output_next, sigma, sigma_next,
-                                       noise, uncond, uncond_next, prediction=prediction,
-                                       churn=churn, s_noise=s_noise,
-                                       guidance_scale=guidance_scale, generator=generator)
+    args, kwargs = heun_library_inputs(
+        x,
+        model_output,
+        model_output_next,
+        sigma,
+        sigma_next,
+        noise,
+        uncond,
+        uncond_next,
+        prediction=prediction,
+        churn=churn,
+        s_noise=s_noise,
+        guidance_scale=guidance_scale,
+        generator=generator,
+    )
     return heun_library_op(*args, **kwargs)
 
 
-def dpmpp_2m_library_inputs(x, model_output, sigma, sigma_next, previous_denoised=None,
-                            uncond=None, *, sigma_prev=None, prediction="eps",
-                            guidance_scale=1.0):
+def dpmpp_2m_library_inputs(
+    x,
+    model_output,
+    sigma,
+    sigma_next,
+    previous_denoised=None,
+    uncond=None,
+    *,
+    sigma_prev=None,
+    prediction="eps",
+    guidance_scale=1.0,
+):
     """(args, kwargs) of `dpmpp_2m_library_op` for a checked call of `dpmpp_2m_step`."""
     prev = sigma_prev if sigma_prev is not None else 1.0  # unused on a first-order step
-    return (x, model_output, previous_denoised, uncond,
-            *schedule_arguments(sigma, sigma_next, prev)), dict(
-                prediction=prediction, guidance_scale=float(guidance_scale))
+    return (
+        x,
+        model_output,
+        previous_denoised,
+        uncond,
+        *schedule_arguments(sigma, sigma_next, prev),
+    ), dict(prediction=prediction, guidance_scale=float(guidance_scale))
 
 
-def dpmpp_2m_step(x, model_output, sigma, sigma_next, *, previous_denoised=None, sigma_prev=None,
-                  prediction="eps", uncond=None, guidance_scale=1.0):
+def dpmpp_2m_step(
+    x,
+    model_output,
+    sigma,
+    sigma_next,
+    *,
+    previous_denoised=None,
+    sigma_prev=None,
+    prediction="eps",
+    uncond=None,
+    guidance_scale=1.0,
+):
     """One DPM-Solver++(2M) step (Lu et al., 2022, Algorithm 2) in the σ form, fused in one pass:
     x' = (σ_next/σ) x + (1 − σ_next/σ) D̄ with D̄ = (1 + 1/2r) D − D_prev/2r, r = h_prev/h,
     h = log(σ/σ_next), h_prev = log(sigma_prev/σ); first order (D̄ = D) without
@@ -900,19 +1517,38 @@ def dpmpp_2m_step(x, model_output, sigma, sigma_next, *, previous_denoised=None,
     step: pass it as the next step's previous_denoised, with this σ as its sigma_prev.
     Prediction and guidance as in `euler_step`. Deterministic; forward only (no autograd).
     """
-    _check_pair("x", x, "model_output", model_output, None, None, uncond=uncond,
-                previous_denoised=previous_denoised)
+    _check_pair(
+        "x",
+        x,
+        "model_output",
+        model_output,
+        None,
+        None,
+        uncond=uncond,
+        previous_denoised=previous_denoised,
+    )
     _check_sigmas(x, sigma, sigma_next, prediction, uncond, guidance_scale)
     if (previous_denoised is None) != (sigma_prev is None):
-        raise ValueError("previous_denoised and sigma_prev go together: the second-order step "
-                         "needs the previous estimate and its noise level")
+        raise ValueError(
+            "previous_denoised and sigma_prev go together: the second-order step "
+            "needs the previous estimate and its noise level"
+        )
     if sigma_prev is not None:
         _check_schedule("sigma_prev", sigma_prev, x, 0, math.inf, high_open=True)
-        _check_order("sigma", sigma, "sigma_prev", sigma_prev, "the noise level decreases",
-                     strict=True)
-    args, kwargs = dpmpp_2m_library_inputs(x, model_output, sigma, sigma_next, previous_denoised,
-                                           uncond, sigma_prev=sigma_prev, prediction=prediction,
-                                           guidance_scale=guidance_scale)
+        _check_order(
+            "sigma", sigma, "sigma_prev", sigma_prev, "the noise level decreases", strict=True
+        )
+    args, kwargs = dpmpp_2m_library_inputs(
+        x,
+        model_output,
+        sigma,
+        sigma_next,
+        previous_denoised,
+        uncond,
+        sigma_prev=sigma_prev,
+        prediction=prediction,
+        guidance_scale=guidance_scale,
+    )
     return DPMSolverOutput(*dpmpp_2m_library_op(*args, **kwargs))
 
 
@@ -949,11 +1585,13 @@ def q_sample(x0, alpha_bar, noise):
     return q_sample_library_op(*args, **kwargs)
 
 
-def diffusion_loss_library_inputs(model_output, x0, noise, alpha_bar, *, prediction="eps",
-                                  min_snr_gamma=None):
+def diffusion_loss_library_inputs(
+    model_output, x0, noise, alpha_bar, *, prediction="eps", min_snr_gamma=None
+):
     """(args, kwargs) of `diffusion_loss_library_op` for a checked call of `diffusion_loss`."""
     return (model_output, x0, noise, *schedule_arguments(alpha_bar)), dict(
-        prediction=prediction, min_snr_gamma=_optional_float(min_snr_gamma))
+        prediction=prediction, min_snr_gamma=_optional_float(min_snr_gamma)
+    )
 
 
 def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_snr_gamma=None):
@@ -973,7 +1611,7 @@ def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_
         _check_float("min_snr_gamma", min_snr_gamma, 0.0, "a positive float or None")
         if min_snr_gamma == 0:
             raise ValueError("min_snr_gamma must be > 0 (Hang et al. use 5)")
-    args, kwargs = diffusion_loss_library_inputs(model_output, x0, noise, alpha_bar,
-                                                 prediction=prediction,
-                                                 min_snr_gamma=min_snr_gamma)
+    args, kwargs = diffusion_loss_library_inputs(
+        model_output, x0, noise, alpha_bar, prediction=prediction, min_snr_gamma=min_snr_gamma
+    )
     return diffusion_loss_library_op(*args, **kwargs)

@@ -32,12 +32,18 @@ def _rows(t):
 
 
 @torch.library.custom_op("gdm_engine::gaussian_reparam_kl", mutates_args=())
-def library_op(mean: torch.Tensor, log_var: torch.Tensor, noise: Optional[torch.Tensor] = None,
-               *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def library_op(
+    mean: torch.Tensor,
+    log_var: torch.Tensor,
+    noise: Optional[torch.Tensor] = None,
+    *,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The registered op, unchecked: call `gaussian_reparam_kl`, which validates first."""
     if backend.resolve(mean) == "triton":
-        z, kl = _kernels().gaussian_reparam_kl_forward(_rows(mean), _rows(log_var), _rows(noise),
-                                                       seed)
+        z, kl = _kernels().gaussian_reparam_kl_forward(
+            _rows(mean), _rows(log_var), _rows(noise), seed
+        )
         return z.view(mean.shape), kl
     z, kl = reference.gaussian_reparam_kl(mean, log_var, noise, seed)
     return z.contiguous(), kl
@@ -49,14 +55,21 @@ def _(mean, log_var, noise=None, *, seed=0):
 
 
 @torch.library.custom_op("gdm_engine::gaussian_reparam_kl_backward", mutates_args=())
-def _backward(grad_z: torch.Tensor, grad_kl: torch.Tensor, mean: torch.Tensor,
-              log_var: torch.Tensor, noise: Optional[torch.Tensor], seed: int,
-              implementation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward(
+    grad_z: torch.Tensor,
+    grad_kl: torch.Tensor,
+    mean: torch.Tensor,
+    log_var: torch.Tensor,
+    noise: Optional[torch.Tensor],
+    seed: int,
+    implementation: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dmean, dlog_var, dnoise) by the implementation that ran the forward pass; dnoise is empty
     when the noise was drawn from `seed`."""
     if implementation == "triton":
-        grads = _kernels().gaussian_reparam_kl_backward(_rows(grad_z), grad_kl, _rows(mean),
-                                                        _rows(log_var), _rows(noise), seed)
+        grads = _kernels().gaussian_reparam_kl_backward(
+            _rows(grad_z), grad_kl, _rows(mean), _rows(log_var), _rows(noise), seed
+        )
         grads = [g.view(mean.shape) if g is not None else None for g in grads]
     else:
         grads = _reference_backward(grad_z, grad_kl, mean, log_var, noise, seed)
@@ -68,8 +81,9 @@ def _reference_backward(grad_z, grad_kl, mean, log_var, noise, seed):
     # torch.func.vjp rather than torch.autograd: the body of a custom op runs below autograd.
     if noise is None:
         noise = standard_normal_like(mean, seed)
-        _, vjp = torch.func.vjp(lambda m, v: reference.gaussian_reparam_kl(m, v, noise),
-                                mean, log_var)
+        _, vjp = torch.func.vjp(
+            lambda m, v: reference.gaussian_reparam_kl(m, v, noise), mean, log_var
+        )
         return (*vjp((grad_z, grad_kl)), None)
     _, vjp = torch.func.vjp(reference.gaussian_reparam_kl, mean, log_var, noise)
     return vjp((grad_z, grad_kl))
@@ -100,8 +114,9 @@ def check_inputs(mean, log_var, noise, generator):
     """Raise ValueError/TypeError, naming the argument, for anything the op cannot compute."""
     check_tensor("mean", mean)
     if mean.ndim < 2:
-        raise ValueError(f"mean must have shape (N, D, ...): a batch of examples, got shape "
-                         f"{tuple(mean.shape)}")
+        raise ValueError(
+            f"mean must have shape (N, D, ...): a batch of examples, got shape {tuple(mean.shape)}"
+        )
     named = [("log_var", log_var)] + ([("noise", noise)] if noise is not None else [])
     for name, value in named:
         check_shape_of(name, value, "mean", mean)

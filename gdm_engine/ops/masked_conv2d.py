@@ -60,8 +60,9 @@ def mask_and_taps(weight_shape, mask, color_groups, gated, dilation, device):
     taps = active_taps(full, dilation)
     # traced (torch.compile, export), where a tensor's value cannot steer Python, the kernels
     # load the mask: always right
-    channel_mask = (torch.compiler.is_compiling()
-                    or not bool(full.flatten(2)[:, :, taps[:, 2].long()].all()))
+    channel_mask = torch.compiler.is_compiling() or not bool(
+        full.flatten(2)[:, :, taps[:, 2].long()].all()
+    )
     return full.to(device), taps.to(device), channel_mask
 
 
@@ -84,15 +85,24 @@ def _prepared(weight_shape, mask, color_groups, gated, dilation, device):
 
 
 @torch.library.custom_op("gdm_engine::masked_conv2d", mutates_args=())
-def library_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-               residual: Optional[torch.Tensor], mask: torch.Tensor, taps: torch.Tensor, *,
-               dilation: int = 1, activation: Optional[str] = None,
-               channel_mask: bool = True) -> torch.Tensor:
+def library_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    residual: Optional[torch.Tensor],
+    mask: torch.Tensor,
+    taps: torch.Tensor,
+    *,
+    dilation: int = 1,
+    activation: Optional[str] = None,
+    channel_mask: bool = True,
+) -> torch.Tensor:
     """The registered op, unchecked, for a full bool mask, its tap table and channel_mask
     (`mask_and_taps`): call `masked_conv2d`."""
     if backend.resolve(x) == "triton":
-        return _kernels().masked_conv2d_forward(x, weight, bias, residual, mask, taps,
-                                                channel_mask, activation or "none")
+        return _kernels().masked_conv2d_forward(
+            x, weight, bias, residual, mask, taps, channel_mask, activation or "none"
+        )
     return conv_with_mask(x, weight, bias, residual, mask, dilation, activation)
 
 
@@ -103,15 +113,24 @@ def _(x, weight, bias, residual, mask, taps, *, dilation=1, activation=None, cha
 
 
 @torch.library.custom_op("gdm_engine::masked_conv2d_backward", mutates_args=())
-def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-              bias: Optional[torch.Tensor], mask: torch.Tensor, taps: torch.Tensor, dilation: int,
-              activation: Optional[str], channel_mask: bool, implementation: str
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    mask: torch.Tensor,
+    taps: torch.Tensor,
+    dilation: int,
+    activation: Optional[str],
+    channel_mask: bool,
+    implementation: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dweight, dbias) by the implementation that ran the forward pass; dbias is empty when
     there is no bias. (The residual's gradient is grad itself.)"""
     if implementation == "triton":
-        dx, dw, db = _kernels().masked_conv2d_backward(grad, x, weight, bias, mask, taps,
-                                                       channel_mask, activation or "none")
+        dx, dw, db = _kernels().masked_conv2d_backward(
+            grad, x, weight, bias, mask, taps, channel_mask, activation or "none"
+        )
     else:
         dx, dw, db = _reference_backward(grad, x, weight, bias, mask, dilation, activation)
     return dx, dw, db if db is not None else weight.new_empty(0)
@@ -147,8 +166,14 @@ def _autograd_backward(ctx, grad):
     x, weight, bias, mask, taps = ctx.saved_tensors
     dx, dw, db = _backward(grad, x, weight, bias, mask, taps, *ctx.config)
     # the residual is added after the activation: its gradient is grad, passed on as it is
-    return (dx, dw, db if bias is not None else None, grad if ctx.has_residual else None, None,
-            None)
+    return (
+        dx,
+        dw,
+        db if bias is not None else None,
+        grad if ctx.has_residual else None,
+        None,
+        None,
+    )
 
 
 library_op.register_autograd(_autograd_backward, setup_context=_setup_context)
@@ -173,9 +198,11 @@ def check_layer(weight_shape, mask, color_groups, dilation, activation):
     check_gated_channels(activation, c_out)
     per_half = c_out // 2 if activation == "gated" else c_out
     if c_in % color_groups or per_half % color_groups:
-        raise ValueError(f"color_groups={color_groups} must divide the input channels ({c_in}) "
-                         f"and the output channels ({per_half}"
-                         f"{' per gated half' if activation == 'gated' else ''})")
+        raise ValueError(
+            f"color_groups={color_groups} must divide the input channels ({c_in}) "
+            f"and the output channels ({per_half}"
+            f"{' per gated half' if activation == 'gated' else ''})"
+        )
 
 
 def check_inputs(x, weight, bias, residual, mask, color_groups, dilation, activation):
@@ -185,8 +212,10 @@ def check_inputs(x, weight, bias, residual, mask, color_groups, dilation, activa
     check_like("weight", weight, "x", x)
     c_out, c_in = weight.shape[:2]
     if x.shape[1] != c_in:
-        raise ValueError(f"weight must have shape (C_out, {x.shape[1]}, kh, kw) for x with "
-                         f"{x.shape[1]} channels, got {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must have shape (C_out, {x.shape[1]}, kh, kw) for x with "
+            f"{x.shape[1]} channels, got {tuple(weight.shape)}"
+        )
     check_layer(weight.shape, mask, color_groups, dilation, activation)
     check_bias(bias, c_out, x)
     if residual is not None:
@@ -194,32 +223,51 @@ def check_inputs(x, weight, bias, residual, mask, color_groups, dilation, activa
         check_like("residual", residual, "x", x)
         want = (x.shape[0], c_out // 2 if activation == "gated" else c_out, *x.shape[2:])
         if tuple(residual.shape) != want:
-            raise ValueError(f"residual must have the output's shape {want}, got "
-                             f"{tuple(residual.shape)}")
+            raise ValueError(
+                f"residual must have the output's shape {want}, got {tuple(residual.shape)}"
+            )
 
 
 def check_prepared(prepared, weight, x):
     """A (full mask, tap table, channel_mask) of `mask_and_taps` for this weight, on x's
     device."""
-    if not (isinstance(prepared, tuple) and len(prepared) == 3
-            and all(isinstance(t, torch.Tensor) for t in prepared[:2])
-            and isinstance(prepared[2], bool)):
-        raise TypeError(f"prepared must be the (mask, taps, channel_mask) of mask_and_taps, got "
-                        f"{type(prepared).__name__}")
+    if not (
+        isinstance(prepared, tuple)
+        and len(prepared) == 3
+        and all(isinstance(t, torch.Tensor) for t in prepared[:2])
+        and isinstance(prepared[2], bool)
+    ):
+        raise TypeError(
+            f"prepared must be the (mask, taps, channel_mask) of mask_and_taps, got "
+            f"{type(prepared).__name__}"
+        )
     full, taps, _ = prepared
     if full.dtype != torch.bool or full.shape != weight.shape:
-        raise ValueError(f"prepared mask must be bool and shaped like weight "
-                         f"{tuple(weight.shape)}, got {full.dtype} {tuple(full.shape)}")
+        raise ValueError(
+            f"prepared mask must be bool and shaped like weight "
+            f"{tuple(weight.shape)}, got {full.dtype} {tuple(full.shape)}"
+        )
     if taps.dtype != torch.int32 or taps.ndim != 2 or taps.shape[1] != 3:
-        raise ValueError(f"prepared taps must be an int32 (T, 3) table, got {taps.dtype} "
-                         f"{tuple(taps.shape)}")
+        raise ValueError(
+            f"prepared taps must be an int32 (T, 3) table, got {taps.dtype} {tuple(taps.shape)}"
+        )
     for name, t in (("mask", full), ("taps", taps)):
         if t.device != x.device:
             raise ValueError(f"prepared {name} is on {t.device} but x is on {x.device}")
 
 
-def masked_conv2d(x, weight, bias=None, residual=None, *, mask="B", color_groups=1, dilation=1,
-                  activation=None, prepared=None):
+def masked_conv2d(
+    x,
+    weight,
+    bias=None,
+    residual=None,
+    *,
+    mask="B",
+    color_groups=1,
+    dilation=1,
+    activation=None,
+    prepared=None,
+):
     """Masked 2-D convolution (PixelCNN), stride 1, "same" padding, odd kernel sizes.
 
     x: (N, C_in, H, W); weight: (C_out, C_in, kh, kw); bias: (C_out,) or None. Exactly
@@ -241,10 +289,20 @@ def masked_conv2d(x, weight, bias=None, residual=None, *, mask="B", color_groups
     x, weight, bias, residual = autocast_inputs("masked_conv2d", x, weight, bias, residual)
     check_inputs(x, weight, bias, residual, mask, color_groups, dilation, activation)
     if prepared is None:
-        prepared = _prepared(weight.shape, mask, color_groups, activation == "gated", dilation,
-                             x.device)
+        prepared = _prepared(
+            weight.shape, mask, color_groups, activation == "gated", dilation, x.device
+        )
     else:
         check_prepared(prepared, weight, x)
     full, taps, channel_mask = prepared
-    return library_op(x, weight, bias, residual, full, taps, dilation=dilation,
-                      activation=activation, channel_mask=channel_mask)
+    return library_op(
+        x,
+        weight,
+        bias,
+        residual,
+        full,
+        taps,
+        dilation=dilation,
+        activation=activation,
+        channel_mask=channel_mask,
+    )

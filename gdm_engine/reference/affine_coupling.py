@@ -36,8 +36,7 @@ def log_scale(scale_raw, scale_map="exp", clamp=3.0):
     raise ValueError(f"scale_map must be one of {SCALE_MAPS}; got {scale_map!r}")
 
 
-def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=False,
-                    clamp=3.0):
+def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=False, clamp=3.0):
     """(y, logdet): the coupling transform of x (N, ...) and log|det ∂y/∂x| per example (N,).
 
     mask (broadcastable to x; bool, or 0/1 numbers): where it is 1 the entry passes through

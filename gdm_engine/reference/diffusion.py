@@ -45,8 +45,9 @@ def guided(model_output, uncond=None, guidance_scale=1.0):
     return uncond + _per_example(guidance_scale, model_output) * (model_output - uncond)
 
 
-def predicted_x0(x_t, model_output, alpha_bar_t, prediction="eps", clip=None, threshold=None,
-                 clamped=True):
+def predicted_x0(
+    x_t, model_output, alpha_bar_t, prediction="eps", clip=None, threshold=None, clamped=True
+):
     """x0 implied by the model's prediction, optionally clipped or dynamically thresholded.
 
     "eps": x0 = (x_t − sqrt(1−ᾱ_t) ε) / sqrt(ᾱ_t)            (Ho et al., 2020, eq. 4 inverted)
@@ -97,9 +98,21 @@ def threshold_scale(x0, threshold):
     return q.clamp(min=1.0).to(x0.dtype)
 
 
-def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, *,
-              prediction="eps", variance="fixed_small", clip=None, threshold=None,
-              guidance_scale=1.0, seed=0):
+def ddpm_step(
+    x_t,
+    model_output,
+    alpha_bar_t,
+    alpha_bar_prev,
+    noise=None,
+    uncond=None,
+    *,
+    prediction="eps",
+    variance="fixed_small",
+    clip=None,
+    threshold=None,
+    guidance_scale=1.0,
+    seed=0,
+):
     """One ancestral step x_t -> x_{t−1} (Ho et al., 2020, Algorithm 2 with eq. 6-7):
 
     α_t = ᾱ_t / ᾱ_prev, β_t = 1 − α_t,
@@ -112,16 +125,30 @@ def ddpm_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond
     a, a_prev = _per_example(alpha_bar_t, x_t), _per_example(alpha_bar_prev, x_t)
     alpha = a / a_prev
     beta = 1 - alpha
-    mean = (torch.sqrt(a_prev) * beta / (1 - a) * x0
-            + torch.sqrt(alpha) * (1 - a_prev) / (1 - a) * x_t)
+    mean = (
+        torch.sqrt(a_prev) * beta / (1 - a) * x0 + torch.sqrt(alpha) * (1 - a_prev) / (1 - a) * x_t
+    )
     var = (1 - a_prev) / (1 - a) * beta if variance == "fixed_small" else beta
     var = torch.where(a_prev == 1, torch.zeros_like(var), var)
     return mean + torch.sqrt(var) * _noise(x_t, noise, seed)
 
 
-def ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond=None, *,
-              eta=0.0, prediction="eps", clip=None, threshold=None,
-              use_clipped_model_output=False, guidance_scale=1.0, seed=0):
+def ddim_step(
+    x_t,
+    model_output,
+    alpha_bar_t,
+    alpha_bar_prev,
+    noise=None,
+    uncond=None,
+    *,
+    eta=0.0,
+    prediction="eps",
+    clip=None,
+    threshold=None,
+    use_clipped_model_output=False,
+    guidance_scale=1.0,
+    seed=0,
+):
     """One DDIM step (Song et al., 2021, eq. 12 with eq. 16's σ):
 
     σ_t = eta sqrt((1 − ᾱ_prev) / (1 − ᾱ_t)) sqrt(1 − ᾱ_t / ᾱ_prev)
@@ -133,8 +160,11 @@ def ddim_step(x_t, model_output, alpha_bar_t, alpha_bar_prev, noise=None, uncond
     model_output = guided(model_output, uncond, guidance_scale)
     x0 = predicted_x0(x_t, model_output, alpha_bar_t, prediction, clip, threshold)
     a, a_prev = _per_example(alpha_bar_t, x_t), _per_example(alpha_bar_prev, x_t)
-    implied = x0 if use_clipped_model_output else predicted_x0(
-        x_t, model_output, alpha_bar_t, prediction, clamped=False)
+    implied = (
+        x0
+        if use_clipped_model_output
+        else predicted_x0(x_t, model_output, alpha_bar_t, prediction, clamped=False)
+    )
     eps = (x_t - torch.sqrt(a) * implied) / torch.sqrt(1 - a)
     sigma = eta * torch.sqrt((1 - a_prev) / (1 - a)) * torch.sqrt(1 - a / a_prev)
     direction = torch.sqrt((1 - a_prev - sigma**2).clamp(min=0))
@@ -180,21 +210,46 @@ def _churn(x, sigma_next, churn, s_noise, noise, seed):
     return x + level * _noise(x, noise, seed)
 
 
-def euler_step(x, model_output, sigma, sigma_next, noise=None, uncond=None, *, prediction="eps",
-               churn=0.0, s_noise=1.0, guidance_scale=1.0, seed=0):
+def euler_step(
+    x,
+    model_output,
+    sigma,
+    sigma_next,
+    noise=None,
+    uncond=None,
+    *,
+    prediction="eps",
+    churn=0.0,
+    s_noise=1.0,
+    guidance_scale=1.0,
+    seed=0,
+):
     """One Euler step of the probability-flow ODE dx/dσ = (x − D(x; σ)) / σ from σ to σ_next
     (Karras et al., 2022, Algorithm 1-2, line 8): x' = x + (σ_next − σ) d, d = (x − D) / σ.
     With churn γ > 0, noise then lifts x' to the next step's σ̂ = σ_next (1 + γ) (Algorithm 2,
     lines 5-6), where the model is evaluated next."""
-    d = (x - denoised(x, guided(model_output, uncond, guidance_scale), sigma, prediction))
+    d = x - denoised(x, guided(model_output, uncond, guidance_scale), sigma, prediction)
     d = d / _per_example(sigma, x)
     out = x + (_per_example(sigma_next, x) - _per_example(sigma, x)) * d
     return _churn(out, sigma_next, churn, s_noise, noise, seed)
 
 
-def heun_step(x, model_output, model_output_next, sigma, sigma_next, noise=None, uncond=None,
-              uncond_next=None, *, prediction="eps", churn=0.0, s_noise=1.0, guidance_scale=1.0,
-              seed=0):
+def heun_step(
+    x,
+    model_output,
+    model_output_next,
+    sigma,
+    sigma_next,
+    noise=None,
+    uncond=None,
+    uncond_next=None,
+    *,
+    prediction="eps",
+    churn=0.0,
+    s_noise=1.0,
+    guidance_scale=1.0,
+    seed=0,
+):
     """Heun's second-order correction (Karras et al., 2022, Algorithm 2, lines 9-11): with
     d = (x − D(x; σ)) / σ, the Euler point x_e = x + (σ_next − σ) d (recomputed here) and
     d' = (x_e − D(x_e; σ_next)) / σ_next from `model_output_next`, the model at (x_e, σ_next),
@@ -203,14 +258,25 @@ def heun_step(x, model_output, model_output_next, sigma, sigma_next, noise=None,
     s, s_next = _per_example(sigma, x), _per_example(sigma_next, x)
     d = (x - denoised(x, guided(model_output, uncond, guidance_scale), sigma, prediction)) / s
     x_euler = x + (s_next - s) * d
-    d_next = x_euler - denoised(x_euler, guided(model_output_next, uncond_next, guidance_scale),
-                                sigma_next, prediction)
+    d_next = x_euler - denoised(
+        x_euler, guided(model_output_next, uncond_next, guidance_scale), sigma_next, prediction
+    )
     out = x + (s_next - s) * (d + d_next / s_next) / 2
     return _churn(out, sigma_next, churn, s_noise, noise, seed)
 
 
-def dpmpp_2m_step(x, model_output, sigma, sigma_next, previous_denoised=None, uncond=None, *,
-                  sigma_prev=None, prediction="eps", guidance_scale=1.0):
+def dpmpp_2m_step(
+    x,
+    model_output,
+    sigma,
+    sigma_next,
+    previous_denoised=None,
+    uncond=None,
+    *,
+    sigma_prev=None,
+    prediction="eps",
+    guidance_scale=1.0,
+):
     """DPM-Solver++(2M) (Lu et al., 2022, Algorithm 2) in the σ form, where α = 1 and
     λ = −log σ: with h = λ_next − λ, x' = (σ_next / σ) x − (e^{−h} − 1) D̄ = (σ_next / σ) x +
     (1 − σ_next / σ) D̄. D̄ = D (first order) on the first step (no previous_denoised) and where
@@ -223,8 +289,7 @@ def dpmpp_2m_step(x, model_output, sigma, sigma_next, previous_denoised=None, un
         h = torch.log(s / s_next)  # inf where σ_next = 0: 1 / 2r = 0, the first-order step
         h_prev = torch.log(_per_example(sigma_prev, x) / s)
         half_inverse_r = h / (2 * h_prev)
-        half_inverse_r = torch.where(s_next == 0, torch.zeros_like(half_inverse_r),
-                                     half_inverse_r)
+        half_inverse_r = torch.where(s_next == 0, torch.zeros_like(half_inverse_r), half_inverse_r)
         combined = (1 + half_inverse_r) * d_now - half_inverse_r * previous_denoised
     ratio = s_next / s
     return ratio * x + (1 - ratio) * combined, d_now
@@ -256,8 +321,11 @@ def min_snr_weight(alpha_bar, prediction="eps", gamma=None):
     """The per-example weight of the min-SNR-γ strategy (Hang et al., 2023, sec. 3.4): with
     SNR = ᾱ / (1 − ᾱ), min(SNR, γ) on the x0 loss, which is min(SNR, γ) / SNR on the ε loss and
     min(SNR, γ) / (SNR + 1) on the v loss. 1 without gamma."""
-    a = (alpha_bar.double() if isinstance(alpha_bar, torch.Tensor)
-         else torch.tensor(float(alpha_bar), dtype=torch.float64))
+    a = (
+        alpha_bar.double()
+        if isinstance(alpha_bar, torch.Tensor)
+        else torch.tensor(float(alpha_bar), dtype=torch.float64)
+    )
     if gamma is None:
         return torch.ones_like(a)
     snr = a / (1 - a)
@@ -270,13 +338,29 @@ def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_
     elements of (model_output − target)², times the min-SNR-γ weight. Returns shape (N,)."""
     dtype = torch.promote_types(model_output.dtype, torch.float32)  # fp16 squares overflow
     target = loss_target(x0.to(dtype), noise.to(dtype), alpha_bar, prediction).to(dtype)
-    error = (model_output.to(dtype) - target).square().reshape(model_output.shape[0],
-                                                                model_output.shape[1:].numel())
+    error = (
+        (model_output.to(dtype) - target)
+        .square()
+        .reshape(model_output.shape[0], model_output.shape[1:].numel())
+    )
     weight = min_snr_weight(alpha_bar, prediction, min_snr_gamma).to(error.device, dtype)
     # an example of no elements loses 0 (the mean of nothing would be NaN)
     return error.sum(dim=1) / max(error.shape[1], 1) * weight
 
 
-__all__ = ["ddim_step", "ddpm_step", "denoised", "diffusion_loss", "dpmpp_2m_step", "euler_step",
-           "guided", "heun_step", "langevin_step", "loss_target", "min_snr_weight",
-           "predicted_x0", "q_sample", "threshold_scale"]
+__all__ = [
+    "ddim_step",
+    "ddpm_step",
+    "denoised",
+    "diffusion_loss",
+    "dpmpp_2m_step",
+    "euler_step",
+    "guided",
+    "heun_step",
+    "langevin_step",
+    "loss_target",
+    "min_snr_weight",
+    "predicted_x0",
+    "q_sample",
+    "threshold_scale",
+]

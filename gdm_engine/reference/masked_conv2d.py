@@ -12,8 +12,8 @@ def raster_mask(kernel_h, kernel_w):
     the centre in its row), and the centre itself: masks "A" and "B" differ only in which channels
     the centre tap connects (`full_mask`)."""
     mask = torch.zeros(kernel_h, kernel_w, dtype=torch.bool)
-    mask[:kernel_h // 2] = True
-    mask[kernel_h // 2, :kernel_w // 2 + 1] = True
+    mask[: kernel_h // 2] = True
+    mask[kernel_h // 2, : kernel_w // 2 + 1] = True
     return mask
 
 
@@ -41,8 +41,9 @@ def full_mask(weight_shape, mask="B", color_groups=1, gated=False):
     return full
 
 
-def masked_conv2d(x, weight, bias=None, residual=None, mask="B", color_groups=1, dilation=1,
-                  activation=None):
+def masked_conv2d(
+    x, weight, bias=None, residual=None, mask="B", color_groups=1, dilation=1, activation=None
+):
     """act(conv2d(x, where(M, weight, 0), bias)) (+ residual), stride 1, "same" padding
     d·(k//2)."""
     gated = activation == "gated"
@@ -58,7 +59,12 @@ def conv_with_mask(x, weight, bias, residual, full, dilation, activation):
     if x.numel() == 0 or weight.numel() == 0:
         pre = bias_only(x, weight, bias)
     else:
-        pre = F.conv2d(x, torch.where(full, weight, 0), bias,
-                       padding=(dilation * (kh // 2), dilation * (kw // 2)), dilation=dilation)
+        pre = F.conv2d(
+            x,
+            torch.where(full, weight, 0),
+            bias,
+            padding=(dilation * (kh // 2), dilation * (kw // 2)),
+            dilation=dilation,
+        )
     out = activate(pre, activation)
     return out + residual if residual is not None else out

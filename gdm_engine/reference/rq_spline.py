@@ -96,12 +96,14 @@ def _knots(unnormalised, minimum, low, high, clip=0.0):
         share = minimum + (1 - minimum * K) * share
     inner = (high - low) * torch.cumsum(share[..., :-1], dim=-1) + low
     # the ends exactly at low and high (the cumulative sum rounds): so y(±B) = ±B
-    return torch.cat([torch.full_like(inner[..., :1], low), inner,
-                      torch.full_like(inner[..., :1], high)], dim=-1)
+    return torch.cat(
+        [torch.full_like(inner[..., :1], low), inner, torch.full_like(inner[..., :1], high)], dim=-1
+    )
 
 
-def _knot_derivatives(unnormalised, ends_learned, parameterisation="nflows",
-                      minimum=MIN_DERIVATIVE, clip=0.0):
+def _knot_derivatives(
+    unnormalised, ends_learned, parameterisation="nflows", minimum=MIN_DERIVATIVE, clip=0.0
+):
     """(..., K + 1) derivatives at the knots from (..., K - 1) unnormalised inner ones (1 at
     both ends) or (..., K + 1) for all: minimum + softplus ("nflows") or exp of the
     soft-clipped value ("zuko")."""
@@ -123,9 +125,18 @@ def spline_box(tail_bound, box=None):
     return -B, B, -B, B
 
 
-def spline_knots(widths, heights, derivatives, tail_bound, parameterisation="nflows",
-                 min_bin_width=MIN_BIN_WIDTH, min_bin_height=MIN_BIN_HEIGHT,
-                 min_derivative=MIN_DERIVATIVE, slope=SLOPE, box=None):
+def spline_knots(
+    widths,
+    heights,
+    derivatives,
+    tail_bound,
+    parameterisation="nflows",
+    min_bin_width=MIN_BIN_WIDTH,
+    min_bin_height=MIN_BIN_HEIGHT,
+    min_derivative=MIN_DERIVATIVE,
+    slope=SLOPE,
+    box=None,
+):
     """(x knots, y knots, knot derivatives), each (..., K + 1): the spline that the unnormalised
     parameters describe (zuko's `horizontal`, `vertical` and `derivatives`)."""
     clip, clip_d = clip_scales(parameterisation, slope)
@@ -135,8 +146,11 @@ def spline_knots(widths, heights, derivatives, tail_bound, parameterisation="nfl
     x_knots = _knots(widths, min_bin_width, left, right, clip)
     y_knots = _knots(heights, min_bin_height, bottom, top, clip)
     ends_learned = derivatives.shape[-1] == widths.shape[-1] + 1
-    return x_knots, y_knots, _knot_derivatives(derivatives, ends_learned, parameterisation,
-                                               min_derivative, clip_d)
+    return (
+        x_knots,
+        y_knots,
+        _knot_derivatives(derivatives, ends_learned, parameterisation, min_derivative, clip_d),
+    )
 
 
 def _bin_index(knots, v):
@@ -162,10 +176,20 @@ def _log_derivative(xi, s, d_left, d_right):
     return 2 * torch.log(s) + torch.log(numerator) - 2 * torch.log(denominator)
 
 
-def rq_spline(x, widths, heights, derivatives, tail_bound=3.0, reverse=False,
-              parameterisation="nflows", min_bin_width=MIN_BIN_WIDTH,
-              min_bin_height=MIN_BIN_HEIGHT, min_derivative=MIN_DERIVATIVE, slope=SLOPE,
-              box=None):
+def rq_spline(
+    x,
+    widths,
+    heights,
+    derivatives,
+    tail_bound=3.0,
+    reverse=False,
+    parameterisation="nflows",
+    min_bin_width=MIN_BIN_WIDTH,
+    min_bin_height=MIN_BIN_HEIGHT,
+    min_derivative=MIN_DERIVATIVE,
+    slope=SLOPE,
+    box=None,
+):
     """(y, logabsdet), both shaped like x: the rational-quadratic spline of x (or its inverse
     when `reverse`, then logabsdet = log|dx/dy|), elementwise, with parameters widths (..., K),
     heights (..., K) and derivatives (..., K - 1), or (..., K + 1) with the ends', per element
@@ -173,13 +197,33 @@ def rq_spline(x, widths, heights, derivatives, tail_bound=3.0, reverse=False,
     to "zuko"; `box` (left, right, bottom, top) replaces [-B, B] x [-B, B].
     """
     if x.dtype in (torch.float16, torch.bfloat16):
-        y, logabsdet = rq_spline(x.float(), widths.float(), heights.float(), derivatives.float(),
-                                 tail_bound, reverse, parameterisation, min_bin_width,
-                                 min_bin_height, min_derivative, slope, box)
+        y, logabsdet = rq_spline(
+            x.float(),
+            widths.float(),
+            heights.float(),
+            derivatives.float(),
+            tail_bound,
+            reverse,
+            parameterisation,
+            min_bin_width,
+            min_bin_height,
+            min_derivative,
+            slope,
+            box,
+        )
         return y.to(x.dtype), logabsdet.to(x.dtype)
-    x_knots, y_knots, d = spline_knots(widths, heights, derivatives, tail_bound,
-                                       parameterisation, min_bin_width, min_bin_height,
-                                       min_derivative, slope, box)
+    x_knots, y_knots, d = spline_knots(
+        widths,
+        heights,
+        derivatives,
+        tail_bound,
+        parameterisation,
+        min_bin_width,
+        min_bin_height,
+        min_derivative,
+        slope,
+        box,
+    )
     left, right, bottom, top = spline_box(tail_bound, box)
     low, high = (bottom, top) if reverse else (left, right)  # the interval of the input
     # Evaluate the spline on clamped inputs everywhere (finite values and gradients), then keep
@@ -218,8 +262,12 @@ def rq_spline(x, widths, heights, derivatives, tail_bound=3.0, reverse=False,
         root = torch.sqrt(m.square() + 4 * s.square() * delta * delta_next)
         from_left = (b >= 0) & ((delta <= delta_next) | (b_next < 0))
         # (where, not maximum: at a tie the gradient must follow the form that was taken)
-        q = (2 * s * torch.where(from_left, delta, delta_next)
-             / (torch.where(from_left, b, b_next) + root))
+        q = (
+            2
+            * s
+            * torch.where(from_left, delta, delta_next)
+            / (torch.where(from_left, b, b_next) + root)
+        )
         xi = torch.where(from_left, q, 1 - q)
         out = x_k + xi * w_k
         logabsdet = -_log_derivative(xi, s, d_left, d_right)

@@ -66,8 +66,10 @@ def _evaluate(denoiser, x, t, guidance_scale):
     if guidance_scale is None:
         return output, None
     if not isinstance(output, (tuple, list)) or len(output) != 2:
-        raise ValueError("with guidance_scale the denoiser must return the pair (conditional, "
-                         "unconditional) of outputs")
+        raise ValueError(
+            "with guidance_scale the denoiser must return the pair (conditional, "
+            "unconditional) of outputs"
+        )
     return output
 
 
@@ -88,11 +90,27 @@ class _Call:
     def run(self, i, x, output, graph=None, **tensors):
         v0, v1, v2, in_scale, out_scale, seed = self.rows[i]
         if graph is not None:  # the replayed step reads its row on the device
-            return step_ops.loop_step(self.kind, x, output, (v0, v1, v2), table=graph[self.key],
-                                      state=graph["step"], seed=None if seed is None else 0,
-                                      **self.options, **tensors)
-        return step_ops.loop_step(self.kind, x, output, (v0, v1, v2), scales=(in_scale, out_scale),
-                                  seed=seed, **self.options, **tensors)
+            return step_ops.loop_step(
+                self.kind,
+                x,
+                output,
+                (v0, v1, v2),
+                table=graph[self.key],
+                state=graph["step"],
+                seed=None if seed is None else 0,
+                **self.options,
+                **tensors,
+            )
+        return step_ops.loop_step(
+            self.kind,
+            x,
+            output,
+            (v0, v1, v2),
+            scales=(in_scale, out_scale),
+            seed=seed,
+            **self.options,
+            **tensors,
+        )
 
     def table(self, device):
         """The rows as the (steps, 6) float64 device table that a replayed step reads."""
@@ -105,8 +123,7 @@ class _Loop:
     step function step(i, x, t, graph) -> x; run eagerly, or with one step captured in a CUDA
     graph and replayed."""
 
-    def __init__(self, denoiser, guidance_scale, times, n, device, calls, desc,
-                 last_differs=False):
+    def __init__(self, denoiser, guidance_scale, times, n, device, calls, desc, last_differs=False):
         self.denoiser, self.guidance_scale = denoiser, guidance_scale
         self.times = torch.tensor(times, dtype=torch.long).to(device, non_blocking=True)
         self.n, self.device, self.calls, self.desc = n, device, calls, desc
@@ -175,14 +192,28 @@ def _row(v0, v1, v2=1.0, scales=(1.0, 1.0), seed=None):
     return (float(v0), float(v1), float(v2), float(scales[0]), float(scales[1]), seed)
 
 
-def _denoising_loop(kind, denoiser, shape, alpha_bars, times, generator, device, guidance_scale,
-                    progress, cuda_graph, options, noisy):
+def _denoising_loop(
+    kind,
+    denoiser,
+    shape,
+    alpha_bars,
+    times,
+    generator,
+    device,
+    guidance_scale,
+    progress,
+    cuda_graph,
+    options,
+    noisy,
+):
     """DDPM's and DDIM's loops over the schedule indices `times` (decreasing)."""
     device = _device_of(device, alpha_bars)
     a = _host(alpha_bars)
     seeds = _seeds(len(times), generator) if noisy else [None] * len(times)
-    rows = [_row(a[t], a[times[i + 1]] if i + 1 < len(times) else 1.0, seed=seeds[i])
-            for i, t in enumerate(times)]
+    rows = [
+        _row(a[t], a[times[i + 1]] if i + 1 < len(times) else 1.0, seed=seeds[i])
+        for i, t in enumerate(times)
+    ]
     call = _Call(kind, rows, {**options, "guidance_scale": _guidance(guidance_scale)})
     loop = _Loop(denoiser, guidance_scale, times, shape[0], device, [call], kind)
 
@@ -193,30 +224,73 @@ def _denoising_loop(kind, denoiser, shape, alpha_bars, times, generator, device,
     return loop.run(step, draw(shape, generator, device), len(times), progress, cuda_graph)
 
 
-def ddpm_sample(denoiser, shape, alpha_bars, *, generator=None, device=None, prediction="eps",
-                variance="fixed_small", clip=None, guidance_scale=None, progress=False,
-                cuda_graph=False):
+def ddpm_sample(
+    denoiser,
+    shape,
+    alpha_bars,
+    *,
+    generator=None,
+    device=None,
+    prediction="eps",
+    variance="fixed_small",
+    clip=None,
+    guidance_scale=None,
+    progress=False,
+    cuda_graph=False,
+):
     """Ancestral sampling (Ho et al., 2020, Algorithm 2) through every step of the schedule
     `alpha_bars` (T,), from x_T ~ N(0, I) to x_0; each step is one fused DDPM step kernel."""
     _check_sampler(prediction)
     times = list(range(len(alpha_bars) - 1, -1, -1))
-    return _denoising_loop("ddpm", denoiser, shape, alpha_bars, times, generator, device,
-                           guidance_scale, progress, cuda_graph,
-                           {"prediction": prediction, "variance": variance, "clip": clip},
-                           noisy=True)
+    return _denoising_loop(
+        "ddpm",
+        denoiser,
+        shape,
+        alpha_bars,
+        times,
+        generator,
+        device,
+        guidance_scale,
+        progress,
+        cuda_graph,
+        {"prediction": prediction, "variance": variance, "clip": clip},
+        noisy=True,
+    )
 
 
-def ddim_sample(denoiser, shape, alpha_bars, steps, *, eta=0.0, generator=None, device=None,
-                prediction="eps", clip=None, guidance_scale=None, progress=False,
-                cuda_graph=False):
+def ddim_sample(
+    denoiser,
+    shape,
+    alpha_bars,
+    steps,
+    *,
+    eta=0.0,
+    generator=None,
+    device=None,
+    prediction="eps",
+    clip=None,
+    guidance_scale=None,
+    progress=False,
+    cuda_graph=False,
+):
     """DDIM (Song et al., 2021, eq. 12) on `steps` evenly spaced steps of the schedule
     `alpha_bars` (T,): deterministic with eta = 0, DDPM-like with eta = 1."""
     _check_sampler(prediction)
     times = spaced_timesteps(len(alpha_bars), steps).tolist()
-    return _denoising_loop("ddim", denoiser, shape, alpha_bars, times, generator, device,
-                           guidance_scale, progress, cuda_graph,
-                           {"prediction": prediction, "eta": eta, "clip": clip},
-                           noisy=eta != 0)
+    return _denoising_loop(
+        "ddim",
+        denoiser,
+        shape,
+        alpha_bars,
+        times,
+        generator,
+        device,
+        guidance_scale,
+        progress,
+        cuda_graph,
+        {"prediction": prediction, "eta": eta, "clip": clip},
+        noisy=eta != 0,
+    )
 
 
 def _sigma_plan(alpha_bars, steps, spacing, churn):
@@ -241,8 +315,22 @@ def _vp_scale(sigma):
     return 1 / math.sqrt(1 + sigma * sigma)
 
 
-def _karras_loop(second_order, denoiser, shape, alpha_bars, steps, spacing, churn, generator,
-                 device, prediction, guidance_scale, progress, cuda_graph, desc):
+def _karras_loop(
+    second_order,
+    denoiser,
+    shape,
+    alpha_bars,
+    steps,
+    spacing,
+    churn,
+    generator,
+    device,
+    prediction,
+    guidance_scale,
+    progress,
+    cuda_graph,
+    desc,
+):
     """Karras et al. (2022), Algorithm 2 (Algorithm 1 without the correction, or with churn 0),
     each step lifting the result to the next step's σ̂ (the churn of the next step, fused)."""
     _check_sampler(prediction, churn)
@@ -264,50 +352,128 @@ def _karras_loop(second_order, denoiser, shape, alpha_bars, steps, spacing, chur
     euler = _Call("euler", euler_rows, churned)
     point = _Call("euler", heun_rows, common, key="point")
     heun = _Call("heun", euler_rows, churned)
-    loop = _Loop(denoiser, guidance_scale, [t for _, t, _, _ in plan], shape[0], device,
-                 [heun, point] if second_order else [euler], desc, last_differs=second_order)
-    next_times = torch.tensor([t_next for *_, t_next in plan],
-                              dtype=torch.long).to(device, non_blocking=True)
+    loop = _Loop(
+        denoiser,
+        guidance_scale,
+        [t for _, t, _, _ in plan],
+        shape[0],
+        device,
+        [heun, point] if second_order else [euler],
+        desc,
+        last_differs=second_order,
+    )
+    next_times = torch.tensor([t_next for *_, t_next in plan], dtype=torch.long).to(
+        device, non_blocking=True
+    )
 
     def step(i, x, graph):
         output, uncond = loop.evaluate(x, loop.model_time(i, graph))
         if not second_order or (graph is None and i + 1 == count):
             return (euler.run(i, x, output, graph, uncond=uncond),)
         x_point = point.run(i, x, output, graph, uncond=uncond)
-        t_next = (next_times[i] if graph is None else
-                  next_times.index_select(0, graph["step"]).reshape(()))
+        t_next = (
+            next_times[i]
+            if graph is None
+            else next_times.index_select(0, graph["step"]).reshape(())
+        )
         output_next, uncond_next = loop.evaluate(x_point, t_next)
-        return (heun.run(i, x, output, graph, uncond=uncond, second=output_next,
-                         uncond_second=uncond_next),)
+        return (
+            heun.run(
+                i, x, output, graph, uncond=uncond, second=output_next, uncond_second=uncond_next
+            ),
+        )
 
     x = draw(shape, generator, device)
     return loop.run(step, x, count, progress, cuda_graph)
 
 
-def euler_sample(denoiser, shape, alpha_bars, steps, *, spacing="logsnr", churn=0.0, generator=None,
-                 device=None, prediction="eps", guidance_scale=None, progress=False,
-                 cuda_graph=False):
+def euler_sample(
+    denoiser,
+    shape,
+    alpha_bars,
+    steps,
+    *,
+    spacing="logsnr",
+    churn=0.0,
+    generator=None,
+    device=None,
+    prediction="eps",
+    guidance_scale=None,
+    progress=False,
+    cuda_graph=False,
+):
     """Euler's method on the probability-flow ODE (Karras et al., 2022, Algorithm 1) over `steps`
     steps of the schedule `alpha_bars` placed by `spacing` (schedules.timestep_spacing: "logsnr",
     "karras" or "uniform"), one model evaluation each; with churn
     γ > 0, the stochastic sampler of their Algorithm 2 (first order): each level σ is raised to
     σ (1 + γ) by fresh noise, and the model is evaluated at its nearest level."""
-    return _karras_loop(False, denoiser, shape, alpha_bars, steps, spacing, churn, generator,
-                        device, prediction, guidance_scale, progress, cuda_graph, "euler")
+    return _karras_loop(
+        False,
+        denoiser,
+        shape,
+        alpha_bars,
+        steps,
+        spacing,
+        churn,
+        generator,
+        device,
+        prediction,
+        guidance_scale,
+        progress,
+        cuda_graph,
+        "euler",
+    )
 
 
-def heun_sample(denoiser, shape, alpha_bars, steps, *, spacing="logsnr", churn=0.0, generator=None,
-                device=None, prediction="eps", guidance_scale=None, progress=False,
-                cuda_graph=False):
+def heun_sample(
+    denoiser,
+    shape,
+    alpha_bars,
+    steps,
+    *,
+    spacing="logsnr",
+    churn=0.0,
+    generator=None,
+    device=None,
+    prediction="eps",
+    guidance_scale=None,
+    progress=False,
+    cuda_graph=False,
+):
     """Heun's second-order method (Karras et al., 2022, Algorithm 2): as `euler_sample` with a
     correction at every step but the last, 2 · steps − 1 model evaluations."""
-    return _karras_loop(True, denoiser, shape, alpha_bars, steps, spacing, churn, generator,
-                        device, prediction, guidance_scale, progress, cuda_graph, "heun")
+    return _karras_loop(
+        True,
+        denoiser,
+        shape,
+        alpha_bars,
+        steps,
+        spacing,
+        churn,
+        generator,
+        device,
+        prediction,
+        guidance_scale,
+        progress,
+        cuda_graph,
+        "heun",
+    )
 
 
-def dpmpp_2m_sample(denoiser, shape, alpha_bars, steps, *, spacing="logsnr", generator=None,
-                    device=None, prediction="eps", guidance_scale=None, progress=False,
-                    cuda_graph=False):
+def dpmpp_2m_sample(
+    denoiser,
+    shape,
+    alpha_bars,
+    steps,
+    *,
+    spacing="logsnr",
+    generator=None,
+    device=None,
+    prediction="eps",
+    guidance_scale=None,
+    progress=False,
+    cuda_graph=False,
+):
     """DPM-Solver++(2M) (Lu et al., 2022, Algorithm 2): second-order multistep in the σ form,
     reusing the previous step's denoised estimate, so `steps` model evaluations; first order on
     the first and the last step."""
@@ -317,24 +483,35 @@ def dpmpp_2m_sample(denoiser, shape, alpha_bars, steps, *, spacing="logsnr", gen
     rows = []
     for i, (sigma, _, sigma_next, _) in enumerate(plan):
         sigma_prev = plan[i - 1][0] if i else 1.0  # unused on the first step
-        rows.append(_row(sigma, sigma_next, sigma_prev,
-                         scales=(1 / _vp_scale(sigma), _vp_scale(sigma_next))))
-    call = _Call("dpmpp_2m", rows, {"prediction": prediction,
-                                    "guidance_scale": _guidance(guidance_scale)})
-    loop = _Loop(denoiser, guidance_scale, [t for _, t, _, _ in plan], shape[0], device, [call],
-                 "dpm++2m")
+        rows.append(
+            _row(
+                sigma, sigma_next, sigma_prev, scales=(1 / _vp_scale(sigma), _vp_scale(sigma_next))
+            )
+        )
+    call = _Call(
+        "dpmpp_2m", rows, {"prediction": prediction, "guidance_scale": _guidance(guidance_scale)}
+    )
+    loop = _Loop(
+        denoiser, guidance_scale, [t for _, t, _, _ in plan], shape[0], device, [call], "dpm++2m"
+    )
 
     def step(i, x, previous, graph):
         output, uncond = loop.evaluate(x, loop.model_time(i, graph))
-        return call.run(i, x, output, graph, uncond=uncond,
-                        second=previous if i or graph is not None else None)
+        return call.run(
+            i, x, output, graph, uncond=uncond, second=previous if i or graph is not None else None
+        )
 
     x = draw(shape, generator, device)
     return loop.run(step, x, len(plan), progress, cuda_graph, carry=(torch.zeros_like(x),))
 
 
-SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "euler": euler_sample,
-            "heun": heun_sample, "dpmpp_2m": dpmpp_2m_sample}
+SAMPLERS = {
+    "ddpm": ddpm_sample,
+    "ddim": ddim_sample,
+    "euler": euler_sample,
+    "heun": heun_sample,
+    "dpmpp_2m": dpmpp_2m_sample,
+}
 
 
 def sample(denoiser, shape, alpha_bars, sampler="ddpm", steps=None, **kwargs):
@@ -345,16 +522,28 @@ def sample(denoiser, shape, alpha_bars, sampler="ddpm", steps=None, **kwargs):
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if sampler == "ddpm":
         if steps not in (None, len(alpha_bars)):
-            raise ValueError(f"the ddpm sampler runs all {len(alpha_bars)} steps; use ddim, "
-                             f"euler, heun or dpmpp_2m for {steps}")
+            raise ValueError(
+                f"the ddpm sampler runs all {len(alpha_bars)} steps; use ddim, "
+                f"euler, heun or dpmpp_2m for {steps}"
+            )
         return ddpm_sample(denoiser, shape, alpha_bars, **kwargs)
     steps = min(50, len(alpha_bars)) if steps is None else steps
     return SAMPLERS[sampler](denoiser, shape, alpha_bars, steps, **kwargs)
 
 
-def annealed_langevin_sample(score, shape, sigmas, *, steps_per_level=100, epsilon=2e-5,
-                             generator=None, device=None, start=None, progress=False,
-                             cuda_graph=False):
+def annealed_langevin_sample(
+    score,
+    shape,
+    sigmas,
+    *,
+    steps_per_level=100,
+    epsilon=2e-5,
+    generator=None,
+    device=None,
+    start=None,
+    progress=False,
+    cuda_graph=False,
+):
     """Annealed Langevin dynamics (Song & Ermon, 2019, Algorithm 1): for each noise level σ_i of
     the decreasing `sigmas` (L,), `steps_per_level` unadjusted Langevin steps (one fused kernel
     each) with step size epsilon · σ_i² / σ_L², on the score `score(x, i)` of the data blurred at
@@ -367,12 +556,12 @@ def annealed_langevin_sample(score, shape, sigmas, *, steps_per_level=100, epsil
     rows = [_row(sizes[i // steps_per_level], 0.0, seed=seeds[i]) for i in range(count)]
     call = _Call("langevin", rows, {})
     level_of_step = [i // steps_per_level for i in range(count)]
-    loop = _Loop(lambda x, t: score(x, t), None, level_of_step, shape[0], device, [call],
-                 "langevin")
+    loop = _Loop(
+        lambda x, t: score(x, t), None, level_of_step, shape[0], device, [call], "langevin"
+    )
 
     def step(i, x, graph):
         return (call.run(i, x, loop.evaluate(x, loop.model_time(i, graph))[0], graph),)
 
-    x = (start.to(device) if start is not None
-         else levels[0] * draw(shape, generator, device))
+    x = start.to(device) if start is not None else levels[0] * draw(shape, generator, device)
     return loop.run(step, x, count, progress, cuda_graph)

@@ -23,8 +23,7 @@ def _out(values, device, dtype):
     return values.to(device=device, dtype=dtype)
 
 
-def linear_alpha_bars(steps=1000, beta_start=1e-4, beta_end=0.02, device=None,
-                      dtype=torch.float32):
+def linear_alpha_bars(steps=1000, beta_start=1e-4, beta_end=0.02, device=None, dtype=torch.float32):
     """ᾱ_t = prod_{s <= t} (1 − β_s) with β linear from beta_start to beta_end over `steps`
     (Ho et al., 2020, sec. 4: 1e-4 to 0.02 over T = 1,000). Shape (steps,)."""
     check_int("steps", steps, 1)
@@ -36,8 +35,7 @@ def linear_alpha_bars(steps=1000, beta_start=1e-4, beta_end=0.02, device=None,
     return _out(torch.cumprod(1 - betas, 0), device, dtype)
 
 
-def cosine_alpha_bars(steps=1000, offset=0.008, max_beta=0.999, device=None,
-                      dtype=torch.float32):
+def cosine_alpha_bars(steps=1000, offset=0.008, max_beta=0.999, device=None, dtype=torch.float32):
     """The cosine schedule of Nichol & Dhariwal (2021, eq. 17): ᾱ_t = f(t) / f(0) with
     f(t) = cos²((t / T + offset) / (1 + offset) · π / 2), each β_t = 1 − ᾱ_t / ᾱ_{t−1} capped
     at max_beta so that the last steps stay finite. Shape (steps,)."""
@@ -51,8 +49,9 @@ def cosine_alpha_bars(steps=1000, offset=0.008, max_beta=0.999, device=None,
     return _out(torch.cumprod(1 - betas, 0), device, dtype)
 
 
-def karras_sigmas(steps, sigma_min=0.002, sigma_max=80.0, rho=7.0, device=None,
-                  dtype=torch.float32):
+def karras_sigmas(
+    steps, sigma_min=0.002, sigma_max=80.0, rho=7.0, device=None, dtype=torch.float32
+):
     """The σ steps of Karras et al. (2022, eq. 5): σ_i = (σ_max^(1/ρ) + i / (steps − 1)
     (σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ for i = 0 .. steps − 1, then σ_steps = 0. Shape
     (steps + 1,), decreasing."""

@@ -21,19 +21,62 @@ figures: likelihood and sample quality), checkpoint.py (atomic save, verified lo
 (torchrun's process group).
 """
 
-from .checkpoint import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, CHECKPOINT_VERSION,
-                         METRICS_NAME, CheckpointError, check_same_run, load_checkpoint,
-                         model_from_checkpoint, save_checkpoint)
-from .config import EVALUATION, INIT, PERMUTATION, PICTURES, STEP_NOISE, TrainConfig
-from .config import _seed  # noqa: F401 (the stream seeds, checked by the tests)
+from .checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    CHECKPOINT_VERSION,
+    METRICS_NAME,
+    CheckpointError,
+    check_same_run,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from .config import (
+    EVALUATION,
+    INIT,
+    PERMUTATION,
+    PICTURES,
+    STEP_NOISE,
+    TrainConfig,
+    _seed,  # noqa: F401 (the stream seeds, checked by the tests)
+)
 from .distributed import distributed_setup
-from .evaluation import (default_selection, describe, evaluate, has_sample_figures,
-                         selectable_figures)
+from .evaluation import (
+    default_selection,
+    describe,
+    evaluate,
+    has_sample_figures,
+    selectable_figures,
+)
 from .loop import Trainer, build_model, make_trainer, player_parameters
 
-__all__ = ["BEST_NAME", "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "CHECKPOINT_VERSION",
-           "CheckpointError", "EVALUATION", "INIT", "METRICS_NAME", "PERMUTATION", "PICTURES",
-           "STEP_NOISE", "TrainConfig", "Trainer", "build_model", "check_same_run",
-           "default_selection", "describe", "distributed_setup", "evaluate",
-           "has_sample_figures", "load_checkpoint", "make_trainer", "model_from_checkpoint",
-           "player_parameters", "save_checkpoint", "selectable_figures"]
+__all__ = [
+    "BEST_NAME",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "EVALUATION",
+    "INIT",
+    "METRICS_NAME",
+    "PERMUTATION",
+    "PICTURES",
+    "STEP_NOISE",
+    "TrainConfig",
+    "Trainer",
+    "build_model",
+    "check_same_run",
+    "default_selection",
+    "describe",
+    "distributed_setup",
+    "evaluate",
+    "has_sample_figures",
+    "load_checkpoint",
+    "make_trainer",
+    "model_from_checkpoint",
+    "player_parameters",
+    "save_checkpoint",
+    "selectable_figures",
+]

@@ -52,23 +52,29 @@ def load_checkpoint(path, map_location="cpu"):
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many kinds for a damaged or foreign file
-        raise CheckpointError(f"{path} is not a readable checkpoint (torch.load failed with "
-                              f"{type(error).__name__}: {error})") from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (torch.load failed with "
+            f"{type(error).__name__}: {error})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a gdm-engine checkpoint")
     if state.get("version") == 2:
         state = _from_version_2(state)
     if state.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {state.get('version')}; this "
-                              f"gdm-engine reads versions 2 and {CHECKPOINT_VERSION}")
+        raise CheckpointError(
+            f"{path} has checkpoint version {state.get('version')}; this "
+            f"gdm-engine reads versions 2 and {CHECKPOINT_VERSION}"
+        )
     return state
 
 
 def check_same_run(state, model_name, data_name):
     """Raise CheckpointError unless the checkpoint is of this model on this data."""
     if state["model"] != model_name or state["data"] != data_name:
-        raise CheckpointError(f"the checkpoint is of model {state['model']!r} on data "
-                              f"{state['data']!r}, not {model_name!r} on {data_name!r}")
+        raise CheckpointError(
+            f"the checkpoint is of model {state['model']!r} on data "
+            f"{state['data']!r}, not {model_name!r} on {data_name!r}"
+        )
 
 
 def model_from_checkpoint(state, ema=True):
@@ -76,7 +82,7 @@ def model_from_checkpoint(state, ema=True):
     model = models.get(state["model"])(**state["model_config"])
     if ema:
         prefix = "module."
-        weights = {k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+        weights = {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
     else:
         weights = state["model_state"]
     model.load_state_dict(weights)

@@ -10,8 +10,7 @@ import numpy as np
 INIT, PERMUTATION, STEP_NOISE, EVALUATION, PICTURES = 1, 2, 3, 4, 5
 LOG_EVERY_ON_GPU = 50
 # validation figures that can choose best.pt: lower is better ("": the model's default)
-SELECTABLE = ("", "bits_per_dim", "nll_nats", "frechet_digit_distance", "sliced_wasserstein",
-              "mmd")
+SELECTABLE = ("", "bits_per_dim", "nll_nats", "frechet_digit_distance", "sliced_wasserstein", "mmd")
 
 
 def _seed(*entropy):
@@ -22,29 +21,35 @@ def _seed(*entropy):
 @dataclasses.dataclass
 class TrainConfig:
     steps: int = 2000
-    batch_size: int = 128          # the global batch, over all processes and accumulated shards
-    lr: float = 1e-3               # a player may set its own (gdm_engine.models.Player.lr)
+    batch_size: int = 128  # the global batch, over all processes and accumulated shards
+    lr: float = 1e-3  # a player may set its own (gdm_engine.models.Player.lr)
     weight_decay: float = 0.0
-    warmup: int = 100              # steps of linear warm-up, then cosine decay to final_lr
-    final_lr: float = 0.1          # as a fraction of lr
-    grad_clip: float = 1.0         # max global gradient norm (of each player's weights)
+    warmup: int = 100  # steps of linear warm-up, then cosine decay to final_lr
+    final_lr: float = 0.1  # as a fraction of lr
+    grad_clip: float = 1.0  # max global gradient norm (of each player's weights)
     ema_decay: float = 0.999
-    accumulate: int = 1            # shards of the global batch each process runs one after another
+    accumulate: int = 1  # shards of the global batch each process runs one after another
     eval_every: int = 500
     checkpoint_every: int = 500
-    early_stop: int = 0            # stop after this many evaluations without improvement (0: off)
-    eval_test: bool = False        # also evaluate the test split, for curves only (never chooses)
-    samples: int = 64              # examples in each sample picture
+    early_stop: int = 0  # stop after this many evaluations without improvement (0: off)
+    eval_test: bool = False  # also evaluate the test split, for curves only (never chooses)
+    samples: int = 64  # examples in each sample picture
     # steps between reads of the loss for the progress bar; 0: every step on a CPU, where reading
     # it is free, every LOG_EVERY_ON_GPU steps on a GPU, where a read waits for the device
     log_every: int = 0
-    select: str = ""               # the validation figure that chooses best.pt ("": the default)
+    select: str = ""  # the validation figure that chooses best.pt ("": the default)
     seed: int = 0
 
     def check(self, train_size, world_size=1):
         """Raise ValueError naming the setting that cannot work."""
-        for name in ("steps", "batch_size", "accumulate", "eval_every", "checkpoint_every",
-                     "samples"):
+        for name in (
+            "steps",
+            "batch_size",
+            "accumulate",
+            "eval_every",
+            "checkpoint_every",
+            "samples",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup", "early_stop", "log_every"):
@@ -56,20 +61,23 @@ class TrainConfig:
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.final_lr <= 1:
-            raise ValueError(f"final_lr (a fraction of lr) must be in [0, 1], got "
-                             f"{self.final_lr}")
+            raise ValueError(f"final_lr (a fraction of lr) must be in [0, 1], got {self.final_lr}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.select not in SELECTABLE:
-            raise ValueError(f"select must be one of {', '.join(map(repr, SELECTABLE))}, got "
-                             f"{self.select!r}")
+            raise ValueError(
+                f"select must be one of {', '.join(map(repr, SELECTABLE))}, got {self.select!r}"
+            )
         shards = world_size * self.accumulate
         if self.batch_size % shards:
-            raise ValueError(f"batch_size {self.batch_size} must divide into {shards} equal shards "
-                             f"({world_size} processes x accumulate {self.accumulate})")
+            raise ValueError(
+                f"batch_size {self.batch_size} must divide into {shards} equal shards "
+                f"({world_size} processes x accumulate {self.accumulate})"
+            )
         if self.batch_size > train_size:
-            raise ValueError(f"batch_size {self.batch_size} exceeds the {train_size} training "
-                             f"examples")
+            raise ValueError(
+                f"batch_size {self.batch_size} exceeds the {train_size} training examples"
+            )
 
     @classmethod
     def resumed(cls, saved, given):
@@ -81,12 +89,16 @@ class TrainConfig:
         config = cls(**saved["config"])
         for key, value in given.items():
             if key != "steps" and value != getattr(config, key):
-                raise ValueError(f"the checkpoint was trained with {key}={getattr(config, key)}; "
-                                 f"resume with the same value or leave {key} out")
+                raise ValueError(
+                    f"the checkpoint was trained with {key}={getattr(config, key)}; "
+                    f"resume with the same value or leave {key} out"
+                )
         steps = given.get("steps", config.steps)
         if steps < saved["step"]:
-            raise ValueError(f"the checkpoint is at step {saved['step']} of {config.steps}: "
-                             f"steps must be at least {saved['step']}")
+            raise ValueError(
+                f"the checkpoint is at step {saved['step']} of {config.steps}: "
+                f"steps must be at least {saved['step']}"
+            )
         return dataclasses.replace(config, steps=steps)
 
     def learning_rate(self, step, lr=None):

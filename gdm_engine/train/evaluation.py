@@ -48,9 +48,11 @@ def default_selection(model, data):
     for a model without one (an EBM, a GAN) the distance of its samples to the split."""
     figures = selectable_figures(model, data)
     if not figures:
-        raise ValueError(f"model {model.name!r} has no likelihood and the samples of "
-                         f"{data.name!r} have no figure (the digits and continuous vectors "
-                         f"have)")
+        raise ValueError(
+            f"model {model.name!r} has no likelihood and the samples of "
+            f"{data.name!r} have no figure (the digits and continuous vectors "
+            f"have)"
+        )
     return figures[0]
 
 
@@ -68,13 +70,15 @@ def figures_of_samples(drawn, data, reference, generator):
     """The distances of the samples `drawn` to the examples `reference` of `data`."""
     if data.discrete:
         return metrics.digit_quality(drawn, reference)
-    figures = {"sliced_wasserstein": metrics.sliced_wasserstein(drawn, reference,
-                                                                generator=generator),
-               "mmd": metrics.mmd(drawn, reference, generator=generator)}
+    figures = {
+        "sliced_wasserstein": metrics.sliced_wasserstein(drawn, reference, generator=generator),
+        "mmd": metrics.mmd(drawn, reference, generator=generator),
+    }
     if data.name == "8gaussians":
         coverage = metrics.eight_gaussians_coverage(drawn)
-        figures.update(within_3_sigma=coverage["within_3_sigma"],
-                       modes_covered=coverage["modes_covered"])
+        figures.update(
+            within_3_sigma=coverage["within_3_sigma"], modes_covered=coverage["modes_covered"]
+        )
     return figures
 
 
@@ -89,16 +93,24 @@ def evaluate(model, data, split="valid", seed=0, samples=None, sample_quality=Fa
     if model.likelihood is None:
         default_selection(model, data)  # raises where its samples have no figure
         if not samples:
-            raise ValueError(f"model {model.name!r} has no likelihood: evaluate needs samples "
-                             f">= 1 to score it by its samples")
-    scored_by_samples = has_sample_figures(data) and samples and (
-        sample_quality or model.likelihood is None or data.toy is not None)
+            raise ValueError(
+                f"model {model.name!r} has no likelihood: evaluate needs samples "
+                f">= 1 to score it by its samples"
+            )
+    scored_by_samples = (
+        has_sample_figures(data)
+        and samples
+        and (sample_quality or model.likelihood is None or data.toy is not None)
+    )
     figures = {}
     with _fork_rng(model.device):
         torch.manual_seed(seed)
         if model.likelihood is not None:
-            figures = ({"bits_per_dim": metrics.bits_per_dim(model, x)} if data.discrete
-                       else {"nll_nats": metrics.nll_nats(model, x)})
+            figures = (
+                {"bits_per_dim": metrics.bits_per_dim(model, x)}
+                if data.discrete
+                else {"nll_nats": metrics.nll_nats(model, x)}
+            )
         if scored_by_samples:
             generator = torch.Generator().manual_seed(seed)
             drawn = model.sample(samples, generator=generator)
@@ -108,5 +120,7 @@ def evaluate(model, data, split="valid", seed=0, samples=None, sample_quality=Fa
 
 def describe(results, separator="  "):
     """A results dict in words: "bits per dim 1.9234  samples samples-0001000.png"."""
-    return separator.join(f"{k.replace('_', ' ')} {v:.4f}" if isinstance(v, float)
-                          else f"{k.replace('_', ' ')} {v}" for k, v in results.items())
+    return separator.join(
+        f"{k.replace('_', ' ')} {v:.4f}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+        for k, v in results.items()
+    )

@@ -13,13 +13,34 @@ from tqdm import tqdm
 
 from gdm_engine import models, pictures
 
-from .checkpoint import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, CHECKPOINT_VERSION,
-                         METRICS_NAME, check_same_run, save_checkpoint)
-from .config import (EVALUATION, INIT, LOG_EVERY_ON_GPU, PERMUTATION, PICTURES, STEP_NOISE,
-                     TrainConfig, _seed)
+from .checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    CHECKPOINT_VERSION,
+    METRICS_NAME,
+    check_same_run,
+    save_checkpoint,
+)
+from .config import (
+    EVALUATION,
+    INIT,
+    LOG_EVERY_ON_GPU,
+    PERMUTATION,
+    PICTURES,
+    STEP_NOISE,
+    TrainConfig,
+    _seed,
+)
 from .distributed import distributed_setup
-from .evaluation import (LIKELIHOOD_FIGURES, _fork_rng, default_selection, describe, evaluate,
-                         selectable_figures)
+from .evaluation import (
+    LIKELIHOOD_FIGURES,
+    _fork_rng,
+    default_selection,
+    describe,
+    evaluate,
+    selectable_figures,
+)
 
 
 def _ema_rate(decay, n):
@@ -47,8 +68,10 @@ def make_trainer(name, data, config, out, options=None, saved=None):
         config = TrainConfig.resumed(saved, dataclasses.asdict(config))
         changed = sorted(k for k, v in (options or {}).items() if saved["model_config"].get(k) != v)
         if changed:
-            raise ValueError(f"the checkpoint's model has {saved['model_config']}; its "
-                             f"settings cannot change on resume ({', '.join(changed)} given)")
+            raise ValueError(
+                f"the checkpoint's model has {saved['model_config']}; its "
+                f"settings cannot change on resume ({', '.join(changed)} given)"
+            )
         model = models.get(saved["model"])(**saved["model_config"])
     else:
         model = build_model(name, data, config.seed, **(options or {}))
@@ -65,10 +88,13 @@ def player_parameters(model, player):
     owned = {}
     for module in player.modules:
         if not isinstance(getattr(model, module, None), torch.nn.Module):
-            raise ValueError(f"player {player.name!r} names {module!r}, which is not a submodule "
-                             f"of {type(model).__name__}")
-        owned.update({f"{module}.{name}": p
-                      for name, p in getattr(model, module).named_parameters()})
+            raise ValueError(
+                f"player {player.name!r} names {module!r}, which is not a submodule "
+                f"of {type(model).__name__}"
+            )
+        owned.update(
+            {f"{module}.{name}": p for name, p in getattr(model, module).named_parameters()}
+        )
     return owned
 
 
@@ -83,8 +109,9 @@ def _check_players(model, players):
             raise ValueError(f"player {player.name!r} needs steps >= 1, got {player.steps}")
         for name in player_parameters(model, player):
             if name in seen:
-                raise ValueError(f"parameter {name} belongs to players {seen[name]!r} and "
-                                 f"{player.name!r}")
+                raise ValueError(
+                    f"parameter {name} belongs to players {seen[name]!r} and {player.name!r}"
+                )
             seen[name] = player.name
 
 
@@ -115,22 +142,28 @@ class Trainer:
             # a player's loss leaves the other players' weights out (a GAN's discriminator step
             # draws the fakes without gradient), which DDP must be told to expect
             self.parallel = torch.nn.parallel.DistributedDataParallel(
-                self.model, find_unused_parameters=len(self.players) > 1)
+                self.model, find_unused_parameters=len(self.players) > 1
+            )
         # The training split is checked on the host and moved to the training device once: a
         # step takes its batch there, copying nothing from the host and reading nothing back.
         conditioning = self._training_conditioning()
         self.model.check_data(data.train, **conditioning)
         self.train_examples = data.train.to(self.device)
-        self.train_conditioning = {name: value.to(self.device)
-                                   for name, value in conditioning.items()}
+        self.train_conditioning = {
+            name: value.to(self.device) for name, value in conditioning.items()
+        }
         # fused: Adam's step counts stay on the device (the other implementations read them
         # back at every step to form the bias corrections)
         self.optimizers = {
-            player.name: torch.optim.AdamW(player_parameters(self.model, player).values(),
-                                           lr=config.learning_rate(0, player.lr),
-                                           betas=player.betas,
-                                           weight_decay=config.weight_decay, fused=True)
-            for player in self.players}
+            player.name: torch.optim.AdamW(
+                player_parameters(self.model, player).values(),
+                lr=config.learning_rate(0, player.lr),
+                betas=player.betas,
+                weight_decay=config.weight_decay,
+                fused=True,
+            )
+            for player in self.players
+        }
         # the EMA's container and checkpoint format; _update_ema updates it
         self.ema = AveragedModel(self.model, use_buffers=False)
         # The weights of the players that sample are averaged (their EMA copies, and the
@@ -185,10 +218,10 @@ class Trainer:
         if self._permutation[0] != epoch:
             # drawn on the training device, where the data are: nothing copied from the host
             generator = torch.Generator(self.device).manual_seed(
-                _seed(PERMUTATION, self.config.seed, epoch))
-            self._permutation = (epoch, torch.randperm(n, generator=generator,
-                                                       device=self.device))
-        return self._permutation[1][offset * batch:(offset + 1) * batch]
+                _seed(PERMUTATION, self.config.seed, epoch)
+            )
+            self._permutation = (epoch, torch.randperm(n, generator=generator, device=self.device))
+        return self._permutation[1][offset * batch : (offset + 1) * batch]
 
     def train_step(self):
         """One training step: every player's optimiser steps; returns {player: this process's
@@ -221,17 +254,20 @@ class Trainer:
         losses = []
         for i in range(config.accumulate):
             shard = self.rank * config.accumulate + i
-            rows = indices[shard * shard_size:(shard + 1) * shard_size]
+            rows = indices[shard * shard_size : (shard + 1) * shard_size]
             conditioning = {name: value[rows] for name, value in self.train_conditioning.items()}
             generator = torch.Generator(self.device).manual_seed(
-                _seed(STEP_NOISE, config.seed, position, shard))
+                _seed(STEP_NOISE, config.seed, position, shard)
+            )
             last = i == config.accumulate - 1
             sync = contextlib.nullcontext() if last or self.world == 1 else self.parallel.no_sync()
             with sync:
-                with torch.autocast(self.device.type, torch.bfloat16,
-                                    enabled=self.device.type == "cuda"):
-                    loss = self.parallel(self.train_examples[rows], generator=generator,
-                                         **options, **conditioning)
+                with torch.autocast(
+                    self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"
+                ):
+                    loss = self.parallel(
+                        self.train_examples[rows], generator=generator, **options, **conditioning
+                    )
                 (loss / config.accumulate).backward()
             losses.append(loss.detach().float())
         torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
@@ -272,8 +308,13 @@ class Trainer:
         """Held-out figures of the EMA model; the evaluation's randomness is seeded from the step
         and kept apart from training's."""
         seed = _seed(EVALUATION, self.config.seed, self.step)
-        return evaluate(self.ema.module, self.data, split, seed=seed,
-                        sample_quality=self.selection_metric not in LIKELIHOOD_FIGURES)
+        return evaluate(
+            self.ema.module,
+            self.data,
+            split,
+            seed=seed,
+            sample_quality=self.selection_metric not in LIKELIHOOD_FIGURES,
+        )
 
     @property
     def selection_metric(self):
@@ -286,8 +327,10 @@ class Trainer:
         """The chosen validation figure is one this model on this data has."""
         figures = selectable_figures(self.model, self.data)
         if self.selection_metric not in figures:
-            raise ValueError(f"select={self.selection_metric!r}: model {self.model_name!r} on "
-                             f"{self.data.name!r} is chosen by one of {figures}")
+            raise ValueError(
+                f"select={self.selection_metric!r}: model {self.model_name!r} on "
+                f"{self.data.name!r} is chosen by one of {figures}"
+            )
 
     def record_evaluation(self, figures):
         """Keep the best evaluation so far (rank 0 writes best.pt when this one is it) and count
@@ -325,8 +368,13 @@ class Trainer:
             samples = model.sample(n, generator=generator, **options)
             model.train()
         name = f"samples-{self.step:07d}.png"
-        pictures.save_samples(samples, self.data, os.path.join(self.out, name),
-                              f"{self.model_name}, step {self.step}", columns=columns)
+        pictures.save_samples(
+            samples,
+            self.data,
+            os.path.join(self.out, name),
+            f"{self.model_name}, step {self.step}",
+            columns=columns,
+        )
         return name
 
     # ---- checkpoints --------------------------------------------------------------------------
@@ -335,17 +383,27 @@ class Trainer:
         self._read_losses()  # the running losses as of this step
         cuda = self.device.type == "cuda"
         return {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-            "model": self.model_name, "model_config": self.model.config,
-            "data": self.data.name, "config": dataclasses.asdict(self.config),
-            "step": self.step, "running_loss": self.running_loss, "world_size": self.world,
-            "best": self.best, "evaluations_since_best": self.evaluations_since_best,
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model": self.model_name,
+            "model_config": self.model.config,
+            "data": self.data.name,
+            "config": dataclasses.asdict(self.config),
+            "step": self.step,
+            "running_loss": self.running_loss,
+            "world_size": self.world,
+            "best": self.best,
+            "evaluations_since_best": self.evaluations_since_best,
             "seconds": self.seconds,
-            "model_state": self.model.state_dict(), "ema": self.ema.state_dict(),
-            "optimizers": {name: optimizer.state_dict()
-                           for name, optimizer in self.optimizers.items()},
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(self.device) if cuda else torch.empty(0)},
+            "model_state": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizers": {
+                name: optimizer.state_dict() for name, optimizer in self.optimizers.items()
+            },
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if cuda else torch.empty(0),
+            },
         }
 
     def restore(self, state):
@@ -357,8 +415,11 @@ class Trainer:
             saved = state["optimizers"][name]
             # a checkpoint's settings override the optimiser's: one written before the optimisers
             # were fused resumes fused too (its step counts then move to the device)
-            optimizer.load_state_dict(dict(saved, param_groups=[
-                dict(group, fused=True) for group in saved["param_groups"]]))
+            optimizer.load_state_dict(
+                dict(
+                    saved, param_groups=[dict(group, fused=True) for group in saved["param_groups"]]
+                )
+            )
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if self.device.type == "cuda" and state["rng"]["cuda"].numel():
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
@@ -398,17 +459,23 @@ class Trainer:
                     os.remove(self.best_path)
         results = {}
         log_every = config.log_every or (1 if self.device.type == "cpu" else LOG_EVERY_ON_GPU)
-        bar = tqdm(total=config.steps, initial=self.step, desc=f"train {self.model_name}",
-                   disable=not self.is_main or None, dynamic_ncols=True)
+        bar = tqdm(
+            total=config.steps,
+            initial=self.step,
+            desc=f"train {self.model_name}",
+            disable=not self.is_main or None,
+            dynamic_ncols=True,
+        )
         with bar:
             while self.step < config.steps and not self.stopped_early:
                 start = time.perf_counter()
                 self._unread_losses.append(self.train_step())
                 self.seconds += time.perf_counter() - start
                 if self.step % log_every == 0:
-                    bar.set_postfix(**{name: f"{value:.4g}" for name, value
-                                       in self._loss_fields().items()},
-                                    lr=f"{config.learning_rate(self.step):.2g}")
+                    bar.set_postfix(
+                        **{name: f"{value:.4g}" for name, value in self._loss_fields().items()},
+                        lr=f"{config.learning_rate(self.step):.2g}",
+                    )
                 bar.update()
                 done = self.step == config.steps
                 if done or self.step % config.eval_every == 0:
@@ -428,13 +495,15 @@ class Trainer:
         if not self._unread_losses:
             return
         names = list(self._unread_losses[0])
-        read = torch.stack([torch.stack([losses[name] for name in names])
-                            for losses in self._unread_losses]).tolist()
+        read = torch.stack(
+            [torch.stack([losses[name] for name in names]) for losses in self._unread_losses]
+        ).tolist()
         self._unread_losses.clear()
         for values in read:
             previous = self.running_loss or dict(zip(names, values))
-            self.running_loss = {name: 0.98 * previous[name] + 0.02 * value
-                                 for name, value in zip(names, values)}
+            self.running_loss = {
+                name: 0.98 * previous[name] + 0.02 * value for name, value in zip(names, values)
+            }
 
     def _loss_fields(self):
         """The running losses for the bar and the metrics file: "loss" for a one-loss model,
@@ -462,5 +531,3 @@ class Trainer:
             f.write(json.dumps(results) + "\n")
         tqdm.write(describe(results))
         return results
-
-

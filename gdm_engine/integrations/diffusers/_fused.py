@@ -42,16 +42,30 @@ def guided_output(model_output, guidance):
     return uncond + scale * (model_output - uncond)
 
 
-def euler_launch(x, model_output, sigma, sigma_next, *, prediction, scales=(1.0, 1.0),
-                 noise=None, noise_coefficient=0.0, guidance=None, denoised=True):
+def euler_launch(
+    x,
+    model_output,
+    sigma,
+    sigma_next,
+    *,
+    prediction,
+    scales=(1.0, 1.0),
+    noise=None,
+    noise_coefficient=0.0,
+    guidance=None,
+    denoised=True,
+):
     """One fused Euler launch in the σ form on x·scales[0], written ·scales[1]:
     (x', D), x' = out_scale·(x_σ + (σ_next − σ)(x_σ − D)/σ) + noise_coefficient·z; D is None
     when not `denoised` (an output class without pred_original_sample)."""
     options = {"prediction": prediction, "denoised": denoised, **guidance_options(guidance)}
     if noise is not None:
         level = sigma_next * scales[1]
-        options.update(noise=noise, churn=_UNIT_CHURN,
-                       s_noise=noise_coefficient / level if noise_coefficient else 0.0)
+        options.update(
+            noise=noise,
+            churn=_UNIT_CHURN,
+            s_noise=noise_coefficient / level if noise_coefficient else 0.0,
+        )
     out = loop_step("euler", x, model_output, (sigma, sigma_next), scales=scales, **options)
     return out if denoised else (out, None)
 
@@ -75,8 +89,12 @@ def affine_plan(alpha_bar, x0_coefficient, x_coefficient, std):
 
 def draw_noise(model_output, generator, dtype=None):
     """The noise upstream draws: randn_tensor with its shape, device, dtype and generator."""
-    return randn_tensor(model_output.shape, generator=generator, device=model_output.device,
-                        dtype=dtype or model_output.dtype)
+    return randn_tensor(
+        model_output.shape,
+        generator=generator,
+        device=model_output.device,
+        dtype=dtype or model_output.dtype,
+    )
 
 
 def output(output_class, return_dict, *values):

@@ -63,6 +63,12 @@ def benchmark_pairs(size):
             scheduler.set_timesteps(STEPS)
         index = 2 * (STEPS // 2) if name == "HeunDiscreteScheduler" else STEPS // 2
         label = f"x={SHAPES[size]} {case}"
-        pairs.append((name, label, _caller(upstream, index, tensors, keywords),
-                      _caller(ours, index, tensors, keywords)))
+        pairs.append(
+            (
+                name,
+                label,
+                _caller(upstream, index, tensors, keywords),
+                _caller(ours, index, tensors, keywords),
+            )
+        )
     return pairs

@@ -10,13 +10,26 @@ import torch
 
 from gdm_engine.ops import diffusion as step_ops
 
-from ._fused import (_UNIT_CHURN, PREDICTION_TYPES, FusedScheduler, affine_plan, diffusers,
-                     draw_noise, euler_launch, guidance_options, guided_output, output,
-                     unsupported)
+from ._fused import (
+    _UNIT_CHURN,
+    PREDICTION_TYPES,
+    FusedScheduler,
+    affine_plan,
+    diffusers,
+    draw_noise,
+    euler_launch,
+    guidance_options,
+    guided_output,
+    output,
+    unsupported,
+)
 
 # DDPM's variance types the kernel reproduces: the standard deviation of the added noise
-_VARIANCES = {"fixed_small": "fixed_small", "fixed_small_log": "fixed_small",
-              "fixed_large": "fixed_large"}
+_VARIANCES = {
+    "fixed_small": "fixed_small",
+    "fixed_small_log": "fixed_small",
+    "fixed_large": "fixed_large",
+}
 
 
 class _VPScheduler(FusedScheduler):
@@ -61,16 +74,30 @@ class _VPScheduler(FusedScheduler):
     def _clipped_x0(self, x, model_output, alpha_bar, guidance):
         """pred_original_sample under clip_sample: the model's x0 (one more launch), clamped."""
         sigma = math.sqrt((1 - alpha_bar) / alpha_bar)
-        _, x0 = euler_launch(x, model_output, sigma, sigma, guidance=guidance,
-                             prediction=PREDICTION_TYPES[self.config.prediction_type],
-                             scales=(1 / math.sqrt(alpha_bar), 1.0))
+        _, x0 = euler_launch(
+            x,
+            model_output,
+            sigma,
+            sigma,
+            guidance=guidance,
+            prediction=PREDICTION_TYPES[self.config.prediction_type],
+            scales=(1 / math.sqrt(alpha_bar), 1.0),
+        )
         return x0.clamp(-self._clip(), self._clip())
 
     def _affine(self, x, model_output, plan, noise, guidance):
         sigma, sigma_next, scales, std = plan
-        return euler_launch(x, model_output, sigma, sigma_next, scales=scales, guidance=guidance,
-                            prediction=PREDICTION_TYPES[self.config.prediction_type],
-                            noise=noise, noise_coefficient=std)
+        return euler_launch(
+            x,
+            model_output,
+            sigma,
+            sigma_next,
+            scales=scales,
+            guidance=guidance,
+            prediction=PREDICTION_TYPES[self.config.prediction_type],
+            noise=noise,
+            noise_coefficient=std,
+        )
 
 
 class DDPMScheduler(_VPScheduler, diffusers.DDPMScheduler):
@@ -91,56 +118,94 @@ class DDPMScheduler(_VPScheduler, diffusers.DDPMScheduler):
             prev = int(self.previous_timestep(t))
             a, a_prev = alpha_bars[t], alpha_bars[prev] if prev >= 0 else 1.0
             beta = 1 - a / a_prev
-            variance = beta if self.config.variance_type == "fixed_large" else max(
-                (1 - a_prev) / (1 - a) * beta, 1e-20)
+            variance = (
+                beta
+                if self.config.variance_type == "fixed_large"
+                else max((1 - a_prev) / (1 - a) * beta, 1e-20)
+            )
             std = math.sqrt(variance) if t > 0 else 0.0  # upstream adds noise where t > 0
-            plan = affine_plan(a, math.sqrt(a_prev) * beta / (1 - a),
-                               math.sqrt(1 - beta) * (1 - a_prev) / (1 - a), std)
-            # the clamping kernel adds no noise where ᾱ_prev = 1: fixed_large's β there is upstream's
-            clippable = not (std > 0 and a_prev == 1.0 and self.config.variance_type == "fixed_large")
+            plan = affine_plan(
+                a,
+                math.sqrt(a_prev) * beta / (1 - a),
+                math.sqrt(1 - beta) * (1 - a_prev) / (1 - a),
+                std,
+            )
+            # the clamping kernel adds no noise where ᾱ_prev = 1: fixed_large's β there is
+            # upstream's
+            clippable = not (
+                std > 0 and a_prev == 1.0 and self.config.variance_type == "fixed_large"
+            )
             rows.append((t, a, a_prev, plan, clippable))
         return rows
 
-    def step(self, model_output, timestep, sample, generator=None, return_dict=True, *,
-             kernel_noise=False, _guidance=None):
+    def step(
+        self,
+        model_output,
+        timestep,
+        sample,
+        generator=None,
+        return_dict=True,
+        *,
+        kernel_noise=False,
+        _guidance=None,
+    ):
         """One fused step (upstream's arguments and outputs); `timestep` is not read: the step
         counter follows `timesteps` (a Python int is checked against it)."""
         if self.fallback_reason() is not None or model_output.shape != sample.shape:
-            return self._upstream(model_output, timestep, sample, generator, return_dict,
-                                  _guidance)
+            return self._upstream(model_output, timestep, sample, generator, return_dict, _guidance)
         t, a, a_prev, plan, clippable = self._row(self._vp_index(timestep))
         if plan is None or (self._clip() is not None and not clippable):
-            return self._upstream(model_output, timestep, sample, generator, return_dict,
-                                  _guidance)
+            return self._upstream(model_output, timestep, sample, generator, return_dict, _guidance)
         noise = draw_noise(model_output, generator) if t > 0 and not kernel_noise else None
         if self._clip() is not None:
             seed = step_ops.noise_seed(None, generator) if kernel_noise and t > 0 else None
-            prev = step_ops.loop_step("ddpm", sample, model_output, (a, a_prev), noise=noise,
-                                      seed=seed,
-                                      prediction=PREDICTION_TYPES[self.config.prediction_type],
-                                      variance=_VARIANCES[self.config.variance_type],
-                                      clip=self._clip(), **guidance_options(_guidance))
+            prev = step_ops.loop_step(
+                "ddpm",
+                sample,
+                model_output,
+                (a, a_prev),
+                noise=noise,
+                seed=seed,
+                prediction=PREDICTION_TYPES[self.config.prediction_type],
+                variance=_VARIANCES[self.config.variance_type],
+                clip=self._clip(),
+                **guidance_options(_guidance),
+            )
             x0 = self._clipped_x0(sample, model_output, a, _guidance)
         elif kernel_noise and t > 0:
             prev, x0 = self._kernel_noise(sample, model_output, plan, generator, _guidance)
         else:
             prev, x0 = self._affine(sample, model_output, plan, noise, _guidance)
-        return output(diffusers.schedulers.scheduling_ddpm.DDPMSchedulerOutput, return_dict,
-                      prev, x0)
+        return output(
+            diffusers.schedulers.scheduling_ddpm.DDPMSchedulerOutput, return_dict, prev, x0
+        )
 
     def _kernel_noise(self, x, model_output, plan, generator, guidance):
         """The affine step with z drawn in the kernel from a seed taken from `generator`."""
         sigma, sigma_next, scales, std = plan
         seed = step_ops.noise_seed(None, generator)
-        return step_ops.loop_step("euler", x, model_output, (sigma, sigma_next), scales=scales,
-                                  seed=seed, denoised=True, churn=_UNIT_CHURN,
-                                  s_noise=std / (sigma_next * scales[1]),
-                                  prediction=PREDICTION_TYPES[self.config.prediction_type],
-                                  **guidance_options(guidance))
+        return step_ops.loop_step(
+            "euler",
+            x,
+            model_output,
+            (sigma, sigma_next),
+            scales=scales,
+            seed=seed,
+            denoised=True,
+            churn=_UNIT_CHURN,
+            s_noise=std / (sigma_next * scales[1]),
+            prediction=PREDICTION_TYPES[self.config.prediction_type],
+            **guidance_options(guidance),
+        )
 
     def _upstream(self, model_output, timestep, sample, generator, return_dict, guidance):
-        return super().step(guided_output(model_output, guidance), timestep, sample,
-                            generator=generator, return_dict=return_dict)
+        return super().step(
+            guided_output(model_output, guidance),
+            timestep,
+            sample,
+            generator=generator,
+            return_dict=return_dict,
+        )
 
     def add_noise(self, original_samples, noise, timesteps):
         return _q_sample(self, original_samples, noise, timesteps)
@@ -160,47 +225,109 @@ class DDIMScheduler(_VPScheduler, diffusers.DDIMScheduler):
             rows.append((alpha_bars[t], alpha_bars[prev] if prev >= 0 else final))
         return rows
 
-    def step(self, model_output, timestep, sample, eta=0.0, use_clipped_model_output=False,
-             generator=None, variance_noise=None, return_dict=True, *, _guidance=None):
+    def step(
+        self,
+        model_output,
+        timestep,
+        sample,
+        eta=0.0,
+        use_clipped_model_output=False,
+        generator=None,
+        variance_noise=None,
+        return_dict=True,
+        *,
+        _guidance=None,
+    ):
         """One fused step (upstream's arguments and outputs); the step counter, not `timestep`,
         names the step."""
         reason = self.fallback_reason() if self.num_inference_steps is not None else "no steps"
         if reason is not None:
-            return self._upstream(model_output, timestep, sample, eta, use_clipped_model_output,
-                                  generator, variance_noise, return_dict, _guidance)
+            return self._upstream(
+                model_output,
+                timestep,
+                sample,
+                eta,
+                use_clipped_model_output,
+                generator,
+                variance_noise,
+                return_dict,
+                _guidance,
+            )
         if variance_noise is not None and generator is not None and eta > 0:
-            raise ValueError("Cannot pass both generator and variance_noise. Please make sure "
-                             "that either `generator` or `variance_noise` stays `None`.")
+            raise ValueError(
+                "Cannot pass both generator and variance_noise. Please make sure "
+                "that either `generator` or `variance_noise` stays `None`."
+            )
         a, a_prev = self._row(self._vp_index(timestep))
         std = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
         direction = 1 - a_prev - std**2
-        plan = affine_plan(a, math.sqrt(a_prev) - math.sqrt(max(direction, 0) * a / (1 - a)),
-                           math.sqrt(max(direction, 0) / (1 - a)), std)
+        plan = affine_plan(
+            a,
+            math.sqrt(a_prev) - math.sqrt(max(direction, 0) * a / (1 - a)),
+            math.sqrt(max(direction, 0) / (1 - a)),
+            std,
+        )
         if plan is None or direction < 0:  # upstream's √ of a negative: its NaN
-            return self._upstream(model_output, timestep, sample, eta, use_clipped_model_output,
-                                  generator, variance_noise, return_dict, _guidance)
+            return self._upstream(
+                model_output,
+                timestep,
+                sample,
+                eta,
+                use_clipped_model_output,
+                generator,
+                variance_noise,
+                return_dict,
+                _guidance,
+            )
         noise = None
         if eta > 0:
-            noise = variance_noise if variance_noise is not None else draw_noise(
-                model_output, generator)
+            noise = (
+                variance_noise
+                if variance_noise is not None
+                else draw_noise(model_output, generator)
+            )
         if self._clip() is not None:
-            prev = step_ops.loop_step("ddim", sample, model_output, (a, a_prev), eta=float(eta),
-                                      prediction=PREDICTION_TYPES[self.config.prediction_type],
-                                      clip=self._clip(), noise=noise,
-                                      clipped_eps=bool(use_clipped_model_output),
-                                      **guidance_options(_guidance))
+            prev = step_ops.loop_step(
+                "ddim",
+                sample,
+                model_output,
+                (a, a_prev),
+                eta=float(eta),
+                prediction=PREDICTION_TYPES[self.config.prediction_type],
+                clip=self._clip(),
+                noise=noise,
+                clipped_eps=bool(use_clipped_model_output),
+                **guidance_options(_guidance),
+            )
             x0 = self._clipped_x0(sample, model_output, a, _guidance)
         else:
             prev, x0 = self._affine(sample, model_output, plan, noise, _guidance)
-        return output(diffusers.schedulers.scheduling_ddim.DDIMSchedulerOutput, return_dict,
-                      prev, x0)
+        return output(
+            diffusers.schedulers.scheduling_ddim.DDIMSchedulerOutput, return_dict, prev, x0
+        )
 
-    def _upstream(self, model_output, timestep, sample, eta, use_clipped_model_output, generator,
-                  variance_noise, return_dict, guidance):
-        return super().step(guided_output(model_output, guidance), timestep, sample, eta=eta,
-                            use_clipped_model_output=use_clipped_model_output,
-                            generator=generator, variance_noise=variance_noise,
-                            return_dict=return_dict)
+    def _upstream(
+        self,
+        model_output,
+        timestep,
+        sample,
+        eta,
+        use_clipped_model_output,
+        generator,
+        variance_noise,
+        return_dict,
+        guidance,
+    ):
+        return super().step(
+            guided_output(model_output, guidance),
+            timestep,
+            sample,
+            eta=eta,
+            use_clipped_model_output=use_clipped_model_output,
+            generator=generator,
+            variance_noise=variance_noise,
+            return_dict=return_dict,
+        )
 
     def add_noise(self, original_samples, noise, timesteps):
         return _q_sample(self, original_samples, noise, timesteps)
@@ -213,8 +340,11 @@ def _q_sample(scheduler, original_samples, noise, timesteps):
     if cached is None or cached.device != original_samples.device:
         cached = scheduler.alphas_cumprod.to(original_samples.device, torch.float32)
         scheduler._device_alpha_bars = cached
-    timesteps = timesteps.to(original_samples.device) if isinstance(timesteps, torch.Tensor) \
+    timesteps = (
+        timesteps.to(original_samples.device)
+        if isinstance(timesteps, torch.Tensor)
         else torch.as_tensor(timesteps, device=original_samples.device)
+    )
     alpha_bar = cached[timesteps].reshape(-1).expand(original_samples.shape[0])
     if alpha_bar.dtype != original_samples.dtype:
         alpha_bar = alpha_bar.to(torch.float32)

@@ -36,6 +36,7 @@ setup(
     # The kernels live in the top-level kernels/ folder but install under the engine's name, so
     # they cannot clash with any other top-level "kernels" package.
     package_dir={"gdm_engine.kernels": "kernels"},
+    package_data={"gdm_engine": ["py.typed"]},  # PEP 561: the package ships its type hints
     install_requires=[
         "torch>=2.6",
         "triton>=3.2; platform_system == 'Linux'",

@@ -3,11 +3,17 @@ coverage of mixtures, and for digits the Fréchet distance, precision and recall
 a digit classifier (gdm_engine.digit_features)."""
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional, Union
 
+import numpy
 import torch
 
 from gdm_engine import data as datasets
 from gdm_engine import digit_features
+
+if TYPE_CHECKING:  # the models import much; metrics imports them only where it uses one
+    from gdm_engine.models import GenerativeModel
 
 
 @torch.no_grad()
@@ -22,20 +28,44 @@ def _mean_log_prob(model, x, batch_size):
     return total / len(x)
 
 
-def nll_nats(model, x, batch_size=256):
+def nll_nats(model: "GenerativeModel", x: torch.Tensor, batch_size: int = 256) -> float:
     """Mean negative log-likelihood of the examples x, in nats per example (the negative of the
-    model's log_prob: exact, or an upper bound where log_prob is a lower bound)."""
+    model's log_prob: exact, or an upper bound where log_prob is a lower bound).
+
+    Args:
+        model: the model scored, in eval mode while it is (its mode is restored).
+        x: (N, ...) examples as the model takes them, on any device (moved by batches).
+        batch_size: examples per log_prob call.
+
+    Returns:
+        The mean NLL in nats.
+
+    Raises:
+        ValueError: x empty.
+    """
     if len(x) == 0:
         raise ValueError("x must hold at least one example")
     return -_mean_log_prob(model, x, batch_size)
 
 
-def bits_per_dim(model, x, batch_size=256):
+def bits_per_dim(model: "GenerativeModel", x: torch.Tensor, batch_size: int = 256) -> float:
     """-log2 P(x) / D for discrete data x (integer levels, (N, ...)), averaged over examples.
 
     The model's log_prob of discrete data is a log-probability mass (or a lower bound on one, which
     makes this an upper bound); continuous densities reach it by the engine's uniform
     dequantisation (gdm_engine.data.dequantized_log_prob), so every family is scored alike.
+
+    Args:
+        model: the model scored.
+        x: (N, ...) integer levels.
+        batch_size: examples per log_prob call.
+
+    Returns:
+        The mean bits per dimension.
+
+    Raises:
+        TypeError: x floating point (continuous data: use nll_nats).
+        ValueError: x empty.
     """
     if x.is_floating_point():
         raise TypeError(
@@ -52,10 +82,27 @@ def _paired(x, y, limit, generator):
     return pick(x), pick(y)
 
 
-def sliced_wasserstein(x, y, projections=512, max_points=5000, generator=None):
+def sliced_wasserstein(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    projections: int = 512,
+    max_points: int = 5000,
+    generator: Optional[torch.Generator] = None,
+) -> float:
     """Sliced 2-Wasserstein distance between the point clouds x and y (N, d) (Rabin et al., 2011):
     the root mean square over random unit directions of the 1-D 2-Wasserstein distance of the
-    projections, which for equal-sized samples is the distance between the sorted projections."""
+    projections, which for equal-sized samples is the distance between the sorted projections.
+
+    Args:
+        x: (N, d) points.
+        y: (M, d) points.
+        projections: the number of random directions.
+        max_points: the most points of each cloud used (a random subset, equal-sized).
+        generator: a CPU generator for the subsets and the directions; None: torch's global one.
+
+    Returns:
+        The distance, in the points' units.
+    """
     x, y = _paired(x.cpu(), y.cpu(), max_points, generator)
     directions = torch.randn(x.shape[1], projections, generator=generator, dtype=torch.float64)
     directions /= directions.norm(dim=0)
@@ -63,9 +110,26 @@ def sliced_wasserstein(x, y, projections=512, max_points=5000, generator=None):
     return (px - py).square().mean().sqrt().item()
 
 
-def mmd(x, y, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0), max_points=2000, generator=None):
+def mmd(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bandwidths: Sequence[float] = (0.1, 0.2, 0.5, 1.0, 2.0),
+    max_points: int = 2000,
+    generator: Optional[torch.Generator] = None,
+) -> float:
     """Maximum mean discrepancy (Gretton et al., 2012), unbiased estimate of MMD², with the kernel
-    k(a, b) = sum over `bandwidths` s of exp(-|a - b|² / (2 s²))."""
+    k(a, b) = sum over `bandwidths` s of exp(-|a - b|² / (2 s²)).
+
+    Args:
+        x: (N, d) points.
+        y: (M, d) points.
+        bandwidths: the kernel's bandwidths s.
+        max_points: the most points of each cloud used (a random subset, equal-sized).
+        generator: a CPU generator for the subsets; None: torch's global one.
+
+    Returns:
+        The unbiased MMD² estimate (may be slightly negative).
+    """
     x, y = _paired(x.cpu(), y.cpu(), max_points, generator)
     n = len(x)
 
@@ -81,9 +145,17 @@ def mmd(x, y, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0), max_points=2000, generator=N
     ).item()
 
 
-def independent_pixel_bits_per_dim(data, split="test"):
+def independent_pixel_bits_per_dim(data: datasets.Data, split: str = "test") -> float:
     """The baseline every image model must beat: bits/dim on `split` of a per-pixel categorical
-    fitted to the training split (gdm_engine.models.IndependentPixels)."""
+    fitted to the training split (gdm_engine.models.IndependentPixels).
+
+    Args:
+        data: a discrete data set.
+        split: the split scored: "train", "valid" or "test".
+
+    Returns:
+        The baseline's bits per dimension on `split`.
+    """
     from gdm_engine.models import IndependentPixels
 
     baseline = IndependentPixels.for_data(data).fit(data.train)
@@ -95,7 +167,7 @@ def independent_pixel_bits_per_dim(data, split="test"):
 # --------------------------------------------------------------------------------------------------
 
 
-def _feature_rows(name, x, min_rows):
+def _feature_rows(name: str, x: Union[torch.Tensor, numpy.ndarray], min_rows: int) -> torch.Tensor:
     """x as a float64 (N, d) CPU matrix; ValueError naming the argument otherwise."""
     x = torch.as_tensor(x)
     if x.ndim != 2:
@@ -129,7 +201,9 @@ def _symmetric_sqrt(matrix):
     return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
 
 
-def frechet_distance(x, y):
+def frechet_distance(
+    x: Union[torch.Tensor, numpy.ndarray], y: Union[torch.Tensor, numpy.ndarray]
+) -> float:
     """Fréchet (2-Wasserstein squared) distance between Gaussians fitted to the feature rows x
     (N, d) and y (M, d), the formula of FID (Heusel et al., 2017, "GANs Trained by a Two
     Time-Scale Update Rule Converge to a Local Nash Equilibrium"):
@@ -139,7 +213,18 @@ def frechet_distance(x, y):
     S_x S_y is not symmetric, but it is similar to A = S_x^(1/2) S_y S_x^(1/2), which is symmetric
     positive semi-definite, so Tr((S_x S_y)^(1/2)) is the sum of the square roots of A's
     eigenvalues: eigh in float64 instead of a general matrix square root (scipy's sqrtm), which
-    can return complex parts from rounding."""
+    can return complex parts from rounding.
+
+    Args:
+        x: (N, d) feature rows, N >= 2 (a tensor or an array).
+        y: (M, d) feature rows, M >= 2.
+
+    Returns:
+        The distance (squared units of the features).
+
+    Raises:
+        ValueError: x or y not a matrix, with fewer than 2 rows, or of different widths.
+    """
     x, y = _feature_rows("x", x, 2), _feature_rows("y", y, 2)
     _same_width(x, y, ("x", "y"))
     mean_x, cov_x = _mean_and_covariance(x)
@@ -177,13 +262,28 @@ def _share_inside_balls(points, centres, radii):
     return inside.double().mean().item()
 
 
-def precision_recall(real, fake, k=3):
+def precision_recall(
+    real: Union[torch.Tensor, numpy.ndarray], fake: Union[torch.Tensor, numpy.ndarray], k: int = 3
+) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al., 2019, "Improved Precision and Recall
     Metric for Assessing Generative Models"), on feature rows real (N, d) and fake (M, d).
 
     Each real point's ball reaches its k-th nearest real neighbour; precision is the share of fake
     points inside at least one real ball (fidelity). Recall is the same with the roles swapped:
-    the share of real points inside the fake balls (diversity). Returns (precision, recall)."""
+    the share of real points inside the fake balls (diversity).
+
+    Args:
+        real: (N, d) feature rows, N > k (a tensor or an array).
+        fake: (M, d) feature rows, M > k.
+        k: >= 1, the neighbour whose distance is a ball's radius.
+
+    Returns:
+        (precision, recall), each in [0, 1].
+
+    Raises:
+        ValueError: k < 1, or real or fake not a matrix, with k rows or fewer, or of different
+            widths.
+    """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     real, fake = _feature_rows("real", real, k + 1), _feature_rows("fake", fake, k + 1)
@@ -198,7 +298,13 @@ def precision_recall(real, fake, k=3):
 # --------------------------------------------------------------------------------------------------
 
 
-def mode_coverage(samples, centres, std, sigmas=3.0, min_share=0.05):
+def mode_coverage(
+    samples: Union[torch.Tensor, numpy.ndarray],
+    centres: Union[torch.Tensor, numpy.ndarray],
+    std: float,
+    sigmas: float = 3.0,
+    min_share: float = 0.05,
+) -> dict[str, Any]:
     """How a sample of a Gaussian mixture (isotropic components of standard deviation `std`)
     covers its modes, the measure of mode collapse of Srivastava et al. (2017, VEEGAN) on the
     2-D mixtures: each sample is assigned to its nearest centre, and counts for it when it lies
@@ -208,7 +314,22 @@ def mode_coverage(samples, centres, std, sigmas=3.0, min_share=0.05):
          "modes_covered": centres holding at least `min_share` of all samples, near ones only,
          "mode_shares": each centre's share of all samples, near ones only}.
 
-    For an isotropic 2-D Gaussian the share within 3 sigma is 1 - exp(-9/2) = 0.989."""
+    For an isotropic 2-D Gaussian the share within 3 sigma is 1 - exp(-9/2) = 0.989.
+
+    Args:
+        samples: (N, d) samples (a tensor or an array).
+        centres: (K, d) the mixture's centres.
+        std: > 0, the components' standard deviation.
+        sigmas: the radius, in std, within which a sample counts for its centre.
+        min_share: the share of all samples a centre needs to count as covered.
+
+    Returns:
+        The dict above: a float, an int and a list of K floats.
+
+    Raises:
+        ValueError: samples or centres not a non-empty matrix, of different widths, or
+            std <= 0.
+    """
     samples = _feature_rows("samples", samples, 1)
     centres = _feature_rows("centres", centres, 1)
     _same_width(samples, centres, ("samples", "centres"))
@@ -224,8 +345,18 @@ def mode_coverage(samples, centres, std, sigmas=3.0, min_share=0.05):
     }
 
 
-def eight_gaussians_coverage(samples):
-    """mode_coverage of a sample (N, 2) against the 8gaussians toy's centres and std."""
+def eight_gaussians_coverage(samples: Union[torch.Tensor, numpy.ndarray]) -> dict[str, Any]:
+    """mode_coverage of a sample (N, 2) against the 8gaussians toy's centres and std.
+
+    Args:
+        samples: (N, 2) samples.
+
+    Returns:
+        mode_coverage's dict.
+
+    Raises:
+        ValueError: samples not a non-empty (N, 2) matrix.
+    """
     return mode_coverage(samples, datasets.eight_gaussian_centres(), datasets.EIGHT_GAUSSIANS_STD)
 
 
@@ -249,11 +380,29 @@ def _digit_features(images, network, batch_size=512):
     )
 
 
-def digit_quality(samples, reference, network=None):
+def digit_quality(
+    samples: torch.Tensor,
+    reference: torch.Tensor,
+    network: Optional[digit_features.DigitClassifier] = None,
+) -> dict[str, float]:
     """The Fréchet digit distance (frechet_distance) and the precision and recall
     (precision_recall, reference as the real set) of the images `samples` against `reference`,
     both (N, 1, 8, 8) integer levels, on the 64 features of the digit classifier `network`
-    (default: digit_features.feature_network())."""
+    (default: digit_features.feature_network()).
+
+    Args:
+        samples: (N, 1, 8, 8) generated digits, integer levels 0 .. 16.
+        reference: (M, 1, 8, 8) real digits, the same.
+        network: the feature network; None: digit_features.feature_network() (cached, trained
+            once if absent).
+
+    Returns:
+        {"frechet_digit_distance", "precision", "recall"}: floats.
+
+    Raises:
+        ValueError: samples or reference not of shape (N, 1, 8, 8), or with 3 images or
+            fewer (precision_recall's k = 3).
+    """
     _check_digits("samples", samples)
     _check_digits("reference", reference)
     network = network or digit_features.feature_network()
@@ -266,9 +415,26 @@ def digit_quality(samples, reference, network=None):
     }
 
 
-def digit_quality_floor(data, split="test", n=None, seed=0, network=None):
+def digit_quality_floor(
+    data: datasets.Data,
+    split: str = "test",
+    n: Optional[int] = None,
+    seed: int = 0,
+    network: Optional[digit_features.DigitClassifier] = None,
+) -> dict[str, float]:
     """digit_quality of n real training digits (a random subset drawn with `seed`; default all)
     against `split`: what a perfect model of the data would score, the floor to print beside a
-    model's figures."""
+    model's figures.
+
+    Args:
+        data: the digits data set (gdm_engine.data.digits()).
+        split: the split compared against: "train", "valid" or "test".
+        n: how many training digits; None: all.
+        seed: the seed of the random subset.
+        network: the feature network; None: digit_features.feature_network().
+
+    Returns:
+        digit_quality's dict.
+    """
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
     return digit_quality(data.train[order[:n]], getattr(data, split), network)

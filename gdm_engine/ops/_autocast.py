@@ -21,6 +21,8 @@ An op's public function, which checks that its inputs agree in dtype before it d
 `autocast_inputs` first: under autocast a bf16 activation meets an fp32 weight.
 """
 
+from typing import Any, Optional
+
 import torch
 
 AUTOCAST_DTYPE = ("causal_conv1d", "masked_conv2d")
@@ -28,10 +30,10 @@ FLOAT32 = ("gaussian_reparam_kl", "affine_coupling", "actnorm", "rq_spline", "di
 DEVICE_TYPES = ("cpu", "cuda")
 
 _library = torch.library.Library("gdm_engine", "FRAGMENT")
-_registered = set()
+_registered: set[str] = set()  # the ops whose rule is registered
 
 
-def rule_dtype(name, device_type):
+def rule_dtype(name: str, device_type: str) -> Optional[torch.dtype]:
     """The dtype op `name` (without its namespace) computes in under autocast on `device_type`:
     None for the inputs' own dtypes."""
     if name in AUTOCAST_DTYPE:
@@ -50,9 +52,10 @@ def _cast(value, device_type, dtype):
     return value
 
 
-def autocast_inputs(name, *tensors):
+def autocast_inputs(name: str, *tensors: Optional[torch.Tensor]) -> tuple[Any, ...]:
     """`tensors` (None allowed) cast as op `name`'s rule casts them where autocast is on for their
-    device, unchanged elsewhere."""
+    device, unchanged elsewhere: each comes back in its place, None and non-floating tensors as
+    given (typed Any, so that a caller's checked tensor keeps its own type)."""
     if not torch._C._is_any_autocast_enabled():  # the usual case, at the cost of one call
         return tensors
     device_type = next((t.device.type for t in tensors if isinstance(t, torch.Tensor)), None)
@@ -78,7 +81,7 @@ def _autocast_kernel(name, device_type):
     return kernel, key.name
 
 
-def register_rules():
+def register_rules() -> None:
     """Register the rule of every gdm_engine:: op defined so far (each once)."""
     names = {
         n.split("::")[1]

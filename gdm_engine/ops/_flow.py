@@ -25,14 +25,15 @@ def reference_vjp(fn, primals, cotangents, keep_apart=()):
     return tuple(fresh)
 
 
-def check_positive(name, value):
-    """A finite number > 0: a Python int or float, not a bool."""
+def check_positive(name: str, value: object) -> None:
+    """Raise TypeError unless `value` is a Python int or float (not a bool), ValueError unless it
+    is finite and > 0; the message names the argument `name`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not 0 < value < math.inf:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
-def logdet_dtype(x):
+def logdet_dtype(x: torch.Tensor) -> torch.dtype:
     """A log-det sums many terms: it is kept in at least fp32, whatever x's precision."""
     return torch.promote_types(x.dtype, torch.float32)

@@ -86,7 +86,9 @@ def _autograd_backward(ctx, grad_y, grad_logdet):
 library_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
-def check_inputs(x, loc, log_scale, reverse):
+def check_inputs(
+    x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor, reverse: bool
+) -> None:
     """Raise ValueError/TypeError, naming the argument, for anything the op cannot compute."""
     check_tensor("x", x)
     if x.ndim < 2:
@@ -106,14 +108,29 @@ def check_inputs(x, loc, log_scale, reverse):
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
 
 
-def actnorm(x, loc, log_scale, *, reverse=False):
+def actnorm(
+    x: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor, *, reverse: bool = False
+) -> FlowOutput:
     """ActNorm (Glow, Kingma & Dhariwal 2018, sec. 3.1): a per-channel affine map.
 
-    x: (N, C, ...) with any number of spatial dims (none: (N, C)); loc, log_scale: (C,).
-    Returns FlowOutput(y, logdet): forward y = (x + loc) · exp(log_scale); reverse=True
-    y = x · exp(−log_scale) − loc (its inverse). logdet (N,) = (spatial positions) ·
-    Σ_c log_scale, the same for every example, negated in reverse. Gradients flow to x, loc and
-    log_scale.
+    Forward y = (x + loc) · exp(log_scale); reverse=True y = x · exp(−log_scale) − loc (its
+    inverse). Gradients flow to x, loc and log_scale.
+
+    Args:
+        x: (N, C, ...) with any number of spatial dims (none: (N, C)).
+        loc: (C,) per-channel shift, x's dtype and device.
+        log_scale: (C,) per-channel log-scale, x's dtype and device.
+        reverse: apply the inverse map (x is then the flow's output).
+
+    Returns:
+        FlowOutput(y, logdet): y shaped like x; logdet (N,) = (spatial positions) ·
+        Σ_c log_scale, the same for every example, negated in reverse, in at least fp32.
+
+    Raises:
+        TypeError: x, loc or log_scale not a floating tensor, loc or log_scale not of x's
+            dtype, or reverse not a bool.
+        ValueError: x with fewer than 2 dims, or loc or log_scale not of shape (C,) or not on
+            x's device.
     """
     x, loc, log_scale = autocast_inputs("actnorm", x, loc, log_scale)
     check_inputs(x, loc, log_scale, reverse)

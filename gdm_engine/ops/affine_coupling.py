@@ -123,7 +123,15 @@ def _autograd_backward(ctx, grad_y, grad_logdet):
 library_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
-def check_inputs(x, shift, scale_raw, scale_map, mask, reverse, clamp):
+def check_inputs(
+    x: torch.Tensor,
+    shift: torch.Tensor,
+    scale_raw: torch.Tensor,
+    scale_map: str,
+    mask: Optional[torch.Tensor],
+    reverse: bool,
+    clamp: float,
+) -> None:
     """Raise ValueError/TypeError, naming the argument, for anything the op cannot compute."""
     check_tensor("x", x)
     if x.ndim < 1:
@@ -151,10 +159,10 @@ def check_inputs(x, shift, scale_raw, scale_map, mask, reverse, clamp):
 
 
 # mask -> ((its version, the shape it was compacted to), compact mask): see the module's docstring
-_compacted = WeakIdKeyDictionary()
+_compacted: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
-def compact_mask(mask, x):
+def compact_mask(mask: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
     """The mask as the registered op takes it: bool, contiguous, of shape (1, *x.shape[1:]) when
     it is the same for every example (no per-example copy), else x.shape; None stays None.
     Raises ValueError for a mask of numbers that are not all 0 or 1 (a data-dependent check,
@@ -183,17 +191,44 @@ def _compact(mask, shape):
     return mask.expand(shape).contiguous()
 
 
-def affine_coupling(x, shift, scale_raw, *, scale_map="exp", mask=None, reverse=False, clamp=3.0):
+def affine_coupling(
+    x: torch.Tensor,
+    shift: torch.Tensor,
+    scale_raw: torch.Tensor,
+    *,
+    scale_map: str = "exp",
+    mask: Optional[torch.Tensor] = None,
+    reverse: bool = False,
+    clamp: float = 3.0,
+) -> FlowOutput:
     """Affine coupling transform (RealNVP, Dinh et al. 2017; Glow, Kingma & Dhariwal 2018).
 
-    x, shift, scale_raw: (N, ...), one dtype and device. Returns FlowOutput(y, logdet): forward,
-    y = x · s + shift; reverse=True, y = (x − shift) · exp(−log s) (x is then the flow's output
-    and y its input). log s is scale_raw ("exp"), logsigmoid(scale_raw + 2) ("sigmoid", Glow's
-    sigmoid(h + 2)) or clamp · tanh(scale_raw / clamp) ("softclamp", |log s| < clamp; `clamp`
-    is used by this map only). logdet (N,) is the sum of log s over every dimension but the
-    first, negated in reverse. mask (bool, or numbers all 0 or 1, broadcastable to x): where it
-    is 1, y = x and nothing is added to logdet (y = b·x + (1 − b)·(x · s + shift)). Gradients
-    flow to x, shift and scale_raw.
+    Forward, y = x · s + shift; reverse=True, y = (x − shift) · exp(−log s) (x is then the
+    flow's output and y its input). log s is scale_raw ("exp"), logsigmoid(scale_raw + 2)
+    ("sigmoid", Glow's sigmoid(h + 2)) or clamp · tanh(scale_raw / clamp) ("softclamp",
+    |log s| < clamp). Where the mask is 1, y = x and nothing is added to logdet
+    (y = b·x + (1 − b)·(x · s + shift)). Gradients flow to x, shift and scale_raw.
+
+    Args:
+        x: (N, ...) input.
+        shift: the shift, shaped like x, x's dtype and device.
+        scale_raw: the unconstrained scale, shaped like x, x's dtype and device.
+        scale_map: "exp", "sigmoid" or "softclamp": how scale_raw becomes log s.
+        mask: bool, or numbers all 0 or 1, broadcastable to x, on x's device; 1 passes x
+            through. None: every element is transformed.
+        reverse: apply the inverse map.
+        clamp: the bound of "softclamp" (> 0, finite); unused by the other maps.
+
+    Returns:
+        FlowOutput(y, logdet): y shaped like x; logdet (N,), the sum of log s over every
+        dimension but the first (masked elements excluded), negated in reverse, in at least fp32.
+
+    Raises:
+        TypeError: a tensor argument of the wrong type or dtype, reverse not a bool, clamp not
+            a number, or mask neither None nor a real tensor.
+        ValueError: shift or scale_raw not shaped like x or on another device, x a 0-d
+            tensor, scale_map unknown, clamp not finite and > 0, or mask not broadcastable to
+            x, on another device, or holding numbers other than 0 and 1.
     """
     x, shift, scale_raw = autocast_inputs("affine_coupling", x, shift, scale_raw)
     check_inputs(x, shift, scale_raw, scale_map, mask, reverse, clamp)

@@ -109,7 +109,14 @@ def _autograd_backward(ctx, grad):
 library_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
-def check_inputs(x, weight, bias, dilation, groups, activation):
+def check_inputs(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    dilation: int,
+    groups: int,
+    activation: Optional[str],
+) -> None:
     """Raise ValueError/TypeError, naming the argument, for anything the op cannot compute."""
     check_tensor("x", x, ndim=3)
     check_tensor("weight", weight, ndim=3)
@@ -137,14 +144,38 @@ def check_inputs(x, weight, bias, dilation, groups, activation):
     check_bias(bias, c_out, x)
 
 
-def causal_conv1d(x, weight, bias=None, *, dilation=1, groups=1, activation=None):
-    """Causal dilated 1-D convolution, with an optional fused activation.
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    *,
+    dilation: int = 1,
+    groups: int = 1,
+    activation: Optional[str] = None,
+) -> torch.Tensor:
+    """Causal dilated 1-D convolution (WaveNet, van den Oord et al. 2016), with an optional
+    fused activation.
 
-    x: (N, C_in, L); weight: (C_out, C_in/groups, K); bias: (C_out,) or None. Output position t
-    sees only inputs at t, t-d, ..., t-(K-1)d, exactly
+    Output position t sees only inputs at t, t-d, ..., t-(K-1)d, exactly
     ``F.conv1d(F.pad(x, ((K-1)*d, 0)), weight, bias, dilation=d, groups=groups)``, without making
-    the padded copy. ``activation`` is None, "tanh", "relu" or "gated"; "gated" returns
-    tanh(first half of the channels) * sigmoid(second half): (N, C_out/2, L).
+    the padded copy. "gated" returns tanh(first half of the channels) * sigmoid(second half).
+
+    Args:
+        x: (N, C_in, L) input.
+        weight: (C_out, C_in/groups, K), x's dtype and device.
+        bias: (C_out,), or None for no bias.
+        dilation: d >= 1, the spacing of the taps.
+        groups: >= 1, dividing C_in and C_out.
+        activation: None, "tanh", "relu" or "gated" (C_out even).
+
+    Returns:
+        (N, C_out, L), or (N, C_out/2, L) for "gated".
+
+    Raises:
+        TypeError: x, weight or bias not a floating tensor, of another dtype than x, or
+            dilation or groups not an int.
+        ValueError: a tensor of the wrong rank, shape or device, dilation or groups < 1,
+            groups not dividing the channels, or an unknown activation.
     """
     x, weight, bias = autocast_inputs("causal_conv1d", x, weight, bias)
     check_inputs(x, weight, bias, dilation, groups, activation)

@@ -11,7 +11,8 @@ per-example quantile is computed in torch (two kthvalue passes), a budget the ca
 """
 
 import math
-from typing import Optional
+from collections.abc import Sequence
+from typing import Any, Optional, Union
 
 import torch
 
@@ -52,7 +53,9 @@ def _rows(t):
 # --------------------------------------------------------------------------------------------------
 
 
-def schedule_arguments(*values):
+def schedule_arguments(
+    *values: Union[float, torch.Tensor],
+) -> tuple[list[Optional[torch.Tensor]], list[float]]:
     """(schedule, values) of the registered ops for floats and (N,) tensors."""
     return (
         [v if isinstance(v, torch.Tensor) else None for v in values],
@@ -388,17 +391,17 @@ def _host_step(
 
 
 def loop_step(
-    kind,
-    x,
-    model_output,
-    values,
+    kind: str,
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    values: Sequence[float],
     *,
-    scales=(1.0, 1.0),
-    seed=None,
-    table=None,
-    state=None,
-    **options,
-):
+    scales: tuple[float, float] = (1.0, 1.0),
+    seed: Optional[int] = None,
+    table: Optional[torch.Tensor] = None,
+    state: Optional[torch.Tensor] = None,
+    **options: Any,
+) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """One step of a sampler loop: the step `kind` (kernels.diffusion.KINDS) with schedule
     `values` (floats), x read as x·scales[0] (the σ form) and the result written ·scales[1] (the
     model's scaling), noise drawn from `seed` where given (None: no noise). Options as the step
@@ -891,10 +894,11 @@ def _loss_backward(
         grads = _reference_loss_backward(
             grad, model_output, x0, noise, alpha_bar, prediction, min_snr_gamma
         )
-    return tuple(
+    d_output, d_x0, d_noise = (
         g if g is not None and wanted else model_output.new_empty(0)
         for g, wanted in zip(grads, (True, want_x0, want_noise))
     )
+    return d_output, d_x0, d_noise
 
 
 def _reference_loss_backward(grad, model_output, x0, noise, alpha_bar, prediction, min_snr_gamma):
@@ -1124,20 +1128,20 @@ def _draws(noise, generator, *zero_noise):
 
 
 def ddpm_library_inputs(
-    x_t,
-    model_output,
-    alpha_bar_t,
-    alpha_bar_prev,
-    noise=None,
-    uncond=None,
+    x_t: torch.Tensor,
+    model_output: torch.Tensor,
+    alpha_bar_t: Union[float, torch.Tensor],
+    alpha_bar_prev: Union[float, torch.Tensor],
+    noise: Optional[torch.Tensor] = None,
+    uncond: Optional[torch.Tensor] = None,
     *,
-    prediction="eps",
-    variance="fixed_small",
-    clip=None,
-    threshold=None,
-    guidance_scale=1.0,
-    generator=None,
-):
+    prediction: str = "eps",
+    variance: str = "fixed_small",
+    clip: Optional[float] = None,
+    threshold: Optional[float] = None,
+    guidance_scale: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """(args, kwargs) of `ddpm_library_op` for a checked call of `ddpm_step`."""
     seed, draw = _draws(noise, generator, _is_float(alpha_bar_prev, 1))
     kwargs = dict(
@@ -1159,33 +1163,57 @@ def ddpm_library_inputs(
 
 
 def ddpm_step(
-    x_t,
-    model_output,
-    alpha_bar_t,
-    alpha_bar_prev,
+    x_t: torch.Tensor,
+    model_output: torch.Tensor,
+    alpha_bar_t: Union[float, torch.Tensor],
+    alpha_bar_prev: Union[float, torch.Tensor],
     *,
-    prediction="eps",
-    variance="fixed_small",
-    clip=None,
-    threshold=None,
-    uncond=None,
-    guidance_scale=1.0,
-    noise=None,
-    generator=None,
-):
+    prediction: str = "eps",
+    variance: str = "fixed_small",
+    clip: Optional[float] = None,
+    threshold: Optional[float] = None,
+    uncond: Optional[torch.Tensor] = None,
+    guidance_scale: float = 1.0,
+    noise: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """One DDPM ancestral step x_t -> x_{t−1} (Ho et al., 2020), fused in one pass.
 
-    x_t, model_output: (N, ...), the model's prediction of "eps" (the noise), "x0" or "v"
-    (Salimans & Ho, 2022). alpha_bar_t in (0, 1) and alpha_bar_prev in [alpha_bar_t, 1]: floats,
-    or per-example (N,) tensors (float32 or x_t's dtype). x0 is optionally clipped to
-    [−clip, clip] and/or dynamically thresholded at the per-example quantile `threshold`
-    (Saharia et al., 2022). variance: "fixed_small" (β̃_t) or "fixed_large" (β_t). With
-    `uncond`, the model's unconditional output, the step uses the classifier-free guided output
-    uncond + guidance_scale · (model_output − uncond) (Ho & Salimans, 2022), combined in the
-    same pass. Returns x_{t−1} = μ + σ z; no noise where alpha_bar_prev = 1 (the last step).
-    z is `noise` when given (then kernel and reference agree), otherwise drawn by the running
-    implementation from a seed taken from `generator`: reproducible per backend, not across
-    them. Forward only (no autograd).
+    x_{t−1} = μ + σ z, the posterior q(x_{t−1} | x_t, x0) at the model's x0 (Ho et al., 2020,
+    eq. 7), guidance combined in the same pass; no noise where alpha_bar_prev = 1 (the last
+    step). A drawn z is reproducible per backend, not across them. Forward only (no autograd).
+
+    Args:
+        x_t: (N, ...) the noisy sample at step t.
+        model_output: the model's prediction at x_t, shaped like x_t, its dtype and device.
+        alpha_bar_t: ᾱ_t in (0, 1): a float, or a per-example (N,) tensor (float32 or x_t's
+            dtype, on x_t's device).
+        alpha_bar_prev: ᾱ_{t−1} in [alpha_bar_t, 1], the same kinds.
+        prediction: what the model predicts: "eps" (the noise), "x0" or "v" (Salimans & Ho,
+            2022).
+        variance: "fixed_small" (β̃_t) or "fixed_large" (β_t).
+        clip: > 0: x0 clipped to [−clip, clip]; None: not clipped.
+        threshold: a quantile in (0, 1): x0 dynamically thresholded at that per-example
+            quantile (Saharia et al., 2022); None: not thresholded.
+        uncond: the model's unconditional output, shaped like model_output; with it the step
+            uses the guided output uncond + guidance_scale · (model_output − uncond)
+            (classifier-free guidance, Ho & Salimans, 2022). None: no guidance.
+        guidance_scale: the guidance weight; must be 1 without uncond.
+        noise: z, shaped like x_t (then kernel and reference agree); None: drawn by the
+            running implementation from a seed taken from `generator`.
+        generator: the source of that seed; None: torch's global generator. Not with `noise`.
+
+    Returns:
+        x_{t−1}, shaped like x_t, in its dtype.
+
+    Raises:
+        TypeError: a tensor argument not a floating tensor or of another dtype than x_t, a
+            schedule value neither a number nor a tensor (or of another dtype), a number
+            argument not a number, or generator not a torch.Generator.
+        ValueError: tensors of other shapes or devices, a schedule value outside its interval
+            or alpha_bar_prev < alpha_bar_t, an unknown prediction or variance, clip ≤ 0,
+            threshold outside (0, 1), guidance_scale ≠ 1 without uncond, or both noise and
+            generator.
     """
     _check_denoising(
         x_t,
@@ -1219,21 +1247,21 @@ def ddpm_step(
 
 
 def ddim_library_inputs(
-    x_t,
-    model_output,
-    alpha_bar_t,
-    alpha_bar_prev,
-    noise=None,
-    uncond=None,
+    x_t: torch.Tensor,
+    model_output: torch.Tensor,
+    alpha_bar_t: Union[float, torch.Tensor],
+    alpha_bar_prev: Union[float, torch.Tensor],
+    noise: Optional[torch.Tensor] = None,
+    uncond: Optional[torch.Tensor] = None,
     *,
-    eta=0.0,
-    prediction="eps",
-    clip=None,
-    threshold=None,
-    use_clipped_model_output=False,
-    guidance_scale=1.0,
-    generator=None,
-):
+    eta: float = 0.0,
+    prediction: str = "eps",
+    clip: Optional[float] = None,
+    threshold: Optional[float] = None,
+    use_clipped_model_output: bool = False,
+    guidance_scale: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """(args, kwargs) of `ddim_library_op` for a checked call of `ddim_step`."""
     seed, draw = _draws(noise, generator, eta == 0, _is_float(alpha_bar_prev, 1))
     kwargs = dict(
@@ -1256,21 +1284,21 @@ def ddim_library_inputs(
 
 
 def ddim_step(
-    x_t,
-    model_output,
-    alpha_bar_t,
-    alpha_bar_prev,
+    x_t: torch.Tensor,
+    model_output: torch.Tensor,
+    alpha_bar_t: Union[float, torch.Tensor],
+    alpha_bar_prev: Union[float, torch.Tensor],
     *,
-    eta=0.0,
-    prediction="eps",
-    clip=None,
-    threshold=None,
-    use_clipped_model_output=False,
-    uncond=None,
-    guidance_scale=1.0,
-    noise=None,
-    generator=None,
-):
+    eta: float = 0.0,
+    prediction: str = "eps",
+    clip: Optional[float] = None,
+    threshold: Optional[float] = None,
+    use_clipped_model_output: bool = False,
+    uncond: Optional[torch.Tensor] = None,
+    guidance_scale: float = 1.0,
+    noise: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """One DDIM step x_t -> x_{t−1} (Song et al., 2021, eq. 12), fused in one pass.
 
     Arguments as `ddpm_step`; eta ≥ 0 scales the noise: 0 is deterministic DDIM, 1 matches
@@ -1279,6 +1307,31 @@ def ddim_step(
     clamped but ε̂ stays the model's (the one implied by the unclamped x0), as in the DDIM
     authors' code and diffusers' DDIMScheduler; `use_clipped_model_output=True` derives ε̂ from
     the clamped x0 instead (diffusers' option of that name). Forward only (no autograd).
+
+    Args:
+        x_t: (N, ...) the noisy sample at step t.
+        model_output: the model's prediction at x_t, shaped like x_t, its dtype and device.
+        alpha_bar_t: ᾱ_t in (0, 1): a float or a per-example (N,) tensor, as in `ddpm_step`.
+        alpha_bar_prev: ᾱ_prev in [alpha_bar_t, 1], the same kinds.
+        eta: ≥ 0, the scale of the noise (0: deterministic).
+        prediction: "eps", "x0" or "v".
+        clip: > 0: x0 clipped to [−clip, clip]; None: not clipped.
+        threshold: a quantile in (0, 1) for dynamic thresholding; None: none.
+        use_clipped_model_output: derive ε̂ from the clamped x0.
+        uncond: the model's unconditional output, shaped like model_output; with it the step
+            uses the guided output uncond + guidance_scale · (model_output − uncond)
+            (classifier-free guidance, Ho & Salimans, 2022). None: no guidance.
+        guidance_scale: the guidance weight; must be 1 without uncond.
+        noise: z, shaped like x_t; None: drawn from a seed taken from `generator` (unused
+            when eta = 0).
+        generator: the source of that seed; None: torch's global generator. Not with `noise`.
+
+    Returns:
+        x_{t−1}, shaped like x_t, in its dtype.
+
+    Raises:
+        TypeError: as `ddpm_step`.
+        ValueError: as `ddpm_step` (but for variance), and eta < 0.
     """
     _check_denoising(
         x_t,
@@ -1313,19 +1366,19 @@ def ddim_step(
 
 
 def euler_library_inputs(
-    x,
-    model_output,
-    sigma,
-    sigma_next,
-    noise=None,
-    uncond=None,
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    sigma: Union[float, torch.Tensor],
+    sigma_next: Union[float, torch.Tensor],
+    noise: Optional[torch.Tensor] = None,
+    uncond: Optional[torch.Tensor] = None,
     *,
-    prediction="eps",
-    churn=0.0,
-    s_noise=1.0,
-    guidance_scale=1.0,
-    generator=None,
-):
+    prediction: str = "eps",
+    churn: float = 0.0,
+    s_noise: float = 1.0,
+    guidance_scale: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """(args, kwargs) of `euler_library_op` for a checked call of `euler_step`."""
     seed, _ = _draws(noise, generator, churn == 0)
     kwargs = dict(
@@ -1339,19 +1392,19 @@ def euler_library_inputs(
 
 
 def euler_step(
-    x,
-    model_output,
-    sigma,
-    sigma_next,
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    sigma: Union[float, torch.Tensor],
+    sigma_next: Union[float, torch.Tensor],
     *,
-    prediction="eps",
-    churn=0.0,
-    s_noise=1.0,
-    uncond=None,
-    guidance_scale=1.0,
-    noise=None,
-    generator=None,
-):
+    prediction: str = "eps",
+    churn: float = 0.0,
+    s_noise: float = 1.0,
+    uncond: Optional[torch.Tensor] = None,
+    guidance_scale: float = 1.0,
+    noise: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """One Euler step of the probability-flow ODE in the σ form x = x0 + σ ε (Karras et al.,
     2022, Algorithms 1-2), fused in one pass: x' = x + (σ_next − σ) (x − D) / σ, where
     D = x − σ ε̂ ("eps"), the model's x0 ("x0"), or x/(1+σ²) − σ/sqrt(1+σ²) v̂ ("v", v of the
@@ -1360,6 +1413,34 @@ def euler_step(
     step's level σ̂ = σ_next (1 + γ) with s_noise · sqrt(σ̂² − σ_next²) z (Algorithm 2, lines
     5-6, of the next step, fused here): evaluate the model next at σ̂. Guidance and z as in
     `ddpm_step`. Forward only (no autograd).
+
+    Args:
+        x: (N, ...) the sample at level σ, in the σ form.
+        model_output: the model's prediction at (x, σ), shaped like x, its dtype and device.
+        sigma: σ > 0: a float or a per-example (N,) tensor (float32 or x's dtype, on x's
+            device).
+        sigma_next: σ_next in [0, sigma], the same kinds.
+        prediction: "eps", "x0" or "v".
+        churn: γ ≥ 0; 0: the deterministic step (no noise).
+        s_noise: ≥ 0, the scale of the churn's noise.
+        uncond: the model's unconditional output, shaped like model_output; with it the step
+            uses the guided output uncond + guidance_scale · (model_output − uncond)
+            (classifier-free guidance, Ho & Salimans, 2022). None: no guidance.
+        guidance_scale: the guidance weight; must be 1 without uncond.
+        noise: z, shaped like x (used where churn > 0); None: drawn from a seed taken from
+            `generator`.
+        generator: the source of that seed; None: torch's global generator. Not with `noise`.
+
+    Returns:
+        x', shaped like x, in its dtype.
+
+    Raises:
+        TypeError: a tensor argument not a floating tensor or of another dtype than x, a
+            schedule value neither a number nor a tensor (or of another dtype), a number
+            argument not a number, or generator not a torch.Generator.
+        ValueError: tensors of other shapes or devices, sigma ≤ 0, sigma_next < 0 or
+            > sigma, an unknown prediction, churn or s_noise < 0 or not finite,
+            guidance_scale ≠ 1 without uncond, or both noise and generator.
     """
     _check_pair("x", x, "model_output", model_output, noise, generator, uncond=uncond)
     _check_sigmas(x, sigma, sigma_next, prediction, uncond, guidance_scale)
@@ -1381,21 +1462,21 @@ def euler_step(
 
 
 def heun_library_inputs(
-    x,
-    model_output,
-    model_output_next,
-    sigma,
-    sigma_next,
-    noise=None,
-    uncond=None,
-    uncond_next=None,
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    model_output_next: torch.Tensor,
+    sigma: Union[float, torch.Tensor],
+    sigma_next: Union[float, torch.Tensor],
+    noise: Optional[torch.Tensor] = None,
+    uncond: Optional[torch.Tensor] = None,
+    uncond_next: Optional[torch.Tensor] = None,
     *,
-    prediction="eps",
-    churn=0.0,
-    s_noise=1.0,
-    guidance_scale=1.0,
-    generator=None,
-):
+    prediction: str = "eps",
+    churn: float = 0.0,
+    s_noise: float = 1.0,
+    guidance_scale: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """(args, kwargs) of `heun_library_op` for a checked call of `heun_step`."""
     seed, _ = _draws(noise, generator, churn == 0)
     kwargs = dict(
@@ -1417,27 +1498,50 @@ def heun_library_inputs(
 
 
 def heun_step(
-    x,
-    model_output,
-    model_output_next,
-    sigma,
-    sigma_next,
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    model_output_next: torch.Tensor,
+    sigma: Union[float, torch.Tensor],
+    sigma_next: Union[float, torch.Tensor],
     *,
-    prediction="eps",
-    churn=0.0,
-    s_noise=1.0,
-    uncond=None,
-    uncond_next=None,
-    guidance_scale=1.0,
-    noise=None,
-    generator=None,
-):
+    prediction: str = "eps",
+    churn: float = 0.0,
+    s_noise: float = 1.0,
+    uncond: Optional[torch.Tensor] = None,
+    uncond_next: Optional[torch.Tensor] = None,
+    guidance_scale: float = 1.0,
+    noise: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """Heun's second-order step (Karras et al., 2022, Algorithm 2, lines 7-11), fused in one pass:
     `model_output` is the model at (x, σ), `model_output_next` the model at the Euler point
     x_e = euler_step(x, model_output, σ, σ_next) and σ_next, which the kernel recomputes rather
     than reads; x' = x + (σ_next − σ) (d + d') / 2. sigma_next > 0 (a last step to 0 is Euler's).
     uncond / uncond_next guide the two outputs with one guidance_scale. Churn, prediction and z
     as in `euler_step`. Forward only (no autograd).
+
+    Args:
+        x: (N, ...) the sample at level σ, in the σ form.
+        model_output: the model's prediction at (x, σ), shaped like x, its dtype and device.
+        model_output_next: the model's prediction at the Euler point and σ_next, the same.
+        sigma: σ > 0: a float or a per-example (N,) tensor, as in `euler_step`.
+        sigma_next: σ_next in (0, sigma], the same kinds.
+        prediction: "eps", "x0" or "v".
+        churn: γ ≥ 0, as in `euler_step`.
+        s_noise: ≥ 0, the scale of the churn's noise.
+        uncond: the unconditional output at (x, σ); None: no guidance.
+        uncond_next: the unconditional output at the Euler point; given with uncond only.
+        guidance_scale: the guidance weight; must be 1 without uncond.
+        noise: z, shaped like x (used where churn > 0); None: drawn from a seed taken from
+            `generator`.
+        generator: the source of that seed; None: torch's global generator. Not with `noise`.
+
+    Returns:
+        x', shaped like x, in its dtype.
+
+    Raises:
+        TypeError: as `euler_step`.
+        ValueError: as `euler_step`, sigma_next = 0, or only one of uncond and uncond_next.
     """
     _check_pair(
         "x",
@@ -1476,17 +1580,17 @@ def heun_step(
 
 
 def dpmpp_2m_library_inputs(
-    x,
-    model_output,
-    sigma,
-    sigma_next,
-    previous_denoised=None,
-    uncond=None,
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    sigma: Union[float, torch.Tensor],
+    sigma_next: Union[float, torch.Tensor],
+    previous_denoised: Optional[torch.Tensor] = None,
+    uncond: Optional[torch.Tensor] = None,
     *,
-    sigma_prev=None,
-    prediction="eps",
-    guidance_scale=1.0,
-):
+    sigma_prev: Optional[Union[float, torch.Tensor]] = None,
+    prediction: str = "eps",
+    guidance_scale: float = 1.0,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """(args, kwargs) of `dpmpp_2m_library_op` for a checked call of `dpmpp_2m_step`."""
     prev = sigma_prev if sigma_prev is not None else 1.0  # unused on a first-order step
     return (
@@ -1499,23 +1603,44 @@ def dpmpp_2m_library_inputs(
 
 
 def dpmpp_2m_step(
-    x,
-    model_output,
-    sigma,
-    sigma_next,
+    x: torch.Tensor,
+    model_output: torch.Tensor,
+    sigma: Union[float, torch.Tensor],
+    sigma_next: Union[float, torch.Tensor],
     *,
-    previous_denoised=None,
-    sigma_prev=None,
-    prediction="eps",
-    uncond=None,
-    guidance_scale=1.0,
-):
+    previous_denoised: Optional[torch.Tensor] = None,
+    sigma_prev: Optional[Union[float, torch.Tensor]] = None,
+    prediction: str = "eps",
+    uncond: Optional[torch.Tensor] = None,
+    guidance_scale: float = 1.0,
+) -> DPMSolverOutput:
     """One DPM-Solver++(2M) step (Lu et al., 2022, Algorithm 2) in the σ form, fused in one pass:
     x' = (σ_next/σ) x + (1 − σ_next/σ) D̄ with D̄ = (1 + 1/2r) D − D_prev/2r, r = h_prev/h,
     h = log(σ/σ_next), h_prev = log(sigma_prev/σ); first order (D̄ = D) without
     previous_denoised and where σ_next = 0. Returns DPMSolverOutput(x', D), D = D(x; σ) of this
     step: pass it as the next step's previous_denoised, with this σ as its sigma_prev.
     Prediction and guidance as in `euler_step`. Deterministic; forward only (no autograd).
+
+    Args:
+        x: (N, ...) the sample at level σ, in the σ form.
+        model_output: the model's prediction at (x, σ), shaped like x, its dtype and device.
+        sigma: σ > 0: a float or a per-example (N,) tensor, as in `euler_step`.
+        sigma_next: σ_next in [0, sigma], the same kinds.
+        previous_denoised: the previous step's D, shaped like x; None: a first-order step.
+        sigma_prev: the previous step's σ (> sigma), given with previous_denoised only.
+        prediction: "eps", "x0" or "v".
+        uncond: the model's unconditional output, shaped like model_output; with it the step
+            uses the guided output uncond + guidance_scale · (model_output − uncond)
+            (classifier-free guidance, Ho & Salimans, 2022). None: no guidance.
+        guidance_scale: the guidance weight; must be 1 without uncond.
+
+    Returns:
+        DPMSolverOutput(x, denoised): x' and D, both shaped like x, in its dtype.
+
+    Raises:
+        TypeError: as `euler_step`.
+        ValueError: as `euler_step`, only one of previous_denoised and sigma_prev, or
+            sigma_prev ≤ sigma.
     """
     _check_pair(
         "x",
@@ -1552,18 +1677,49 @@ def dpmpp_2m_step(
     return DPMSolverOutput(*dpmpp_2m_library_op(*args, **kwargs))
 
 
-def langevin_library_inputs(x, score, step_size, noise=None, *, generator=None):
+def langevin_library_inputs(
+    x: torch.Tensor,
+    score: torch.Tensor,
+    step_size: Union[float, torch.Tensor],
+    noise: Optional[torch.Tensor] = None,
+    *,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """(args, kwargs) of `langevin_library_op` for a checked call of `langevin_step`."""
     seed, draw = _draws(noise, generator, _is_float(step_size, 0))
     return (x, score, noise, *schedule_arguments(step_size)), dict(seed=seed, draw=draw)
 
 
-def langevin_step(x, score, step_size, *, noise=None, generator=None):
+def langevin_step(
+    x: torch.Tensor,
+    score: torch.Tensor,
+    step_size: Union[float, torch.Tensor],
+    *,
+    noise: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
     """One step of unadjusted Langevin dynamics, fused in one pass:
     x + step_size / 2 · score + sqrt(step_size) · z (Song & Ermon, 2019, eq. 4).
 
-    x, score: (N, ...); step_size ≥ 0: a float or a per-example (N,) tensor (float32 or x's
-    dtype). z as in `ddpm_step`. Forward only (no autograd).
+    z as in `ddpm_step`. Forward only (no autograd).
+
+    Args:
+        x: (N, ...) the current sample.
+        score: the score ∇_x log p at x, shaped like x, its dtype and device.
+        step_size: ≥ 0: a float or a per-example (N,) tensor (float32 or x's dtype, on x's
+            device); 0 adds no noise.
+        noise: z, shaped like x; None: drawn from a seed taken from `generator`.
+        generator: the source of that seed; None: torch's global generator. Not with `noise`.
+
+    Returns:
+        The next sample, shaped like x, in its dtype.
+
+    Raises:
+        TypeError: a tensor argument not a floating tensor or of another dtype than x,
+            step_size neither a number nor a tensor (or of another dtype), or generator not
+            a torch.Generator.
+        ValueError: tensors of other shapes or devices, step_size < 0 or not finite, or both
+            noise and generator.
     """
     _check_pair("x", x, "score", score, noise, generator)
     _check_schedule("step_size", step_size, x, 0, math.inf, low_open=False, high_open=True)
@@ -1571,14 +1727,34 @@ def langevin_step(x, score, step_size, *, noise=None, generator=None):
     return langevin_library_op(*args, **kwargs)
 
 
-def q_sample_library_inputs(x0, alpha_bar, noise):
+def q_sample_library_inputs(
+    x0: torch.Tensor, alpha_bar: Union[float, torch.Tensor], noise: torch.Tensor
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """(args, kwargs) of `q_sample_library_op` for a checked call of `q_sample`."""
     return (x0, noise, *schedule_arguments(alpha_bar)), {}
 
 
-def q_sample(x0, alpha_bar, noise):
+def q_sample(
+    x0: torch.Tensor, alpha_bar: Union[float, torch.Tensor], noise: torch.Tensor
+) -> torch.Tensor:
     """x_t = sqrt(ᾱ) x0 + sqrt(1 − ᾱ) ε, a draw of q(x_t | x0) (Ho et al., 2020, eq. 4), in one
-    pass. alpha_bar in (0, 1]: a float or an (N,) tensor. Differentiable in x0 and noise."""
+    pass. Differentiable in x0 and noise.
+
+    Args:
+        x0: (N, ...) clean data.
+        alpha_bar: ᾱ in (0, 1]: a float or a per-example (N,) tensor (float32 or x0's dtype,
+            on x0's device).
+        noise: ε, shaped like x0, its dtype and device.
+
+    Returns:
+        x_t, shaped like x0, in its dtype.
+
+    Raises:
+        TypeError: x0 or noise not a floating tensor or of other dtypes, or alpha_bar neither
+            a number nor a tensor (or of another dtype).
+        ValueError: noise not shaped like x0 or on another device, x0 a 0-d tensor, or
+            alpha_bar outside (0, 1].
+    """
     _check_pair("x0", x0, "noise", noise, None, None)
     _check_schedule("alpha_bar", alpha_bar, x0, 0, 1)
     args, kwargs = q_sample_library_inputs(x0, alpha_bar, noise)
@@ -1586,22 +1762,55 @@ def q_sample(x0, alpha_bar, noise):
 
 
 def diffusion_loss_library_inputs(
-    model_output, x0, noise, alpha_bar, *, prediction="eps", min_snr_gamma=None
-):
+    model_output: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    alpha_bar: Union[float, torch.Tensor],
+    *,
+    prediction: str = "eps",
+    min_snr_gamma: Optional[float] = None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """(args, kwargs) of `diffusion_loss_library_op` for a checked call of `diffusion_loss`."""
     return (model_output, x0, noise, *schedule_arguments(alpha_bar)), dict(
         prediction=prediction, min_snr_gamma=_optional_float(min_snr_gamma)
     )
 
 
-def diffusion_loss(model_output, x0, noise, alpha_bar, *, prediction="eps", min_snr_gamma=None):
+def diffusion_loss(
+    model_output: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    alpha_bar: Union[float, torch.Tensor],
+    *,
+    prediction: str = "eps",
+    min_snr_gamma: Optional[float] = None,
+) -> torch.Tensor:
     """The simple loss of Ho et al. (2020, eq. 14) per example, fused: the mean over an example's
     elements of (model_output − target)², target = noise ("eps"), x0 ("x0") or
     sqrt(ᾱ) noise − sqrt(1 − ᾱ) x0 ("v", Salimans & Ho, 2022), weighted by min-SNR-γ (Hang et
     al., 2023: min(SNR, γ)/SNR for eps, min(SNR, γ) for x0, min(SNR, γ)/(SNR + 1) for v, with
     SNR = ᾱ/(1 − ᾱ)) when min_snr_gamma is given. x_t = q_sample(x0, alpha_bar, noise) is what
-    the model saw. Returns (N,) losses in at least fp32. Differentiable: the backward is one
-    more fused pass for model_output (x0 and noise, usually data, get a scaling of it)."""
+    the model saw. Differentiable: the backward is one more fused pass for model_output (x0 and
+    noise, usually data, get a scaling of it).
+
+    Args:
+        model_output: (N, ...) the model's prediction at x_t.
+        x0: the clean data, shaped like model_output, its dtype and device.
+        noise: the ε that made x_t, the same.
+        alpha_bar: ᾱ in (0, 1): a float or a per-example (N,) tensor (float32 or x0's dtype,
+            on its device).
+        prediction: what the model predicts: "eps", "x0" or "v".
+        min_snr_gamma: γ > 0 of the min-SNR-γ weighting; None: unweighted.
+
+    Returns:
+        (N,) losses, in at least fp32.
+
+    Raises:
+        TypeError: a tensor argument not a floating tensor or of another dtype, alpha_bar
+            neither a number nor a tensor, or min_snr_gamma not a number.
+        ValueError: tensors of other shapes or devices, alpha_bar outside (0, 1), an unknown
+            prediction, or min_snr_gamma ≤ 0.
+    """
     model_output, x0, noise = autocast_inputs("diffusion_loss", model_output, x0, noise)
     _check_pair("model_output", model_output, "x0", x0, noise, None)
     check_shape_of("noise", noise, "model_output", model_output)

@@ -110,7 +110,12 @@ def _autograd_backward(ctx, grad_z, grad_kl):
 library_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
-def check_inputs(mean, log_var, noise, generator):
+def check_inputs(
+    mean: torch.Tensor,
+    log_var: torch.Tensor,
+    noise: Optional[torch.Tensor],
+    generator: Optional[torch.Generator],
+) -> None:
     """Raise ValueError/TypeError, naming the argument, for anything the op cannot compute."""
     check_tensor("mean", mean)
     if mean.ndim < 2:
@@ -123,16 +128,37 @@ def check_inputs(mean, log_var, noise, generator):
     check_noise_source(noise, generator)
 
 
-def gaussian_reparam_kl(mean, log_var, noise=None, *, generator=None):
-    """Reparameterised sample of N(mean, exp(log_var)) and its KL to N(0, I), per example.
+def gaussian_reparam_kl(
+    mean: torch.Tensor,
+    log_var: torch.Tensor,
+    noise: Optional[torch.Tensor] = None,
+    *,
+    generator: Optional[torch.Generator] = None,
+) -> ReparamOutput:
+    """Reparameterised sample of N(mean, exp(log_var)) and its KL to N(0, I), per example
+    (the VAE's reparameterisation trick and Gaussian KL, Kingma & Welling 2014, sec. 2.4 and
+    appendix B).
 
-    mean, log_var: (N, D, ...). Returns ReparamOutput(z, kl): z = mean + exp(log_var / 2) * eps,
-    shaped like mean, and kl: (N,), KL(N(mean, exp(log_var)) || N(0, I)) summed over every
-    dimension but the first. eps is `noise` when given (then kernel and reference agree),
-    otherwise standard normal noise drawn by the running implementation from a seed taken from
-    `generator` (torch's global generator by default): reproducible per backend, not across
-    them. Gradients flow to mean, log_var and a given noise. Under autocast it computes in
-    float32, like autocast's losses.
+    z = mean + exp(log_var / 2) * eps and KL(N(mean, exp(log_var)) || N(0, I)) =
+    ½ Σ (mean² + exp(log_var) − 1 − log_var), summed over every dimension but the first.
+    Reproducible per backend, not across them, when the noise is drawn. Gradients flow to mean,
+    log_var and a given noise. Under autocast it computes in float32, like autocast's losses.
+
+    Args:
+        mean: (N, D, ...) posterior mean.
+        log_var: the posterior log-variance, shaped like mean, its dtype and device.
+        noise: eps, shaped like mean (then kernel and reference agree); None: standard normal
+            noise drawn by the running implementation from a seed taken from `generator`.
+        generator: the source of that seed; None: torch's global generator. Not with `noise`.
+
+    Returns:
+        ReparamOutput(z, kl): z shaped like mean, kl (N,).
+
+    Raises:
+        TypeError: a tensor argument not a floating tensor or of another dtype than mean, or
+            generator not a torch.Generator.
+        ValueError: mean with fewer than 2 dims, log_var or noise not shaped like mean or on
+            another device, or both noise and generator given.
     """
     mean, log_var, noise = autocast_inputs("gaussian_reparam_kl", mean, log_var, noise)
     check_inputs(mean, log_var, noise, generator)

@@ -10,7 +10,8 @@ the tensors kept on the device: cached by the function, held by nn.MaskedConv2d.
 reads nothing back and launches nothing but the op's kernels.
 """
 
-from typing import Optional
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import torch
 
@@ -37,7 +38,7 @@ def _kernels():
     return kernels
 
 
-def active_taps(full, dilation):
+def active_taps(full: torch.Tensor, dilation: int) -> torch.Tensor:
     """The kernels' tap table of a full mask: an int32 (T, 3) tensor with a row
     (dh·dilation, dw·dilation, row·kw + column) for each tap (row, column) of the kernel window
     where any channel pair is active, (dh, dw) its offset from the centre, in raster order. A
@@ -51,7 +52,14 @@ def active_taps(full, dilation):
     return torch.stack(offsets, 1).to(torch.int32)
 
 
-def mask_and_taps(weight_shape, mask, color_groups, gated, dilation, device):
+def mask_and_taps(
+    weight_shape: Sequence[int],
+    mask: Union[str, torch.Tensor],
+    color_groups: int,
+    gated: bool,
+    dilation: int,
+    device: Union[torch.device, str],
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(full mask, tap table, channel_mask) of the layer, built on the host, the two tensors
     then moved to `device`: the op's `mask`, `taps` and `channel_mask` arguments. channel_mask
     says whether the mask switches off some channel pair at an active tap (colour groups, or a
@@ -68,7 +76,7 @@ def mask_and_taps(weight_shape, mask, color_groups, gated, dilation, device):
 
 # (weight shape, mask name or contents, colour groups, gated, dilation, device) -> mask_and_taps;
 # the image width is a kernel argument, so one table serves every width
-_PREPARED = {}
+_PREPARED: dict[tuple, tuple[torch.Tensor, torch.Tensor, bool]] = {}
 
 
 def _prepared(weight_shape, mask, color_groups, gated, dilation, device):
@@ -179,7 +187,13 @@ def _autograd_backward(ctx, grad):
 library_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 
-def check_layer(weight_shape, mask, color_groups, dilation, activation):
+def check_layer(
+    weight_shape: Sequence[int],
+    mask: Union[str, torch.Tensor],
+    color_groups: int,
+    dilation: int,
+    activation: Optional[str],
+) -> None:
     """Raise ValueError/TypeError, naming the argument, for layer settings the op cannot compute
     with a weight of `weight_shape` (what MaskedConv2d checks once, when it is built)."""
     check_int("color_groups", color_groups, 1)
@@ -205,7 +219,16 @@ def check_layer(weight_shape, mask, color_groups, dilation, activation):
         )
 
 
-def check_inputs(x, weight, bias, residual, mask, color_groups, dilation, activation):
+def check_inputs(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    residual: Optional[torch.Tensor],
+    mask: Union[str, torch.Tensor],
+    color_groups: int,
+    dilation: int,
+    activation: Optional[str],
+) -> None:
     """Raise ValueError/TypeError, naming the argument, for anything the op cannot compute."""
     check_tensor("x", x, ndim=4)
     check_tensor("weight", weight, ndim=4)
@@ -228,9 +251,9 @@ def check_inputs(x, weight, bias, residual, mask, color_groups, dilation, activa
             )
 
 
-def check_prepared(prepared, weight, x):
-    """A (full mask, tap table, channel_mask) of `mask_and_taps` for this weight, on x's
-    device."""
+def check_prepared(prepared: object, weight: torch.Tensor, x: torch.Tensor) -> None:
+    """Raise TypeError/ValueError unless `prepared` is a (full mask, tap table, channel_mask) of
+    `mask_and_taps` for this weight, on x's device."""
     if not (
         isinstance(prepared, tuple)
         and len(prepared) == 3
@@ -257,24 +280,25 @@ def check_prepared(prepared, weight, x):
 
 
 def masked_conv2d(
-    x,
-    weight,
-    bias=None,
-    residual=None,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    residual: Optional[torch.Tensor] = None,
     *,
-    mask="B",
-    color_groups=1,
-    dilation=1,
-    activation=None,
-    prepared=None,
-):
-    """Masked 2-D convolution (PixelCNN), stride 1, "same" padding, odd kernel sizes.
+    mask: Union[str, torch.Tensor] = "B",
+    color_groups: int = 1,
+    dilation: int = 1,
+    activation: Optional[str] = None,
+    prepared: Optional[tuple[torch.Tensor, torch.Tensor, bool]] = None,
+) -> torch.Tensor:
+    """Masked 2-D convolution (PixelCNN, van den Oord et al. 2016), stride 1, "same" padding,
+    odd kernel sizes.
 
-    x: (N, C_in, H, W); weight: (C_out, C_in, kh, kw); bias: (C_out,) or None. Exactly
-    ``F.conv2d(x, where(M, weight, 0), bias, padding=d*(k//2), dilation=d)`` with the full mask
-    M (a weight that M switches off is never read: NaN or inf there stays out of the result),
-    then the activation (None, "tanh", "relu" or "gated": tanh of the first half of the channels
-    times sigmoid of the second) and, when given, plus `residual` (shaped like the output).
+    Exactly ``F.conv2d(x, where(M, weight, 0), bias, padding=d*(k//2), dilation=d)`` with the
+    full mask M (a weight that M switches off is never read: NaN or inf there stays out of the
+    result), then the activation (None, "tanh", "relu" or "gated": tanh of the first half of the
+    channels times sigmoid of the second) and, when given, plus `residual` (shaped like the
+    output).
     `mask` is "A" (taps strictly before the centre in raster order), "B" (those and the centre)
     or a bool (kh, kw) tensor of active taps. `color_groups` splits channels into ordered groups
     (RGB): at the centre tap, output group j sees input groups < j for "A" and <= j for "B" (and
@@ -285,6 +309,29 @@ def masked_conv2d(
     so give it as a CPU tensor: one on a GPU would be read back at every call. `prepared`,
     ``mask_and_taps(weight.shape, mask, color_groups, activation == "gated", dilation,
     x.device)``, skips the look-up (nn.MaskedConv2d holds it).
+
+    Args:
+        x: (N, C_in, H, W) input.
+        weight: (C_out, C_in, kh, kw), odd kh and kw, x's dtype and device.
+        bias: (C_out,), or None for no bias.
+        residual: a tensor shaped like the output, added after the activation; None: none.
+        mask: "A", "B" or a bool (kh, kw) tensor of active taps.
+        color_groups: >= 1 ordered channel groups, dividing C_in and C_out (per gated half).
+        dilation: >= 1, the spacing of the taps.
+        activation: None, "tanh", "relu" or "gated" (C_out even).
+        prepared: the (full mask, tap table, channel_mask) of `mask_and_taps` for these
+            settings, on x's device; None: built (and cached) here.
+
+    Returns:
+        (N, C_out, H, W), or (N, C_out/2, H, W) for "gated".
+
+    Raises:
+        TypeError: a tensor argument not a floating tensor or of another dtype than x, an int
+            setting not an int, mask neither "A", "B" nor a bool tensor, or prepared not such
+            a triple.
+        ValueError: a tensor of the wrong rank, shape or device, even kernel sizes, a setting
+            out of range, color_groups not dividing the channels, an unknown mask name or
+            activation, or a prepared mask or table that does not fit weight.
     """
     x, weight, bias, residual = autocast_inputs("masked_conv2d", x, weight, bias, residual)
     check_inputs(x, weight, bias, residual, mask, color_groups, dilation, activation)

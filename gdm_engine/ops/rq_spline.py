@@ -10,6 +10,8 @@ softplus) and zuko's (soft clip by `slope`, exp derivatives); see gdm_engine.ref
 
 import functools
 import math
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 
@@ -151,7 +153,7 @@ def _backward(
         shapes = (x.shape, widths.shape, heights.shape, derivatives.shape)
         return tuple(g.view(shape) for g, shape in zip(grads, shapes))
     return reference_vjp(
-        lambda *a: reference.rq_spline(*a, tail_bound, reverse, *form, box),
+        lambda x, w, h, d: reference.rq_spline(x, w, h, d, tail_bound, reverse, *form, box),
         (x, widths, heights, derivatives),
         (grad_y, grad_logabsdet),
     )
@@ -215,8 +217,13 @@ def _check_number(name, value, low, high, rule):
 
 
 def resolve_parameterisation(
-    parameterisation, K, min_bin_width=None, min_bin_height=None, min_derivative=None, slope=None
-):
+    parameterisation: str,
+    K: int,
+    min_bin_width: Optional[float] = None,
+    min_bin_height: Optional[float] = None,
+    min_derivative: Optional[float] = None,
+    slope: Optional[float] = None,
+) -> dict[str, Any]:
     """The library op's keyword arguments for a parameterisation, defaults filled in, after
     checking them: the minimum shares and derivative belong to "nflows" (each >= 0, a share
     times K at most 1, as nflows requires), `slope` to "zuko" (in (0, 1): its log clips)."""
@@ -243,15 +250,20 @@ def resolve_parameterisation(
         return {"parameterisation": "zuko", **_NFLOWS_DEFAULTS, "slope": float(slope)}
     if slope is not None:
         raise ValueError(f"slope applies to parameterisation='zuko', got slope={slope!r}")
+    filled: dict[str, float] = {}
     for name, value in mins.items():
-        mins[name] = _NFLOWS_DEFAULTS[name] if value is None else value
+        filled[name] = _NFLOWS_DEFAULTS[name] if value is None else value
         if name == "min_derivative":
-            _check_number(name, mins[name], "[0", "inf)", lambda v: v >= 0)
+            _check_number(name, filled[name], "[0", "inf)", lambda v: v >= 0)
         else:
             _check_number(
-                name, mins[name], "[0", f"1 / K = 1 / {K}]", lambda v: 0 <= v and v * K <= 1
+                name, filled[name], "[0", f"1 / K = 1 / {K}]", lambda v: 0 <= v and v * K <= 1
             )
-    return {"parameterisation": "nflows", **{n: float(v) for n, v in mins.items()}, "slope": SLOPE}
+    return {
+        "parameterisation": "nflows",
+        **{n: float(v) for n, v in filled.items()},
+        "slope": SLOPE,
+    }
 
 
 def _check_box(tail_bound, box):
@@ -282,7 +294,15 @@ def _check_box(tail_bound, box):
         )
 
 
-def check_inputs(x, widths, heights, derivatives, tail_bound, reverse, box=None):
+def check_inputs(
+    x: torch.Tensor,
+    widths: torch.Tensor,
+    heights: torch.Tensor,
+    derivatives: torch.Tensor,
+    tail_bound: Optional[float],
+    reverse: bool,
+    box: Optional[Sequence[float]] = None,
+) -> None:
     """Raise ValueError/TypeError, naming the argument, for anything the op cannot compute."""
     check_tensor("x", x)
     for name, value in (("widths", widths), ("heights", heights), ("derivatives", derivatives)):
@@ -318,20 +338,20 @@ def check_inputs(x, widths, heights, derivatives, tail_bound, reverse, box=None)
 
 
 def rq_spline(
-    x,
-    widths,
-    heights,
-    derivatives,
+    x: torch.Tensor,
+    widths: torch.Tensor,
+    heights: torch.Tensor,
+    derivatives: torch.Tensor,
     *,
-    tail_bound=None,
-    reverse=False,
-    parameterisation="nflows",
-    min_bin_width=None,
-    min_bin_height=None,
-    min_derivative=None,
-    slope=None,
-    box=None,
-):
+    tail_bound: Optional[float] = None,
+    reverse: bool = False,
+    parameterisation: str = "nflows",
+    min_bin_width: Optional[float] = None,
+    min_bin_height: Optional[float] = None,
+    min_derivative: Optional[float] = None,
+    slope: Optional[float] = None,
+    box: Optional[Sequence[float]] = None,
+) -> SplineOutput:
     """Monotonic rational-quadratic spline with identity tails (Durkan et al., 2019), elementwise.
 
     x: (...) float tensor. widths, heights: (..., K) unnormalised bin widths and heights (softmax
@@ -356,6 +376,35 @@ def rq_spline(
     parameterisation="zuko" reads the parameters as zuko's `MonotonicRQSTransform` does: each
     softly clipped by `slope` (default 1e-3), softmax shares without a minimum, inner
     derivatives exp of the clipped value (and, as there, y = x outside [-B, B]).
+
+    Args:
+        x: (...) float input (y with reverse=True).
+        widths: (..., K) unnormalised bin widths, K >= 2 (at most MAX_KERNEL_BINS on the
+            Triton backend), x's dtype and device.
+        heights: (..., K) unnormalised bin heights.
+        derivatives: (..., K - 1) unnormalised inner-knot derivatives, or (..., K + 1) with
+            the ends'.
+        tail_bound: B > 0 of the interval [-B, B]; None: 3.0 (or `box`).
+        reverse: compute the inverse.
+        parameterisation: "nflows" or "zuko".
+        min_bin_width: nflows' minimum share of a bin (share · K <= 1); None: 1e-3.
+        min_bin_height: the same for the heights; None: 1e-3.
+        min_derivative: nflows' minimum derivative (>= 0); None: 1e-3.
+        slope: zuko's soft clip, in (0, 1); None: 1e-3.
+        box: (left, right, bottom, top), finite with left < right and bottom < top, instead
+            of tail_bound; None: [-B, B] x [-B, B].
+
+    Returns:
+        SplineOutput(y, logabsdet), both shaped like x.
+
+    Raises:
+        TypeError: a tensor argument not a floating tensor or of another dtype than x, a
+            number argument not a number, reverse not a bool, parameterisation not a str, or
+            box not four numbers.
+        ValueError: parameter tensors of the wrong shapes or on another device, K < 2 (or
+            above MAX_KERNEL_BINS on Triton), tail_bound and box both given or out of range,
+            an unknown parameterisation, a setting of the other parameterisation, or a
+            minimum or slope out of range.
     """
     x, widths, heights, derivatives = autocast_inputs("rq_spline", x, widths, heights, derivatives)
     check_inputs(x, widths, heights, derivatives, tail_bound, reverse, box)

@@ -30,6 +30,8 @@ scales in and out of the σ form itself.
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
 
 import torch
 from tqdm import tqdm
@@ -39,6 +41,11 @@ from gdm_engine.ops import diffusion as step_ops
 from gdm_engine.reference.diffusion import PREDICTIONS
 
 from .schedules import spaced_timesteps, timestep_spacing
+
+# denoiser(x, t) -> the model's output, or the pair (conditional, unconditional) with guidance
+Denoiser = Callable[
+    [torch.Tensor, torch.Tensor], Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+]
 
 
 def _device_of(device, schedule):
@@ -225,21 +232,44 @@ def _denoising_loop(
 
 
 def ddpm_sample(
-    denoiser,
-    shape,
-    alpha_bars,
+    denoiser: Denoiser,
+    shape: Sequence[int],
+    alpha_bars: torch.Tensor,
     *,
-    generator=None,
-    device=None,
-    prediction="eps",
-    variance="fixed_small",
-    clip=None,
-    guidance_scale=None,
-    progress=False,
-    cuda_graph=False,
-):
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[torch.device, str]] = None,
+    prediction: str = "eps",
+    variance: str = "fixed_small",
+    clip: Optional[float] = None,
+    guidance_scale: Optional[float] = None,
+    progress: bool = False,
+    cuda_graph: bool = False,
+) -> torch.Tensor:
     """Ancestral sampling (Ho et al., 2020, Algorithm 2) through every step of the schedule
-    `alpha_bars` (T,), from x_T ~ N(0, I) to x_0; each step is one fused DDPM step kernel."""
+    `alpha_bars` (T,), from x_T ~ N(0, I) to x_0; each step is one fused DDPM step kernel.
+
+    Args:
+        denoiser: the model, denoiser(x, t) with t (N,) int64 indices into alpha_bars.
+        shape: (N, ...) of the samples.
+        alpha_bars: the schedule ᾱ, shape (T,), decreasing, best on the CPU (read once).
+        generator: draws x_T and each step's seed; None: torch's global generator.
+        device: where the samples are made; None: alpha_bars' device.
+        prediction: what the denoiser predicts: "eps", "x0" or "v".
+        variance: "fixed_small" (β̃_t) or "fixed_large" (β_t).
+        clip: > 0: each step's x0 clipped to [−clip, clip]; None: not clipped.
+        guidance_scale: classifier-free guidance weight, with a denoiser that returns the
+            pair (conditional, unconditional); None: no guidance.
+        progress: show a progress bar.
+        cuda_graph: replay one captured step in a CUDA graph (CUDA tensors, Triton backend;
+            see the module).
+
+    Returns:
+        x_0, of `shape`, on `device`.
+
+    Raises:
+        ValueError: an unknown prediction, a denoiser that does not return a pair with
+            guidance_scale, or cuda_graph off CUDA.
+    """
     _check_sampler(prediction)
     times = list(range(len(alpha_bars) - 1, -1, -1))
     return _denoising_loop(
@@ -259,22 +289,47 @@ def ddpm_sample(
 
 
 def ddim_sample(
-    denoiser,
-    shape,
-    alpha_bars,
-    steps,
+    denoiser: Denoiser,
+    shape: Sequence[int],
+    alpha_bars: torch.Tensor,
+    steps: int,
     *,
-    eta=0.0,
-    generator=None,
-    device=None,
-    prediction="eps",
-    clip=None,
-    guidance_scale=None,
-    progress=False,
-    cuda_graph=False,
-):
+    eta: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[torch.device, str]] = None,
+    prediction: str = "eps",
+    clip: Optional[float] = None,
+    guidance_scale: Optional[float] = None,
+    progress: bool = False,
+    cuda_graph: bool = False,
+) -> torch.Tensor:
     """DDIM (Song et al., 2021, eq. 12) on `steps` evenly spaced steps of the schedule
-    `alpha_bars` (T,): deterministic with eta = 0, DDPM-like with eta = 1."""
+    `alpha_bars` (T,): deterministic with eta = 0, DDPM-like with eta = 1.
+
+    Args:
+        denoiser: the model, denoiser(x, t) with t (N,) int64 indices into alpha_bars.
+        shape: (N, ...) of the samples.
+        alpha_bars: the schedule ᾱ, shape (T,), decreasing, best on the CPU (read once).
+        steps: in [1, T], the number of steps (spaced_timesteps).
+        eta: ≥ 0, the scale of each step's noise.
+        generator: draws x_T and each step's seed; None: torch's global generator.
+        device: where the samples are made; None: alpha_bars' device.
+        prediction: what the denoiser predicts: "eps", "x0" or "v".
+        clip: > 0: each step's x0 clipped to [−clip, clip]; None: not clipped.
+        guidance_scale: classifier-free guidance weight, with a denoiser that returns the
+            pair (conditional, unconditional); None: no guidance.
+        progress: show a progress bar.
+        cuda_graph: replay one captured step in a CUDA graph (CUDA tensors, Triton backend;
+            see the module).
+
+    Returns:
+        x_0, of `shape`, on `device`.
+
+    Raises:
+        TypeError: steps not an int.
+        ValueError: an unknown prediction, steps outside [1, T], a denoiser that does not
+            return a pair with guidance_scale, or cuda_graph off CUDA.
+    """
     _check_sampler(prediction)
     times = spaced_timesteps(len(alpha_bars), steps).tolist()
     return _denoising_loop(
@@ -388,25 +443,50 @@ def _karras_loop(
 
 
 def euler_sample(
-    denoiser,
-    shape,
-    alpha_bars,
-    steps,
+    denoiser: Denoiser,
+    shape: Sequence[int],
+    alpha_bars: torch.Tensor,
+    steps: int,
     *,
-    spacing="logsnr",
-    churn=0.0,
-    generator=None,
-    device=None,
-    prediction="eps",
-    guidance_scale=None,
-    progress=False,
-    cuda_graph=False,
-):
+    spacing: str = "logsnr",
+    churn: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[torch.device, str]] = None,
+    prediction: str = "eps",
+    guidance_scale: Optional[float] = None,
+    progress: bool = False,
+    cuda_graph: bool = False,
+) -> torch.Tensor:
     """Euler's method on the probability-flow ODE (Karras et al., 2022, Algorithm 1) over `steps`
     steps of the schedule `alpha_bars` placed by `spacing` (schedules.timestep_spacing: "logsnr",
     "karras" or "uniform"), one model evaluation each; with churn
     γ > 0, the stochastic sampler of their Algorithm 2 (first order): each level σ is raised to
-    σ (1 + γ) by fresh noise, and the model is evaluated at its nearest level."""
+    σ (1 + γ) by fresh noise, and the model is evaluated at its nearest level.
+
+    Args:
+        denoiser: the model, denoiser(x, t) with t (N,) int64 indices into alpha_bars.
+        shape: (N, ...) of the samples.
+        alpha_bars: the schedule ᾱ, shape (T,), decreasing, best on the CPU (read once).
+        steps: >= 1, the number of steps (at most T where spacing is not "uniform").
+        spacing: "logsnr", "karras" or "uniform" (schedules.timestep_spacing).
+        churn: γ ≥ 0; 0: the deterministic sampler.
+        generator: draws x_T and each step's seed; None: torch's global generator.
+        device: where the samples are made; None: alpha_bars' device.
+        prediction: what the denoiser predicts: "eps", "x0" or "v".
+        guidance_scale: classifier-free guidance weight, with a denoiser that returns the
+            pair (conditional, unconditional); None: no guidance.
+        progress: show a progress bar.
+        cuda_graph: replay one captured step in a CUDA graph (CUDA tensors, Triton backend;
+            see the module).
+
+    Returns:
+        x_0, of `shape`, on `device`.
+
+    Raises:
+        ValueError: an unknown prediction or spacing, churn < 0, steps above T, a denoiser
+            that does not return a pair with guidance_scale, or cuda_graph off CUDA.
+        TypeError: steps not an int.
+    """
     return _karras_loop(
         False,
         denoiser,
@@ -426,22 +506,47 @@ def euler_sample(
 
 
 def heun_sample(
-    denoiser,
-    shape,
-    alpha_bars,
-    steps,
+    denoiser: Denoiser,
+    shape: Sequence[int],
+    alpha_bars: torch.Tensor,
+    steps: int,
     *,
-    spacing="logsnr",
-    churn=0.0,
-    generator=None,
-    device=None,
-    prediction="eps",
-    guidance_scale=None,
-    progress=False,
-    cuda_graph=False,
-):
+    spacing: str = "logsnr",
+    churn: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[torch.device, str]] = None,
+    prediction: str = "eps",
+    guidance_scale: Optional[float] = None,
+    progress: bool = False,
+    cuda_graph: bool = False,
+) -> torch.Tensor:
     """Heun's second-order method (Karras et al., 2022, Algorithm 2): as `euler_sample` with a
-    correction at every step but the last, 2 · steps − 1 model evaluations."""
+    correction at every step but the last, 2 · steps − 1 model evaluations.
+
+    Args:
+        denoiser: the model, denoiser(x, t) with t (N,) int64 indices into alpha_bars.
+        shape: (N, ...) of the samples.
+        alpha_bars: the schedule ᾱ, shape (T,), decreasing, best on the CPU (read once).
+        steps: >= 1, the number of steps (at most T where spacing is not "uniform").
+        spacing: "logsnr", "karras" or "uniform" (schedules.timestep_spacing).
+        churn: γ ≥ 0; 0: the deterministic sampler.
+        generator: draws x_T and each step's seed; None: torch's global generator.
+        device: where the samples are made; None: alpha_bars' device.
+        prediction: what the denoiser predicts: "eps", "x0" or "v".
+        guidance_scale: classifier-free guidance weight, with a denoiser that returns the
+            pair (conditional, unconditional); None: no guidance.
+        progress: show a progress bar.
+        cuda_graph: replay one captured step in a CUDA graph (CUDA tensors, Triton backend;
+            see the module).
+
+    Returns:
+        x_0, of `shape`, on `device`.
+
+    Raises:
+        ValueError: an unknown prediction or spacing, churn < 0, steps above T, a denoiser
+            that does not return a pair with guidance_scale, or cuda_graph off CUDA.
+        TypeError: steps not an int.
+    """
     return _karras_loop(
         True,
         denoiser,
@@ -461,22 +566,46 @@ def heun_sample(
 
 
 def dpmpp_2m_sample(
-    denoiser,
-    shape,
-    alpha_bars,
-    steps,
+    denoiser: Denoiser,
+    shape: Sequence[int],
+    alpha_bars: torch.Tensor,
+    steps: int,
     *,
-    spacing="logsnr",
-    generator=None,
-    device=None,
-    prediction="eps",
-    guidance_scale=None,
-    progress=False,
-    cuda_graph=False,
-):
+    spacing: str = "logsnr",
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[torch.device, str]] = None,
+    prediction: str = "eps",
+    guidance_scale: Optional[float] = None,
+    progress: bool = False,
+    cuda_graph: bool = False,
+) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al., 2022, Algorithm 2): second-order multistep in the σ form,
     reusing the previous step's denoised estimate, so `steps` model evaluations; first order on
-    the first and the last step."""
+    the first and the last step.
+
+    Args:
+        denoiser: the model, denoiser(x, t) with t (N,) int64 indices into alpha_bars.
+        shape: (N, ...) of the samples.
+        alpha_bars: the schedule ᾱ, shape (T,), decreasing, best on the CPU (read once).
+        steps: >= 1, the number of steps (at most T where spacing is not "uniform").
+        spacing: "logsnr", "karras" or "uniform" (schedules.timestep_spacing).
+        generator: draws x_T; None: torch's global generator.
+        device: where the samples are made; None: alpha_bars' device.
+        prediction: what the denoiser predicts: "eps", "x0" or "v".
+        guidance_scale: classifier-free guidance weight, with a denoiser that returns the
+            pair (conditional, unconditional); None: no guidance.
+        progress: show a progress bar.
+        cuda_graph: replay one captured step in a CUDA graph (CUDA tensors, Triton backend;
+            see the module).
+
+    Returns:
+        x_0, of `shape`, on `device`.
+
+    Raises:
+        TypeError: steps not an int.
+        ValueError: an unknown prediction or spacing, steps above T, a denoiser that does not
+            return a pair with guidance_scale, or cuda_graph off CUDA.
+    """
     _check_sampler(prediction)
     device = _device_of(device, alpha_bars)
     plan = _sigma_plan(alpha_bars, steps, spacing, 0.0)
@@ -505,7 +634,7 @@ def dpmpp_2m_sample(
     return loop.run(step, x, len(plan), progress, cuda_graph, carry=(torch.zeros_like(x),))
 
 
-SAMPLERS = {
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddpm": ddpm_sample,
     "ddim": ddim_sample,
     "euler": euler_sample,
@@ -514,10 +643,33 @@ SAMPLERS = {
 }
 
 
-def sample(denoiser, shape, alpha_bars, sampler="ddpm", steps=None, **kwargs):
+def sample(
+    denoiser: Denoiser,
+    shape: Sequence[int],
+    alpha_bars: torch.Tensor,
+    sampler: str = "ddpm",
+    steps: Optional[int] = None,
+    **kwargs: Any,
+) -> torch.Tensor:
     """Any of SAMPLERS by name: "ddpm" runs every step of the schedule (steps None or
     len(alpha_bars)); the others take `steps` (default 50, or every step of a shorter
-    schedule). kwargs go to the sampler."""
+    schedule). kwargs go to the sampler.
+
+    Args:
+        denoiser: the model, denoiser(x, t) with t (N,) int64 indices into alpha_bars.
+        shape: (N, ...) of the samples.
+        alpha_bars: the schedule ᾱ, shape (T,), decreasing, best on the CPU (read once).
+        sampler: "ddpm", "ddim", "euler", "heun" or "dpmpp_2m".
+        steps: the number of steps; None: every step for "ddpm", else min(50, T).
+        **kwargs: the chosen sampler's keyword arguments.
+
+    Returns:
+        x_0, of `shape`.
+
+    Raises:
+        ValueError: an unknown sampler, steps other than None or T for "ddpm", or what the
+            sampler raises.
+    """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if sampler == "ddpm":
@@ -532,22 +684,41 @@ def sample(denoiser, shape, alpha_bars, sampler="ddpm", steps=None, **kwargs):
 
 
 def annealed_langevin_sample(
-    score,
-    shape,
-    sigmas,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    shape: Sequence[int],
+    sigmas: torch.Tensor,
     *,
-    steps_per_level=100,
-    epsilon=2e-5,
-    generator=None,
-    device=None,
-    start=None,
-    progress=False,
-    cuda_graph=False,
-):
+    steps_per_level: int = 100,
+    epsilon: float = 2e-5,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[torch.device, str]] = None,
+    start: Optional[torch.Tensor] = None,
+    progress: bool = False,
+    cuda_graph: bool = False,
+) -> torch.Tensor:
     """Annealed Langevin dynamics (Song & Ermon, 2019, Algorithm 1): for each noise level σ_i of
     the decreasing `sigmas` (L,), `steps_per_level` unadjusted Langevin steps (one fused kernel
     each) with step size epsilon · σ_i² / σ_L², on the score `score(x, i)` of the data blurred at
-    σ_i (i an (N,) int64 index into sigmas). Starts from `start`, or N(0, σ_1² I)."""
+    σ_i (i an (N,) int64 index into sigmas). Starts from `start`, or N(0, σ_1² I).
+
+    Args:
+        score: the score model, score(x, i) -> ∇_x log p_σ_i(x), shaped like x.
+        shape: (N, ...) of the samples.
+        sigmas: the noise levels σ_1 > ... > σ_L > 0, shape (L,), best on the CPU (read once).
+        steps_per_level: the Langevin steps at each level.
+        epsilon: the step size at the last level σ_L.
+        generator: draws the start and each step's seed; None: torch's global generator.
+        device: where the samples are made; None: sigmas' device.
+        start: the initial sample, of `shape`; None: drawn from N(0, σ_1² I).
+        progress: show a progress bar.
+        cuda_graph: replay one captured step in a CUDA graph (CUDA tensors, Triton backend).
+
+    Returns:
+        The samples, of `shape`, on `device`.
+
+    Raises:
+        ValueError: cuda_graph off CUDA.
+    """
     device = _device_of(device, sigmas)
     levels = _host(sigmas)
     sizes = [epsilon * s * s / (levels[-1] ** 2) for s in levels]

@@ -8,6 +8,7 @@ float32 (or `dtype`), so that 1 − ᾱ near the start keeps its digits.
 """
 
 import math
+from typing import Optional, Union
 
 import torch
 
@@ -23,9 +24,30 @@ def _out(values, device, dtype):
     return values.to(device=device, dtype=dtype)
 
 
-def linear_alpha_bars(steps=1000, beta_start=1e-4, beta_end=0.02, device=None, dtype=torch.float32):
+def linear_alpha_bars(
+    steps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    device: Optional[Union[torch.device, str]] = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """ᾱ_t = prod_{s <= t} (1 − β_s) with β linear from beta_start to beta_end over `steps`
-    (Ho et al., 2020, sec. 4: 1e-4 to 0.02 over T = 1,000). Shape (steps,)."""
+    (Ho et al., 2020, sec. 4: 1e-4 to 0.02 over T = 1,000).
+
+    Args:
+        steps: T >= 1, the number of steps.
+        beta_start: β_1, in (0, 1).
+        beta_end: β_T, in (0, 1).
+        device: where the result goes; None: the CPU.
+        dtype: the result's dtype (computed in float64).
+
+    Returns:
+        ᾱ, shape (steps,), decreasing.
+
+    Raises:
+        TypeError: steps not an int.
+        ValueError: steps < 1, or beta_start or beta_end not a number in (0, 1).
+    """
     check_int("steps", steps, 1)
     for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
         _check_positive(name, value)
@@ -35,10 +57,31 @@ def linear_alpha_bars(steps=1000, beta_start=1e-4, beta_end=0.02, device=None, d
     return _out(torch.cumprod(1 - betas, 0), device, dtype)
 
 
-def cosine_alpha_bars(steps=1000, offset=0.008, max_beta=0.999, device=None, dtype=torch.float32):
+def cosine_alpha_bars(
+    steps: int = 1000,
+    offset: float = 0.008,
+    max_beta: float = 0.999,
+    device: Optional[Union[torch.device, str]] = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """The cosine schedule of Nichol & Dhariwal (2021, eq. 17): ᾱ_t = f(t) / f(0) with
     f(t) = cos²((t / T + offset) / (1 + offset) · π / 2), each β_t = 1 − ᾱ_t / ᾱ_{t−1} capped
-    at max_beta so that the last steps stay finite. Shape (steps,)."""
+    at max_beta so that the last steps stay finite.
+
+    Args:
+        steps: T >= 1, the number of steps.
+        offset: s > 0, the small offset that keeps β_1 from vanishing.
+        max_beta: the cap of each β_t, in (0, 1).
+        device: where the result goes; None: the CPU.
+        dtype: the result's dtype (computed in float64).
+
+    Returns:
+        ᾱ, shape (steps,), decreasing.
+
+    Raises:
+        TypeError: steps not an int.
+        ValueError: steps < 1, offset not a number > 0, or max_beta outside (0, 1).
+    """
     check_int("steps", steps, 1)
     _check_positive("offset", offset)
     if not 0 < max_beta < 1:
@@ -50,11 +93,32 @@ def cosine_alpha_bars(steps=1000, offset=0.008, max_beta=0.999, device=None, dty
 
 
 def karras_sigmas(
-    steps, sigma_min=0.002, sigma_max=80.0, rho=7.0, device=None, dtype=torch.float32
-):
+    steps: int,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    rho: float = 7.0,
+    device: Optional[Union[torch.device, str]] = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """The σ steps of Karras et al. (2022, eq. 5): σ_i = (σ_max^(1/ρ) + i / (steps − 1)
-    (σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ for i = 0 .. steps − 1, then σ_steps = 0. Shape
-    (steps + 1,), decreasing."""
+    (σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ for i = 0 .. steps − 1, then σ_steps = 0.
+
+    Args:
+        steps: >= 1, the number of nonzero levels.
+        sigma_min: the last nonzero level, > 0.
+        sigma_max: the first level, > sigma_min.
+        rho: ρ > 0, how the steps crowd towards sigma_min.
+        device: where the result goes; None: the CPU.
+        dtype: the result's dtype (computed in float64).
+
+    Returns:
+        σ, shape (steps + 1,), decreasing, ending in 0.
+
+    Raises:
+        TypeError: steps not an int.
+        ValueError: steps < 1, sigma_min, sigma_max or rho not a number > 0, or
+            sigma_min >= sigma_max.
+    """
     check_int("steps", steps, 1)
     for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max), ("rho", rho)):
         _check_positive(name, value)
@@ -66,26 +130,62 @@ def karras_sigmas(
     return _out(torch.cat([sigmas, sigmas.new_zeros(1)]), device, dtype)
 
 
-def sigmas_from_alpha_bars(alpha_bars):
-    """σ = sqrt((1 − ᾱ) / ᾱ): a variance-preserving schedule in Karras et al.'s σ form."""
+def sigmas_from_alpha_bars(alpha_bars: torch.Tensor) -> torch.Tensor:
+    """σ = sqrt((1 − ᾱ) / ᾱ): a variance-preserving schedule in Karras et al.'s σ form (2022,
+    table 1).
+
+    Args:
+        alpha_bars: ᾱ, any shape, each in (0, 1].
+
+    Returns:
+        σ, shaped like alpha_bars, in its dtype (computed in float64).
+
+    Raises:
+        ValueError: a value of alpha_bars outside (0, 1].
+    """
     a = alpha_bars.double()
     if not ((a > 0) & (a <= 1)).all():
         raise ValueError("alpha_bars must lie in (0, 1]")
     return ((1 - a) / a).sqrt().to(alpha_bars.dtype)
 
 
-def alpha_bars_from_sigmas(sigmas):
-    """ᾱ = 1 / (1 + σ²): the inverse of sigmas_from_alpha_bars."""
+def alpha_bars_from_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
+    """ᾱ = 1 / (1 + σ²): the inverse of sigmas_from_alpha_bars.
+
+    Args:
+        sigmas: σ, any shape, each >= 0.
+
+    Returns:
+        ᾱ, shaped like sigmas, in its dtype (computed in float64).
+
+    Raises:
+        ValueError: a negative (or NaN) value of sigmas.
+    """
     s = sigmas.double()
     if not (s >= 0).all():
         raise ValueError("sigmas must be >= 0")
     return (1 / (1 + s.square())).to(sigmas.dtype)
 
 
-def spaced_timesteps(total, steps, device=None):
+def spaced_timesteps(
+    total: int, steps: int, device: Optional[Union[torch.device, str]] = None
+) -> torch.Tensor:
     """`steps` of the `total` training steps, evenly spaced and decreasing from total − 1 to 0
     (0-based indices into a schedule), for samplers that skip steps (DDIM, Song et al., 2021,
-    sec. 4.2). Shape (steps,), int64."""
+    sec. 4.2).
+
+    Args:
+        total: >= 1, the schedule's length.
+        steps: in [1, total], how many to keep.
+        device: where the result goes; None: the CPU.
+
+    Returns:
+        The indices, shape (steps,), int64.
+
+    Raises:
+        TypeError: total or steps not an int.
+        ValueError: total or steps < 1, or steps > total.
+    """
     check_int("total", total, 1)
     check_int("steps", steps, 1)
     if steps > total:
@@ -97,13 +197,26 @@ def spaced_timesteps(total, steps, device=None):
 SPACINGS = ("uniform", "logsnr", "karras")
 
 
-def timestep_spacing(alpha_bars, steps, spacing="logsnr"):
+def timestep_spacing(alpha_bars: torch.Tensor, steps: int, spacing: str = "logsnr") -> list[int]:
     """Decreasing 0-based indices into the schedule `alpha_bars` for a sampler of `steps` steps,
     as a host list: "uniform" in t (spaced_timesteps); "logsnr", uniform in log σ (= uniform in
     log-SNR / 2, the spacing Lu et al. 2022 use for DPM-Solver); "karras", the model's levels
     nearest to Karras et al.'s σ (eq. 5, ρ = 7) between its own σ_min and σ_max. The last two
     keep each level once, so they may give a step or two fewer where `steps` approaches the
-    schedule's length. Reads alpha_bars on the host (once, before any loop)."""
+    schedule's length. Reads alpha_bars on the host (once, before any loop).
+
+    Args:
+        alpha_bars: the schedule ᾱ, shape (T,), each in (0, 1].
+        steps: >= 1, the sampler's steps (at most T where spacing is not "uniform").
+        spacing: "uniform", "logsnr" or "karras".
+
+    Returns:
+        The indices, a list of at most `steps` ints, decreasing.
+
+    Raises:
+        TypeError: steps not an int.
+        ValueError: steps < 1 or above T, an unknown spacing, or alpha_bars outside (0, 1].
+    """
     check_int("steps", steps, 1)
     if spacing not in SPACINGS:
         raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")

@@ -14,9 +14,27 @@ INTEGRATIONS := zuko==1.6.0 scipy safetensors
 INTEGRATIONS_NO_DEPS := nflows==0.14 normflows==1.7.3 k-diffusion==0.1.1.post1 torchsde==0.2.6 \
 	trampoline==0.1.2 torchdiffeq==0.2.5
 
+# The oldest Triton the kernels support, in a second environment that borrows everything else
+# from $(VENV): the kernels' tests run there too. Its interpreter turns scalar arguments into
+# one-element arrays, which NumPy 2.4 no longer converts to Python numbers: NumPy 2.3 there.
+OLD_TRITON := triton==3.6.0 numpy==2.3.5
+OLD_TRITON_VENV := .venv-triton3.6
+# the kernels against their references, every op, at fp32, contiguous and strided, with poisoned
+# outputs: the subset of tests/test_catalog.py that exercises the kernels' code, kept small
+OLD_TRITON_TESTS := tests/test_catalog.py -k "float32 or strided or poisoned"
+
 .PHONY: setup demo test bench clean
 
 setup: $(VENV)/.installed
+
+$(OLD_TRITON_VENV)/.installed: $(VENV)/.installed
+	$(PYTHON) -m venv $(OLD_TRITON_VENV)
+	$(OLD_TRITON_VENV)/bin/pip install --quiet --no-deps $(OLD_TRITON)
+	$(OLD_TRITON_VENV)/bin/python -c "import site; \
+	  open(site.getsitepackages()[0] + '/borrowed.pth', 'w').write( \
+	    'import site; site.addsitedir(%r)\n' % '$(abspath $(VENV))/lib/python%s/site-packages' \
+	    % '.'.join(map(str, __import__('sys').version_info[:2])))"
+	touch $@
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -64,11 +82,15 @@ demo: setup
 	$(BIN)/gdm-engine sample --checkpoint $(DEMO_GAN)/best.pt --out $(DEMO_GAN)/samples.png
 	$(BIN)/gdm-engine eval --checkpoint $(DEMO_GAN)/best.pt --json $(DEMO_GAN)/eval.json
 
-test: setup
+test: setup $(OLD_TRITON_VENV)/.installed
+	$(BIN)/ruff check gdm_engine kernels
+	$(BIN)/ruff format --check gdm_engine kernels
+	$(BIN)/mypy
 	$(BIN)/python -m pytest tests bench --benchmark-disable
+	TRITON_INTERPRET=1 $(OLD_TRITON_VENV)/bin/python -m pytest $(OLD_TRITON_TESTS)
 
 bench: setup
 	$(BIN)/python -m pytest bench --benchmark-json bench-results.json
 
 clean:
-	rm -rf $(VENV) build *.egg-info runs
+	rm -rf $(VENV) $(OLD_TRITON_VENV) build *.egg-info runs

@@ -38,8 +38,9 @@ setup(
     package_dir={"gdm_engine.kernels": "kernels"},
     package_data={"gdm_engine": ["py.typed"]},  # PEP 561: the package ships its type hints
     install_requires=[
-        "torch>=2.6",
-        "triton>=3.2; platform_system == 'Linux'",
+        # make test runs the kernels on triton 3.9 and 3.6 with torch 2.13 (see the README)
+        "torch>=2.11",
+        "triton>=3.6,<3.10; platform_system == 'Linux'",
         "numpy",
         "tqdm",
         "scikit-learn",  # the bundled 8x8 digits
@@ -52,7 +53,10 @@ setup(
         "k-diffusion": [],  # its samplers' signatures need nothing of k-diffusion itself
         "zuko": ["zuko>=1.1,<2"],
         "nflows": ["nflows==0.14"],
-        "test": ["pytest", "pytest-benchmark", "hypothesis", "diffusers"],
+        # ruff and mypy pinned: make test checks the tree is clean by their rules
+        "test": [
+            "pytest", "pytest-benchmark", "hypothesis", "diffusers", "ruff==0.17.6", "mypy==2.4.1",
+        ],
     },
     entry_points={"console_scripts": ["gdm-engine = gdm_engine.cli:main"]},
 )

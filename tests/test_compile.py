@@ -96,6 +96,18 @@ def test_compile_names_the_triton_internals_it_lacks(monkeypatch):
     assert aot.missing_triton_internals() == ["triton.runtime.jit.JITFunction._pack_args"]
 
 
+def test_compile_on_a_triton_without_its_internals_says_so_and_skips(monkeypatch, capsys):
+    import gdm_engine.kernels
+    from gdm_engine import cli
+    from triton.runtime.jit import JITFunction
+
+    monkeypatch.setattr(gdm_engine.kernels, "INTERPRETED", False)  # as on a GPU machine
+    monkeypatch.delattr(JITFunction, "_pack_args")
+    assert cli.main(["compile", "--op", "actnorm"]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped" in err and "JITFunction._pack_args" in err and not out
+
+
 PTX = """
     @%p1 ld.global.v4.b32 { %r1, %r2, %r3, %r4 }, [ %rd1 + 0 ];
     ld.global.L1::evict_last.b16 { %rs1 }, [ %rd2 + 0 ];

@@ -351,11 +351,15 @@ def cmd_compile(args):
         )
     missing = aot.missing_triton_internals()
     if missing:
-        raise UsageError(
-            f"compile specialises kernels through Triton's JIT internals, which this "
-            f"Triton ({version('triton')}) lacks: {', '.join(missing)} (Triton 3.6 to "
-            f"3.9 have them); validate and bench do not need them"
+        # a skip, not a failure: the kernels may run fine on this Triton; only the offline
+        # builds need what moved
+        print(
+            f"compile: skipped: it specialises kernels through Triton's JIT internals, which "
+            f"this Triton ({version('triton')}) lacks: {', '.join(missing)} (Triton 3.6 to "
+            f"3.9 have them); validate and bench do not need them",
+            file=sys.stderr,
         )
+        return 0
     archs = _architectures(args.arch)
     specs = chosen_specs(args.op)
     print(

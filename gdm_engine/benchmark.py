@@ -17,6 +17,7 @@ import functools
 import math
 import statistics
 import time
+from typing import Optional
 
 import torch
 
@@ -330,7 +331,8 @@ class LoopCase:
     sampler: str  # a name of gdm_engine.sampling.SAMPLERS (and of DIFFUSERS_SCHEDULERS)
     shape: tuple
     steps: int
-    guidance_scale: float = None  # classifier-free guidance: the model returns two outputs
+    # classifier-free guidance: the model returns two outputs
+    guidance_scale: Optional[float] = None
 
     @property
     def label(self):

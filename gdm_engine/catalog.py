@@ -3,6 +3,7 @@ suites in bench/ all iterate CATALOG, so a new op is validated and benchmarked o
 
 import dataclasses
 from collections.abc import Callable
+from typing import Optional
 
 import torch
 
@@ -65,7 +66,7 @@ class OpSpec:
     budget_reason: str = ""
     # the sampler loops' calls of the op's kernel, replayed steps included: (dtype, device) ->
     # None, run by `gdm-engine compile` while it records launches
-    loop_calls: Callable = None
+    loop_calls: Optional[Callable] = None
 
     def budget(self, direction, case):
         """The device ops a call of `case` may dispatch besides its kernels ("forward" or

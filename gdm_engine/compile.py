@@ -388,7 +388,7 @@ def build(job):
     return result
 
 
-_JOBS = []  # the jobs of the running build_all, inherited by its forked workers
+_JOBS: list[Job] = []  # the jobs of the running build_all, inherited by its forked workers
 
 
 def _build_job(index):

@@ -12,10 +12,27 @@ install (`pip install "gdm-engine[diffusers]"`).
 """
 
 import importlib
+from collections.abc import Callable
+from types import ModuleType
+
+# what each integration's benchmark_pairs(size) gives, for the speed table (.speed): (name, case,
+# upstream call, drop-in call), the calls taking no arguments
+BenchmarkPair = tuple[str, str, Callable[[], object], Callable[[], object]]
 
 
-def require(module, extra):
-    """The imported `module` of an integration's library, or an ImportError naming `extra`."""
+def require(module: str, extra: str) -> ModuleType:
+    """The imported `module` of an integration's library, or an ImportError naming `extra`.
+
+    Args:
+        module: the dotted name of the library's module ("zuko.transforms").
+        extra: the gdm-engine extra that installs the library ("zuko").
+
+    Returns:
+        The module.
+
+    Raises:
+        ImportError: the module cannot be imported; the message names the extra to install.
+    """
     try:
         return importlib.import_module(module)
     except ImportError as error:

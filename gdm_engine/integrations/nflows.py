@@ -36,39 +36,47 @@ bounds (normflows' tail_bound, left, right, bottom, top).
 import contextlib
 import functools
 import importlib
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any, Union
 
 import torch
 
 from gdm_engine import ops
 from gdm_engine._validation import host_values
-from gdm_engine.integrations import require
+from gdm_engine.integrations import BenchmarkPair, require
 
 splines = require("nflows.transforms.splines", "nflows")
 rational_quadratic = require("nflows.transforms.splines.rational_quadratic", "nflows")
 InputOutsideDomain = require("nflows.transforms.base", "nflows").InputOutsideDomain
+
+# a spline function's (outputs, logabsdet)
+_Spline = tuple[torch.Tensor, torch.Tensor]
+# a bound: a float, or (upstream's fallback) normflows' tensor bounds
+_Bound = Union[float, torch.Tensor]
 
 DEFAULT_MIN_BIN_WIDTH = rational_quadratic.DEFAULT_MIN_BIN_WIDTH
 DEFAULT_MIN_BIN_HEIGHT = rational_quadratic.DEFAULT_MIN_BIN_HEIGHT
 DEFAULT_MIN_DERIVATIVE = rational_quadratic.DEFAULT_MIN_DERIVATIVE
 
 
-def _fused(upstream):
+def _fused(upstream: Callable[..., _Spline]) -> Callable[..., _Spline]:
     """nflows' `unconstrained_rational_quadratic_spline` signature over the op, calling
     `upstream` (nflows' or normflows' own function) for what the op cannot express."""
 
     @functools.wraps(upstream)
     def unconstrained_rational_quadratic_spline(
-        inputs,
-        unnormalized_widths,
-        unnormalized_heights,
-        unnormalized_derivatives,
-        inverse=False,
-        tails="linear",
-        tail_bound=1.0,
-        min_bin_width=DEFAULT_MIN_BIN_WIDTH,
-        min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
-        min_derivative=DEFAULT_MIN_DERIVATIVE,
-    ):
+        inputs: torch.Tensor,
+        unnormalized_widths: torch.Tensor,
+        unnormalized_heights: torch.Tensor,
+        unnormalized_derivatives: torch.Tensor,
+        inverse: bool = False,
+        tails: Any = "linear",
+        tail_bound: _Bound = 1.0,
+        min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
+        min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+        min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+    ) -> _Spline:
         if not (isinstance(tails, str) and tails == "linear") or torch.is_tensor(tail_bound):
             return upstream(
                 inputs,
@@ -107,7 +115,7 @@ unconstrained_rational_quadratic_spline = _fused(
 )
 
 
-def _check_domain(inputs, low, high):
+def _check_domain(inputs: torch.Tensor, low: float, high: float) -> None:
     """nflows' InputOutsideDomain for a CPU tensor with values outside [low, high], read from
     host memory; device tensors are not read (that would sync)."""
     values = host_values(inputs)
@@ -115,26 +123,26 @@ def _check_domain(inputs, low, high):
         raise InputOutsideDomain()
 
 
-def _fused_box(upstream, check_domain):
+def _fused_box(upstream: Callable[..., _Spline], check_domain: bool) -> Callable[..., _Spline]:
     """nflows' `rational_quadratic_spline` signature over the op, calling `upstream` (nflows' or
     normflows' own function) for tensor bounds; `check_domain`: raise as nflows does for
     inputs outside the box (normflows does not check)."""
 
     @functools.wraps(upstream)
     def rational_quadratic_spline(
-        inputs,
-        unnormalized_widths,
-        unnormalized_heights,
-        unnormalized_derivatives,
-        inverse=False,
-        left=0.0,
-        right=1.0,
-        bottom=0.0,
-        top=1.0,
-        min_bin_width=DEFAULT_MIN_BIN_WIDTH,
-        min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
-        min_derivative=DEFAULT_MIN_DERIVATIVE,
-    ):
+        inputs: torch.Tensor,
+        unnormalized_widths: torch.Tensor,
+        unnormalized_heights: torch.Tensor,
+        unnormalized_derivatives: torch.Tensor,
+        inverse: bool = False,
+        left: _Bound = 0.0,
+        right: _Bound = 1.0,
+        bottom: _Bound = 0.0,
+        top: _Bound = 1.0,
+        min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
+        min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+        min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+    ) -> _Spline:
         box = (left, right, bottom, top)
         if any(torch.is_tensor(v) for v in box):
             return upstream(
@@ -151,14 +159,15 @@ def _fused_box(upstream, check_domain):
                 min_bin_height=min_bin_height,
                 min_derivative=min_derivative,
             )
+        bounds = tuple(float(v) for v in box)  # no tensor among them (above)
         if check_domain:
-            _check_domain(inputs, *(box[2:] if inverse else box[:2]))
+            _check_domain(inputs, *(bounds[2:] if inverse else bounds[:2]))
         return ops.rq_spline(
             inputs,
             unnormalized_widths,
             unnormalized_heights,
             unnormalized_derivatives,
-            box=tuple(float(v) for v in box),
+            box=bounds,
             reverse=bool(inverse),
             min_bin_width=float(min_bin_width),
             min_bin_height=float(min_bin_height),
@@ -180,7 +189,7 @@ rational_quadratic_spline = _fused_box(
 _NAMES = ("unconstrained_rational_quadratic_spline", "rational_quadratic_spline")
 
 
-def _targets():
+def _targets() -> list[tuple[ModuleType, str, Callable[..., _Spline]]]:
     """(module, name, drop-in) for every place the spline transforms look the functions up at
     call time: nflows' splines package (coupling and nonlinearities call splines.<name>), its
     rational_quadratic module, its autoregressive module (which imported the names), and
@@ -214,12 +223,17 @@ def _targets():
 
 
 @contextlib.contextmanager
-def patch():
+def patch() -> Iterator[None]:
     """Within the block, nflows' spline transforms (PiecewiseRationalQuadraticCoupling-,
     MaskedPiecewiseRationalQuadraticAutoregressive- and PiecewiseRationalQuadraticCDF, with
     tails="linear" or tails=None) and normflows' (its own copy of the functions) run the fused
-    op. Restores upstream's functions on exit, also after an exception; nests."""
-    saved = []
+    op. Restores upstream's functions on exit, also after an exception; nests. The splines:
+    Durkan et al. (2019), "Neural Spline Flows".
+
+    Returns:
+        A context manager (a `with` block), yielding nothing.
+    """
+    saved: list[tuple[ModuleType, str, Any]] = []
     try:
         for module, name, drop_in in _targets():
             saved.append((module, name, getattr(module, name)))
@@ -230,11 +244,21 @@ def patch():
             setattr(module, name, original)
 
 
-def benchmark_pairs(size):
+def benchmark_pairs(size: str) -> list[BenchmarkPair]:
     """[(name, case, upstream, dropin)]: zero-argument callables running one call of nflows'
     spline functions and the same call of the drop-ins, forward and inverse, on CPU tensors
     built once: `unconstrained_rational_quadratic_spline` (linear tails, about a sixth of the
-    inputs in them) and `rational_quadratic_spline` (the unit box). size: "tiny" or "medium"."""
+    inputs in them) and `rational_quadratic_spline` (the unit box). size: "tiny" or "medium".
+
+    Args:
+        size: "tiny" or "medium".
+
+    Returns:
+        Four pairs: each function forward and inverse.
+
+    Raises:
+        ValueError: another size.
+    """
     if size not in ("tiny", "medium"):
         raise ValueError(f"size must be 'tiny' or 'medium', got {size!r}")
     n, features, K, B = (64, 4, 8, 3.0) if size == "tiny" else (4096, 16, 8, 3.0)
@@ -243,6 +267,7 @@ def benchmark_pairs(size):
     unit = torch.rand(n, features, generator=generator)
     params = [torch.randn(n, features, k, generator=generator) for k in (K, K, K - 1)]
     all_derivatives = torch.randn(n, features, K + 1, generator=generator)
+    calls: list[tuple[Callable[..., _Spline], Any, tuple[torch.Tensor, ...], dict[str, Any], str]]
     calls = [
         (
             unconstrained_rational_quadratic_spline,
@@ -259,11 +284,16 @@ def benchmark_pairs(size):
             f"x=({n}, {features}) K={K} box=[0, 1]²",
         ),
     ]
-    pairs = []
+    pairs: list[BenchmarkPair] = []
     for drop_in, upstream, args, kwargs, case in calls:
         for inverse in (False, True):
 
-            def run(fn, args=args, kwargs=kwargs, inverse=inverse):
+            def run(
+                fn: Callable[..., _Spline],
+                args: tuple[torch.Tensor, ...] = args,
+                kwargs: dict[str, Any] = kwargs,
+                inverse: bool = inverse,
+            ) -> Callable[[], _Spline]:
                 return lambda: fn(*args, inverse=inverse, **kwargs)
 
             name = f"{drop_in.__name__}{' inverse' if inverse else ''}"

@@ -11,6 +11,9 @@ a GPU the drop-in is one fused kernel launch.
 
 import contextlib
 import importlib
+from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
+from typing import Any, Optional, Union
 
 from gdm_engine import host_time
 
@@ -20,7 +23,7 @@ TARGET = 1.0
 COLUMNS = ["library", "drop-in", "case", "upstream_us", "drop-in_us", "speedup", f">={TARGET:g}x"]
 
 
-def _module(library):
+def _module(library: str) -> Optional[ModuleType]:
     """The integration module, or None where its library is not installed."""
     try:
         return importlib.import_module(f"gdm_engine.integrations.{library}")
@@ -28,8 +31,18 @@ def _module(library):
         return None
 
 
-def pairs(libraries=LIBRARIES, sizes=SIZES):
-    """(library, name, case, upstream, drop-in) of every installed library, at every size."""
+def pairs(
+    libraries: Sequence[str] = LIBRARIES, sizes: Sequence[str] = SIZES
+) -> Iterator[tuple[str, str, str, Callable[[], object], Callable[[], object]]]:
+    """(library, name, case, upstream, drop-in) of every installed library, at every size.
+
+    Args:
+        libraries: integration module names (LIBRARIES); those not installed are skipped.
+        sizes: "tiny" and/or "medium".
+
+    Yields:
+        (library, name, case, upstream, drop-in): the library's benchmark_pairs, its name first.
+    """
     for library in libraries:
         module = _module(library)
         if module is None:
@@ -39,9 +52,24 @@ def pairs(libraries=LIBRARIES, sizes=SIZES):
                 yield library, name, case, upstream, dropin
 
 
-def integration_rows(libraries=LIBRARIES, sizes=SIZES, repeats=200, progress=None):
-    """One row per drop-in and case: upstream's µs, the drop-in's µs and the speedup."""
-    rows = []
+def integration_rows(
+    libraries: Sequence[str] = LIBRARIES,
+    sizes: Sequence[str] = SIZES,
+    repeats: int = 200,
+    progress: Optional[Any] = None,
+) -> list[dict[str, Union[str, float]]]:
+    """One row per drop-in and case: upstream's µs, the drop-in's µs and the speedup.
+
+    Args:
+        libraries: integration module names (LIBRARIES); those not installed are skipped.
+        sizes: "tiny" and/or "medium".
+        repeats: timed calls of each (host_time.median_us).
+        progress: a tqdm-like bar whose update(1) is called per row, or None.
+
+    Returns:
+        Rows keyed by COLUMNS.
+    """
+    rows: list[dict[str, Union[str, float]]] = []
     for library, name, case, upstream, dropin in pairs(libraries, sizes):
         calls = [(upstream, contextlib.nullcontext), (dropin, contextlib.nullcontext)]
         theirs, ours = host_time.median_us(calls, repeats)
@@ -62,6 +90,13 @@ def integration_rows(libraries=LIBRARIES, sizes=SIZES, repeats=200, progress=Non
     return rows
 
 
-def missing_libraries(libraries=LIBRARIES):
-    """The libraries whose integration cannot be imported here (not installed)."""
+def missing_libraries(libraries: Sequence[str] = LIBRARIES) -> list[str]:
+    """The libraries whose integration cannot be imported here (not installed).
+
+    Args:
+        libraries: integration module names (LIBRARIES).
+
+    Returns:
+        Those of `libraries` that cannot be imported.
+    """
     return [library for library in libraries if _module(library) is None]

@@ -1,10 +1,12 @@
 """Checkpoints: written atomically, loaded with weights_only=True, checked to be of this run."""
 
 import os
+from typing import Any, Optional, Union
 
 import torch
 
 from gdm_engine import models
+from gdm_engine.models import GenerativeModel
 
 CHECKPOINT_FORMAT = "gdm-engine checkpoint"
 # 2: the best-so-far record, early-stopping count and training time; 3: one optimiser and one
@@ -19,9 +21,14 @@ class CheckpointError(ValueError):
     """A file that is not a readable gdm-engine checkpoint."""
 
 
-def save_checkpoint(state, path):
+def save_checkpoint(state: dict[str, Any], path: Union[str, os.PathLike[str]]) -> None:
     """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over
-    `path`. A crash at any moment leaves the previous checkpoint or the new one, never a part."""
+    `path`. A crash at any moment leaves the previous checkpoint or the new one, never a part.
+
+    Args:
+        state: the checkpoint (Trainer.state()).
+        path: the file to write.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
@@ -35,7 +42,7 @@ def save_checkpoint(state, path):
             os.remove(temporary)
 
 
-def _from_version_2(state):
+def _from_version_2(state: dict[str, Any]) -> dict[str, Any]:
     """A version-2 checkpoint (one optimiser, one running loss) as version 3: both belong to the
     one-loss model's single player, "model"."""
     state = dict(state, version=3, optimizers={"model": state.pop("optimizer")})
@@ -44,9 +51,22 @@ def _from_version_2(state):
     return state
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """A checkpoint written by the trainer, loaded with weights_only=True (no code runs).
-    Raises CheckpointError for a missing, unreadable or foreign file."""
+def load_checkpoint(
+    path: Union[str, os.PathLike[str]], map_location: Union[str, torch.device] = "cpu"
+) -> dict[str, Any]:
+    """A checkpoint written by the trainer, loaded with weights_only=True (no code runs); a
+    version-2 checkpoint is read as version 3.
+
+    Args:
+        path: the checkpoint file.
+        map_location: where its tensors are loaded (torch.load's map_location).
+
+    Returns:
+        The checkpoint's dict (Trainer.state()'s keys).
+
+    Raises:
+        CheckpointError: a missing, unreadable or foreign file, or one of another version.
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}")
     try:
@@ -68,8 +88,17 @@ def load_checkpoint(path, map_location="cpu"):
     return state
 
 
-def check_same_run(state, model_name, data_name):
-    """Raise CheckpointError unless the checkpoint is of this model on this data."""
+def check_same_run(state: dict[str, Any], model_name: Optional[str], data_name: str) -> None:
+    """Raise CheckpointError unless the checkpoint is of this model on this data.
+
+    Args:
+        state: a loaded checkpoint.
+        model_name: the run's model name (Trainer.model_name).
+        data_name: the run's data set name.
+
+    Raises:
+        CheckpointError: the checkpoint's model or data differ.
+    """
     if state["model"] != model_name or state["data"] != data_name:
         raise CheckpointError(
             f"the checkpoint is of model {state['model']!r} on data "
@@ -77,8 +106,16 @@ def check_same_run(state, model_name, data_name):
         )
 
 
-def model_from_checkpoint(state, ema=True):
-    """The checkpoint's model, with its EMA weights (or the raw weights with ema=False)."""
+def model_from_checkpoint(state: dict[str, Any], ema: bool = True) -> GenerativeModel:
+    """The checkpoint's model, with its EMA weights (or the raw weights with ema=False).
+
+    Args:
+        state: a loaded checkpoint.
+        ema: load the EMA weights (True) or the trained weights (False).
+
+    Returns:
+        The model, on the CPU, in eval mode (dropout off).
+    """
     model = models.get(state["model"])(**state["model_config"])
     if ema:
         prefix = "module."

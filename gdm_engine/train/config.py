@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from typing import Any, Optional
 
 import numpy as np
 
@@ -13,13 +14,37 @@ LOG_EVERY_ON_GPU = 50
 SELECTABLE = ("", "bits_per_dim", "nll_nats", "frechet_digit_distance", "sliced_wasserstein", "mmd")
 
 
-def _seed(*entropy):
+def _seed(*entropy: int) -> int:
     """A 63-bit seed mixed from integers (numpy's SeedSequence: nearby inputs, unrelated seeds)."""
     return int(np.random.SeedSequence(list(entropy)).generate_state(2, np.uint64)[0] >> 1)
 
 
 @dataclasses.dataclass
 class TrainConfig:
+    """The settings of a training run: `check` validates them against the data and the
+    processes, `resumed` continues a checkpoint's, `learning_rate` is the schedule.
+
+    Args:
+        steps: training steps.
+        batch_size: the global batch, over all processes and accumulated shards.
+        lr: peak learning rate (a player may set its own, gdm_engine.models.Player.lr).
+        weight_decay: AdamW's decoupled weight decay.
+        warmup: steps of linear warm-up, then cosine decay to final_lr.
+        final_lr: the learning rate at the last step, as a fraction of lr.
+        grad_clip: max global gradient norm (of each player's weights).
+        ema_decay: the EMA's decay per step (its warm-up: Trainer).
+        accumulate: shards of the global batch each process runs one after another.
+        eval_every: steps between evaluations on the validation split.
+        checkpoint_every: steps between checkpoints.
+        early_stop: stop after this many evaluations without improvement (0: off).
+        eval_test: also evaluate the test split, for curves only (it never chooses).
+        samples: examples in each sample picture.
+        log_every: steps between reads of the loss for the progress bar (0: every step on a
+            CPU, every LOG_EVERY_ON_GPU steps on a GPU).
+        select: the validation figure that chooses best.pt ("": the model's default).
+        seed: the seed of every random stream of the run.
+    """
+
     steps: int = 2000
     batch_size: int = 128  # the global batch, over all processes and accumulated shards
     lr: float = 1e-3  # a player may set its own (gdm_engine.models.Player.lr)
@@ -40,8 +65,17 @@ class TrainConfig:
     select: str = ""  # the validation figure that chooses best.pt ("": the default)
     seed: int = 0
 
-    def check(self, train_size, world_size=1):
-        """Raise ValueError naming the setting that cannot work."""
+    def check(self, train_size: int, world_size: int = 1) -> None:
+        """Raise ValueError naming the setting that cannot work.
+
+        Args:
+            train_size: examples in the training split.
+            world_size: processes that share each global batch.
+
+        Raises:
+            ValueError: a setting out of its range (naming it), a batch_size that does not divide
+                into world_size x accumulate equal shards or exceeds train_size.
+        """
         for name in (
             "steps",
             "batch_size",
@@ -80,12 +114,24 @@ class TrainConfig:
             )
 
     @classmethod
-    def resumed(cls, saved, given):
+    def resumed(cls, saved: dict[str, Any], given: dict[str, Any]) -> "TrainConfig":
         """The settings to continue the checkpoint `saved` with: its own, `steps` extended where
         `given` (a dict of settings) asks. A given setting that differs from the checkpoint's
         raises ValueError (a resumed run keeps its settings: else its schedule, batches and
         selection would not be one run's), as does a step count below the checkpoint's step
-        (equal: a finished run, as `gdm-engine results` reopens to score it)."""
+        (equal: a finished run, as `gdm-engine results` reopens to score it).
+
+        Args:
+            saved: a checkpoint (load_checkpoint's dict: its "config" and "step").
+            given: the settings asked for, by name.
+
+        Returns:
+            The checkpoint's settings with `steps` from `given` where it is there.
+
+        Raises:
+            ValueError: a setting of `given` other than steps differs from the checkpoint's, or
+                steps is below the checkpoint's step.
+        """
         config = cls(**saved["config"])
         for key, value in given.items():
             if key != "steps" and value != getattr(config, key):
@@ -101,9 +147,18 @@ class TrainConfig:
             )
         return dataclasses.replace(config, steps=steps)
 
-    def learning_rate(self, step, lr=None):
-        """Linear warm-up over `warmup` steps, then cosine decay to final_lr * lr at `steps`;
-        `lr` is the peak (a player's own, or the run's)."""
+    def learning_rate(self, step: int, lr: Optional[float] = None) -> float:
+        """Linear warm-up over `warmup` steps, then cosine decay to final_lr * lr at `steps`
+        (SGDR's cosine annealing, Loshchilov & Hutter, 2017, without restarts); `lr` is the peak
+        (a player's own, or the run's).
+
+        Args:
+            step: the training step (0-based).
+            lr: the peak learning rate; None: the run's `lr`.
+
+        Returns:
+            The learning rate at `step`.
+        """
         lr = self.lr if lr is None else lr
         if step < self.warmup:
             return lr * (step + 1) / self.warmup

@@ -6,9 +6,14 @@ import torch
 import torch.distributed as dist
 
 
-def distributed_setup():
+def distributed_setup() -> tuple[int, int, torch.device]:
     """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this joins the process group:
-    NCCL with one GPU per process, gloo on CPUs."""
+    NCCL with one GPU per process, gloo on CPUs.
+
+    Returns:
+        This process's rank, the number of processes, and its device (cuda:LOCAL_RANK where CUDA
+        is available, else the CPU).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

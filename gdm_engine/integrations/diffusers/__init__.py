@@ -10,13 +10,18 @@ Configurations the kernels do not cover run upstream's `step` (`coverage()` list
     pipe = accelerate(pipe)   # its scheduler swapped for the drop-in built from its config
 """
 
-from .. import require
+from typing import Any, TypeVar, Union, cast
+
+import torch
+
+from .. import BenchmarkPair, require
 
 require("diffusers", "diffusers")
 
 from diffusers import SchedulerMixin  # noqa: E402,F401 (see FusedScheduler.__init_subclass__)
+from diffusers.utils import BaseOutput  # noqa: E402
 
-from ._fused import guided_output  # noqa: E402
+from ._fused import FusedScheduler, guided_output  # noqa: E402
 from .ddpm import DDIMScheduler, DDPMScheduler  # noqa: E402
 from .sigmas import (  # noqa: E402
     DPMSolverMultistepScheduler,
@@ -26,7 +31,7 @@ from .sigmas import (  # noqa: E402
     HeunDiscreteScheduler,
 )
 
-SCHEDULERS = {
+SCHEDULERS: dict[str, type[FusedScheduler]] = {
     cls.__name__: cls
     for cls in (
         DDPMScheduler,
@@ -77,18 +82,36 @@ _COVERAGE = {
 }
 
 
-def coverage():
+_Pipeline = TypeVar("_Pipeline")
+
+
+def coverage() -> list[dict[str, str]]:
     """One row per drop-in: scheduler, the configurations its fused step covers, those that
-    run upstream's step."""
+    run upstream's step.
+
+    Returns:
+        Rows {"scheduler", "fused", "upstream step"}.
+    """
     return [
         {"scheduler": name, "fused": fused, "upstream step": fallback}
         for name, (fused, fallback) in _COVERAGE.items()
     ]
 
 
-def accelerate(pipe):
+def accelerate(pipe: _Pipeline) -> _Pipeline:
     """`pipe` with its scheduler replaced by the drop-in built from that scheduler's config
-    (from_config); a scheduler with no drop-in is refused by name (ValueError)."""
+    (from_config); a scheduler with no drop-in is refused by name (ValueError).
+
+    Args:
+        pipe: a diffusers pipeline (any object with a `scheduler` attribute).
+
+    Returns:
+        `pipe` itself, its scheduler swapped (unchanged where it already is a drop-in).
+
+    Raises:
+        ValueError: pipe has no scheduler, or one with no drop-in (a subclass of diffusers'
+            class included).
+    """
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None:
         raise ValueError(f"accelerate: pipe must have a scheduler, got {type(pipe).__name__}")
@@ -101,14 +124,40 @@ def accelerate(pipe):
             f"accelerate: no fused drop-in for the scheduler {name}; covered: "
             f"{', '.join(SCHEDULERS)}"
         )
-    pipe.scheduler = drop_in.from_config(scheduler.config)
+    # (Any: the `type(scheduler) is` test above leaves mypy an `object`)
+    cast(Any, pipe).scheduler = drop_in.from_config(cast(Any, scheduler).config)
     return pipe
 
 
-def guided_step(scheduler, cond, uncond, guidance_scale, t, sample, **kwargs):
+def guided_step(
+    scheduler: FusedScheduler,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+    t: Union[int, float, torch.Tensor],
+    sample: torch.Tensor,
+    **kwargs: Any,
+) -> Union[BaseOutput, tuple]:
     """scheduler.step on the classifier-free guided output uncond + g (cond − uncond) (Ho &
     Salimans, 2022), combined inside the step's kernel, for loops written by hand. kwargs as
-    the scheduler's step (generator, eta, return_dict, ...)."""
+    the scheduler's step (generator, eta, return_dict, ...).
+
+    Args:
+        scheduler: a drop-in scheduler of this module.
+        cond: the model's conditional output.
+        uncond: the model's unconditional output, shaped like cond.
+        guidance_scale: g.
+        t: the step's timestep, as the scheduler's step takes it.
+        sample: the current sample.
+        **kwargs: the scheduler's step keywords (generator, eta, return_dict, ...).
+
+    Returns:
+        The scheduler's step output (its output class, or a tuple with return_dict=False).
+
+    Raises:
+        TypeError: scheduler is not a drop-in.
+        ValueError: uncond is not shaped like cond.
+    """
     if not isinstance(scheduler, tuple(SCHEDULERS.values())):
         raise TypeError(
             f"guided_step: scheduler must be a drop-in of "
@@ -122,8 +171,18 @@ def guided_step(scheduler, cond, uncond, guidance_scale, t, sample, **kwargs):
     return scheduler.step(cond, t, sample, _guidance=(uncond, float(guidance_scale)), **kwargs)
 
 
-def benchmark_pairs(size):
-    """(name, case, upstream step, drop-in step) for the speed table; see .bench."""
+def benchmark_pairs(size: str) -> list[BenchmarkPair]:
+    """(name, case, upstream step, drop-in step) for the speed table; see .bench.
+
+    Args:
+        size: "tiny" or "medium".
+
+    Returns:
+        One pair per drop-in scheduler.
+
+    Raises:
+        ValueError: another size.
+    """
     from .bench import benchmark_pairs as pairs
 
     return pairs(size)

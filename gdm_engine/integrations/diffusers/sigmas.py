@@ -5,12 +5,25 @@ its first index by a timestep lookup (nonzero().item(), diffusers issue 3950), t
 starts at the begin index (0, or set_begin_index's)."""
 
 import math
+from typing import Optional, Union, cast
+
+import torch
+from diffusers.schedulers.scheduling_euler_ancestral_discrete import (
+    EulerAncestralDiscreteSchedulerOutput,
+)
+from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteSchedulerOutput
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
+    FlowMatchEulerDiscreteSchedulerOutput,
+)
+from diffusers.schedulers.scheduling_heun_discrete import HeunDiscreteSchedulerOutput
+from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
 from gdm_engine.ops.diffusion import loop_step
 
 from ._fused import (
     PREDICTION_TYPES,
     FusedScheduler,
+    Guidance,
     diffusers,
     draw_noise,
     euler_launch,
@@ -20,32 +33,32 @@ from ._fused import (
     unsupported,
 )
 
-_outputs = diffusers.schedulers
-
 
 class _SigmaScheduler(FusedScheduler):
     """Plans from the CPU sigmas (upstream keeps them there, or set_timesteps builds them there
     here); `_advance` moves upstream's counter as its step would."""
 
-    def _plan_rows(self):
+    def _plan_rows(self) -> list[float]:
         return self.sigmas.double().tolist()
 
-    def _advance(self):
+    def _advance(self) -> int:
         index = self._next_index()
         self._step_index = index + 1
         return index
 
-    def fallback_reason(self):
+    def fallback_reason(self) -> Optional[str]:
+        """Why this configuration runs upstream's step, or None where the fused step covers it."""
         if self.config.prediction_type not in PREDICTION_TYPES:
             return unsupported("prediction_type", self.config.prediction_type)
         return None
 
-    def _prediction(self):
+    def _prediction(self) -> str:
         return PREDICTION_TYPES[self.config.prediction_type]
 
-    def _sigma_pair(self, index):
+    def _sigma_pair(self, index: int) -> tuple[float, float]:
         self._row(0)
-        return self._plan[index], self._plan[index + 1]
+        plan = cast(list[float], self._plan)  # built by _row
+        return plan[index], plan[index + 1]
 
 
 class EulerDiscreteScheduler(_SigmaScheduler, diffusers.EulerDiscreteScheduler):
@@ -55,18 +68,37 @@ class EulerDiscreteScheduler(_SigmaScheduler, diffusers.EulerDiscreteScheduler):
 
     def step(
         self,
-        model_output,
-        timestep,
-        sample,
-        s_churn=0.0,
-        s_tmin=0.0,
-        s_tmax=float("inf"),
-        s_noise=1.0,
-        generator=None,
-        return_dict=True,
+        model_output: torch.Tensor,
+        timestep: Union[float, torch.Tensor],
+        sample: torch.Tensor,
+        s_churn: float = 0.0,
+        s_tmin: float = 0.0,
+        s_tmax: float = float("inf"),
+        s_noise: float = 1.0,
+        generator: Optional[torch.Generator] = None,
+        return_dict: bool = True,
         *,
-        _guidance=None,
-    ):
+        _guidance: Guidance = None,
+    ) -> Union[EulerDiscreteSchedulerOutput, tuple]:
+        """One fused Euler step (upstream's arguments and outputs); steps that churn, and the
+        configurations of fallback_reason, run upstream's.
+
+        Args:
+            model_output: the model's output at `sample` (its prediction_type).
+            timestep: the step's timestep (not read: the step counter names the step).
+            sample: the current sample x at σ.
+            s_churn: upstream's churn; a step that churns runs upstream's step.
+            s_tmin: the lowest σ that churns.
+            s_tmax: the highest σ that churns.
+            s_noise: the churn noise's scale.
+            generator: draws the churn noise (upstream's step).
+            return_dict: return EulerDiscreteSchedulerOutput (True) or a tuple.
+            _guidance: (uncond, g): classifier-free guidance uncond + g (model_output − uncond)
+                (Ho & Salimans, 2022) inside the step (guided_step's).
+
+        Returns:
+            EulerDiscreteSchedulerOutput(prev_sample, pred_original_sample), or the tuple.
+        """
         index = self._next_index()
         sigma, sigma_next = self._sigma_pair(index)
         churned = s_churn > 0 and s_tmin <= sigma <= s_tmax
@@ -92,7 +124,7 @@ class EulerDiscreteScheduler(_SigmaScheduler, diffusers.EulerDiscreteScheduler):
             guidance=_guidance,
         )
         return output(
-            _outputs.scheduling_euler_discrete.EulerDiscreteSchedulerOutput,
+            EulerDiscreteSchedulerOutput,
             return_dict,
             prev.to(model_output.dtype),
             x0,
@@ -103,14 +135,37 @@ class EulerAncestralDiscreteScheduler(_SigmaScheduler, diffusers.EulerAncestralD
     """diffusers' EulerAncestralDiscreteScheduler with a fused `step`: the Euler step to σ_down
     plus σ_up·z (k-diffusion's sample_euler_ancestral), z upstream's draw from `generator`."""
 
-    def fallback_reason(self):
+    def fallback_reason(self) -> Optional[str]:
+        """Why this configuration runs upstream's step, or None where the fused step covers it."""
         if self.config.prediction_type == "sample":
             return "prediction_type='sample' (upstream raises NotImplementedError)"
         return super().fallback_reason()
 
     def step(
-        self, model_output, timestep, sample, generator=None, return_dict=True, *, _guidance=None
-    ):
+        self,
+        model_output: torch.Tensor,
+        timestep: Union[float, torch.Tensor],
+        sample: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        return_dict: bool = True,
+        *,
+        _guidance: Guidance = None,
+    ) -> Union[EulerAncestralDiscreteSchedulerOutput, tuple]:
+        """One fused ancestral step (upstream's arguments and outputs), its noise upstream's draw.
+
+        Args:
+            model_output: the model's output at `sample` (its prediction_type).
+            timestep: the step's timestep (not read: the step counter names the step).
+            sample: the current sample x at σ.
+            generator: draws the noise z.
+            return_dict: return EulerAncestralDiscreteSchedulerOutput (True) or a tuple.
+            _guidance: (uncond, g): classifier-free guidance uncond + g (model_output − uncond)
+                (Ho & Salimans, 2022) inside the step (guided_step's).
+
+        Returns:
+            EulerAncestralDiscreteSchedulerOutput(prev_sample, pred_original_sample), or the
+            tuple.
+        """
         index = self._next_index()
         sigma, sigma_to = self._sigma_pair(index)
         if self.fallback_reason() is not None or sigma == 0:
@@ -132,7 +187,7 @@ class EulerAncestralDiscreteScheduler(_SigmaScheduler, diffusers.EulerAncestralD
             guidance=_guidance,
         )
         return output(
-            _outputs.scheduling_euler_ancestral_discrete.EulerAncestralDiscreteSchedulerOutput,
+            EulerAncestralDiscreteSchedulerOutput,
             return_dict,
             prev.to(model_output.dtype),
             x0,
@@ -145,12 +200,41 @@ class HeunDiscreteScheduler(_SigmaScheduler, diffusers.HeunDiscreteScheduler):
     launch of the Heun kernel from the first call's sample and output, plus one for its
     pred_original_sample (D at the Euler point)."""
 
-    def fallback_reason(self):
+    # between the two calls of a step: the first call's sample, σ_next − σ (upstream's dt, whose
+    # None marks the first call) and (model output, guidance)
+    sample: Optional[torch.Tensor]
+    dt: Optional[float]
+    _first: Optional[tuple[torch.Tensor, Guidance]]
+
+    def fallback_reason(self) -> Optional[str]:
+        """Why this configuration runs upstream's step, or None where the fused step covers it."""
         if self.config.clip_sample:
             return "clip_sample=True (the Heun kernel does not clamp)"
         return super().fallback_reason()
 
-    def step(self, model_output, timestep, sample, return_dict=True, *, _guidance=None):
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: Union[float, torch.Tensor],
+        sample: torch.Tensor,
+        return_dict: bool = True,
+        *,
+        _guidance: Guidance = None,
+    ) -> Union[HeunDiscreteSchedulerOutput, tuple]:
+        """One fused step (upstream's arguments and outputs): the Euler step on the first call,
+        Heun's correction on the second.
+
+        Args:
+            model_output: the model's output at `sample` (its prediction_type).
+            timestep: the step's timestep (not read: the step counter names the step).
+            sample: the current sample x at σ.
+            return_dict: return HeunDiscreteSchedulerOutput (True) or a tuple.
+            _guidance: (uncond, g): classifier-free guidance uncond + g (model_output − uncond)
+                (Ho & Salimans, 2022) inside the step (guided_step's).
+
+        Returns:
+            HeunDiscreteSchedulerOutput(prev_sample, pred_original_sample), or the tuple.
+        """
         index = self._next_index()
         first = self.state_in_first_order
         sigma, sigma_next = self._sigma_pair(index if first else index - 1)
@@ -168,19 +252,20 @@ class HeunDiscreteScheduler(_SigmaScheduler, diffusers.HeunDiscreteScheduler):
             self.sample, self.dt = sample, sigma_next - sigma
             self._first = (model_output, _guidance)
         else:
-            first_output, first_guidance = self._first
+            first_output, first_guidance = cast(tuple[torch.Tensor, Guidance], self._first)
             options = guidance_options(first_guidance)
             if _guidance is not None:
                 options["uncond_second"] = _guidance[0]
-            prev = loop_step(
+            heun = loop_step(
                 "heun",
-                self.sample,
+                cast(torch.Tensor, self.sample),  # the first call's
                 first_output,
                 (sigma, sigma_next),
                 second=model_output,
                 prediction=prediction,
                 **options,
             )
+            prev = cast(torch.Tensor, heun)  # the Heun kernel's x' alone
             _, x0 = euler_launch(
                 sample,
                 model_output,
@@ -190,9 +275,7 @@ class HeunDiscreteScheduler(_SigmaScheduler, diffusers.HeunDiscreteScheduler):
                 guidance=_guidance,
             )
             self.sample, self.dt, self._first = None, None, None
-        return output(
-            _outputs.scheduling_heun_discrete.HeunDiscreteSchedulerOutput, return_dict, prev, x0
-        )
+        return output(HeunDiscreteSchedulerOutput, return_dict, prev, x0)
 
 
 class DPMSolverMultistepScheduler(_SigmaScheduler, diffusers.DPMSolverMultistepScheduler):
@@ -201,7 +284,12 @@ class DPMSolverMultistepScheduler(_SigmaScheduler, diffusers.DPMSolverMultistepS
     `model_outputs` as upstream keeps it; first order on the first step and where upstream's
     lower_order_final / euler_at_final / final_sigmas_type="zero" ask for it."""
 
-    def fallback_reason(self):
+    model_outputs: list[Optional[torch.Tensor]]  # upstream's: the latest denoised estimates
+    lower_order_nums: int
+
+    def fallback_reason(self) -> Optional[str]:
+        """Why this configuration runs upstream's step (another algorithm, order or solver
+        type, thresholding, ...), or None where the fused DPM-Solver++(2M) covers it."""
         config = self.config
         for name, covered in (
             ("algorithm_type", "dpmsolver++"),
@@ -216,7 +304,7 @@ class DPMSolverMultistepScheduler(_SigmaScheduler, diffusers.DPMSolverMultistepS
                 return unsupported(name, config[name])
         return super().fallback_reason()
 
-    def _first_order(self, index):
+    def _first_order(self, index: int) -> bool:
         steps = len(self.timesteps)
         final = index == steps - 1 and (
             self.config.euler_at_final
@@ -227,15 +315,30 @@ class DPMSolverMultistepScheduler(_SigmaScheduler, diffusers.DPMSolverMultistepS
 
     def step(
         self,
-        model_output,
-        timestep,
-        sample,
-        generator=None,
-        variance_noise=None,
-        return_dict=True,
+        model_output: torch.Tensor,
+        timestep: Union[int, torch.Tensor],
+        sample: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        variance_noise: Optional[torch.Tensor] = None,
+        return_dict: bool = True,
         *,
-        _guidance=None,
-    ):
+        _guidance: Guidance = None,
+    ) -> Union[SchedulerOutput, tuple]:
+        """One fused DPM-Solver++(2M) step (upstream's arguments and outputs).
+
+        Args:
+            model_output: the model's output at `sample` (its prediction_type).
+            timestep: the step's timestep (not read: the step counter names the step).
+            sample: the current sample x at σ.
+            generator: upstream's (its SDE variants; unused by the fused step).
+            variance_noise: upstream's (its SDE variants; unused by the fused step).
+            return_dict: return SchedulerOutput (True) or a tuple.
+            _guidance: (uncond, g): classifier-free guidance uncond + g (model_output − uncond)
+                (Ho & Salimans, 2022) inside the step (guided_step's).
+
+        Returns:
+            SchedulerOutput(prev_sample), or the tuple.
+        """
         if self.num_inference_steps is None or self.fallback_reason() is not None:
             return super().step(
                 guided_output(model_output, _guidance),
@@ -252,8 +355,9 @@ class DPMSolverMultistepScheduler(_SigmaScheduler, diffusers.DPMSolverMultistepS
         options = guidance_options(_guidance)
         sigma_prev = 1.0
         if not self._first_order(index):
-            options["second"], sigma_prev = self.model_outputs[-1], self._plan[index - 1]
-        prev, denoised = loop_step(
+            plan = cast(list[float], self._plan)  # built by _sigma_pair
+            options["second"], sigma_prev = self.model_outputs[-1], plan[index - 1]
+        prev, denoised = loop_step(  # (x', D)
             "dpmpp_2m",
             sample,
             model_output,
@@ -264,9 +368,7 @@ class DPMSolverMultistepScheduler(_SigmaScheduler, diffusers.DPMSolverMultistepS
         )
         self.model_outputs = [*self.model_outputs[1:], denoised]
         self.lower_order_nums = min(self.lower_order_nums + 1, self.config.solver_order)
-        return output(
-            _outputs.scheduling_utils.SchedulerOutput, return_dict, prev.to(model_output.dtype)
-        )
+        return output(SchedulerOutput, return_dict, prev.to(model_output.dtype))
 
 
 class FlowMatchEulerDiscreteScheduler(_SigmaScheduler, diffusers.FlowMatchEulerDiscreteScheduler):
@@ -274,26 +376,46 @@ class FlowMatchEulerDiscreteScheduler(_SigmaScheduler, diffusers.FlowMatchEulerD
     the Euler kernel's "eps" step (for x = (1 − σ) x0 + σ ε and v = ε − x0, the velocity is the
     derivative dx/dσ as ε is in the σ form)."""
 
-    def fallback_reason(self):
+    def fallback_reason(self) -> Optional[str]:
+        """Why this configuration runs upstream's step, or None where the fused step covers it."""
         if self.config.stochastic_sampling:
             return "stochastic_sampling=True"
         return None
 
     def step(
         self,
-        model_output,
-        timestep,
-        sample,
-        s_churn=0.0,
-        s_tmin=0.0,
-        s_tmax=float("inf"),
-        s_noise=1.0,
-        generator=None,
-        per_token_timesteps=None,
-        return_dict=True,
+        model_output: torch.Tensor,
+        timestep: Union[float, torch.Tensor],
+        sample: torch.Tensor,
+        s_churn: float = 0.0,
+        s_tmin: float = 0.0,
+        s_tmax: float = float("inf"),
+        s_noise: float = 1.0,
+        generator: Optional[torch.Generator] = None,
+        per_token_timesteps: Optional[torch.Tensor] = None,
+        return_dict: bool = True,
         *,
-        _guidance=None,
-    ):
+        _guidance: Guidance = None,
+    ) -> Union[FlowMatchEulerDiscreteSchedulerOutput, tuple]:
+        """One fused Euler step of the flow (upstream's arguments and outputs).
+
+        Args:
+            model_output: the model's output at `sample` (its prediction_type).
+            timestep: the step's timestep (not read: the step counter names the step).
+            sample: the current sample x at σ.
+            s_churn: upstream's (unused by its deterministic step).
+            s_tmin: upstream's (unused by its deterministic step).
+            s_tmax: upstream's (unused by its deterministic step).
+            s_noise: upstream's (unused by its deterministic step).
+            generator: upstream's (its stochastic_sampling).
+            per_token_timesteps: per-token σ (upstream's step runs them).
+            return_dict: return FlowMatchEulerDiscreteSchedulerOutput (True) or a tuple.
+            _guidance: (uncond, g): classifier-free guidance uncond + g (model_output − uncond)
+                (Ho & Salimans, 2022) inside the step (guided_step's).
+
+        Returns:
+            FlowMatchEulerDiscreteSchedulerOutput(prev_sample), or the tuple.
+        """
         index = self._next_index()
         sigma, sigma_next = self._sigma_pair(index)
         if self.fallback_reason() is not None or per_token_timesteps is not None or sigma == 0:
@@ -320,7 +442,7 @@ class FlowMatchEulerDiscreteScheduler(_SigmaScheduler, diffusers.FlowMatchEulerD
             denoised=False,
         )
         return output(
-            _outputs.scheduling_flow_match_euler_discrete.FlowMatchEulerDiscreteSchedulerOutput,
+            FlowMatchEulerDiscreteSchedulerOutput,
             return_dict,
             prev.to(model_output.dtype),
         )

@@ -6,15 +6,22 @@ import math
 import numpy as np
 import torch
 
+# the shorter side of an image grid, at least, in pixels: 16 8x8 digits at 4 px a pixel made 133,
+# too small to read
+MIN_GRID_SIDE = 256
 
-def image_grid(images, levels, columns=None, scale=4, gap=1):
+
+def image_grid(images, levels, columns=None, scale=None, gap=1):
     """One PIL image tiling `images` (N, C, H, W) of integer levels 0..levels-1, each pixel drawn
-    as a scale x scale block, with `gap` pixels of white between tiles."""
+    as a scale x scale block (by default the smallest whole scale that makes the grid's shorter
+    side MIN_GRID_SIDE pixels or more), with `gap` pixels of white between tiles."""
     from PIL import Image
 
     n, channels, height, width = images.shape
     columns = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
+    if scale is None:
+        scale = max(1, math.ceil(MIN_GRID_SIDE / min(rows * height, columns * width)))
     pixels = (images.detach().cpu().double().clamp(0, levels - 1) * (255 / (levels - 1))).round()
     pixels = pixels.to(torch.uint8).numpy().transpose(0, 2, 3, 1)
     pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)

@@ -1,11 +1,12 @@
 """The `gdm-engine` command: info, validate, bench and compile for the kernels; train, sample, eval
-and results for the models."""
-# Each command is a short function in kernels.py or training.py that calls into the engine.
+and results for the models; demo, the newcomer's tour of both."""
+# Each command is a short function in kernels.py, training.py or demo.py that calls into the
+# engine.
 
 import argparse
 import sys
 
-from . import kernels, training
+from . import demo, kernels, training
 from ._common import UsageError, prepare_interpreter
 
 
@@ -14,6 +15,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     kernels.add_commands(sub)
     training.add_commands(sub)
+    demo.add_commands(sub)
     return parser
 
 
@@ -31,7 +33,7 @@ def main(argv=None):
             )
             return 2
     try:
-        return {**kernels.COMMANDS, **training.COMMANDS}[args.command](args)
+        return {**kernels.COMMANDS, **training.COMMANDS, **demo.COMMANDS}[args.command](args)
     except UsageError as error:
         print(f"gdm-engine {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -1,18 +1,30 @@
 """The protocol every model of the engine implements."""
 
 import dataclasses
+from typing import Any, ClassVar, Optional, TypeVar
 
 import torch
 
 from gdm_engine._validation import check_int, host_values
-from gdm_engine.data import dequantize, quantize
+from gdm_engine.data import Data, dequantize, quantize
+
+_Model = TypeVar("_Model", bound="GenerativeModel")
 
 
-def check_range(name, t, count):
+def check_range(name: str, t: torch.Tensor, count: int) -> None:
     """t's values lie in 0 .. count − 1 (levels of discrete data, class labels). They are checked
     where reading them is free, on CPU tensors (`host_values`); a GPU would stall to read them,
     so data on a GPU are checked once on the host where they are loaded (the trainer checks its
-    training split before it moves it to the device) and no training step reads them."""
+    training split before it moves it to the device) and no training step reads them.
+
+    Args:
+        name: the argument's name, for the error message.
+        t: the integer values to check.
+        count: how many values there are (levels, classes).
+
+    Raises:
+        ValueError: a value of t (read on the host) lies outside 0 .. count − 1.
+    """
     values = host_values(t)
     if values is not None and values.size and not 0 <= values.min() <= values.max() < count:
         raise ValueError(
@@ -21,18 +33,37 @@ def check_range(name, t, count):
         )
 
 
-def continuous_space(x, levels, generator):
+def continuous_space(
+    x: torch.Tensor, levels: Optional[int], generator: Optional[torch.Generator]
+) -> torch.Tensor:
     """Examples as a model of continuous values sees them: discrete levels dequantised into
     [−1, 1) as 2 (x + u) / levels − 1 (the convention of gdm_engine.data.dequantize), continuous
-    data as floats."""
+    data as floats.
+
+    Args:
+        x: examples (N, *shape): integer levels, or continuous values.
+        levels: the number of levels of discrete data; None for continuous data.
+        generator: draws the dequantisation noise u (None: torch's global generator).
+
+    Returns:
+        Floats of x's shape, in [−1, 1) for discrete data.
+    """
     if levels is None:
         return x.float()
     return 2 * dequantize(x, levels, generator) - 1
 
 
-def data_space(y, levels):
+def data_space(y: torch.Tensor, levels: Optional[int]) -> torch.Tensor:
     """The inverse of continuous_space: values in [−1, 1) rounded down to their level for
-    discrete data, continuous values as they are."""
+    discrete data, continuous values as they are.
+
+    Args:
+        y: values in the continuous space.
+        levels: the number of levels of discrete data; None for continuous data.
+
+    Returns:
+        Integer levels of y's shape for discrete data; y itself for continuous data.
+    """
     return y if levels is None else quantize((y + 1) / 2, levels)
 
 
@@ -45,13 +76,22 @@ class Player:
     `modules` names the model's submodules whose parameters the player owns (empty: all of
     them); `lr` overrides the run's peak learning rate and `betas` Adam's; `samples` says its
     weights draw samples, so the trainer keeps their EMA (the others' EMA copy is their current
-    weights)."""
+    weights).
+
+    Args:
+        name: the player's name, passed to ``model.loss`` as ``player=``.
+        modules: names of the model's submodules whose parameters it owns (empty: all).
+        steps: optimiser steps per training step.
+        lr: peak learning rate (None: the run's).
+        betas: Adam's (β1, β2).
+        samples: whether its weights draw samples (the trainer keeps their EMA).
+    """
 
     name: str
-    modules: tuple = ()
+    modules: tuple[str, ...] = ()
     steps: int = 1
-    lr: float = None
-    betas: tuple = (0.9, 0.999)
+    lr: Optional[float] = None
+    betas: tuple[float, float] = (0.9, 0.999)
     samples: bool = True
 
 
@@ -72,19 +112,36 @@ class GenerativeModel(torch.nn.Module):
     plain Python values), which is how checkpoints store it. Every model has ``shape`` (of one
     example) and ``levels`` (of discrete data, >= 2; None for continuous data), against which
     ``check_data`` checks what ``log_prob`` and ``loss`` are given.
+
+    Args:
+        **config: the subclass's constructor arguments, kept as ``config`` for checkpoints.
+
+    Raises:
+        ValueError: config's ``levels`` is given and not an integer >= 2.
     """
 
-    name = None
-    likelihood = "exact"  # what log_prob gives, in words: "exact", or the bound it is
+    name: ClassVar[Optional[str]] = None  # a concrete model's registered name
+    # what log_prob gives, in words: "exact", or the bound it is; None for a model without one
+    likelihood: Optional[str] = "exact"
+    shape: tuple[int, ...]  # of one example (set by the subclass's constructor)
+    levels: Optional[int]  # of discrete data; None for continuous data
 
-    def __init__(self, **config):
+    def __init__(self, **config: Any):
         if config.get("levels") is not None:
             check_int("levels", config["levels"], 2)
         super().__init__()
         self.config = config
 
-    def check_shape(self, x):
-        """x is a tensor of examples (N, *shape)."""
+    def check_shape(self, x: torch.Tensor) -> None:
+        """x is a tensor of examples (N, *shape).
+
+        Args:
+            x: the examples to check.
+
+        Raises:
+            TypeError: x is not a tensor.
+            ValueError: x is not shaped (N, *shape).
+        """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor of examples, got {type(x).__name__}")
         if tuple(x.shape[1:]) != self.shape or x.ndim == 0:
@@ -92,10 +149,18 @@ class GenerativeModel(torch.nn.Module):
                 f"x must have shape (N, {', '.join(map(str, self.shape))}), got {tuple(x.shape)}"
             )
 
-    def check_data(self, x):
+    def check_data(self, x: torch.Tensor) -> None:
         """Raise TypeError/ValueError naming x unless it holds examples as the model takes them:
         (N, *shape), and for discrete data integer levels in 0 .. levels − 1 (their values checked
-        where that is free: see `check_range`)."""
+        where that is free: see `check_range`).
+
+        Args:
+            x: the examples to check.
+
+        Raises:
+            TypeError: x is not a tensor, or holds floats (complex, bools) for discrete data.
+            ValueError: x is not shaped (N, *shape), or a level lies outside 0 .. levels − 1.
+        """
         self.check_shape(x)
         if self.levels is None:
             return
@@ -104,25 +169,86 @@ class GenerativeModel(torch.nn.Module):
         check_range("x", x, self.levels)
 
     @classmethod
-    def for_data(cls, data, **options):
-        """A model shaped for `data` (a gdm_engine.data.Data)."""
+    def for_data(cls: type[_Model], data: Data, **options: Any) -> _Model:
+        """A model shaped for `data` (a gdm_engine.data.Data).
+
+        Args:
+            data: the data set whose example shape and levels the model takes.
+            **options: further constructor arguments.
+
+        Returns:
+            The model.
+        """
         return cls(shape=list(data.shape), levels=data.levels, **options)
 
-    def log_prob(self, x):
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x), nats per example: exact, or a lower bound (see `likelihood`).
+
+        Args:
+            x: examples (N, *shape).
+
+        Returns:
+            (N,) log-likelihoods.
+
+        Raises:
+            NotImplementedError: always, here; the subclasses implement it.
+        """
         raise NotImplementedError
 
-    def loss(self, x, generator=None):
+    def loss(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The scalar training objective on the batch x.
+
+        Args:
+            x: examples (N, *shape).
+            generator: draws the loss's randomness (None: torch's global generator).
+
+        Returns:
+            The loss, a scalar.
+
+        Raises:
+            NotImplementedError: always, here; the subclasses implement it.
+        """
         raise NotImplementedError
 
-    def sample(self, n, generator=None):
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """n examples shaped like the data.
+
+        Args:
+            n: how many examples.
+            generator: draws the samples' randomness (None: torch's global generator).
+
+        Returns:
+            (n, *shape) examples: integer levels for discrete data.
+
+        Raises:
+            NotImplementedError: always, here; the subclasses implement it.
+        """
         raise NotImplementedError
 
-    def players(self):
+    def players(self) -> tuple[Player, ...]:
+        """The Players that train the model.
+
+        Returns:
+            One player, "model", owning every weight (a model with several losses overrides it).
+        """
         return (Player("model"),)
 
-    def forward(self, x, generator=None, **options):
+    def forward(
+        self, x: torch.Tensor, generator: Optional[torch.Generator] = None, **options: Any
+    ) -> torch.Tensor:
+        """The loss (see `loss`), so that wrappers of `forward` (DDP, torch.compile) wrap it.
+
+        Args:
+            x: examples (N, *shape).
+            generator: draws the loss's randomness (None: torch's global generator).
+            **options: further keyword arguments of the model's `loss` (a GAN's ``player``).
+
+        Returns:
+            The loss, a scalar.
+        """
         return self.loss(x, generator, **options)
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
         return next(self.parameters()).device

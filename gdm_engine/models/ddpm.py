@@ -3,12 +3,15 @@ classifier-free guidance (Ho & Salimans, 2022)."""
 
 import inspect
 import math
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union, cast
 
 import torch
 
 from gdm_engine import ops, sampling
 from gdm_engine._random import draw, drawn_on
 from gdm_engine._validation import check_choice, check_fraction, check_int
+from gdm_engine.data import Data
 from gdm_engine.nn.unet import ResidualMLP, UNet
 from gdm_engine.reference.diffusion import PREDICTIONS
 
@@ -16,6 +19,12 @@ from .base import GenerativeModel, check_range
 
 SCHEDULES = {"linear": sampling.linear_alpha_bars, "cosine": sampling.cosine_alpha_bars}
 BOUND_ROWS = 2048  # (example, step) pairs the bound sends through the network at once
+
+# denoiser(x_t, t) -> the network's prediction, or with guidance the pair (conditional,
+# unconditional)
+Denoiser = Callable[
+    [torch.Tensor, torch.Tensor], Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+]
 
 
 class DDPM(GenerativeModel):
@@ -40,26 +49,51 @@ class DDPM(GenerativeModel):
     unconditional, and sampling can mix the two by classifier-free guidance.
 
     log_prob is the variational lower bound of Ho et al. (eq. 5); see `log_prob`.
+
+    Args:
+        shape: (C, H, W) of one image, or (D,) of one vector.
+        levels: the number of levels of discrete data (>= 2); None for continuous data.
+        schedule: "linear" or "cosine".
+        timesteps: T, the diffusion's steps.
+        prediction: what the network predicts: "eps", "x0" or "v".
+        min_snr_gamma: γ of the min-SNR-γ loss weight (None: unweighted).
+        width: the network's base width.
+        multipliers: the U-Net's width multiplier per resolution.
+        blocks: residual blocks per resolution (U-Net) or in all (MLP).
+        dropout: dropout probability in the network while training.
+        classes: the number of class labels (0: unconditional).
+        label_dropout: the probability that training replaces a label by the null label.
+        bound_timesteps: the KL terms log_prob estimates from (None: all of them).
+        level_offsets: give the network the level offsets of x_t (discrete data only).
+
+    Raises:
+        TypeError: timesteps, classes or bound_timesteps is not an int; level_offsets is not a
+            bool.
+        ValueError: shape is neither (C, H, W) nor (D,); schedule or prediction is not one of
+            its choices; timesteps or bound_timesteps is below 1, classes below 0;
+            bound_timesteps is above timesteps − 1; min_snr_gamma is not None or a number > 0;
+            label_dropout is not in [0, 1).
     """
 
     name = "ddpm"
+    alpha_bars: torch.Tensor  # ᾱ_t of the schedule, float64 (T,) (a buffer, not in checkpoints)
 
     def __init__(
         self,
-        shape,
-        levels=None,
-        schedule="linear",
-        timesteps=1000,
-        prediction="eps",
-        min_snr_gamma=None,
-        width=64,
-        multipliers=(1, 2),
-        blocks=2,
-        dropout=0.0,
-        classes=0,
-        label_dropout=0.1,
-        bound_timesteps=None,
-        level_offsets=True,
+        shape: Sequence[int],
+        levels: Optional[int] = None,
+        schedule: str = "linear",
+        timesteps: int = 1000,
+        prediction: str = "eps",
+        min_snr_gamma: Optional[float] = None,
+        width: int = 64,
+        multipliers: Sequence[int] = (1, 2),
+        blocks: int = 2,
+        dropout: float = 0.0,
+        classes: int = 0,
+        label_dropout: float = 0.1,
+        bound_timesteps: Optional[int] = None,
+        level_offsets: bool = True,
     ):
         check_choice("schedule", schedule, tuple(SCHEDULES))
         check_int("timesteps", timesteps, 1)
@@ -96,6 +130,7 @@ class DDPM(GenerativeModel):
         self.bound_timesteps = bound_timesteps
         self.level_offsets = level_offsets and levels is not None
         inputs = self.shape[0] * (2 if self.level_offsets else 1)
+        self.network: Union[UNet, ResidualMLP]
         if len(self.shape) == 3:
             self.network = UNet(
                 self.shape[0], width, tuple(multipliers), blocks, classes, dropout, inputs
@@ -111,9 +146,22 @@ class DDPM(GenerativeModel):
         self.register_buffer("alpha_bars", alpha_bars, persistent=False)
 
     @classmethod
-    def for_data(cls, data, conditional=False, **options):
+    def for_data(cls, data: Data, conditional: bool = False, **options: Any) -> "DDPM":
         """A model shaped for `data`; conditional=True makes it class-conditional on the data's
-        labels (classes = data.classes)."""
+        labels (classes = data.classes).
+
+        Args:
+            data: the data set.
+            conditional: condition the model on the data's class labels.
+            **options: further constructor arguments.
+
+        Returns:
+            The model.
+
+        Raises:
+            TypeError: conditional is not a bool.
+            ValueError: conditional is True and the data have no class labels.
+        """
         if not isinstance(conditional, bool):
             raise TypeError(f"conditional must be a bool, got {type(conditional).__name__}")
         if conditional:
@@ -123,13 +171,14 @@ class DDPM(GenerativeModel):
         return super().for_data(data, **options)
 
     @property
-    def bound_timesteps(self):
+    def bound_timesteps(self) -> Optional[int]:
         """None: log_prob sums the bound's terms at every step; k: a stratified Monte-Carlo
-        estimate of the KL terms from k of them."""
+        estimate of the KL terms from k of them. Setting it checks k (TypeError: not an int;
+        ValueError: outside 1 .. timesteps − 1)."""
         return self._bound_timesteps
 
     @bound_timesteps.setter
-    def bound_timesteps(self, k):
+    def bound_timesteps(self, k: Optional[int]) -> None:
         if k is not None:
             check_int("bound_timesteps", k, 1)
             if k > self.timesteps - 1:
@@ -139,8 +188,11 @@ class DDPM(GenerativeModel):
                 )
         self._bound_timesteps = k
 
+    # read-only, computed from the configuration, where the base class's default is a plain
+    # class attribute: the override is deliberate (no model sets `likelihood` on an instance)
     @property
-    def likelihood(self):
+    def likelihood(self) -> str:  # type: ignore[override]
+        """What log_prob gives: the variational bound, over all steps or how many KL terms."""
         steps = (
             "all steps"
             if self.bound_timesteps is None
@@ -150,27 +202,46 @@ class DDPM(GenerativeModel):
 
     # ---- data, labels and the network --------------------------------------------------------
 
-    def _inputs(self, x):
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Levels scaled to [−1, 1]; continuous values as they are."""
         if self.levels is None:
             return x.float()
         return x.float() * (2 / (self.levels - 1)) - 1
 
-    def _outputs(self, x0):
+    def _outputs(self, x0: torch.Tensor) -> torch.Tensor:
         """The inverse of _inputs: discrete data rounded back to levels."""
         return x0 if self.levels is None else self._nearest_level(x0).long()
 
-    def _nearest_level(self, y):
+    def _nearest_level(self, y: torch.Tensor) -> torch.Tensor:
         """The level (0 .. L − 1, as a float) nearest to y on the [−1, 1] scale."""
+        assert self.levels is not None  # discrete data only: its callers check
         return ((y + 1) * ((self.levels - 1) / 2)).round().clamp(0, self.levels - 1)
 
-    def check_data(self, x, labels=None):
+    # also returns the checked labels, which a caller of the base class's check (that returns
+    # None) does not read: the wider result is deliberate
+    def check_data(  # type: ignore[override]
+        self, x: torch.Tensor, labels: Optional[torch.Tensor] = None
+    ) -> Optional[torch.Tensor]:
         """x as every model checks it (GenerativeModel.check_data), and the labels given with it
-        (see `_check_labels`); returns the labels on the model's device."""
+        (see `_check_labels`); returns the labels on the model's device.
+
+        Args:
+            x: examples (N, *shape): integer levels for discrete data.
+            labels: None, or (N,) int64 class labels of a conditional model.
+
+        Returns:
+            The labels on the model's device, or None.
+
+        Raises:
+            TypeError: x is not a tensor (integer levels for discrete data); labels are not an
+                int64 tensor of shape (N,).
+            ValueError: x is not shaped (N, *shape) or holds a level outside 0 .. levels − 1;
+                labels are given to an unconditional model or lie outside 0 .. classes − 1.
+        """
         super().check_data(x)
         return self._check_labels(labels, len(x))
 
-    def _check_labels(self, labels, n):
+    def _check_labels(self, labels: object, n: int) -> Optional[torch.Tensor]:
         """None, or (n,) int64 class labels in 0 .. classes − 1 of a conditional model (their
         values checked where that is free: see models.base.check_range); returns them on the
         model's device."""
@@ -192,22 +263,37 @@ class DDPM(GenerativeModel):
         check_range("labels", labels, self.classes)
         return labels.to(self.alpha_bars.device)
 
-    def denoiser(self, labels=None, guidance_scale=None):
+    def denoiser(
+        self, labels: Optional[torch.Tensor] = None, guidance_scale: Optional[float] = None
+    ) -> Denoiser:
         """The network as the samplers call it, denoiser(x, t) -> its prediction for labels
         (None: the null label). With guidance_scale, the pair (conditional, unconditional) from
         one pass over the doubled batch [labels, null labels], which the sampler's step combines
-        as u + g (c − u) (Ho & Salimans, 2022, eq. 6)."""
+        as u + g (c − u) (Ho & Salimans, 2022, eq. 6).
+
+        Args:
+            labels: (N,) int64 class labels, or None.
+            guidance_scale: None for the plain prediction; else the guided pair is returned
+                (labels then must be given).
+
+        Returns:
+            denoiser(x_t, t), t the (N,) step indices.
+        """
         if guidance_scale is None:
             return lambda x, t: self._predict(x, t, labels)
 
-        def guided(x, t):
+        def guided(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            assert labels is not None  # sample() refuses guidance without labels
             null = self.network.embedding.null_labels(len(x), x.device)
             both = self._predict(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
-            return both.chunk(2)
+            conditional, unconditional = both.chunk(2)
+            return conditional, unconditional
 
         return guided
 
-    def _predict(self, x_t, t, labels):
+    def _predict(
+        self, x_t: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor]
+    ) -> torch.Tensor:
         """The network's prediction at x_t, step indices t (N,), with the level offsets as
         further input channels where the model uses them."""
         if not self.level_offsets:
@@ -217,7 +303,9 @@ class DDPM(GenerativeModel):
         offsets = (x_t - a.sqrt() * nearest) / (1 - a).sqrt()
         return self.network(torch.cat([x_t, offsets], dim=1), t, labels)
 
-    def _predicted_x0(self, x_t, output, alpha_bar):
+    def _predicted_x0(
+        self, x_t: torch.Tensor, output: torch.Tensor, alpha_bar: torch.Tensor
+    ) -> torch.Tensor:
         """x̂0 from the network's output (in float64), clipped to [−1, 1] for discrete data
         (which lie there), as Ho et al.'s sampler and bound do."""
         a = alpha_bar.view(-1, *[1] * (x_t.ndim - 1))
@@ -232,10 +320,29 @@ class DDPM(GenerativeModel):
 
     # ---- training -----------------------------------------------------------------------------
 
-    def loss(self, x, generator=None, labels=None):
+    def loss(
+        self,
+        x: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        labels: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """The simple loss (Ho et al., 2020, eq. 14; min-SNR-γ weighted when min_snr_gamma is
         set), averaged over the batch: one uniform step t per example, x_t from `ops.q_sample`,
-        labels replaced by the null label with probability label_dropout."""
+        labels replaced by the null label with probability label_dropout.
+
+        Args:
+            x: examples (N, *shape): integer levels for discrete data.
+            generator: draws t, the noise and the label dropout (None: torch's global
+                generator).
+            labels: (N,) int64 class labels of a conditional model, or None.
+
+        Returns:
+            The loss, a scalar.
+
+        Raises:
+            TypeError: as `check_data`, for x and labels.
+            ValueError: as `check_data`, for x and labels.
+        """
         labels = self.check_data(x, labels)
         x0 = self._inputs(x)
         n, device = len(x0), x0.device
@@ -261,7 +368,12 @@ class DDPM(GenerativeModel):
     # ---- the variational bound ----------------------------------------------------------------
 
     @torch.no_grad()
-    def log_prob(self, x, labels=None, generator=None):
+    def log_prob(
+        self,
+        x: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
         """A LOWER bound on log p(x) in nats per example: minus the variational bound of Ho et
         al. (2020, eq. 5),
 
@@ -282,7 +394,20 @@ class DDPM(GenerativeModel):
         of k near-equal ranges of steps (cheap enough to select checkpoints on validation). L_0
         is always computed: it is unlike its neighbours (negative for continuous data), and
         drawn with the weight of its range it made the estimate far noisier.
-        labels=None: the unconditional model (the null label)."""
+        labels=None: the unconditional model (the null label).
+
+        Args:
+            x: examples (N, *shape): integer levels for discrete data.
+            labels: (N,) int64 class labels of a conditional model, or None.
+            generator: draws x_t and the stratified steps (None: torch's global generator).
+
+        Returns:
+            (N,) lower bounds on log p(x) (log P(x) for discrete data), float64.
+
+        Raises:
+            TypeError: as `check_data`, for x and labels.
+            ValueError: as `check_data`, for x and labels.
+        """
         if self.bound_timesteps is None:
             return -self.bound_terms(x, labels, generator).sum(1)
         labels = self.check_data(x, labels)
@@ -293,10 +418,28 @@ class DDPM(GenerativeModel):
         return -(self._prior_term(x0) + terms[:, 0] + (sizes * terms[:, 1:]).sum(1))
 
     @torch.no_grad()
-    def bound_terms(self, x, labels=None, generator=None):
+    def bound_terms(
+        self,
+        x: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
         """The bound's terms in nats, (N, T + 1): column 0 is L_0, column i (1 .. T − 1) is
         L_i = KL(q(x_i | x_{i+1}, x_0) ‖ p(x_i | x_{i+1})), column T is L_T. Their sum is
-        −log_prob with bound_timesteps=None."""
+        −log_prob with bound_timesteps=None.
+
+        Args:
+            x: examples (N, *shape): integer levels for discrete data.
+            labels: (N,) int64 class labels of a conditional model, or None.
+            generator: draws x_t for each term (None: torch's global generator).
+
+        Returns:
+            (N, T + 1) float64 terms.
+
+        Raises:
+            TypeError: as `check_data`, for x and labels.
+            ValueError: as `check_data`, for x and labels.
+        """
         labels = self.check_data(x, labels)
         x0 = self._inputs(x)
         steps = torch.arange(self.timesteps, device=x0.device).expand(len(x0), -1)
@@ -304,17 +447,20 @@ class DDPM(GenerativeModel):
             [self._step_terms(x0, steps, labels, generator), self._prior_term(x0)[:, None]], dim=1
         )
 
-    def _prior_term(self, x0):
+    def _prior_term(self, x0: torch.Tensor) -> torch.Tensor:
         """L_T = KL(N(sqrt(ᾱ_T) x0, (1 − ᾱ_T) I) ‖ N(0, I)), summed over the dimensions."""
         a = self.alpha_bars[-1]
         per_dim = 0.5 * (a * x0.double().square() - a - torch.log1p(-a))
         return per_dim.flatten(1).sum(1)
 
-    def _stratified_steps(self, n, generator, device):
+    def _stratified_steps(
+        self, n: int, generator: Optional[torch.Generator], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step index drawn uniformly in each of bound_timesteps near-equal ranges of the KL
         terms' indices 1 .. T − 1, per example: (n, k) indices and the (k,) range sizes that
         weight them."""
         k = self.bound_timesteps
+        assert k is not None  # log_prob stratifies only where bound_timesteps is set
         edges = torch.linspace(1, self.timesteps, k + 1, dtype=torch.float64).round().long()
         edges = edges.to(device)
         sizes = edges[1:] - edges[:-1]
@@ -322,7 +468,7 @@ class DDPM(GenerativeModel):
         offsets = (u.double() * sizes).long().minimum(sizes - 1)
         return edges[:-1] + offsets, sizes.double()
 
-    def _kl_weights(self):
+    def _kl_weights(self) -> torch.Tensor:
         """c_t² / (2 β̃_t) per step index, c_t = sqrt(ᾱ_{t−1}) β_t / (1 − ᾱ_t) the weight of x0 in
         the posterior mean (eq. 7), so that L_{t−1} = c_t² ‖x0 − x̂0‖² / (2 β̃_t): two Gaussians
         of equal variance β̃_t. It equals (SNR_{t−1} − SNR_t) / 2 with SNR = ᾱ / (1 − ᾱ)
@@ -332,7 +478,13 @@ class DDPM(GenerativeModel):
         weights = a_prev * (1 - a[1:] / a_prev) / (2 * (1 - a[1:]) * (1 - a_prev))
         return torch.cat([a.new_zeros(1), weights])
 
-    def _step_terms(self, x0, steps, labels, generator):
+    def _step_terms(
+        self,
+        x0: torch.Tensor,
+        steps: torch.Tensor,
+        labels: Optional[torch.Tensor],
+        generator: Optional[torch.Generator],
+    ) -> torch.Tensor:
         """The bound's terms at step indices `steps` (N, K) (0: L_0, i >= 1: L_i), (N, K) nats,
         sent through the network BOUND_ROWS (example, step) pairs at a time."""
         n, k = steps.shape
@@ -352,14 +504,21 @@ class DDPM(GenerativeModel):
             terms[rows] = chunk
         return terms.view(n, k)
 
-    def _denoised(self, x0, t, labels, generator):
+    def _denoised(
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        labels: Optional[torch.Tensor],
+        generator: Optional[torch.Generator],
+    ) -> torch.Tensor:
         """x̂0 of the network at x_t ~ q(x_t | x0), t (N,) step indices."""
         noise = draw(x0.shape, generator, x0.device)
         alpha_bar = self.alpha_bars[t]
         x_t = ops.q_sample(x0, alpha_bar.float(), noise)
-        return self._predicted_x0(x_t, self.denoiser(labels)(x_t, t), alpha_bar)
+        output = cast(torch.Tensor, self.denoiser(labels)(x_t, t))  # unguided: one tensor
+        return self._predicted_x0(x_t, output, alpha_bar)
 
-    def _decoder_log_prob(self, x0, mean):
+    def _decoder_log_prob(self, x0: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         """log p(x0 | x1) per example under N(mean, β_1 I): discretised into the levels' bins
         (Ho et al., eq. 13) for discrete data, a density for continuous data."""
         std = math.sqrt(1 - self.alpha_bars[0].item())  # β_1 = 1 − ᾱ_1
@@ -379,14 +538,14 @@ class DDPM(GenerativeModel):
     @torch.no_grad()
     def sample(
         self,
-        n,
-        generator=None,
-        sampler="dpmpp_2m",
-        steps=None,
-        labels=None,
-        guidance_scale=None,
-        progress=False,
-    ):
+        n: int,
+        generator: Optional[torch.Generator] = None,
+        sampler: str = "dpmpp_2m",
+        steps: Optional[int] = None,
+        labels: Union[int, torch.Tensor, None] = None,
+        guidance_scale: Optional[float] = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
         """n examples shaped like the data (discrete data: levels) by `sampler` (one of
         gdm_engine.sampling.SAMPLERS; `steps` for those that skip steps, default 50): by default
         DPM-Solver++(2M) in 50 model evaluations, "ddpm" for Ho et al.'s ancestral sampler over
@@ -394,7 +553,26 @@ class DDPM(GenerativeModel):
         schedule goes to the sampler on the CPU, so a GPU loop reads nothing back to the host.
         labels: an int or an
         (n,) int64 tensor of classes (conditional models; None: unconditional). guidance_scale:
-        classifier-free guidance towards the labels (1 is the conditional model itself)."""
+        classifier-free guidance towards the labels (1 is the conditional model itself).
+
+        Args:
+            n: how many examples.
+            generator: draws the sampler's noise (None: torch's global generator).
+            sampler: a key of gdm_engine.sampling.SAMPLERS.
+            steps: the sampler's steps (None: its default).
+            labels: an int class for all n, (n,) int64 classes, or None (unconditional).
+            guidance_scale: classifier-free guidance's g (None: none).
+            progress: show a progress bar.
+
+        Returns:
+            (n, *shape) examples: integer levels for discrete data.
+
+        Raises:
+            TypeError: n is not an int; labels are neither an int nor an int64 (n,) tensor.
+            ValueError: n is below 0; labels are given to an unconditional model or lie outside
+                0 .. classes − 1; guidance_scale is given without labels; sampler or steps is
+                not one the samplers take.
+        """
         check_int("n", n, 0)
         if isinstance(labels, int) and not isinstance(labels, bool):
             labels = torch.full((n,), labels, dtype=torch.long)
@@ -416,7 +594,7 @@ class DDPM(GenerativeModel):
         )
         return self._outputs(x0)
 
-    def _clip(self, sampler):
+    def _clip(self, sampler: str) -> dict[str, float]:
         """Discrete data lie in [−1, 1]: the samplers that can clip x̂0 (the ancestral ones)
         clip it there, as the bound does. The σ-form samplers take no clip."""
         chosen = sampling.SAMPLERS.get(sampler)
@@ -429,7 +607,7 @@ class DDPM(GenerativeModel):
         return {"clip": 1.0}
 
 
-def _log_normal_mass(lower, upper):
+def _log_normal_mass(lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """log(Φ(upper) − Φ(lower)) for standardised bin edges (±inf allowed), in float64. On the
     side of the bin away from the mean both Φ are near 1 and their difference cancels; there the
     mirrored bin (−upper, −lower), with the same mass, is taken instead, so that

@@ -2,6 +2,8 @@
 the R1 gradient penalty (Mescheder et al., 2018): the engine's implicit model."""
 
 import math
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,7 @@ from .base import GenerativeModel, Player, continuous_space, data_space
 PLAYERS = ("discriminator", "generator")
 
 
-def _upsamplings(shape):
+def _upsamplings(shape: Sequence[int]) -> int:
     """How many times the generator doubles 4x4 to reach an image of `shape` (C, S, S)."""
     size = shape[-1]
     if len(shape) != 3 or shape[1] != size or size < 8 or size & (size - 1):
@@ -27,16 +29,30 @@ def _upsamplings(shape):
     return int(math.log2(size)) - 2
 
 
-def _leaky_relu():
+def _leaky_relu() -> nn.Module:
     return nn.LeakyReLU(0.2)
 
 
-def image_generator(latent, channels, width, upsamplings):
+def image_generator(latent: int, channels: int, width: int, upsamplings: int) -> nn.Sequential:
     """DCGAN's generator (Radford et al., 2016): z -> 4x4 features, then strided transposed
     convolutions that double the size and halve the channels, then a 3x3 convolution to the
-    image, tanh into [-1, 1]. No batch normalisation (see GAN)."""
+    image, tanh into [-1, 1]. No batch normalisation (see GAN).
+
+    Args:
+        latent: dimensions of z.
+        channels: C of the images.
+        width: channels of the last (largest) feature maps; each smaller size has twice as many.
+        upsamplings: how many times 4x4 doubles (S = 4 · 2^upsamplings).
+
+    Returns:
+        The network z (N, latent) -> images (N, C, S, S) in [-1, 1].
+    """
     start = width << upsamplings
-    layers = [nn.Linear(latent, start * 16), nn.Unflatten(1, (start, 4, 4)), _leaky_relu()]
+    layers: list[nn.Module] = [
+        nn.Linear(latent, start * 16),
+        nn.Unflatten(1, (start, 4, 4)),
+        _leaky_relu(),
+    ]
     for i in range(upsamplings):
         fan_in = start >> i
         layers += [nn.ConvTranspose2d(fan_in, fan_in // 2, 4, stride=2, padding=1), _leaky_relu()]
@@ -44,10 +60,19 @@ def image_generator(latent, channels, width, upsamplings):
     return nn.Sequential(*layers)
 
 
-def image_discriminator(channels, width, downsamplings):
+def image_discriminator(channels: int, width: int, downsamplings: int) -> nn.Sequential:
     """DCGAN's discriminator: a 3x3 convolution, then strided 4x4 convolutions that halve the
-    size and double the channels down to 4x4, then a linear logit."""
-    layers = [nn.Conv2d(channels, width, 3, padding=1), _leaky_relu()]
+    size and double the channels down to 4x4, then a linear logit.
+
+    Args:
+        channels: C of the images.
+        width: channels of the first (largest) feature maps; each halving doubles them.
+        downsamplings: how many times the size halves down to 4x4.
+
+    Returns:
+        The network images (N, C, S, S) -> logits (N, 1).
+    """
+    layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), _leaky_relu()]
     for i in range(downsamplings):
         fan_in = width << i
         layers += [nn.Conv2d(fan_in, fan_in * 2, 4, stride=2, padding=1), _leaky_relu()]
@@ -78,6 +103,24 @@ class GAN(GenerativeModel):
     2 (x + u) / levels − 1 in [−1, 1) with u ~ U[0, 1) (`gdm_engine.data.dequantize`), and samples
     are mapped back and rounded down to their level. A GAN is an implicit model: it has no
     likelihood (`likelihood` is None and `log_prob` raises), and it is judged by its samples.
+
+    Args:
+        shape: the shape of one example: (C, S, S), S a power of 2 >= 8, or (D,).
+        levels: the number of levels of discrete data (>= 2); None for continuous data.
+        latent: dimensions of z (None: 64 for images, 8 for vectors).
+        width: base channels of the image networks.
+        hidden: units of each hidden layer of the vector networks.
+        r1: the weight of the R1 penalty (0: none).
+        spectral_norm: spectrally normalise the discriminator's layers.
+        discriminator_steps: the discriminator's optimiser steps per training step.
+        betas: Adam's (β1, β2) for both players.
+
+    Raises:
+        TypeError: latent, width, discriminator_steps or a hidden size is not an int;
+            spectral_norm is not a bool.
+        ValueError: shape is neither such images nor vectors; latent, width,
+            discriminator_steps or a hidden size is below 1; hidden is empty; r1 is not a finite
+            number >= 0; betas are not two numbers in [0, 1).
     """
 
     name = "gan"
@@ -85,15 +128,15 @@ class GAN(GenerativeModel):
 
     def __init__(
         self,
-        shape,
-        levels=None,
-        latent=None,
-        width=32,
-        hidden=(256, 256, 256),
-        r1=1.0,
-        spectral_norm=False,
-        discriminator_steps=1,
-        betas=(0.0, 0.99),
+        shape: Sequence[int],
+        levels: Optional[int] = None,
+        latent: Optional[int] = None,
+        width: int = 32,
+        hidden: Sequence[int] = (256, 256, 256),
+        r1: float = 1.0,
+        spectral_norm: bool = False,
+        discriminator_steps: int = 1,
+        betas: Sequence[float] = (0.0, 0.99),
     ):
         images = len(shape) > 1
         upsamplings = _upsamplings(shape) if images else 0
@@ -136,7 +179,13 @@ class GAN(GenerativeModel):
         if spectral_norm:
             spectrally_normalised(self.discriminator)
 
-    def players(self):
+    def players(self) -> tuple[Player, ...]:
+        """The discriminator (`discriminator_steps` steps, no EMA of its weights) then the
+        generator, each owning its own network, both with the model's `betas`.
+
+        Returns:
+            The two Players.
+        """
         betas = tuple(self.config["betas"])
         return (
             Player(
@@ -151,12 +200,27 @@ class GAN(GenerativeModel):
 
     # ---- the losses -----------------------------------------------------------------------------
 
-    def _fakes(self, n, generator):
+    def _fakes(self, n: int, generator: Optional[torch.Generator]) -> torch.Tensor:
         return self.generator(draw((n, self.latent), generator, self.device))
 
-    def discriminator_loss(self, x, generator=None):
+    def discriminator_loss(
+        self, x: torch.Tensor, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
         """softplus(D(fake)) + softplus(−D(real)) + r1/2 · |∇ₓD(real)|², the batch mean; the
-        fakes carry no gradient to the generator."""
+        fakes carry no gradient to the generator.
+
+        Args:
+            x: the real batch (N, *shape): integer levels for discrete data.
+            generator: draws the dequantisation noise and the fakes' latents (None: torch's
+                global generator).
+
+        Returns:
+            The loss, a scalar.
+
+        Raises:
+            TypeError: x is not a tensor, or not integer levels for discrete data.
+            ValueError: x is not shaped (N, *shape), or holds a level outside 0 .. levels − 1.
+        """
         self.check_data(x)
         real = continuous_space(x, self.levels, generator)
         real.requires_grad_(self.config["r1"] > 0)
@@ -170,12 +234,37 @@ class GAN(GenerativeModel):
             loss = loss + self.config["r1"] / 2 * gradient.flatten(1).square().sum(1)
         return loss.mean()
 
-    def generator_loss(self, n, generator=None):
-        """softplus(−D(G(z))), the mean over n latents: the non-saturating loss."""
+    def generator_loss(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """softplus(−D(G(z))), the mean over n latents: the non-saturating loss.
+
+        Args:
+            n: how many latents.
+            generator: draws them (None: torch's global generator).
+
+        Returns:
+            The loss, a scalar.
+        """
         return F.softplus(-self.discriminator(self._fakes(n, generator)).squeeze(1)).mean()
 
-    def loss(self, x, generator=None, player=None):
-        """The loss of `player` ("discriminator" or "generator") on the real batch x."""
+    def loss(
+        self,
+        x: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        player: Optional[str] = None,
+    ) -> torch.Tensor:
+        """The loss of `player` ("discriminator" or "generator") on the real batch x.
+
+        Args:
+            x: the real batch (N, *shape); the generator's loss uses only its length.
+            generator: draws the loss's randomness (None: torch's global generator).
+            player: "discriminator" or "generator".
+
+        Returns:
+            The player's loss, a scalar.
+
+        Raises:
+            ValueError: player is not one of the two (None included).
+        """
         check_choice("player", player, PLAYERS)
         if player == "discriminator":
             return self.discriminator_loss(x, generator)
@@ -183,7 +272,15 @@ class GAN(GenerativeModel):
 
     # ---- likelihood and samples -----------------------------------------------------------------
 
-    def log_prob(self, x):
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """A GAN has no likelihood.
+
+        Args:
+            x: examples (unused).
+
+        Raises:
+            NotImplementedError: always (an implicit model defines samples, not a density).
+        """
         raise NotImplementedError(
             "gan is an implicit model: it defines samples G(z), not a density, so it has no "
             "likelihood and no log_prob; judge it by its samples (gdm_engine.metrics: "
@@ -191,7 +288,19 @@ class GAN(GenerativeModel):
         )
 
     @torch.no_grad()
-    def sample(self, n, generator=None):
-        """n examples: G(z) for fresh latents, rounded to levels for discrete data."""
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """n examples: G(z) for fresh latents, rounded to levels for discrete data.
+
+        Args:
+            n: how many examples.
+            generator: draws the latents (None: torch's global generator).
+
+        Returns:
+            (n, *shape) examples: integer levels for discrete data.
+
+        Raises:
+            TypeError: n is not an int.
+            ValueError: n is below 0.
+        """
         check_int("n", n, 0)
         return data_space(self._fakes(n, generator).float(), self.levels)

@@ -1,6 +1,9 @@
 """Glow (Kingma & Dhariwal, 2018): multi-scale flow of ActNorm, invertible 1x1 convolutions and
 affine couplings, for images."""
 
+from collections.abc import Sequence
+from typing import Optional
+
 from gdm_engine import nn as gnn
 from gdm_engine._validation import check_fraction, check_int
 
@@ -11,22 +14,40 @@ class Glow(FlowModel):
     """The architecture of sec. 3 and fig. 2: `scales` levels, each a squeeze, `depth` steps of
     flow (ActNorm, invertible 1x1 convolution, affine coupling with Glow's sigmoid scale and a
     conditioner of `hidden` channels), then a split with a learned prior that hands half the
-    channels to the next level (not after the last). Images (C, H, W) only."""
+    channels to the next level (not after the last). Images (C, H, W) only.
+
+    Args:
+        shape: (C, H, W) of one image, H and W multiples of 2^scales.
+        levels: the number of levels of discrete data (>= 2); None for continuous data.
+        scales: how many levels of the multi-scale architecture.
+        depth: steps of flow per level.
+        hidden: channels of the couplings' conditioners.
+        dropout: dropout probability in the conditioners while training.
+        scale_map: how the couplings bound their log-scales (gdm_engine.nn.AffineCoupling).
+        memory_saving: train without storing the flow's activations.
+        iwae_samples: K, the draws of u in log_prob's bound for discrete data.
+        alpha: the Logit layer's margin for discrete data (gdm_engine.nn.Logit).
+
+    Raises:
+        TypeError: scales, depth or iwae_samples is not an int, memory_saving not a bool.
+        ValueError: shape is not (C, H, W) or its height or width is not a multiple of
+            2^scales; scales, depth or iwae_samples is below 1; dropout is not in [0, 1).
+    """
 
     name = "glow"
 
     def __init__(
         self,
-        shape,
-        levels=None,
-        scales=3,
-        depth=8,
-        hidden=64,
-        dropout=0.0,
-        scale_map="sigmoid",
-        memory_saving=False,
-        iwae_samples=1,
-        alpha=0.05,
+        shape: Sequence[int],
+        levels: Optional[int] = None,
+        scales: int = 3,
+        depth: int = 8,
+        hidden: int = 64,
+        dropout: float = 0.0,
+        scale_map: str = "sigmoid",
+        memory_saving: bool = False,
+        iwae_samples: int = 1,
+        alpha: float = 0.05,
     ):
         check_image_shape(self.name, shape)
         check_int("scales", scales, 1)
@@ -51,13 +72,23 @@ class Glow(FlowModel):
             scale_map=scale_map,
         )
 
-    def layers(self, memory_saving):
+    def layers(self, memory_saving: bool) -> list[gnn.InvertibleLayer]:
+        """The levels of fig. 2, data side first.
+
+        Args:
+            memory_saving: whether the nested levels train without stored activations.
+
+        Returns:
+            The layers.
+        """
         return self._level(self.shape, self.config["scales"], memory_saving)
 
-    def _level(self, shape, levels_left, memory_saving):
+    def _level(
+        self, shape: Sequence[int], levels_left: int, memory_saving: bool
+    ) -> list[gnn.InvertibleLayer]:
         c, h, w = shape
         squeezed = (4 * c, h // 2, w // 2)
-        steps = []
+        steps: list[gnn.InvertibleLayer] = []
         for _ in range(self.config["depth"]):
             steps += [
                 gnn.ActNorm(squeezed[0]),

@@ -3,6 +3,9 @@ Decoders"): vertical and horizontal stacks with no blind spot, gated residual bl
 groups, a categorical output per channel; and its cached sampler (Ramachandran et al., 2017,
 "Fast Generation for Convolutional Autoregressive Models")."""
 
+from collections.abc import Sequence
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,22 +13,38 @@ from torch import nn
 from gdm_engine._validation import check_fraction, check_int
 from gdm_engine.nn import MaskedConv2d
 
-from .autoregressive import AutoregressiveModel, as_matrix
+from .autoregressive import AutoregressiveModel, Draw, as_matrix
 
 
-def rows_above(kernel_size, with_centre_row):
+def rows_above(kernel_size: int, with_centre_row: bool) -> torch.Tensor:
     """The vertical stack's (k, k) mask: the rows above the centre, and the centre row too for
-    every layer after the first (whose input, the vertical stack below, sees only rows above)."""
+    every layer after the first (whose input, the vertical stack below, sees only rows above).
+
+    Args:
+        kernel_size: k, odd.
+        with_centre_row: include the centre row.
+
+    Returns:
+        A (k, k) bool mask.
+    """
     mask = torch.zeros(kernel_size, kernel_size, dtype=torch.bool)
     mask[: kernel_size // 2 + with_centre_row] = True
     return mask
 
 
-def gate(pre, groups):
+def gate(pre: torch.Tensor, groups: int) -> torch.Tensor:
     """The gated unit tanh(a) * sigmoid(b) (2016b, eq. 2) over channels laid out as `groups`
     colour groups, each holding its a half then its b half: the layout that a masked
     convolution's colour groups give without a fused gate, so output group j gates within
-    input group j."""
+    input group j.
+
+    Args:
+        pre: pre-activations (N, 2 · C, ...), channels as described.
+        groups: the number of colour groups.
+
+    Returns:
+        The gated units (N, C, ...).
+    """
     a, b = pre.unflatten(1, (groups, 2, -1)).unbind(2)
     return (torch.tanh(a) * torch.sigmoid(b)).flatten(1, 2)
 
@@ -42,12 +61,34 @@ class PixelCNN(AutoregressiveModel):
     dropout on the gated outputs of both stacks while training. Colour groups (C of them) keep
     channel j of a pixel from seeing channels >= j of the same pixel. The output is a categorical
     over `levels` for each channel; log_prob is exact.
+
+    Args:
+        shape: (C, H, W) of one image; C is the number of colour groups.
+        levels: the number of levels of the discrete data (>= 2).
+        channels: channels of both stacks (a multiple of C).
+        layers: gated layers per stack.
+        kernel_size: k of the stacks' convolutions, odd, >= 3.
+        hidden: channels of the output head (a multiple of C; None: 2 · channels).
+        dropout: dropout probability on the gated outputs while training.
+
+    Raises:
+        TypeError: levels, channels, layers, kernel_size or hidden is not an int.
+        ValueError: shape is not (C, H, W); levels is None or below 2; channels, layers or
+            hidden is below 1; kernel_size is even or below 3; channels or hidden does not
+            divide into the C colour groups; dropout is not in [0, 1).
     """
 
     name = "pixelcnn"
 
     def __init__(
-        self, shape, levels, channels=64, layers=6, kernel_size=5, hidden=None, dropout=0.0
+        self,
+        shape: Sequence[int],
+        levels: int,
+        channels: int = 64,
+        layers: int = 6,
+        kernel_size: int = 5,
+        hidden: Optional[int] = None,
+        dropout: float = 0.0,
     ):
         if len(shape) != 3:
             raise ValueError(f"PixelCNN models images (C, H, W); got shape {tuple(shape)}")
@@ -97,28 +138,39 @@ class PixelCNN(AutoregressiveModel):
         self.out = MaskedConv2d(hidden, g * levels, 1, color_groups=g)
         self.dropout = nn.Dropout(dropout)
 
-    def logits(self, x):
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, levels, C, H, W) of every channel's conditional given the pixels before it
-        and the channels before it in its pixel. x: levels (N, C, H, W), integer or float."""
+        and the channels before it in its pixel.
+
+        Args:
+            x: levels (N, C, H, W), integer or float.
+
+        Returns:
+            Logits (N, levels, C, H, W).
+
+        Raises:
+            TypeError: x is not a tensor.
+            ValueError: x is not shaped (N, C, H, W).
+        """
         self.check_shape(x)
         v = h = self.scaled(x)
         for i in range(len(self.vertical)):
             v, h = self._block(i, v, h)
         return self._output(h)
 
-    def _block(self, i, v, h):
+    def _block(self, i: int, v: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer i of both stacks."""
         v = self.dropout(self.vertical[i](v))
         pre = self.horizontal[i](h, self.links[i](v))
         update = self.dropout(gate(pre, self.colours))
         return v, self.residuals[i](update, h if i > 0 else None)
 
-    def _output(self, h):
+    def _output(self, h: torch.Tensor) -> torch.Tensor:
         """The head on features (N, channels, ...): logits (N, levels, C, ...)."""
         logits = self.out(self.head(torch.relu(h)))
         return logits.unflatten(1, (self.colours, self.levels)).transpose(1, 2)
 
-    def _sample_naive(self, x, draw):
+    def _sample_naive(self, x: torch.Tensor, draw: Draw) -> None:
         """Recompute the whole network for every channel of every pixel."""
         _, height, width = self.shape
         for i in range(height):
@@ -126,7 +178,7 @@ class PixelCNN(AutoregressiveModel):
                 for c in range(self.colours):
                     x[:, c, i, j] = draw(self.logits(x)[:, :, c, i, j])
 
-    def _generate(self, x, draw):
+    def _generate(self, x: torch.Tensor, draw: Optional[Draw]) -> Optional[torch.Tensor]:
         """The cached sampler. The vertical stack at row i sees only rows above, so each of its
         layers is computed for the whole of row i once, when the row begins, from the rows of the
         layer below that it reaches. The horizontal stack at pixel (i, j) reaches only its own row
@@ -148,6 +200,7 @@ class PixelCNN(AutoregressiveModel):
                 for c in range(colours):
                     step = pixel.logits(vertical, horizontal, i, j)[:, :, c]
                     if draw is None:  # teacher forcing: keep x, record the logits
+                        assert logits is not None  # made above for draw None
                         logits[:, :, c, i, j] = step
                     else:
                         x[:, c, i, j] = draw(step)

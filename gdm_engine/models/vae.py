@@ -2,6 +2,8 @@
 bound (Burda et al., 2016)."""
 
 import math
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,7 @@ DECODERS = ("logistic", "categorical")
 EVAL_CHUNK_VALUES = 1 << 24  # decoder outputs held at once by log_prob (64 MB in fp32)
 
 
-def _mlp(n_in, hidden, n_out, dropout):
+def _mlp(n_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(n_in, hidden),
         nn.SiLU(),
@@ -28,7 +30,7 @@ def _mlp(n_in, hidden, n_out, dropout):
     )
 
 
-def _standard_normal_log_prob(x):
+def _standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
     """log N(x; 0, I), summed over the last dimension."""
     return -0.5 * (x.square() + math.log(2 * math.pi)).sum(-1)
 
@@ -45,19 +47,33 @@ class VAE(GenerativeModel):
 
     loss = the negative evidence lower bound, averaged over the batch (eq. 3 of Kingma & Welling),
     with the sample of z and its KL to the prior from the fused op `gaussian_reparam_kl`.
+
+    Args:
+        shape: the shape of one example.
+        levels: the number of levels of discrete data (>= 2); None for continuous data.
+        latent: dimensions of z.
+        hidden: units of the encoder's and decoder's hidden layers.
+        iwae_samples: K, the draws of z in log_prob's importance-weighted bound.
+        decoder: "logistic" or "categorical" (discrete data only).
+        dropout: dropout probability after each hidden layer while training.
+
+    Raises:
+        TypeError: latent, hidden or iwae_samples is not an int.
+        ValueError: latent, hidden or iwae_samples is below 1; decoder is not one of the two,
+            or "categorical" for continuous data; dropout is not in [0, 1); levels is below 2.
     """
 
     name = "vae"
 
     def __init__(
         self,
-        shape,
-        levels=None,
-        latent=16,
-        hidden=128,
-        iwae_samples=100,
-        decoder="logistic",
-        dropout=0.0,
+        shape: Sequence[int],
+        levels: Optional[int] = None,
+        latent: int = 16,
+        hidden: int = 128,
+        iwae_samples: int = 100,
+        decoder: str = "logistic",
+        dropout: float = 0.0,
     ):
         for name, value in [("latent", latent), ("hidden", hidden), ("iwae_samples", iwae_samples)]:
             check_int(name, value, 1)
@@ -84,28 +100,56 @@ class VAE(GenerativeModel):
         self.encoder = _mlp(self.dims, hidden, 2 * latent, dropout)
         self.decoder = _mlp(latent, hidden, self.dims * outputs_per_dim, dropout)
 
+    # read-only, computed from the configuration, where the base class's default is a plain
+    # class attribute: the override is deliberate (no model sets `likelihood` on an instance)
     @property
-    def likelihood(self):
+    def likelihood(self) -> str:  # type: ignore[override]
+        """What log_prob gives: the importance-weighted bound with its K."""
         return f"bound (IWAE, K={self.iwae_samples})"
 
-    def _inputs(self, x):
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Network inputs: levels scaled to [-1, 1], continuous values as they are."""
         flat = x.reshape(len(x), -1).float()
         return flat / (self.levels - 1) * 2 - 1 if self.levels is not None else flat
 
-    def encode(self, x):
-        """(mean, log_var) of q(z|x), each (N, latent)."""
-        return self.encoder(self._inputs(x)).chunk(2, dim=-1)
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log_var) of q(z|x), each (N, latent).
 
-    def level_log_probs(self, z):
-        """log p(x_d = k | z) for every pixel d and level k: (..., D, levels)."""
+        Args:
+            x: examples (N, *shape).
+
+        Returns:
+            (mean, log_var), each (N, latent).
+        """
+        mean, log_var = self.encoder(self._inputs(x)).chunk(2, dim=-1)
+        return mean, log_var
+
+    def level_log_probs(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(x_d = k | z) for every pixel d and level k: (..., D, levels).
+
+        Args:
+            z: latents (..., latent).
+
+        Returns:
+            float32 log-probabilities (..., D, levels).
+        """
+        assert self.levels is not None, "level_log_probs is for discrete data (levels)"
         out = self.decoder(z).float()
         if self.decoder_kind == "categorical":
             return torch.log_softmax(out.unflatten(-1, (self.dims, self.levels)), -1)
-        return discretized_logistic_log_probs(*out.chunk(2, dim=-1), self.levels)
+        location, log_scale = out.chunk(2, dim=-1)
+        return discretized_logistic_log_probs(location, log_scale, self.levels)
 
-    def decoder_log_prob(self, x, z):
-        """log p(x|z) in nats, for z of shape (..., N, latent) against x (N, ...)."""
+    def decoder_log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) in nats, for z of shape (..., N, latent) against x (N, ...).
+
+        Args:
+            x: examples (N, *shape).
+            z: latents (..., N, latent).
+
+        Returns:
+            (..., N) log-likelihoods.
+        """
         flat = x.reshape(len(x), -1)
         if self.levels is not None:
             log_probs = self.level_log_probs(z)
@@ -115,19 +159,50 @@ class VAE(GenerativeModel):
         sq = (flat.float() - mean).square() * torch.exp(-log_var)
         return -0.5 * (sq + log_var + math.log(2 * math.pi)).sum(-1)
 
-    def loss(self, x, generator=None):
-        """Negative ELBO, nats per example, averaged over the batch."""
+    def loss(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Negative ELBO, nats per example, averaged over the batch.
+
+        Args:
+            x: examples (N, *shape): integer levels for discrete data.
+            generator: draws z (None: torch's global generator).
+
+        Returns:
+            The loss, a scalar.
+
+        Raises:
+            TypeError: x is not a tensor, or not integer levels for discrete data.
+            ValueError: x is not shaped (N, *shape), or holds a level outside 0 .. levels − 1.
+        """
         self.check_data(x)
         mean, log_var = self.encode(x)
         z, kl = ops.gaussian_reparam_kl(mean, log_var, generator=generator)
         return (kl - self.decoder_log_prob(x, z)).mean()
 
     @torch.no_grad()
-    def log_prob(self, x, samples=None, generator=None):
+    def log_prob(
+        self,
+        x: torch.Tensor,
+        samples: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
         """A lower bound on log p(x): the importance-weighted bound with K = `samples` (default
         `iwae_samples`) draws from q(z|x) (Burda et al., 2016, eq. 8),
             log p(x) >= E[ log 1/K sum_k p(x, z_k) / q(z_k|x) ],
-        which tightens as K grows (K = 1 is the ELBO). Nats per example."""
+        which tightens as K grows (K = 1 is the ELBO). Nats per example.
+
+        Args:
+            x: examples (N, *shape): integer levels for discrete data.
+            samples: K (None: iwae_samples).
+            generator: draws the z_k (None: torch's global generator).
+
+        Returns:
+            (N,) lower bounds on log p(x).
+
+        Raises:
+            TypeError: x is not a tensor (integer levels for discrete data), samples not an int.
+            ValueError: x is not shaped (N, *shape), holds a level outside 0 .. levels − 1, or
+                samples is below 1.
+        """
         self.check_data(x)
         k = self.iwae_samples if samples is None else samples
         check_int("samples", k, 1)
@@ -142,7 +217,9 @@ class VAE(GenerativeModel):
         log_weights = torch.cat([self._log_weights(x, mean, log_var, e) for e in eps.split(chunk)])
         return torch.logsumexp(log_weights.float(), 0) - math.log(k)
 
-    def _log_weights(self, x, mean, log_var, eps):
+    def _log_weights(
+        self, x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
         """log p(x, z) - log q(z|x) at z = mean + exp(log_var / 2) * eps, for eps (K, N, latent)."""
         z, _ = ops.gaussian_reparam_kl(
             mean.expand_as(eps).reshape(-1, self.latent),
@@ -154,8 +231,16 @@ class VAE(GenerativeModel):
         return self.decoder_log_prob(x, z) + _standard_normal_log_prob(z) - log_q
 
     @torch.no_grad()
-    def sample(self, n, generator=None):
-        """n examples: integer levels (n, *shape) for discrete data, floats for continuous."""
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """n examples: integer levels (n, *shape) for discrete data, floats for continuous.
+
+        Args:
+            n: how many examples.
+            generator: draws z and x, on its own device (None: torch's global generator).
+
+        Returns:
+            (n, *shape) examples.
+        """
         device = _device_of(generator, self.device)
         z = torch.randn(n, self.latent, generator=generator, device=device).to(self.device)
         if self.levels is not None:
@@ -167,7 +252,9 @@ class VAE(GenerativeModel):
         return (mean + torch.exp(0.5 * log_var) * noise).view(n, *self.shape)
 
 
-def discretized_logistic_log_probs(location, log_scale, levels):
+def discretized_logistic_log_probs(
+    location: torch.Tensor, log_scale: torch.Tensor, levels: int
+) -> torch.Tensor:
     """log P(x = k) for k = 0 .. levels-1 under a logistic distribution discretised into equal bins
     on [-1, 1] (Salimans et al., 2017, eq. 2): bin k spans (b_{k-1}, b_k] with the edges
     b_k = -1 + (2k + 1) / (levels - 1), the first and last bins open to -inf and +inf.
@@ -175,7 +262,16 @@ def discretized_logistic_log_probs(location, log_scale, levels):
     The mass sigmoid(a) - sigmoid(b) of a bin, with a and b its standardised upper and lower
     edges, is computed as logsigmoid(a) + logsigmoid(-b) + log(1 - exp(b - a)), an identity that
     stays finite (and keeps its gradient) where the difference would round to zero in fp32.
-    location, log_scale: (..., D); returns (..., D, levels)."""
+    location, log_scale: (..., D); returns (..., D, levels).
+
+    Args:
+        location: the logistics' locations on [-1, 1], (..., D).
+        log_scale: their log-scales, (..., D) (clamped to [-7, 5]).
+        levels: the number of bins.
+
+    Returns:
+        (..., D, levels) log-probabilities.
+    """
     inner = torch.linspace(-1, 1, levels, device=location.device)[:-1] + 1 / (levels - 1)
     # far-away finite stand-ins for -inf / +inf: an infinite edge would give 0 * inf gradients
     far = torch.full((1,), 1e4, device=location.device)
@@ -189,6 +285,6 @@ def discretized_logistic_log_probs(location, log_scale, levels):
     return F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1(b - a))
 
 
-def _device_of(generator, device):
+def _device_of(generator: Optional[torch.Generator], device: torch.device) -> torch.device:
     """Random numbers are drawn on the generator's device (torch's global generator: `device`)."""
     return generator.device if generator is not None else device

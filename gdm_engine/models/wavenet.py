@@ -4,6 +4,8 @@ output; and its cached sampler, a ring buffer per dilated layer (Paine et al., 2
 Wavenet Generation Algorithm")."""
 
 import math
+from collections.abc import Sequence
+from typing import Optional, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +14,7 @@ from torch import nn
 from gdm_engine._validation import check_fraction, check_int
 from gdm_engine.nn import CausalConv1d
 
-from .autoregressive import AutoregressiveModel, as_matrix
+from .autoregressive import AutoregressiveModel, Draw, as_matrix
 
 
 class WaveNet(AutoregressiveModel):
@@ -26,21 +28,38 @@ class WaveNet(AutoregressiveModel):
     gives the residual (h + ...) and the skip output. The summed skips go through ReLU, 1 x 1,
     ReLU, 1 x 1 to logits over `levels` (sec. 2.2's softmax). Dropout on z while training.
     log_prob is exact.
+
+    Args:
+        shape: the shape of one example, read as a sequence of prod(shape) steps.
+        levels: the number of levels of the discrete data (>= 2).
+        channels: residual channels.
+        skip_channels: channels of the skip outputs (None: channels).
+        layers: dilated layers per stack (dilations 1 .. 2^(layers-1)).
+        stacks: how many stacks of dilated layers.
+        kernel_size: taps of every causal convolution (>= 2).
+        hidden: channels of the output head (None: 2 · skip_channels).
+        dropout: dropout probability on the gated units while training.
+
+    Raises:
+        TypeError: levels, channels, skip_channels, layers, stacks, kernel_size or hidden is
+            not an int.
+        ValueError: levels is None or below 2; channels, skip_channels, layers, stacks or
+            hidden is below 1, kernel_size below 2; dropout is not in [0, 1).
     """
 
     name = "wavenet"
 
     def __init__(
         self,
-        shape,
-        levels,
-        channels=32,
-        skip_channels=None,
-        layers=10,
-        stacks=1,
-        kernel_size=2,
-        hidden=None,
-        dropout=0.0,
+        shape: Sequence[int],
+        levels: int,
+        channels: int = 32,
+        skip_channels: Optional[int] = None,
+        layers: int = 10,
+        stacks: int = 1,
+        kernel_size: int = 2,
+        hidden: Optional[int] = None,
+        dropout: float = 0.0,
     ):
         skip_channels = channels if skip_channels is None else skip_channels
         hidden = 2 * skip_channels if hidden is None else hidden
@@ -81,30 +100,49 @@ class WaveNet(AutoregressiveModel):
         self.dropout = nn.Dropout(dropout)
 
     @property
-    def receptive_field(self):
+    def receptive_field(self) -> int:
         """How many earlier positions a position's conditional sees: k through the input
         convolution (after the one-step shift), and (k - 1) * d more through each dilated layer."""
         return self.kernel_size + (self.kernel_size - 1) * sum(self.dilations)
 
-    def logits(self, x):
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, levels, *shape) of every position's conditional given the positions before
-        it in raster order. x: levels (N, *shape), integer or float."""
+        it in raster order.
+
+        Args:
+            x: levels (N, *shape), integer or float.
+
+        Returns:
+            Logits (N, levels, *shape).
+
+        Raises:
+            TypeError: x is not a tensor.
+            ValueError: x is not shaped (N, *shape).
+        """
         self.check_shape(x)
         return self.sequence_logits(self.scaled(x).reshape(len(x), 1, self.length)).reshape(
             len(x), self.levels, *self.shape
         )
 
-    def sequence_logits(self, inputs):
-        """Logits (N, levels, T) for scaled inputs (N, 1, T): position t from inputs[:, :, <t]."""
+    def sequence_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits (N, levels, T) for scaled inputs (N, 1, T): position t from inputs[:, :, <t].
+
+        Args:
+            inputs: levels scaled to [-1, 1] (see `scaled`), (N, 1, T).
+
+        Returns:
+            Logits (N, levels, T).
+        """
         h = self.input(F.pad(inputs, (1, -1)))
-        skips = 0
+        skips: Union[torch.Tensor, int] = 0
         for gated, output in zip(self.gates, self.outputs):
             out = output(self.dropout(gated(h)))
             h, skip = h + out[:, : self.channels], out[:, self.channels :]
             skips = skips + skip
-        return self.out(self.head(torch.relu(skips)))
+        # a tensor: every model has at least one dilated layer
+        return self.out(self.head(torch.relu(cast(torch.Tensor, skips))))
 
-    def _sample_naive(self, x, draw):
+    def _sample_naive(self, x: torch.Tensor, draw: Draw) -> None:
         """At every step, the whole stack over the receptive field before the new position."""
         flat, window = x.view(len(x), self.length), self.receptive_field
         for t in range(self.length):
@@ -112,7 +150,7 @@ class WaveNet(AutoregressiveModel):
             inputs = self.scaled(flat[:, start : t + 1]).unsqueeze(1)
             flat[:, t] = draw(self.sequence_logits(inputs)[:, :, -1])
 
-    def _generate(self, x, draw):
+    def _generate(self, x: torch.Tensor, draw: Optional[Draw]) -> Optional[torch.Tensor]:
         """The cached sampler: a ring buffer per layer holds the last (k - 1) * d + 1 inputs of
         that layer, so each step runs every layer once, on one position, reading its dilated taps
         from the buffer (O(layers) work per step, not O(receptive field))."""
@@ -123,11 +161,12 @@ class WaveNet(AutoregressiveModel):
         for t in range(self.length):
             position = step.logits(previous, t)
             if draw is None:  # teacher forcing: keep x, record the logits
+                assert logits is not None  # made above for draw None
                 logits[:, :, t] = position
             else:
                 flat[:, t] = draw(position)
             previous = self.scaled(flat[:, t]).unsqueeze(1)
-        return logits.reshape(len(x), self.levels, *self.shape) if draw is None else None
+        return None if logits is None else logits.reshape(len(x), self.levels, *self.shape)
 
 
 class _SequenceStep:

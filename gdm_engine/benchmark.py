@@ -10,13 +10,19 @@ device's measured memory roofline.
 It also times sampling: the autoregressive models' cached samplers against recomputing the whole
 network at every step (`sampling_cases`, `bench_sampling`); and the memory and time of training a
 flow with memory saving against plain autograd (`flow_memory_cases`, `bench_flow_memory`).
+
+`report` measures the sections `gdm-engine bench` asks for and `write_markdown` writes them.
 """
 
 import dataclasses
+import datetime
 import functools
 import math
+import secrets
 import statistics
+import sys
 import time
+from collections.abc import Collection
 from typing import Optional
 
 import torch
@@ -528,3 +534,209 @@ def bench_flow_memory(cases, device, repeats=3, progress=None):
             if progress is not None:
                 progress.update(1)
     return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# The report of `gdm-engine bench`
+# --------------------------------------------------------------------------------------------------
+
+# "ops": every op against its providers; "engine": the samplers, flow memory and sampler loops;
+# "host": the host time of each op call (and sampler step); "integrations": the drop-ins against
+# their upstream libraries
+REPORT_SECTIONS = ("ops", "engine", "host", "integrations")
+
+
+def report(
+    device: torch.device,
+    specs: list,
+    *,
+    whole_engine: bool = True,
+    quick: bool = False,
+    seed: Optional[int] = None,
+    cases_per_op: Optional[int] = None,
+    compiled: bool = True,
+    sections: Collection[str] = REPORT_SECTIONS,
+) -> dict:
+    """Times what `sections` name and prints each table as it is measured.
+
+    Args:
+        device: where to time; on a CPU only the references and peers are timed, in fp32.
+        specs: the catalog's OpSpecs to time.
+        whole_engine: whether `specs` is the whole catalog: the host table then times one step of
+            every sampler loop too.
+        quick: smaller shapes, fewer repeats, two cases per op (unless `cases_per_op`).
+        seed: the inputs' random seed (default: fresh).
+        cases_per_op: only the first N cases of each op.
+        compiled: whether to time torch.compile of the references too (minutes of graphs).
+        sections: which of REPORT_SECTIONS to measure.
+
+    Returns:
+        The report: date, device, versions, and per section its rows ("rows", "sampling",
+        "flow_memory", "diffusion_loops", "host", "integrations"), as `write_markdown` reads it.
+    """
+    unknown = set(sections) - set(REPORT_SECTIONS)
+    if unknown:
+        raise ValueError(f"sections must be of {REPORT_SECTIONS}, got {sorted(unknown)}")
+    cases_per_op = cases_per_op or (2 if quick else None)
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+    }
+    if "ops" in sections:
+        seed = seed if seed is not None else secrets.randbits(31)
+        result.update(_op_timings(device, specs, quick, seed, cases_per_op, compiled))
+    if "engine" in sections:
+        result.update(_engine_timings(device, quick))
+    if "host" in sections:
+        result["host"] = _host_timings(specs, whole_engine, quick, cases_per_op)
+    if "integrations" in sections:
+        result["integrations"] = _integration_timings(quick)
+    return result
+
+
+def _version(module):
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return "not installed"
+
+
+def _progress(description, unit):
+    from tqdm import tqdm
+
+    return tqdm(desc=description, unit=unit, disable=None, file=sys.stderr)
+
+
+def _op_timings(device, specs, quick, seed, cases_per_op, compiled):
+    """Every op against its providers: GPU sizes on a GPU; on a CPU the references in fp32."""
+    from gdm_engine._table import format_table
+
+    if device.type == "cuda":
+        size, dtypes = ("medium" if quick else "bench"), None
+    else:
+        size, dtypes = ("tiny" if quick else "medium"), [torch.float32]
+        print(
+            "no GPU: timing the reference providers (eager, torch.compile) and installed peers "
+            "on the CPU in float32."
+            " Kernel timings need a GPU: the interpreter's speed says nothing of the kernels'."
+        )
+    with _progress("cases", "case") as bar:
+        rows = bench(
+            specs,
+            size,
+            device,
+            seed,
+            dtypes,
+            progress=bar,
+            cases_per_op=cases_per_op,
+            compiled=compiled,
+        )
+    print(format_table(rows, COLUMNS))
+    return {"size": size, "copy_bandwidth_gbs": copy_bandwidth_gbs(str(device)), "rows": rows}
+
+
+def _engine_timings(device, quick):
+    """The samplers (cached against naive), flow training memory and the sampler loops."""
+    from gdm_engine._table import format_table
+
+    cases = sampling_cases(device, quick=quick)
+    print(f"\nsampling: cached against naive ({'; '.join(c.label for c in cases)})")
+    with _progress("samplers", "run") as bar:
+        sampling = bench_sampling(cases, device, progress=bar)
+    print(format_table(sampling, SAMPLING_COLUMNS))
+    print("\nflow training: memory saving against plain autograd")
+    with _progress("flows", "run") as bar:
+        flow_memory = bench_flow_memory(flow_memory_cases(quick), device, progress=bar)
+    print(format_table(flow_memory, FLOW_MEMORY_COLUMNS))
+    print(
+        "\ndiffusion sampler loops: the fused steps against diffusers' schedulers "
+        "(a stand-in elementwise model)"
+    )
+    with _progress("loops", "case") as bar:
+        loops = bench_diffusion_loops(diffusion_loop_cases(device, quick), device, progress=bar)
+    print(format_table(loops, DIFFUSION_LOOP_COLUMNS))
+    return {"sampling": sampling, "flow_memory": flow_memory, "diffusion_loops": loops}
+
+
+def _host_timings(specs, whole_engine, quick, cases_per_op):
+    """The host table: every op's call and, for the whole engine, one step of every sampler."""
+    from gdm_engine import host_time
+    from gdm_engine._table import format_table
+
+    repeats = 50 if quick else 400
+    print(
+        f"\nhost time (µs, medians of {repeats}): a call on tiny CPU tensors with its kernels "
+        f"recorded, not run, against a bare torch.library.custom_op call on the same tensors "
+        f"(target <= {host_time.OP_TARGET:g}x) and diffusers' step where installed"
+    )
+    with _progress("host", "case") as bar:
+        ops = host_time.host_ops(specs, cases_per_op=cases_per_op, repeats=repeats, progress=bar)
+    print(format_table(ops, host_time.OP_COLUMNS))
+    steps = []
+    if whole_engine:
+        print(
+            "\nhost time of one sampler step (µs, medians): our loop (kernels recorded, not run) "
+            "against the same loop with diffusers' scheduler (target: no slower), a stand-in "
+            "model"
+        )
+        with _progress("host steps", "loop") as bar:
+            steps = host_time.host_sampler_steps(intervals=repeats, progress=bar)
+        print(format_table(steps, host_time.STEP_COLUMNS))
+    return {"ops": ops, "sampler_steps": steps}
+
+
+def _integration_timings(quick):
+    """The drop-ins against their upstream libraries: a step or spline call each."""
+    from gdm_engine._table import format_table
+    from gdm_engine.integrations import speed
+
+    repeats = 20 if quick else 200
+    sizes = ("tiny",) if quick else speed.SIZES
+    print(
+        f"\nintegrations (µs, medians of {repeats}): each drop-in against the upstream call it "
+        f"replaces, on the same tensors (target: speedup >= {speed.TARGET:g})"
+    )
+    missing = speed.missing_libraries()
+    if missing:
+        print(f"not installed, not timed: {', '.join(missing)}")
+    with _progress("integrations", "case") as bar:
+        rows = speed.integration_rows(sizes=sizes, repeats=repeats, progress=bar)
+    print(format_table(rows, speed.COLUMNS))
+    return rows
+
+
+def write_markdown(path: str, report: dict) -> None:
+    """The bench report (`report`'s result) as markdown tables, one section each, to `path`.
+
+    Args:
+        path: the markdown file to write.
+        report: what `report` returned (or its JSON read back).
+    """
+    from gdm_engine import host_time
+    from gdm_engine._table import format_table
+    from gdm_engine.integrations import speed
+
+    host = report.get("host", {})
+    sections = [
+        ("Sampling", report.get("sampling"), SAMPLING_COLUMNS),
+        ("Flow training memory", report.get("flow_memory"), FLOW_MEMORY_COLUMNS),
+        ("Diffusion sampler loops", report.get("diffusion_loops"), DIFFUSION_LOOP_COLUMNS),
+        ("Host time per op call (µs)", host.get("ops"), host_time.OP_COLUMNS),
+        ("Host time per sampler step (µs)", host.get("sampler_steps"), host_time.STEP_COLUMNS),
+        ("Integrations (µs)", report.get("integrations"), speed.COLUMNS),
+    ]
+    with open(path, "w") as f:
+        f.write(
+            f"# gdm-engine bench, {report['device']}, {report['date']}\n\n"
+            f"torch {report['torch']}, triton {report['triton']}\n"
+        )
+        if "rows" in report:
+            f.write(
+                f"measured copy bandwidth {report['copy_bandwidth_gbs']:.0f} GB/s\n\n"
+                f"{format_table(report['rows'], COLUMNS, markdown=True)}\n"
+            )
+        for title, rows, columns in sections:
+            if rows:
+                f.write(f"\n## {title}\n\n{format_table(rows, columns, markdown=True)}\n")

@@ -156,185 +156,37 @@ def _share(error, tolerance):
 
 
 def cmd_bench(args):
-    import torch
+    from gdm_engine import benchmark
 
-    device = current_device()
-    report = {
-        "date": datetime.date.today().isoformat(),
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "triton": version("triton"),
-    }
-    if args.integrations:
-        report["integrations"] = _integration_timings(args)
-    else:
-        if not args.host:
-            report.update(_kernel_timings(args, device))
-        report["host"] = _host_timings(args)
-        if args.op is None and not args.host and not args.ops_only:
-            report["integrations"] = _integration_timings(args)
+    report = benchmark.report(
+        current_device(),
+        specs=chosen_specs(args.op),
+        whole_engine=args.op is None,
+        quick=args.quick,
+        seed=args.seed,
+        cases_per_op=args.cases,
+        compiled=not args.no_compile,
+        sections=_bench_sections(args),
+    )
     if args.json:
         write_json(args.json, report)
     if args.markdown:
-        _write_bench_markdown(args.markdown, report)
+        benchmark.write_markdown(args.markdown, report)
+        print(f"wrote {args.markdown}")
     return 0
 
 
-def _kernel_timings(args, device):
-    """The providers' timings of every op and, without --op, of the samplers and flows."""
-    import torch
-    from tqdm import tqdm
-
+def _bench_sections(args):
+    """The bench report's sections that the flags ask for."""
     from gdm_engine import benchmark
-    from gdm_engine._table import format_table
 
-    on_gpu = device.type == "cuda"
-    if on_gpu:
-        size = "medium" if args.quick else "bench"
-        dtypes = None
-    else:
-        size = "tiny" if args.quick else "medium"
-        dtypes = [torch.float32]
-        print(
-            "no GPU: timing the reference providers (eager, torch.compile) and installed peers "
-            "on the CPU in float32."
-            " Kernel timings need a GPU: the interpreter's speed says nothing of the kernels'."
-        )
-    seed = args.seed if args.seed is not None else secrets.randbits(31)
-    with tqdm(desc="cases", unit="case", disable=None, file=sys.stderr) as bar:
-        rows = benchmark.bench(
-            chosen_specs(args.op),
-            size,
-            device,
-            seed,
-            dtypes,
-            progress=bar,
-            cases_per_op=_cases_per_op(args),
-            compiled=not args.no_compile,
-        )
-    table = format_table(rows, benchmark.COLUMNS)
-    print(table)
-    sampling, flow_memory, loops = [], [], []
-    if args.op is None and not args.ops_only:  # the whole engine: the samplers too
-        cases = benchmark.sampling_cases(device, quick=args.quick)
-        print(f"\nsampling: cached against naive ({'; '.join(c.label for c in cases)})")
-        with tqdm(desc="samplers", unit="run", disable=None, file=sys.stderr) as bar:
-            sampling = benchmark.bench_sampling(cases, device, progress=bar)
-        print(format_table(sampling, benchmark.SAMPLING_COLUMNS))
-        print("\nflow training: memory saving against plain autograd")
-        with tqdm(desc="flows", unit="run", disable=None, file=sys.stderr) as bar:
-            flow_memory = benchmark.bench_flow_memory(
-                benchmark.flow_memory_cases(args.quick), device, progress=bar
-            )
-        print(format_table(flow_memory, benchmark.FLOW_MEMORY_COLUMNS))
-        print(
-            "\ndiffusion sampler loops: the fused steps against diffusers' schedulers "
-            "(a stand-in elementwise model)"
-        )
-        with tqdm(desc="loops", unit="case", disable=None, file=sys.stderr) as bar:
-            loops = benchmark.bench_diffusion_loops(
-                benchmark.diffusion_loop_cases(device, args.quick), device, progress=bar
-            )
-        print(format_table(loops, benchmark.DIFFUSION_LOOP_COLUMNS))
-    return {
-        "size": size,
-        "copy_bandwidth_gbs": benchmark.copy_bandwidth_gbs(str(device)),
-        "rows": rows,
-        "sampling": sampling,
-        "flow_memory": flow_memory,
-        "diffusion_loops": loops,
-    }
-
-
-def _cases_per_op(args):
-    return args.cases or (2 if args.quick else None)
-
-
-def _host_timings(args):
-    """The host table: every op's call and, without --op, one step of every sampler loop."""
-    from tqdm import tqdm
-
-    from gdm_engine import host_time
-    from gdm_engine._table import format_table
-
-    repeats = 50 if args.quick else 400
-    print(
-        f"\nhost time (µs, medians of {repeats}): a call on tiny CPU tensors with its kernels "
-        f"recorded, not run, against a bare torch.library.custom_op call on the same tensors "
-        f"(target <= {host_time.OP_TARGET:g}x) and diffusers' step where installed"
-    )
-    with tqdm(desc="host", unit="case", disable=None, file=sys.stderr) as bar:
-        ops = host_time.host_ops(
-            chosen_specs(args.op), cases_per_op=_cases_per_op(args), repeats=repeats, progress=bar
-        )
-    print(format_table(ops, host_time.OP_COLUMNS))
-    steps = []
-    if args.op is None:
-        print(
-            "\nhost time of one sampler step (µs, medians): our loop (kernels recorded, not run) "
-            "against the same loop with diffusers' scheduler (target: no slower), a stand-in "
-            "model"
-        )
-        with tqdm(desc="host steps", unit="loop", disable=None, file=sys.stderr) as bar:
-            steps = host_time.host_sampler_steps(intervals=repeats, progress=bar)
-        print(format_table(steps, host_time.STEP_COLUMNS))
-    return {"ops": ops, "sampler_steps": steps}
-
-
-def _integration_timings(args):
-    """The drop-ins against their upstream libraries: a step or spline call each."""
-    from tqdm import tqdm
-
-    from gdm_engine._table import format_table
-    from gdm_engine.integrations import speed
-
-    repeats = 20 if args.quick else 200
-    sizes = ("tiny",) if args.quick else speed.SIZES
-    print(
-        f"\nintegrations (µs, medians of {repeats}): each drop-in against the upstream call it "
-        f"replaces, on the same tensors (target: speedup >= {speed.TARGET:g})"
-    )
-    missing = speed.missing_libraries()
-    if missing:
-        print(f"not installed, not timed: {', '.join(missing)}")
-    with tqdm(desc="integrations", unit="case", disable=None, file=sys.stderr) as bar:
-        rows = speed.integration_rows(sizes=sizes, repeats=repeats, progress=bar)
-    print(format_table(rows, speed.COLUMNS))
-    return rows
-
-
-def _write_bench_markdown(path, report):
-    from gdm_engine import benchmark, host_time
-    from gdm_engine._table import format_table
-    from gdm_engine.integrations import speed
-
-    host = report.get("host", {})
-
-    sections = [
-        ("Sampling", report.get("sampling"), benchmark.SAMPLING_COLUMNS),
-        ("Flow training memory", report.get("flow_memory"), benchmark.FLOW_MEMORY_COLUMNS),
-        (
-            "Diffusion sampler loops",
-            report.get("diffusion_loops"),
-            benchmark.DIFFUSION_LOOP_COLUMNS,
-        ),
-        ("Host time per op call (µs)", host.get("ops"), host_time.OP_COLUMNS),
-        ("Host time per sampler step (µs)", host.get("sampler_steps"), host_time.STEP_COLUMNS),
-        ("Integrations (µs)", report.get("integrations"), speed.COLUMNS),
-    ]
-    with open(path, "w") as f:
-        f.write(
-            f"# gdm-engine bench, {report['device']}, {report['date']}\n\n"
-            f"torch {report['torch']}, triton {report['triton']}\n"
-        )
-        if "rows" in report:
-            f.write(
-                f"measured copy bandwidth {report['copy_bandwidth_gbs']:.0f} GB/s\n\n"
-                f"{format_table(report['rows'], benchmark.COLUMNS, markdown=True)}\n"
-            )
-        for title, rows, columns in sections:
-            if rows:
-                f.write(f"\n## {title}\n\n{format_table(rows, columns, markdown=True)}\n")
+    if args.integrations:
+        return {"integrations"}
+    if args.host:
+        return {"host"}
+    if args.ops_only or args.op is not None:
+        return {"ops", "host"}
+    return set(benchmark.REPORT_SECTIONS)
 
 
 def cmd_compile(args):

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from gdm_engine import ops
+from gdm_engine import models, ops
 from gdm_engine.ops import library, outputs
 
 
@@ -58,3 +58,27 @@ def test_the_sampler_package_s_old_name_warns_and_is_sampling(monkeypatch):
     from gdm_engine.diffusion.schedules import linear_alpha_bars
 
     assert linear_alpha_bars is sampling.schedules.linear_alpha_bars
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_a_model_declares_what_its_sample_takes_and_its_bound_settings(name):
+    # the CLI reads the declarations instead of inspecting: they must be what the code takes
+    import inspect
+
+    cls = models.MODELS[name]
+    keywords = set(inspect.signature(cls.sample).parameters) - {"self", "n", "generator"}
+    assert cls.sample_options == keywords
+    constructor = inspect.signature(cls.__init__).parameters
+    assert all(setting in constructor for setting in cls.bound_settings)
+
+
+def test_the_clipping_samplers_are_those_that_take_clip():
+    import inspect
+
+    from gdm_engine import sampling
+
+    takes_clip = {
+        name for name, sampler in sampling.SAMPLERS.items()
+        if "clip" in inspect.signature(sampler).parameters
+    }
+    assert sampling.CLIPPING_SAMPLERS == takes_clip

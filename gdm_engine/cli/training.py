@@ -1,7 +1,6 @@
 """The training commands: train, sample, eval, results."""
 
 import datetime
-import inspect
 import json
 import os
 
@@ -232,13 +231,12 @@ SAMPLING_FLAGS = {
 def _sampling_options(args, model, name):
     """model.sample's keyword arguments from the flags given, each one checked against the
     model: a flag the model has no use for is an error, not silently ignored."""
-    accepted = inspect.signature(model.sample).parameters
     options = {}
     for flag, (keyword, what) in SAMPLING_FLAGS.items():
         value = getattr(args, flag)
         if value is None:
             continue
-        if keyword not in accepted:
+        if keyword not in model.sample_options:
             raise UsageError(f"model {name!r} has no {what} (--{flag})")
         options[keyword] = value
     classes = getattr(model, "classes", 0)
@@ -264,11 +262,11 @@ def cmd_eval(args):
     data = _load_data(saved["data"])
     model = train.model_from_checkpoint(saved).to(current_device())
     if args.iwae_samples is not None:
-        if not hasattr(model, "iwae_samples"):
+        if "iwae_samples" not in model.bound_settings:
             raise UsageError(f"model {saved['model']!r} has no importance-weighted bound")
         model.iwae_samples = args.iwae_samples
     if args.bound_timesteps is not None:
-        if not hasattr(model, "bound_timesteps"):
+        if "bound_timesteps" not in model.bound_settings:
             raise UsageError(f"model {saved['model']!r} has no diffusion bound")
         model.bound_timesteps = None if args.bound_timesteps == "all" else args.bound_timesteps
     if args.samples is not None and not train.has_sample_figures(data):

@@ -38,6 +38,7 @@ class AutoregressiveModel(GenerativeModel):
     """
 
     likelihood = "exact"
+    sample_options = frozenset({"cached"})
     levels: int  # discrete data only
 
     def __init__(self, shape: Sequence[int], levels: int, **config: Any):

@@ -104,14 +104,16 @@ class GenerativeModel(torch.nn.Module):
       convention of continuous densities).
     * ``loss(x, generator=None)`` -> scalar training objective; `forward` is the loss, so that
       DistributedDataParallel and torch.compile, which wrap `forward`, wrap the objective.
-    * ``sample(n, generator=None)`` -> n examples shaped like the data.
+    * ``sample(n, generator=None)`` -> n examples shaped like the data; a model whose ``sample``
+      takes more keywords names them in ``sample_options``.
     * ``players()`` -> the Players that train it: one, "model", owning every weight, unless the
       model has several losses (a GAN), whose ``loss`` then takes ``player=`` (the name).
 
     A model is rebuilt from ``name`` and ``config`` (the keyword arguments of its constructor, all
     plain Python values), which is how checkpoints store it. Every model has ``shape`` (of one
     example) and ``levels`` (of discrete data, >= 2; None for continuous data), against which
-    ``check_data`` checks what ``log_prob`` and ``loss`` are given.
+    ``check_data`` checks what ``log_prob`` and ``loss`` are given. ``bound_settings`` names the
+    attributes that set a bound's estimate (``iwae_samples``, ``bound_timesteps``).
 
     Args:
         **config: the subclass's constructor arguments, kept as ``config`` for checkpoints.
@@ -123,6 +125,11 @@ class GenerativeModel(torch.nn.Module):
     name: ClassVar[Optional[str]] = None  # a concrete model's registered name
     # what log_prob gives, in words: "exact", or the bound it is; None for a model without one
     likelihood: Optional[str] = "exact"
+    # what a caller may ask of the model beyond the protocol, declared rather than inspected:
+    # the keywords `sample` takes besides n and generator, and the settings of log_prob's
+    # estimate that may change after training (an attribute each)
+    sample_options: ClassVar[frozenset[str]] = frozenset()
+    bound_settings: ClassVar[frozenset[str]] = frozenset()
     shape: tuple[int, ...]  # of one example (set by the subclass's constructor)
     levels: Optional[int]  # of discrete data; None for continuous data
 

@@ -1,7 +1,6 @@
 """Denoising diffusion probabilistic models (Ho et al., 2020), optionally class-conditional with
 classifier-free guidance (Ho & Salimans, 2022)."""
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union, cast
@@ -76,6 +75,8 @@ class DDPM(GenerativeModel):
     """
 
     name = "ddpm"
+    sample_options = frozenset({"sampler", "steps", "labels", "guidance_scale", "progress"})
+    bound_settings = frozenset({"bound_timesteps"})
     alpha_bars: torch.Tensor  # ᾱ_t of the schedule, float64 (T,) (a buffer, not in checkpoints)
 
     def __init__(
@@ -597,12 +598,7 @@ class DDPM(GenerativeModel):
     def _clip(self, sampler: str) -> dict[str, float]:
         """Discrete data lie in [−1, 1]: the samplers that can clip x̂0 (the ancestral ones)
         clip it there, as the bound does. The σ-form samplers take no clip."""
-        chosen = sampling.SAMPLERS.get(sampler)
-        if (
-            self.levels is None
-            or chosen is None
-            or "clip" not in inspect.signature(chosen).parameters
-        ):
+        if self.levels is None or sampler not in sampling.CLIPPING_SAMPLERS:
             return {}
         return {"clip": 1.0}
 

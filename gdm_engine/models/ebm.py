@@ -114,6 +114,7 @@ class EBM(GenerativeModel):
 
     name = "ebm"
     likelihood = None  # unnormalised: no log_prob (the trainer scores samples instead)
+    sample_options = frozenset({"steps"})
     low: torch.Tensor  # the box's corners (buffers, not in checkpoints), (D,)
     high: torch.Tensor
     replay: torch.Tensor  # the replay buffer of chains (buffer_size, D)

@@ -70,6 +70,9 @@ class FlowModel(GenerativeModel):
         ValueError: iwae_samples is below 1, levels below 2.
     """
 
+    sample_options = frozenset({"temperature"})
+    bound_settings = frozenset({"iwae_samples"})
+
     def __init__(
         self,
         shape: Sequence[int],

@@ -64,6 +64,7 @@ class VAE(GenerativeModel):
     """
 
     name = "vae"
+    bound_settings = frozenset({"iwae_samples"})
 
     def __init__(
         self,

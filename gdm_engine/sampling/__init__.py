@@ -1,6 +1,7 @@
 """Noise schedules, and the sampler loops built on the diffusion step ops."""
 
 from .samplers import (
+    CLIPPING_SAMPLERS,
     SAMPLERS,
     annealed_langevin_sample,
     ddim_sample,
@@ -22,6 +23,7 @@ from .schedules import (
 )
 
 __all__ = [
+    "CLIPPING_SAMPLERS",
     "SAMPLERS",
     "SPACINGS",
     "alpha_bars_from_sigmas",

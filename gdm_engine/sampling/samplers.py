@@ -641,6 +641,8 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "heun": heun_sample,
     "dpmpp_2m": dpmpp_2m_sample,
 }
+# the samplers that take `clip` (the ancestral ones, in ᾱ form): x̂0 clipped at each step
+CLIPPING_SAMPLERS = frozenset({"ddpm", "ddim"})
 
 
 def sample(

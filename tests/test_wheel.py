@@ -69,11 +69,12 @@ def environment(wheel, tmp_path_factory):
     return env / "bin"
 
 
-def test_the_wheel_holds_every_package_of_the_tree(wheel):
+def test_the_wheel_holds_every_package_of_the_tree_and_its_type_marker(wheel):
     with zipfile.ZipFile(wheel) as archive:
-        folders = {".".join(Path(name).parent.parts) for name in archive.namelist()
-                   if name.endswith("__init__.py")}
+        names = archive.namelist()
+    folders = {".".join(Path(name).parent.parts) for name in names if name.endswith("__init__.py")}
     assert _packages_in_tree() - folders == set()
+    assert "gdm_engine/py.typed" in names  # PEP 561: type checkers read the installed hints
 
 
 def test_installed_outside_the_checkout_the_cli_runs(environment, tmp_path):

@@ -30,7 +30,7 @@ def test_validate_lists_every_dtype_and_passes(capsys, tmp_path):
 def test_validate_fails_with_exit_1_when_a_check_fails(capsys, monkeypatch):
     spec = catalog.CATALOG["causal_conv1d"]
     monkeypatch.setattr(spec, "tolerance", {dtype: 0.0 for dtype in spec.tolerance})
-    assert cli.main(["validate", "--no-grad", "--quick"]) == 1
+    assert cli.main(["validate", "--op", "causal_conv1d", "--no-grad", "--smoke"]) == 1
     assert "FAIL" in capsys.readouterr().out
 
 
@@ -41,7 +41,8 @@ def test_unknown_op_is_a_usage_error(capsys):
 
 def test_bench_on_cpu_times_references_and_says_kernels_need_a_gpu(capsys, tmp_path):
     report, table = tmp_path / "bench.json", tmp_path / "bench.md"
-    assert cli.main(["bench", "--quick", "--json", str(report), "--markdown", str(table)]) == 0
+    assert cli.main(["bench", "--quick", "--cases", "1", "--json", str(report), "--markdown",
+                     str(table)]) == 0
     assert "Kernel timings need a GPU" in capsys.readouterr().out
     rows = json.loads(report.read_text())["rows"]
     peers = {name for spec in catalog.CATALOG.values() for name in spec.peers}

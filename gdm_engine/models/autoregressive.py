@@ -30,7 +30,8 @@ class AutoregressiveModel(GenerativeModel):
     Args:
         shape: the shape of one example.
         levels: the number of levels of the discrete data (>= 2).
-        **config: the subclass's further constructor arguments (kept in ``config``).
+        **resolved: values the subclass resolved for its None defaults, recorded in ``config``
+            (see GenerativeModel).
 
     Raises:
         TypeError: levels is not an int.
@@ -41,12 +42,12 @@ class AutoregressiveModel(GenerativeModel):
     sample_options = frozenset({"cached"})
     levels: int  # discrete data only
 
-    def __init__(self, shape: Sequence[int], levels: int, **config: Any):
+    def __init__(self, shape: Sequence[int], levels: int, **resolved: Any):
         if levels is None:
             raise ValueError(
                 f"{type(self).__name__} models discrete data (levels); got continuous data"
             )
-        super().__init__(shape=list(shape), levels=levels, **config)
+        super().__init__(**resolved)
         self.shape, self.levels = tuple(shape), levels
 
     def scaled(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """The protocol every model of the engine implements."""
 
 import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any, ClassVar, Optional, TypeVar
 
 import torch
@@ -95,6 +98,57 @@ class Player:
     samples: bool = True
 
 
+def _plain(value: Any) -> Any:
+    """value as a checkpoint's config holds it: tuples and lists as lists, recursively (dict
+    values too); anything else as it is.
+
+    Args:
+        value: a constructor argument.
+
+    Returns:
+        The plain value.
+    """
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _recording(init: Callable[..., None]) -> Callable[..., None]:
+    """`init` (a model class's own __init__), wrapped to record ``self.config`` first when it is
+    the outermost constructor call: its arguments bound to its signature, defaults applied,
+    ``**options`` flattened, as plain values."""
+    signature = inspect.signature(init)
+    if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
+        raise TypeError(
+            f"{init.__qualname__} takes *args, which a config of keyword arguments cannot rebuild"
+        )
+
+    @functools.wraps(init)
+    def recording_init(self: "GenerativeModel", *args: Any, **kwargs: Any) -> None:
+        if "config" not in vars(self):  # the outermost call: a parent's __init__ finds it set
+            try:
+                bound = signature.bind(self, *args, **kwargs)
+            except TypeError:  # a call that does not fit: Python's own error, from init
+                init(self, *args, **kwargs)
+                raise
+            bound.apply_defaults()
+            config: dict[str, Any] = {}
+            for name, value in list(bound.arguments.items())[1:]:  # less self
+                if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                    config.update(_plain(value))
+                else:
+                    config[name] = _plain(value)
+            # before the body runs, so the body reads it while it builds its layers; set on
+            # the instance's __dict__ directly, as torch.nn.Module.__init__ has not run yet
+            # (it keeps the attributes it finds there)
+            object.__setattr__(self, "config", config)
+        init(self, *args, **kwargs)
+
+    return recording_init
+
+
 class GenerativeModel(torch.nn.Module):
     """A generative model: `log_prob`, `loss` and `sample`, plus what a checkpoint needs.
 
@@ -109,14 +163,25 @@ class GenerativeModel(torch.nn.Module):
     * ``players()`` -> the Players that train it: one, "model", owning every weight, unless the
       model has several losses (a GAN), whose ``loss`` then takes ``player=`` (the name).
 
-    A model is rebuilt from ``name`` and ``config`` (the keyword arguments of its constructor, all
-    plain Python values), which is how checkpoints store it. Every model has ``shape`` (of one
-    example) and ``levels`` (of discrete data, >= 2; None for continuous data), against which
-    ``check_data`` checks what ``log_prob`` and ``loss`` are given. ``bound_settings`` names the
-    attributes that set a bound's estimate (``iwae_samples``, ``bound_timesteps``).
+    A model is rebuilt from ``name`` and ``config``, which is how checkpoints store it:
+    ``type(model)(**model.config)`` builds the same model. ``config`` is derived here, once, from
+    the arguments of the outermost constructor call (the model's own class), so a constructor
+    never lists its arguments a second time: `__init_subclass__` wraps each subclass's
+    ``__init__`` so that this call records them, bound to its signature with its defaults applied,
+    a ``**options`` argument flattened into the dict, tuples made lists (plain values). It does
+    so before the constructor's body runs, so the body may read ``self.config`` while it builds
+    its layers. A subclass passes to ``super().__init__`` what its parents use, plus the values
+    it resolved for arguments whose default is None (``hidden=None`` meaning 2 x channels),
+    which replace the None in ``config``: a checkpoint states what the model was built with.
+
+    Every model has ``shape`` (of one example) and ``levels`` (of discrete data, >= 2; None for
+    continuous data), against which ``check_data`` checks what ``log_prob`` and ``loss`` are
+    given. ``bound_settings`` names the attributes that set a bound's estimate
+    (``iwae_samples``, ``bound_timesteps``).
 
     Args:
-        **config: the subclass's constructor arguments, kept as ``config`` for checkpoints.
+        **resolved: values to record in ``config`` over the constructor's arguments (defaults the
+            subclass resolved, such as ``hidden=None`` -> 2 x channels).
 
     Raises:
         ValueError: config's ``levels`` is given and not an integer >= 2.
@@ -132,8 +197,19 @@ class GenerativeModel(torch.nn.Module):
     bound_settings: ClassVar[frozenset[str]] = frozenset()
     shape: tuple[int, ...]  # of one example (set by the subclass's constructor)
     levels: Optional[int]  # of discrete data; None for continuous data
+    config: dict[str, Any]  # the constructor's arguments, plain values (see the class docstring)
 
-    def __init__(self, **config: Any):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            # type.__setattr__: mypy forbids assigning to a method, which is the point here
+            type.__setattr__(cls, "__init__", _recording(vars(cls)["__init__"]))
+
+    def __init__(self, **resolved: Any):
+        # recorded by the outermost constructor (see _recording); a GenerativeModel built
+        # directly has only what it is given
+        config = vars(self).get("config", {})
+        config.update(_plain(resolved))
         if config.get("levels") is not None:
             check_int("levels", config["levels"], 2)
         super().__init__()

@@ -109,22 +109,7 @@ class DDPM(GenerativeModel):
         check_fraction("label_dropout", label_dropout)
         if not isinstance(level_offsets, bool):
             raise TypeError(f"level_offsets must be a bool, got {type(level_offsets).__name__}")
-        super().__init__(
-            shape=list(shape),
-            levels=levels,
-            schedule=schedule,
-            timesteps=timesteps,
-            prediction=prediction,
-            min_snr_gamma=min_snr_gamma,
-            width=width,
-            multipliers=list(multipliers),
-            blocks=blocks,
-            dropout=dropout,
-            classes=classes,
-            label_dropout=label_dropout,
-            bound_timesteps=bound_timesteps,
-            level_offsets=level_offsets,
-        )
+        super().__init__()
         self.shape, self.levels, self.timesteps = tuple(shape), levels, timesteps
         self.prediction, self.min_snr_gamma = prediction, min_snr_gamma
         self.classes, self.label_dropout = classes, label_dropout

@@ -162,21 +162,7 @@ class EBM(GenerativeModel):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         if not isinstance(spectral_norm, bool):
             raise TypeError(f"spectral_norm must be a bool, got {type(spectral_norm).__name__}")
-        super().__init__(
-            shape=list(shape),
-            levels=levels,
-            low=list(low),
-            high=list(high),
-            hidden=list(hidden),
-            langevin_steps=langevin_steps,
-            step_size=step_size,
-            sample_steps=sample_steps,
-            buffer_size=buffer_size,
-            reinit=reinit,
-            alpha=alpha,
-            spectral_norm=spectral_norm,
-            temperature=temperature,
-        )
+        super().__init__(low=low, high=high)  # the box: resolved from None
         self.shape, self.levels, self.dims = tuple(shape), levels, dims
         self.network = energy_network(dims, hidden, spectral_norm)
         self.register_buffer("low", torch.tensor(low, dtype=torch.float32), persistent=False)

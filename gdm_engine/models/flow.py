@@ -63,7 +63,8 @@ class FlowModel(GenerativeModel):
         memory_saving: train without storing the flow's activations.
         iwae_samples: K, the draws of u in log_prob's bound for discrete data.
         alpha: the Logit layer's margin for discrete data (gdm_engine.nn.Logit).
-        **options: the subclass's further constructor arguments (kept in ``config``).
+        **options: further values to record in ``config`` (a subclass's own arguments are
+            recorded from its signature: see GenerativeModel).
 
     Raises:
         TypeError: iwae_samples is not an int, memory_saving not a bool.
@@ -85,14 +86,7 @@ class FlowModel(GenerativeModel):
         check_int("iwae_samples", iwae_samples, 1)
         if not isinstance(memory_saving, bool):
             raise TypeError(f"memory_saving must be a bool, got {type(memory_saving).__name__}")
-        super().__init__(
-            shape=list(shape),
-            levels=levels,
-            memory_saving=memory_saving,
-            iwae_samples=iwae_samples,
-            alpha=alpha,
-            **options,
-        )
+        super().__init__(**options)
         self.shape, self.levels, self.iwae_samples = tuple(shape), levels, iwae_samples
         self.dims = math.prod(self.shape)
         first = [gnn.Logit(alpha)] if levels is not None else []

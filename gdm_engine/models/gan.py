@@ -158,17 +158,7 @@ class GAN(GenerativeModel):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         if not isinstance(spectral_norm, bool):
             raise TypeError(f"spectral_norm must be a bool, got {type(spectral_norm).__name__}")
-        super().__init__(
-            shape=list(shape),
-            levels=levels,
-            latent=latent,
-            width=width,
-            hidden=list(hidden),
-            r1=r1,
-            spectral_norm=spectral_norm,
-            discriminator_steps=discriminator_steps,
-            betas=list(betas),
-        )
+        super().__init__(latent=latent)  # resolved from None
         self.shape, self.levels, self.latent = tuple(shape), levels, latent
         if images:
             self.generator = image_generator(latent, shape[0], width, upsamplings)

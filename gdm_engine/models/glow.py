@@ -59,18 +59,7 @@ class Glow(FlowModel):
                 f"scales={scales} squeezes the image {scales} times, so height and "
                 f"width must be multiples of {2**scales}; got {h}x{w}"
             )
-        super().__init__(
-            shape,
-            levels,
-            memory_saving,
-            iwae_samples,
-            alpha,
-            scales=scales,
-            depth=depth,
-            hidden=hidden,
-            dropout=dropout,
-            scale_map=scale_map,
-        )
+        super().__init__(shape, levels, memory_saving, iwae_samples, alpha)
 
     def layers(self, memory_saving: bool) -> list[gnn.InvertibleLayer]:
         """The levels of fig. 2, data side first.

@@ -28,7 +28,7 @@ class IndependentPixels(GenerativeModel):
     def __init__(self, shape: Sequence[int], levels: int):
         if levels is None:
             raise ValueError("IndependentPixels needs discrete data (levels), got continuous data")
-        super().__init__(shape=list(shape), levels=levels)
+        super().__init__()
         self.shape, self.levels = tuple(shape), levels
         self.logits = torch.nn.Parameter(torch.zeros(math.prod(shape), levels))
 

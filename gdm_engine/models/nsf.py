@@ -50,18 +50,7 @@ class NSF(FlowModel):
     ):
         check_int("transforms", transforms, 1)
         check_fraction("dropout", dropout)
-        super().__init__(
-            shape,
-            levels,
-            memory_saving,
-            iwae_samples,
-            alpha,
-            transforms=transforms,
-            hidden=hidden,
-            bins=bins,
-            tail_bound=tail_bound,
-            dropout=dropout,
-        )
+        super().__init__(shape, levels, memory_saving, iwae_samples, alpha)
 
     def layers(self, memory_saving: bool) -> list[gnn.InvertibleLayer]:
         """The blocks between a flattening Reshape and its inverse, data side first.

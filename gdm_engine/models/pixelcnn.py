@@ -109,15 +109,7 @@ class PixelCNN(AutoregressiveModel):
                 f"{colours} colour groups"
             )
         check_fraction("dropout", dropout)
-        super().__init__(
-            shape,
-            levels,
-            channels=channels,
-            layers=layers,
-            kernel_size=kernel_size,
-            hidden=hidden,
-            dropout=dropout,
-        )
+        super().__init__(shape, levels, hidden=hidden)  # hidden: resolved from None
         self.colours, self.channels, self.kernel_size = colours, channels, kernel_size
         k, p, g = kernel_size, channels, colours
         self.vertical = nn.ModuleList(

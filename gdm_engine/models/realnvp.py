@@ -59,18 +59,7 @@ class RealNVP(FlowModel):
         check_int("scales", scales, 1)
         check_int("couplings", couplings, 1)
         check_fraction("dropout", dropout)
-        super().__init__(
-            shape,
-            levels,
-            memory_saving,
-            iwae_samples,
-            alpha,
-            scales=scales,
-            couplings=couplings,
-            hidden=hidden,
-            dropout=dropout,
-            scale_map=scale_map,
-        )
+        super().__init__(shape, levels, memory_saving, iwae_samples, alpha)
 
     def layers(self, memory_saving: bool) -> list[gnn.InvertibleLayer]:
         """The scales of sec. 3.6, data side first.

@@ -85,15 +85,7 @@ class VAE(GenerativeModel):
                 "decoder='categorical' needs discrete data (levels); continuous data "
                 "get a Gaussian decoder"
             )
-        super().__init__(
-            shape=list(shape),
-            levels=levels,
-            latent=latent,
-            hidden=hidden,
-            iwae_samples=iwae_samples,
-            decoder=decoder,
-            dropout=dropout,
-        )
+        super().__init__()
         self.shape, self.levels, self.latent = tuple(shape), levels, latent
         self.iwae_samples, self.decoder_kind = iwae_samples, decoder
         self.dims = math.prod(shape)

@@ -73,17 +73,8 @@ class WaveNet(AutoregressiveModel):
             check_int(name, value, 1)
         check_int("kernel_size", kernel_size, 2)
         check_fraction("dropout", dropout)
-        super().__init__(
-            shape,
-            levels,
-            channels=channels,
-            skip_channels=skip_channels,
-            layers=layers,
-            stacks=stacks,
-            kernel_size=kernel_size,
-            hidden=hidden,
-            dropout=dropout,
-        )
+        # skip_channels and hidden: resolved from None
+        super().__init__(shape, levels, skip_channels=skip_channels, hidden=hidden)
         self.channels, self.kernel_size = channels, kernel_size
         self.length = math.prod(shape)
         self.dilations = [2**i for i in range(layers)] * stacks

@@ -411,3 +411,35 @@ def test_demo_runs_its_commands_in_one_process_and_times_them(capsys, tmp_path, 
     # a second run would mix its files with the first's
     assert cli.main(["demo", "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_an_exported_checkpoint_samples_and_evaluates_as_the_run_but_does_not_resume(
+    capsys, tmp_path
+):
+    from gdm_engine import train
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "vae", "--data", "digits", "--steps", "2", "--eval-every", "2",
+                     "--out", str(run)]) == 0
+    shared = tmp_path / "vae.pt"
+    assert cli.main(["export", "--checkpoint", str(run / "best.pt"), "--out", str(shared)]) == 0
+    assert shared.stat().st_size < (run / "best.pt").stat().st_size / 2
+    for name in ("best.pt", "shared"):
+        path = shared if name == "shared" else run / name
+        assert cli.main(["sample", "--checkpoint", str(path), "--n", "5",
+                         "--out", str(tmp_path / f"{name}.npz")]) == 0
+    assert np.array_equal(np.load(tmp_path / "best.pt.npz")["samples"],
+                          np.load(tmp_path / "shared.npz")["samples"])
+    assert cli.main(["eval", "--checkpoint", str(shared), "--iwae-samples", "2"]) == 0
+    saved = train.load_checkpoint(shared)
+    with pytest.raises(train.CheckpointError, match="weights only"):
+        train.model_from_checkpoint(saved, ema=False)
+    capsys.readouterr()
+    assert cli.main(["train", "vae", "--data", "digits", "--steps", "4", "--resume",
+                     "--out", str(run)]) == 0  # the run's own checkpoint resumes
+    (run / "checkpoint.pt").write_bytes(shared.read_bytes())
+    assert cli.main(["train", "vae", "--data", "digits", "--steps", "6", "--resume",
+                     "--out", str(run)]) == 2
+    assert "does not resume" in capsys.readouterr().err
+    # export never overwrites
+    assert cli.main(["export", "--checkpoint", str(run / "best.pt"), "--out", str(shared)]) == 2

@@ -180,6 +180,20 @@ def _print_floor(data, split, n):
     return floor
 
 
+def cmd_export(args):
+    from gdm_engine import train
+
+    if os.path.exists(args.out):
+        raise UsageError(f"--out {args.out} exists: export writes a new file")
+    saved = _load_checkpoint(args.checkpoint)
+    train.save_checkpoint(train.weights_only(saved), args.out)
+    print(
+        f"wrote the EMA weights of {saved['model']} on {saved['data']} (step {saved['step']}) "
+        f"to {args.out}: it samples and evaluates, it does not resume"
+    )
+    return 0
+
+
 def cmd_sample(args):
     import numpy as np
     import torch
@@ -477,6 +491,14 @@ def add_commands(sub):
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
 
     p = sub.add_parser(
+        "export",
+        help="a checkpoint's EMA weights and config alone, to share: it samples and "
+        "evaluates, a third of the size (no optimiser or random states: it does not resume)",
+    )
+    p.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt or best.pt")
+    p.add_argument("--out", required=True, help="the file to write")
+
+    p = sub.add_parser(
         "results",
         help="train every model by its recipe, choose on validation, "
         "score test: one markdown table",
@@ -496,4 +518,10 @@ def add_commands(sub):
     )
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "results": cmd_results}
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "eval": cmd_eval,
+    "results": cmd_results,
+    "export": cmd_export,
+}

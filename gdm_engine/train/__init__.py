@@ -32,6 +32,7 @@ from .checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
     save_checkpoint,
+    weights_only,
 )
 from .config import (
     EVALUATION,
@@ -68,6 +69,7 @@ __all__ = [
     "Trainer",
     "build_model",
     "check_same_run",
+    "weights_only",
     "default_selection",
     "describe",
     "distributed_setup",

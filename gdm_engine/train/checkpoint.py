@@ -17,6 +17,10 @@ BEST_NAME = "best.pt"  # the checkpoint of the evaluation with the best validati
 METRICS_NAME = "metrics.jsonl"
 
 
+# what only resuming reads: a checkpoint without them samples and evaluates (its EMA weights)
+RESUME_ONLY = ("model_state", "optimizers", "rng")
+
+
 class CheckpointError(ValueError):
     """A file that is not a readable gdm-engine checkpoint."""
 
@@ -88,6 +92,20 @@ def load_checkpoint(
     return state
 
 
+def weights_only(state: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint without what only resuming needs (the trained weights beside the EMA ones,
+    the optimisers, the random states): the EMA weights, the model's config and the run's record,
+    for `sample` and `eval` (model_from_checkpoint), about a third of the file.
+
+    Args:
+        state: a loaded checkpoint.
+
+    Returns:
+        The same format, without RESUME_ONLY's entries.
+    """
+    return {key: value for key, value in state.items() if key not in RESUME_ONLY}
+
+
 def check_same_run(state: dict[str, Any], model_name: Optional[str], data_name: str) -> None:
     """Raise CheckpointError unless the checkpoint is of this model on this data.
 
@@ -97,8 +115,10 @@ def check_same_run(state: dict[str, Any], model_name: Optional[str], data_name: 
         data_name: the run's data set name.
 
     Raises:
-        CheckpointError: the checkpoint's model or data differ.
+        CheckpointError: the checkpoint's model or data differ, or it holds weights only.
     """
+    if any(key not in state for key in RESUME_ONLY):
+        raise CheckpointError("a checkpoint of weights only (weights_only) does not resume")
     if state["model"] != model_name or state["data"] != data_name:
         raise CheckpointError(
             f"the checkpoint is of model {state['model']!r} on data "
@@ -115,8 +135,15 @@ def model_from_checkpoint(state: dict[str, Any], ema: bool = True) -> Generative
 
     Returns:
         The model, on the CPU, in eval mode (dropout off).
+
+    Raises:
+        CheckpointError: ema=False on a checkpoint of weights only.
     """
     model = models.get(state["model"])(**state["model_config"])
+    if not ema and "model_state" not in state:
+        raise CheckpointError(
+            "a checkpoint of weights only (weights_only) has the EMA weights alone"
+        )
     if ema:
         prefix = "module."
         weights = {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}

@@ -27,6 +27,21 @@ OLD_TRITON_TESTS := tests/test_catalog.py -k "float32 or strided or poisoned"
 
 setup: $(VENV)/.installed
 
+# torch and the package alone: what the demo needs
+$(VENV)/.package: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# and what the tests need: the test tools and the integrations' libraries
+$(VENV)/.installed: $(VENV)/.package
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet $(INTEGRATIONS)
+	$(BIN)/pip install --quiet --no-deps $(INTEGRATIONS_NO_DEPS)
+	touch $@
+
 $(OLD_TRITON_VENV)/.installed: $(VENV)/.installed
 	$(PYTHON) -m venv $(OLD_TRITON_VENV)
 	$(OLD_TRITON_VENV)/bin/pip install --quiet --no-deps $(OLD_TRITON)
@@ -36,18 +51,9 @@ $(OLD_TRITON_VENV)/.installed: $(VENV)/.installed
 	    % '.'.join(map(str, __import__('sys').version_info[:2])))"
 	touch $@
 
-$(VENV)/.installed: setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[test]"
-	$(BIN)/pip install --quiet $(INTEGRATIONS)
-	$(BIN)/pip install --quiet --no-deps $(INTEGRATIONS_NO_DEPS)
-	touch $@
-
 # compile first, in a process of its own: the demo's other commands run the kernels through the
 # interpreter on a machine without a GPU, and compile builds for real GPUs
-demo: setup
+demo: $(VENV)/.package
 	$(BIN)/gdm-engine compile --arch sm_90 --op actnorm
 	rm -rf runs/demo
 	$(BIN)/gdm-engine demo --out runs/demo

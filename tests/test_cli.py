@@ -390,27 +390,54 @@ def test_every_demo_command_parses():
 
     from gdm_engine.cli import demo
 
-    commands = [command for _, command in demo.demo_commands("runs/demo")]
-    assert len(commands) == len(demo.KERNEL_COMMANDS) + 3 * len(demo.RUNS)
+    commands = [command for _, command in demo.demo_commands("runs/demo", "pretrained")]
+    trained = [run for run in demo.RUNS if run.train is not None]
+    assert len(commands) == len(demo.KERNEL_COMMANDS) + 3 * len(trained) + 2 * (
+        len(demo.RUNS) - len(trained))
     for command in commands:
         cli.build_parser().parse_args(shlex.split(command))
+
+
+def test_the_bundled_checkpoints_are_there_and_of_their_model():
+    from gdm_engine import train
+    from gdm_engine.cli import demo
+
+    for run in demo.RUNS:
+        if run.train is None:
+            saved = train.load_checkpoint(f"pretrained/{run.model}-{run.data}.pt")
+            assert (saved["model"], saved["data"]) == (run.model, run.data)
+            assert "optimizers" not in saved  # exported: weights only
 
 
 def test_demo_runs_its_commands_in_one_process_and_times_them(capsys, tmp_path, monkeypatch):
     from gdm_engine.cli import demo
 
+    pretrained = tmp_path / "pretrained"
+    pretrained.mkdir()
+    assert cli.main(["train", "vae", "--data", "digits", "--steps", "2", "--eval-every", "2",
+                     "--out", str(tmp_path / "run")]) == 0
+    assert cli.main(["export", "--checkpoint", str(tmp_path / "run" / "best.pt"),
+                     "--out", str(pretrained / "vae-sines.pt")]) == 0
     monkeypatch.setattr(demo, "KERNEL_COMMANDS", [("versions", "info")])
-    run = demo.DemoRun("vae", "digits", "--steps 2 --eval-every 2", "digits", eval="--samples 8")
-    monkeypatch.setattr(demo, "RUNS", [run])
+    trained = demo.DemoRun("vae", "digits", "digits", train="--steps 2 --eval-every 2",
+                           eval="--samples 8")
+    # any exported checkpoint serves, under the name the demo looks it up by
+    bundled = demo.DemoRun("vae", "sines", "bundled", eval="--iwae-samples 2")
+    monkeypatch.setattr(demo, "RUNS", [trained, bundled])
     out = tmp_path / "demo"
-    assert cli.main(["demo", "--out", str(out)]) == 0
+    argv = ["demo", "--out", str(out), "--pretrained", str(pretrained)]
+    assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert f"$ gdm-engine train vae --data digits --steps 2 --eval-every 2 --out {out}" in printed
+    assert f"$ gdm-engine sample --checkpoint {pretrained / 'vae-sines.pt'}" in printed
     assert "gdm-engine eval" in printed.split("seconds per command")[1]
     assert {"best.pt", "samples.png", "eval.json"} <= set(os.listdir(out / "vae-digits"))
+    assert {"samples.png", "eval.json"} == set(os.listdir(out / "vae-sines"))
     # a second run would mix its files with the first's
-    assert cli.main(["demo", "--out", str(out)]) == 2
+    assert cli.main(argv) == 2
     assert "not empty" in capsys.readouterr().err
+    assert cli.main(["demo", "--out", str(tmp_path / "other"), "--pretrained", str(tmp_path)]) == 2
+    assert "no vae-sines.pt" in capsys.readouterr().err
 
 
 def test_an_exported_checkpoint_samples_and_evaluates_as_the_run_but_does_not_resume(

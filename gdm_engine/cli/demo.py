@@ -1,36 +1,48 @@
-"""`gdm-engine demo`: what a newcomer runs first (`make demo`). The kernel commands, then models
-of four families trained with short budgets, each sampled and scored on the test split, all in
-one process: the commands one would type at a shell, without a Python start-up each. The
-budgets are short, said as such; the recipes' figures are `gdm-engine results`'."""
+"""`gdm-engine demo`: what a newcomer runs first (`make demo`). The kernel commands, then two
+models trained with short budgets and two bundled checkpoints (pretrained/, made by the models'
+recipes), each sampled and scored on the test split, all in one process: the commands one would
+type at a shell, without a Python start-up each. The budgets are short, said as such; the
+recipes' figures are `gdm-engine results`'."""
 
 import dataclasses
 import os
 import shlex
 import time
+from typing import Optional
 
 from ._common import UsageError
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoRun:
-    """One model of the demo: trained, sampled from its best.pt, scored on the test split."""
+    """One model of the demo: trained with a short budget (or, with no `train`, the bundled
+    checkpoint in pretrained/), then sampled from and scored on the test split."""
 
     model: str
     data: str
-    train: str  # the train command's options besides the model, data and folder
     picture: str  # what its samples.png shows
+    train: Optional[str] = None  # the train command's options besides model, data and folder
     sample: str = ""
     eval: str = ""
 
-    def commands(self, out):
-        folder = os.path.join(out, f"{self.model}-{self.data}")
-        best = os.path.join(folder, "best.pt")
+    def folder(self, out):
+        return os.path.join(out, f"{self.model}-{self.data}")
+
+    def commands(self, out, pretrained):
+        folder = self.folder(out)
         picture = os.path.join(folder, "samples.png")
-        return [
-            (
-                f"{self.model} on {self.data}, a short budget",
-                f"train {self.model} --data {self.data} {self.train} --out {folder}",
-            ),
+        if self.train is None:
+            best = os.path.join(pretrained, f"{self.model}-{self.data}.pt")
+            steps = []
+        else:
+            best = os.path.join(folder, "best.pt")
+            steps = [
+                (
+                    f"{self.model} on {self.data}, a short budget",
+                    f"train {self.model} --data {self.data} {self.train} --out {folder}",
+                )
+            ]
+        return steps + [
             (self.picture, f"sample --checkpoint {best} {self.sample} --out {picture}"),
             ("its test figures", f"eval --checkpoint {best} {self.eval} --json {folder}/eval.json"),
         ]
@@ -46,35 +58,28 @@ RUNS = [
     DemoRun(
         "vae",
         "digits",
-        "--steps 1000 --eval-every 500",
-        "64 digits decoded from the prior",
-    ),
-    DemoRun(
-        "pixelcnn",
-        "digits",
-        "--steps 150 --eval-every 150 --set channels=32",
-        "64 digits drawn pixel by pixel",
+        "64 digits decoded from the prior, each pixel drawn given z: speckled after so short a "
+        "budget",
+        train="--steps 1000 --eval-every 500",
     ),
     DemoRun(
         "nsf",
         "8gaussians",
-        "--steps 400 --batch-size 256 --eval-every 400",
-        "2,000 points beside the data and the model's density",
+        "2,000 points beside the data and the model's density: eight modes",
+        train="--steps 400 --batch-size 256 --eval-every 400",
         sample="--n 2000",
+    ),
+    DemoRun(
+        "wavenet",
+        "digits",
+        "64 digits drawn pixel by pixel with the cached sampler, from the bundled checkpoint",
     ),
     DemoRun(
         "ddpm",
         "8gaussians",
-        "--steps 1500 --batch-size 256 --eval-every 1500 --set width=128 --set blocks=3 "
-        "--set prediction=v --set bound_timesteps=50",
-        "2,000 points by DPM-Solver++(2M) in 20 steps, beside the data",
+        "2,000 points by DPM-Solver++(2M) in 20 steps beside the data, from the bundled "
+        "checkpoint: eight modes",
         sample="--n 2000 --steps 20",
-    ),
-    DemoRun(
-        "gan",
-        "digits",
-        "--steps 400 --eval-every 400 --set width=32",
-        "64 digits from the generator",
     ),
 ]
 
@@ -82,13 +87,18 @@ RUNS = [
 def add_commands(sub):
     p = sub.add_parser("demo", help="the kernel commands and a few short trainings, in one process")
     p.add_argument("--out", default="runs/demo", help="the demo's folder (default runs/demo)")
+    p.add_argument(
+        "--pretrained",
+        default="pretrained",
+        help="the folder of the bundled checkpoints (default pretrained, in the checkout)",
+    )
 
 
-def demo_commands(out):
+def demo_commands(out, pretrained):
     """(what it shows, the command line) of each step of the demo, in order."""
     steps = list(KERNEL_COMMANDS)
     for run in RUNS:
-        steps += run.commands(out)
+        steps += run.commands(out, pretrained)
     return steps
 
 
@@ -97,8 +107,21 @@ def cmd_demo(args):
 
     if os.path.exists(args.out) and os.listdir(args.out):
         raise UsageError(f"--out {args.out} is not empty: the demo starts from nothing")
+    bundled = [r for r in RUNS if r.train is None]
+    missing = [
+        name
+        for name in (f"{r.model}-{r.data}.pt" for r in bundled)
+        if not os.path.isfile(os.path.join(args.pretrained, name))
+    ]
+    if missing:
+        raise UsageError(
+            f"no {', '.join(missing)} in --pretrained {args.pretrained}: run the demo from the "
+            f"checkout, or name the folder of its pretrained/"
+        )
+    for run in bundled:
+        os.makedirs(run.folder(args.out), exist_ok=True)
     times = []
-    for purpose, command in demo_commands(args.out):
+    for purpose, command in demo_commands(args.out, args.pretrained):
         print(f"\n$ gdm-engine {command}\n# {purpose}", flush=True)
         start = time.perf_counter()
         status = cli.main(shlex.split(command))

@@ -8,6 +8,7 @@ import inspect
 import textwrap
 
 import pytest
+import torch
 
 from gdm_engine import models
 
@@ -134,3 +135,32 @@ def test_a_constructor_does_not_repeat_its_arguments_to_super(cls):
     defaults = _defaults(cls)
     keywords = [k.arg for k in calls[0].keywords if k.arg is not None]  # None: **options
     assert all(k in defaults and defaults[k] is None for k in keywords), keywords
+
+
+class _RealNVPWithOptions(models.RealNVP):
+    """A user's subclass that passes its options through, naming none of its parents'."""
+
+    def __init__(self, shape, levels=None, **options):
+        super().__init__(shape, levels, **options)
+
+
+class _NarrowGAN(models.GAN):
+    """A user's subclass that fixes some of its parent's options and names one."""
+
+    def __init__(self, shape, width=4):
+        super().__init__(shape, width=width, hidden=[5])
+
+
+def test_a_user_s_subclass_gets_its_parents_defaults_and_rebuilds(generator):
+    flow = _RealNVPWithOptions([1, 4, 4], 4, hidden=8, couplings=1)
+    expected = {**_defaults(models.RealNVP), "shape": [1, 4, 4], "levels": 4, "hidden": 8,
+                "couplings": 1}
+    assert flow.config == {k: _plain(v) for k, v in expected.items()}
+    x = torch.randint(0, 4, (3, 1, 4, 4), generator=generator)
+    assert flow.log_prob(x).shape == (3,)
+    gan = _NarrowGAN([2])
+    assert gan.config["width"] == 4 and gan.config["hidden"] == [5]
+    assert gan.config["r1"] == _defaults(models.GAN)["r1"]
+    assert gan.loss(torch.randn(4, 2, generator=generator), generator, player="generator").isfinite()
+    # a checkpoint rebuilds a model by its registered name
+    assert models.GAN(**gan.config).config == gan.config

@@ -116,9 +116,11 @@ def _plain(value: Any) -> Any:
 
 
 def _recording(init: Callable[..., None]) -> Callable[..., None]:
-    """`init` (a model class's own __init__), wrapped to record ``self.config`` first when it is
-    the outermost constructor call: its arguments bound to its signature, defaults applied,
-    ``**options`` flattened, as plain values."""
+    """`init` (a model class's own __init__), wrapped to record its arguments in
+    ``self.config`` before its body runs: bound to its signature, defaults applied, ``**options``
+    flattened, as plain values. The outermost call (the model's own class) records first; each
+    parent's __init__ then adds what it takes that the outer ones did not name (a subclass that
+    passes ``**options`` through still gets its parents' defaults), and never overwrites."""
     signature = inspect.signature(init)
     if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
         raise TypeError(
@@ -127,23 +129,23 @@ def _recording(init: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(init)
     def recording_init(self: "GenerativeModel", *args: Any, **kwargs: Any) -> None:
-        if "config" not in vars(self):  # the outermost call: a parent's __init__ finds it set
-            try:
-                bound = signature.bind(self, *args, **kwargs)
-            except TypeError:  # a call that does not fit: Python's own error, from init
-                init(self, *args, **kwargs)
-                raise
-            bound.apply_defaults()
-            config: dict[str, Any] = {}
-            for name, value in list(bound.arguments.items())[1:]:  # less self
-                if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-                    config.update(_plain(value))
-                else:
-                    config[name] = _plain(value)
-            # before the body runs, so the body reads it while it builds its layers; set on
-            # the instance's __dict__ directly, as torch.nn.Module.__init__ has not run yet
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError:  # a call that does not fit: Python's own error, from init
+            init(self, *args, **kwargs)
+            raise
+        bound.apply_defaults()
+        if "config" not in vars(self):
+            # set on the instance's __dict__ directly: torch.nn.Module.__init__ has not run yet
             # (it keeps the attributes it finds there)
-            object.__setattr__(self, "config", config)
+            object.__setattr__(self, "config", {})
+        config = vars(self)["config"]
+        for name, value in list(bound.arguments.items())[1:]:  # less self
+            if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+                for key, option in value.items():
+                    config.setdefault(key, _plain(option))
+            else:
+                config.setdefault(name, _plain(value))
         init(self, *args, **kwargs)
 
     return recording_init

@@ -587,6 +587,7 @@ def report(
     if "ops" in sections:
         seed = seed if seed is not None else secrets.randbits(31)
         result.update(_op_timings(device, specs, quick, seed, cases_per_op, compiled))
+        result.update(sampling=[], flow_memory=[], diffusion_loops=[])  # unless measured below
     if "engine" in sections:
         result.update(_engine_timings(device, quick))
     if "host" in sections:

@@ -398,18 +398,30 @@ def test_every_demo_command_parses():
         cli.build_parser().parse_args(shlex.split(command))
 
 
-def test_the_bundled_checkpoints_are_there_and_of_their_model():
+def test_the_bundled_checkpoints_load_and_sample_as_the_demo_asks(capsys):
+    import shlex
+
     from gdm_engine import train
     from gdm_engine.cli import demo
+    from gdm_engine.cli.training import _sampling_options
 
     for run in demo.RUNS:
         if run.train is None:
             saved = train.load_checkpoint(f"pretrained/{run.model}-{run.data}.pt")
             assert (saved["model"], saved["data"]) == (run.model, run.data)
             assert "optimizers" not in saved  # exported: weights only
+            model = train.model_from_checkpoint(saved)  # the model's code still takes them
+            args = cli.build_parser().parse_args(
+                ["sample", "--checkpoint", "x.pt", *shlex.split(run.sample), "--n", "2"])
+            if "steps" in model.sample_options:
+                args.steps = 2  # enough to run
+            samples = model.sample(2, **_sampling_options(args, model, run.model))
+            assert samples.shape == (2, *model.shape)
 
 
 def test_demo_runs_its_commands_in_one_process_and_times_them(capsys, tmp_path, monkeypatch):
+    import shlex
+
     from gdm_engine.cli import demo
 
     pretrained = tmp_path / "pretrained"
@@ -424,11 +436,12 @@ def test_demo_runs_its_commands_in_one_process_and_times_them(capsys, tmp_path, 
     # any exported checkpoint serves, under the name the demo looks it up by
     bundled = demo.DemoRun("vae", "sines", "bundled", eval="--iwae-samples 2")
     monkeypatch.setattr(demo, "RUNS", [trained, bundled])
-    out = tmp_path / "demo"
+    out = tmp_path / "demo run"  # paths with spaces reach the commands whole
     argv = ["demo", "--out", str(out), "--pretrained", str(pretrained)]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
-    assert f"$ gdm-engine train vae --data digits --steps 2 --eval-every 2 --out {out}" in printed
+    folder = shlex.quote(str(out / "vae-digits"))
+    assert f"$ gdm-engine train vae --data digits --steps 2 --eval-every 2 --out {folder}" in printed
     assert f"$ gdm-engine sample --checkpoint {pretrained / 'vae-sines.pt'}" in printed
     assert "gdm-engine eval" in printed.split("seconds per command")[1]
     assert {"best.pt", "samples.png", "eval.json"} <= set(os.listdir(out / "vae-digits"))

@@ -29,8 +29,8 @@ class DemoRun:
         return os.path.join(out, f"{self.model}-{self.data}")
 
     def commands(self, out, pretrained):
+        """(what it shows, the command line) of its steps; paths quoted as a shell would."""
         folder = self.folder(out)
-        picture = os.path.join(folder, "samples.png")
         if self.train is None:
             best = os.path.join(pretrained, f"{self.model}-{self.data}.pt")
             steps = []
@@ -39,12 +39,16 @@ class DemoRun:
             steps = [
                 (
                     f"{self.model} on {self.data}, a short budget",
-                    f"train {self.model} --data {self.data} {self.train} --out {folder}",
+                    f"train {self.model} --data {self.data} {self.train} "
+                    f"--out {shlex.quote(folder)}",
                 )
             ]
+        picture = shlex.quote(os.path.join(folder, "samples.png"))
+        figures = shlex.quote(os.path.join(folder, "eval.json"))
+        best = shlex.quote(best)
         return steps + [
             (self.picture, f"sample --checkpoint {best} {self.sample} --out {picture}"),
-            ("its test figures", f"eval --checkpoint {best} {self.eval} --json {folder}/eval.json"),
+            ("its test figures", f"eval --checkpoint {best} {self.eval} --json {figures}"),
         ]
 
 

@@ -172,7 +172,6 @@ def cmd_bench(args):
         write_json(args.json, report)
     if args.markdown:
         benchmark.write_markdown(args.markdown, report)
-        print(f"wrote {args.markdown}")
     return 0
 
 
@@ -201,6 +200,7 @@ def cmd_compile(args):
             "compile builds for real GPUs, which Triton's interpreter cannot: unset "
             "TRITON_INTERPRET and run it again"
         )
+    archs = _architectures(args.arch)  # a bad request is an error even where compile skips
     missing = aot.missing_triton_internals()
     if missing:
         # a skip, not a failure: the kernels may run fine on this Triton; only the offline
@@ -212,7 +212,6 @@ def cmd_compile(args):
             file=sys.stderr,
         )
         return 0
-    archs = _architectures(args.arch)
     specs = chosen_specs(args.op)
     print(
         f"recording the launches of {', '.join(s.name for s in specs)} (medium and bench "

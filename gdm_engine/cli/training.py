@@ -185,6 +185,8 @@ def cmd_export(args):
 
     if os.path.exists(args.out):
         raise UsageError(f"--out {args.out} exists: export writes a new file")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UsageError(f"the folder of --out {args.out} does not exist")
     saved = _load_checkpoint(args.checkpoint)
     train.save_checkpoint(train.weights_only(saved), args.out)
     print(

@@ -1,5 +1,5 @@
 """The sampler package's old name: it is `gdm_engine.sampling` now ("diffusion" names the step
-ops' family: kernels/, reference/ and ops/diffusion.py). Importing this warns; its names and
+ops' family: kernels/, reference/ and ops/diffusion/). Importing this warns; its names and
 submodules are sampling's, for one release."""
 
 import sys

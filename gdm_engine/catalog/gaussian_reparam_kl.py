@@ -22,7 +22,11 @@ def _gaussian_reparam_kl_inputs(size, dtype, device, generator):
         return [case(65536, 512), case(4096, 8192), case(65536, 512, drawn=True)]
     scale = 1 if size == "tiny" else 64
     r = lambda low, high: _randint(generator, low, high)  # noqa: E731
-    return [case(1, 1), case(r(2, 9), r(2, 40)), case(r(1, 7) * scale, 17 * scale), case(3, 1)]
+    # one example and one dimension are edges, but not both at once: the error of a single
+    # element's gradient is that element's relative error, and dlog_var's two terms
+    # (dz·eps·s/2 + dkl·expm1(log_var)/2) cancel now and then, which fp32 cannot meet to 1e-5
+    # (CI seed 1487871004: 1.9e-5 at N=1 D=1); a norm over a few elements is not so conditioned
+    return [case(1, 3), case(r(2, 9), r(2, 40)), case(r(1, 7) * scale, 17 * scale), case(3, 1)]
 
 
 def _gaussian_reparam_kl_bytes(case):

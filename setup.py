@@ -19,6 +19,8 @@ setup(
     description="Triton kernels for deep generative models behind a thin PyTorch engine",
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
+    license="MIT",
+    license_files=["LICENSE"],
     keywords=["triton", "pytorch", "generative models", "normalizing flows", "diffusion",
               "pixelcnn", "wavenet", "kernels"],
     classifiers=[

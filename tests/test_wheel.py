@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("setup.py", "README.md", "gdm_engine", "kernels")
+SOURCES = ("setup.py", "README.md", "LICENSE", "gdm_engine", "kernels")
 
 
 def _run(command, cwd, timeout=600, env=None):
@@ -75,6 +75,7 @@ def test_the_wheel_holds_every_package_of_the_tree_and_its_type_marker(wheel):
     folders = {".".join(Path(name).parent.parts) for name in names if name.endswith("__init__.py")}
     assert _packages_in_tree() - folders == set()
     assert "gdm_engine/py.typed" in names  # PEP 561: type checkers read the installed hints
+    assert any(name.endswith("licenses/LICENSE") or name.endswith("/LICENSE") for name in names)
 
 
 def test_installed_outside_the_checkout_the_cli_runs(environment, tmp_path):

@@ -51,6 +51,14 @@ def use_backend(name):
         set_backend(previous)
 
 
+def installed_version(module):
+    """`module`'s __version__, or "not installed"."""
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return "not installed"
+
+
 def triton_installed():
     return importlib.util.find_spec("triton") is not None
 

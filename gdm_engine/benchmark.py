@@ -27,6 +27,7 @@ from typing import Optional
 
 import torch
 
+from gdm_engine.backend import installed_version
 from gdm_engine.testing import supported_dtypes
 
 COLUMNS = [
@@ -582,7 +583,7 @@ def report(
         "date": datetime.date.today().isoformat(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "triton": _version("triton"),
+        "triton": installed_version("triton"),
     }
     if "ops" in sections:
         seed = seed if seed is not None else secrets.randbits(31)
@@ -595,13 +596,6 @@ def report(
     if "integrations" in sections:
         result["integrations"] = _integration_timings(quick)
     return result
-
-
-def _version(module):
-    try:
-        return __import__(module).__version__
-    except ImportError:
-        return "not installed"
 
 
 def _progress(description, unit):

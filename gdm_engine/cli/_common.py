@@ -27,13 +27,6 @@ def chosen_specs(name):
     return [catalog.get(name)] if name else list(catalog.CATALOG.values())
 
 
-def version(module):
-    try:
-        return __import__(module).__version__
-    except ImportError:
-        return "not installed"
-
-
 class UsageError(Exception):
     """A request the command cannot carry out as given: exit status 2, nothing written."""
 

@@ -7,13 +7,14 @@ import platform
 import secrets
 import sys
 
+from gdm_engine.backend import installed_version as version
+
 from ._common import (
     UsageError,
     chosen_specs,
     current_device,
     device_name,
     positive_int,
-    version,
     write_json,
 )
 

@@ -3,6 +3,7 @@ every position's conditional, and sampling one position at a time, either from c
 model updates only where the new position reaches (``cached=True``) or by recomputing the whole
 network at every step (``cached=False``)."""
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
@@ -77,6 +78,16 @@ class AutoregressiveModel(GenerativeModel):
             NotImplementedError: always, here; the subclasses implement it.
         """
         raise NotImplementedError
+
+    def draw_order(self) -> torch.Tensor:
+        """The positions in the order the samplers draw them (and call ``draw``): flat indices
+        into one example, C-order over ``shape``. Raster order here; a model with another order
+        overrides it. Coders and inpainting read positions in this order.
+
+        Returns:
+            (prod(shape),) int64 indices.
+        """
+        return torch.arange(math.prod(self.shape))
 
     def _generate(self, x: torch.Tensor, draw: Optional[Draw]) -> Optional[torch.Tensor]:
         """The cached sampler (see the class docstring); the subclasses implement it."""

@@ -3,6 +3,7 @@ Decoders"): vertical and horizontal stacks with no blind spot, gated residual bl
 groups, a categorical output per channel; and its cached sampler (Ramachandran et al., 2017,
 "Fast Generation for Convolutional Autoregressive Models")."""
 
+import math
 from collections.abc import Sequence
 from typing import Optional
 
@@ -161,6 +162,14 @@ class PixelCNN(AutoregressiveModel):
         """The head on features (N, channels, ...): logits (N, levels, C, ...)."""
         logits = self.out(self.head(torch.relu(h)))
         return logits.unflatten(1, (self.colours, self.levels)).transpose(1, 2)
+
+    def draw_order(self) -> torch.Tensor:
+        """Pixels in raster order, the colour channels of each pixel in turn: (i, j, c).
+
+        Returns:
+            (C·H·W,) int64 flat indices into one (C, H, W) example.
+        """
+        return torch.arange(math.prod(self.shape)).view(self.shape).permute(1, 2, 0).flatten()
 
     def _sample_naive(self, x: torch.Tensor, draw: Draw) -> None:
         """Recompute the whole network for every channel of every pixel."""

@@ -171,16 +171,27 @@ class AutoregressiveModel(GenerativeModel):
         """
         check_int("n", n, 0)
         x = torch.zeros(n, *self.shape, dtype=torch.long, device=self.device)
+        self.generate(x, lambda logits: draw_categorical(logits, generator), cached)
+        return x
 
-        def draw(logits: torch.Tensor) -> torch.Tensor:
-            return draw_categorical(logits, generator)
+    @torch.no_grad()
+    def generate(self, x: torch.Tensor, draw: Draw, cached: bool = True) -> None:
+        """Walk the positions of x in draw order (see ``draw_order``), in evaluation mode, and set
+        each to ``draw(logits)``, its conditional's logits (n, levels) given the positions
+        before it: what ``sample`` runs with a random draw, and what a decoder runs with an
+        entropy coder's, or inpainting with the given values' (``draw`` may return what x holds).
 
+        Args:
+            x: levels (n, *shape) to fill in place; only the positions before the current one
+                are read.
+            draw: logits (n, levels) -> the levels (n,) to set at the current position.
+            cached: use the cached sampler (else the naive one, which recomputes the network).
+        """
         with _evaluating(self):
             if cached:
                 self._generate(x, draw)
             else:
                 self._sample_naive(x, draw)
-        return x
 
 
 def draw_categorical(

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gdm_engine import data as datasets
+from gdm_engine._modules import evaluating
 
 FORMAT_VERSION = 1  # bump when the file layout or the architecture changes: it changes every key
 DIGIT_MAX_LEVEL = 16  # digits hold levels 0 .. 16
@@ -112,11 +113,8 @@ def _random_shift(images, max_shift, generator):
 @torch.no_grad()
 def accuracy(network, images, labels):
     """Share of the images the network classifies as their label."""
-    was_training = network.training
-    network.eval()
-    correct = (network(images).argmax(1) == labels).double().mean().item()
-    network.train(was_training)
-    return correct
+    with evaluating(network):
+        return (network(images).argmax(1) == labels).double().mean().item()
 
 
 @contextlib.contextmanager

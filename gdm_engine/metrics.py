@@ -11,6 +11,7 @@ import torch
 
 from gdm_engine import data as datasets
 from gdm_engine import digit_features
+from gdm_engine._modules import evaluating
 
 if TYPE_CHECKING:  # the models import much; metrics imports them only where it uses one
     from gdm_engine.models import GenerativeModel
@@ -18,13 +19,11 @@ if TYPE_CHECKING:  # the models import much; metrics imports them only where it 
 
 @torch.no_grad()
 def _mean_log_prob(model, x, batch_size):
-    was_training = model.training
-    model.eval()
     total = 0.0
-    for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size].to(model.device)
-        total += model.log_prob(batch).double().sum().item()
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size].to(model.device)
+            total += model.log_prob(batch).double().sum().item()
     return total / len(x)
 
 

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import torch
 
+from gdm_engine._modules import evaluating
 from gdm_engine._validation import check_int
 
 from .base import GenerativeModel
@@ -143,10 +144,30 @@ class AutoregressiveModel(GenerativeModel):
             ValueError: x is not shaped (N, *shape).
         """
         self.check_shape(x)
-        with _evaluating(self):
+        with evaluating(self):
             logits = self._generate(x.clone(), draw=None)
         assert logits is not None  # without a draw the cached sampler returns the logits
         return logits
+
+    @torch.no_grad()
+    def conditionals(self, x: torch.Tensor, cached: bool = True) -> torch.Tensor:
+        """Every position's logits as ``generate`` computes them when its draws are x, in
+        evaluation mode: with ``cached``, the cached sampler's teacher-forced run
+        (``cached_logits``); else the network's one pass, which equals the naive sampler's at
+        every step (the masks hide the later positions, so their values add exact zeros). What a
+        coder's encoder needs to compute the decoder's conditionals bit for bit.
+
+        Args:
+            x: levels (N, *shape).
+            cached: as the cached sampler computes them (else as the naive one does).
+
+        Returns:
+            Logits (N, levels, *shape).
+        """
+        if cached:
+            return self.cached_logits(x)
+        with evaluating(self):
+            return self.logits(x)
 
     @torch.no_grad()
     def sample(
@@ -187,7 +208,7 @@ class AutoregressiveModel(GenerativeModel):
             draw: logits (n, levels) -> the levels (n,) to set at the current position.
             cached: use the cached sampler (else the naive one, which recomputes the network).
         """
-        with _evaluating(self):
+        with evaluating(self):
             if cached:
                 self._generate(x, draw)
             else:
@@ -228,16 +249,3 @@ def as_matrix(
         (W, bias), W of shape (C_in · taps, C_out).
     """
     return weight.flatten(1).T, bias
-
-
-class _evaluating:
-    """Evaluation mode (no dropout) for the duration of a block, then the mode it was in."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self) -> None:
-        self.model.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)

@@ -151,11 +151,11 @@ class AutoregressiveModel(GenerativeModel):
 
     @torch.no_grad()
     def conditionals(self, x: torch.Tensor, cached: bool = True) -> torch.Tensor:
-        """Every position's logits as ``generate`` computes them when its draws are x, in
-        evaluation mode: with ``cached``, the cached sampler's teacher-forced run
-        (``cached_logits``); else the network's one pass, which equals the naive sampler's at
-        every step (the masks hide the later positions, so their values add exact zeros). What a
-        coder's encoder needs to compute the decoder's conditionals bit for bit.
+        """Every position's logits exactly as ``generate`` computes them when its draws are x,
+        in evaluation mode: with ``cached``, the cached sampler's teacher-forced run
+        (``cached_logits``); else the naive sampler's, run with x's values as its draws (one
+        network pass per position). What a coder's encoder needs to compute the decoder's
+        conditionals bit for bit.
 
         Args:
             x: levels (N, *shape).
@@ -166,8 +166,17 @@ class AutoregressiveModel(GenerativeModel):
         """
         if cached:
             return self.cached_logits(x)
-        with evaluating(self):
-            return self.logits(x)
+        flat, order = x.flatten(1), self.draw_order().to(x.device)
+        steps: list[torch.Tensor] = []
+
+        def replay(logits: torch.Tensor) -> torch.Tensor:
+            steps.append(logits)
+            return flat[:, order[len(steps) - 1]]
+
+        self.generate(torch.zeros_like(x), replay, cached=False)
+        logits = torch.empty(len(x), self.levels, len(order), dtype=steps[0].dtype, device=x.device)
+        logits[:, :, order] = torch.stack(steps, -1)
+        return logits.view(len(x), self.levels, *self.shape)
 
     @torch.no_grad()
     def sample(

@@ -48,6 +48,7 @@ setup(
         "scikit-learn",  # the bundled 8x8 digits
         "pillow",        # PNG sample grids and image folders
         "matplotlib",    # scatter plots of 2-D samples
+        "constriction>=0.4,<0.6",  # the ANS entropy coder of gdm_engine.compression
     ],
     # the drop-ins' libraries (gdm_engine.integrations): each integration imports its own
     extras_require={

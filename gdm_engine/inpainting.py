@@ -56,8 +56,17 @@ def bottom_half_mask(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def right_half_mask(shape: tuple[int, ...]) -> torch.Tensor:
-    """The right half of one image (C, H, W), True on its last W // 2 columns; arguments,
-    result and errors as `bottom_half_mask`'s."""
+    """The right half of one image (C, H, W): True on its last W // 2 columns.
+
+    Args:
+        shape: (C, H, W) of one image.
+
+    Returns:
+        A bool mask of `shape`, True where a pixel is to be filled.
+
+    Raises:
+        ValueError: shape is not (C, H, W).
+    """
     return _half_mask(shape, axis=2)
 
 

@@ -1,12 +1,13 @@
 """The `gdm-engine` command: info, validate, bench and compile for the kernels; train, sample, eval
-and results for the models; demo, the newcomer's tour of both."""
-# Each command is a short function in kernels.py, training.py or demo.py that calls into the
-# engine.
+and results for the models; compress, decompress, score and encode with a trained one; demo, the
+newcomer's tour."""
+# Each command is a short function in kernels.py, training.py, uses.py or demo.py that calls
+# into the engine.
 
 import argparse
 import sys
 
-from . import demo, kernels, training
+from . import demo, kernels, training, uses
 from ._common import UsageError, prepare_interpreter
 
 
@@ -15,6 +16,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     kernels.add_commands(sub)
     training.add_commands(sub)
+    uses.add_commands(sub)
     demo.add_commands(sub)
     return parser
 
@@ -33,7 +35,9 @@ def main(argv=None):
             )
             return 2
     try:
-        return {**kernels.COMMANDS, **training.COMMANDS, **demo.COMMANDS}[args.command](args)
+        return {**kernels.COMMANDS, **training.COMMANDS, **uses.COMMANDS, **demo.COMMANDS}[
+            args.command
+        ](args)
     except UsageError as error:
         print(f"gdm-engine {args.command}: error: {error}", file=sys.stderr)
         return 2

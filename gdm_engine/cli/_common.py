@@ -59,3 +59,40 @@ def positive(kind):
 
 
 positive_int, positive_float = positive(int), positive(float)
+
+
+def load_data(name):
+    from gdm_engine import data
+
+    try:
+        return data.load(name)
+    except (ValueError, OSError) as error:
+        raise UsageError(str(error)) from None
+
+
+INPUT_HELP = (
+    "examples of integer levels: a .npy file, an .npz file (its array x, or its only array), "
+    "or DATA:SPLIT such as digits:test"
+)
+
+
+def read_examples(spec):
+    """The examples a command's INPUT names (see INPUT_HELP), as a numpy array."""
+    import numpy as np
+
+    name, sep, split = spec.partition(":")
+    if sep and not os.path.exists(spec):
+        if split not in ("train", "valid", "test"):
+            raise UsageError(f"{spec}: the split must be train, valid or test")
+        return getattr(load_data(name), split).numpy()
+    if not os.path.isfile(spec):
+        raise UsageError(f"{spec}: no such file (or DATA:SPLIT)")
+    if spec.endswith(".npy"):
+        return np.load(spec)
+    if spec.endswith(".npz"):
+        with np.load(spec) as archive:
+            names = ["x"] if "x" in archive.files else archive.files
+            if len(names) != 1:
+                raise UsageError(f"{spec}: name its array x; it holds {sorted(archive.files)}")
+            return archive[names[0]]
+    raise UsageError(f"{spec}: INPUT must be a .npy or .npz file, or DATA:SPLIT")

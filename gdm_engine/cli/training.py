@@ -4,7 +4,16 @@ import datetime
 import json
 import os
 
-from ._common import UsageError, current_device, positive_float, positive_int, write_json
+from ._common import (
+    INPUT_HELP,
+    UsageError,
+    current_device,
+    load_data,
+    positive_float,
+    positive_int,
+    read_examples,
+    write_json,
+)
 
 
 def _model_options(pairs):
@@ -19,15 +28,6 @@ def _model_options(pairs):
         except json.JSONDecodeError:
             options[key] = value
     return options
-
-
-def _load_data(name):
-    from gdm_engine import data
-
-    try:
-        return data.load(name)
-    except (ValueError, OSError) as error:
-        raise UsageError(str(error)) from None
 
 
 def _load_checkpoint(path):
@@ -91,7 +91,7 @@ def cmd_train(args):
         models.get(args.model)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    data = _load_data(args.data)
+    data = load_data(args.data)
     data_name = os.path.basename(os.path.normpath(args.data))  # "pngs/" names the run too
     out = args.out or os.path.join("runs", f"{args.model}-{data_name}")
     checkpoint = os.path.join(out, train.CHECKPOINT_NAME)
@@ -208,15 +208,17 @@ def cmd_sample(args):
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise UsageError(f"the folder of --out {out} does not exist")
     saved = _load_checkpoint(args.checkpoint)
-    data = _load_data(saved["data"]) if out.endswith(".png") else None
+    data = load_data(saved["data"]) if out.endswith(".png") else None
     if data is not None and not pictures.can_draw(data):
         raise UsageError(f"examples of shape {data.shape} have no picture: use --out FILE.npz")
     model = train.model_from_checkpoint(saved).to(current_device())
     options = _sampling_options(args, model, saved["model"])
+    generator = torch.Generator().manual_seed(args.seed)
     try:
-        samples = model.sample(
-            args.n, generator=torch.Generator().manual_seed(args.seed), **options
-        )
+        if args.condition is None:
+            samples = model.sample(args.n, generator=generator, **options)
+        else:
+            samples = _completions(args, model, generator, options)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     if out.endswith(".npz"):
@@ -232,6 +234,29 @@ def cmd_sample(args):
         )
     print(f"wrote {args.n} samples of {saved['model']} (step {saved['step']}) to {out}")
     return 0
+
+
+def _completions(args, model, generator, options):
+    """sample --condition --mask: the first --n examples of the condition, their masked pixels
+    filled in by the model (gdm_engine.inpainting)."""
+    import numpy as np
+    import torch
+
+    from gdm_engine import inpainting
+
+    if args.mask is None:
+        raise UsageError("--condition needs --mask: bottom, right, or a .npy of booleans")
+    condition = torch.from_numpy(read_examples(args.condition)[: args.n].astype(np.int64))
+    halves = {"bottom": inpainting.bottom_half_mask, "right": inpainting.right_half_mask}
+    if args.mask in halves:
+        mask = halves[args.mask](model.shape)
+    elif args.mask.endswith(".npy") and os.path.isfile(args.mask):
+        mask = torch.from_numpy(np.load(args.mask))
+    else:
+        raise UsageError(
+            f"--mask must be one of {' or '.join(halves)} or a .npy file, got {args.mask}"
+        )
+    return inpainting.complete(model, condition.to(model.device), mask, generator, **options)
 
 
 # the sample command's flags: model.sample's keyword, and what a model without it lacks
@@ -275,7 +300,7 @@ def cmd_eval(args):
     from gdm_engine import train
 
     saved = _load_checkpoint(args.checkpoint)
-    data = _load_data(saved["data"])
+    data = load_data(saved["data"])
     model = train.model_from_checkpoint(saved).to(current_device())
     if args.iwae_samples is not None:
         if "iwae_samples" not in model.bound_settings:
@@ -334,7 +359,7 @@ def cmd_results(args):
     unknown = [name for name in args.models if name not in models.MODELS]
     if unknown:
         raise UsageError(f"unknown model {unknown[0]!r}; the models are {', '.join(models.MODELS)}")
-    data = _load_data(args.data)
+    data = load_data(args.data)
     try:
         rows = results.results(args.models, args.data, args.out)
     except ValueError as error:
@@ -453,7 +478,19 @@ def add_commands(sub):
     p.add_argument(
         "--steps",
         type=positive_int,
-        help="diffusion models: model evaluations of samplers that skip steps (default 50)",
+        help="diffusion models: model evaluations of samplers that skip steps (default 50; "
+        "with --condition, RePaint's steps, default 100)",
+    )
+    p.add_argument(
+        "--condition",
+        metavar="INPUT",
+        help="inpainting: fill the --mask pixels of these examples (the first --n) given the "
+        f"rest; {INPUT_HELP}",
+    )
+    p.add_argument(
+        "--mask",
+        help="with --condition: the pixels to fill, bottom or right (half), or a .npy of "
+        "booleans, True where missing (autoregressive models: a suffix of their order)",
     )
 
     p = sub.add_parser(

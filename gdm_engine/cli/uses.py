@@ -120,41 +120,46 @@ def _as_data(array, model):
     return torch.from_numpy(array.astype(kind)).to(model.device)
 
 
-def add_commands(sub):
-    p = sub.add_parser(
-        "compress",
-        help="lossless compression with a checkpoint's likelihood (PixelCNN, WaveNet: exact "
-        "conditionals; VAE: bits back)",
-    )
+def _command(sub, name, help, out, out_required=True):
+    """A command of INPUT, --checkpoint and -o."""
+    p = sub.add_parser(name, help=help)
     p.add_argument("input", help=INPUT_HELP)
     p.add_argument("--checkpoint", required=True, help="a run's best.pt (or an export)")
-    p.add_argument("-o", "--out", required=True, help="the compressed file to write")
+    p.add_argument("-o", "--out", required=out_required, help=out)
+    return p
+
+
+def add_commands(sub):
+    p = _command(
+        sub,
+        "compress",
+        "lossless compression with a checkpoint's likelihood (PixelCNN, WaveNet: exact "
+        "conditionals; VAE: bits back)",
+        "the compressed file to write",
+    )
     p.add_argument(
         "--naive",
         action="store_true",
         help="code for the naive decoder (the network recomputed at every position; slower)",
     )
-
     p = sub.add_parser("decompress", help="the exact array a compressed file holds")
     p.add_argument("file", help="a file written by gdm-engine compress")
     p.add_argument("--checkpoint", required=True, help="the checkpoint that compressed it")
     p.add_argument("-o", "--out", required=True, help="the .npy file to write")
-
-    p = sub.add_parser(
+    _command(
+        sub,
         "score",
-        help="per-example anomaly scores: bits/dim (exact or a bound), an EBM's energy or a "
+        "per-example anomaly scores: bits/dim (exact or a bound), an EBM's energy or a "
         "GAN's discriminator score; higher is more anomalous",
+        "a .npy file for the scores",
+        out_required=False,
     )
-    p.add_argument("input", help=INPUT_HELP)
-    p.add_argument("--checkpoint", required=True, help="a run's best.pt (or an export)")
-    p.add_argument("-o", "--out", help="a .npy file for the scores")
-
-    p = sub.add_parser(
-        "encode", help="per-example representations (latents or features, said per model)"
+    _command(
+        sub,
+        "encode",
+        "per-example representations (latents or features, said per model)",
+        "the .npy file for the codes",
     )
-    p.add_argument("input", help=INPUT_HELP)
-    p.add_argument("--checkpoint", required=True, help="a run's best.pt (or an export)")
-    p.add_argument("-o", "--out", required=True, help="the .npy file for the codes")
 
 
 COMMANDS = {

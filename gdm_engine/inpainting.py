@@ -111,15 +111,25 @@ def complete(
             (N, *shape) or holds a level outside 0 .. levels − 1, mask does not broadcast to
             condition, or (autoregressive models) mask is not a suffix of the draw order.
     """
-    method = _method(model)
+    method = completion_method(model)
     condition = _checked_condition(model, condition)
     mask = _checked_mask(mask, condition)
     filled = method(model, condition, mask, generator, **options)
     return torch.where(mask, filled, condition)  # a guarantee: the methods keep them too
 
 
-def _method(model: GenerativeModel) -> Callable[..., torch.Tensor]:
-    """The completion function of the model's family."""
+def completion_method(model: GenerativeModel) -> Callable[..., torch.Tensor]:
+    """The completion function of the model's family, the one `complete` runs.
+
+    Args:
+        model: the model.
+
+    Returns:
+        autoregressive_completion, repaint or langevin_completion.
+
+    Raises:
+        ValueError: the model's family has no completion method.
+    """
     methods: list[tuple[type, Callable[..., torch.Tensor]]] = [
         (AutoregressiveModel, autoregressive_completion),
         (DDPM, repaint),

@@ -1,6 +1,10 @@
 """The commands for what a trained checkpoint is for: compress and decompress, score, encode,
 and sample --condition --mask (inpainting), in-process on tiny runs."""
 
+import hashlib
+import json
+import os
+
 import numpy as np
 import pytest
 
@@ -14,8 +18,8 @@ def runs(tmp_path_factory):
     for model, options in [("pixelcnn", ["channels=8", "layers=2"]), ("vae", ["hidden=16"])]:
         sets = [arg for option in options for arg in ("--set", option)]
         assert cli.main(["train", model, "--data", "digits", "--steps", "2", "--batch-size", "8",
-                         "--eval-every", "2", "--out", str(folder / model), *sets]) == 0
-    return {model: str(folder / model / "best.pt") for model in ("pixelcnn", "vae")}
+                         "--eval-every", "2", "--out", str(folder / f"{model}-digits"), *sets]) == 0
+    return {model: str(folder / f"{model}-digits" / "best.pt") for model in ("pixelcnn", "vae")}
 
 
 def test_compress_and_decompress_the_test_split_exactly(runs, capsys, tmp_path):
@@ -85,3 +89,31 @@ def test_score_and_encode_write_one_row_per_example(runs, capsys, tmp_path):
     assert "posterior mean" in capsys.readouterr().out
     assert np.load(codes).shape == (150, 16)
     assert cli.main(["encode", "digits:valid", "--checkpoint", runs["vae"], "-o", "c.txt"]) == 2
+
+
+def test_results_uses_measures_each_run_once_and_writes_the_table(runs, capsys):
+    folder = os.path.dirname(os.path.dirname(runs["vae"]))
+    argv = ["results", "--uses", "--models", "pixels", "pixelcnn", "vae", "gan", "--out", folder]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "gan: no best.pt" in out
+    report = open(os.path.join(folder, "uses.md")).read()
+    header, _, *rows = report.split("\n\n")[1].splitlines()  # the uses table, first
+    columns = header.strip("| ").split(" | ")
+    figures = {cells[0]: dict(zip(columns, cells))
+               for cells in (row.strip("| ").split(" | ") for row in rows)}
+    assert set(figures) == {"pixelcnn", "vae"}
+    # a file costs about what the model promises: the PixelCNN's exact −log2 p(x), the VAE's
+    # negative ELBO (an estimate from 20 draws of z per image); the coder gives every level at
+    # least 2^-24, so a 2-step model's near-impossible levels can cost less than they should
+    for name in figures:
+        promised = float(figures[name]["model bits/dim"])
+        assert abs(float(figures[name]["file bits/dim"]) - promised) < 0.1
+    assert figures["vae"]["completion accuracy"] == "—"
+    assert 0 <= float(figures["pixelcnn"]["completion accuracy"]) <= 1
+    assert "bz2 -9" in report and "Reproduce: `gdm-engine results --uses" in report
+    kept = json.load(open(os.path.join(folder, "pixelcnn-digits", "uses.json")))
+    assert kept["sha256"] == hashlib.sha256(open(runs["pixelcnn"], "rb").read()).hexdigest()
+    assert cli.main(argv) == 0  # measured once per checkpoint: the second run reads uses.json
+    assert "when first measured" in capsys.readouterr().out
+    assert open(os.path.join(folder, "uses.md")).read() == report

@@ -360,6 +360,8 @@ def cmd_results(args):
     if unknown:
         raise UsageError(f"unknown model {unknown[0]!r}; the models are {', '.join(models.MODELS)}")
     data = load_data(args.data)
+    if args.uses:
+        return _uses(args, data)
     try:
         rows = results.results(args.models, args.data, args.out)
     except ValueError as error:
@@ -555,6 +557,39 @@ def add_commands(sub):
         help="folder of the runs, the table and the sample grids "
         "(default runs/results; runs there resume)",
     )
+    p.add_argument(
+        "--uses",
+        action="store_true",
+        help="instead of training: the uses table of the runs already in --out (compression, "
+        "anomaly AUROC, inpainting and linear-probe accuracy), to uses.md",
+    )
+
+
+def _uses(args, data):
+    """results --uses: the uses table of the runs that `results` trained in --out, each
+    measured once per checkpoint."""
+    from gdm_engine import uses
+
+    if data.name != "digits":
+        raise UsageError("--uses measures the digits' runs (its figures need their labels)")
+    measured = {}
+    for name in args.models:
+        if name == "pixels":
+            continue  # the baseline has no run: its codec and probe figures are the baselines
+        figures = uses.measure(name, data, os.path.join(args.out, f"{name}-{data.name}"))
+        if figures is None:
+            print(f"{name}: no best.pt in {args.out}: train it with gdm-engine results first")
+        else:
+            print(f"{name}: measured ({figures['seconds']:.0f} s when first measured)")
+            measured[name] = figures
+    if not measured:
+        raise UsageError(f"no run in {args.out} has a best.pt: run gdm-engine results first")
+    command = f"gdm-engine results --uses --models {' '.join(measured)} --out {args.out}"
+    text = uses.report(measured, uses.baselines(data), command)
+    print(text)
+    with open(os.path.join(args.out, "uses.md"), "w") as f:
+        f.write(f"# Uses on {data.name}, {datetime.date.today().isoformat()}\n\n{text}")
+    return 0
 
 
 COMMANDS = {

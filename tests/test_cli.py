@@ -392,8 +392,9 @@ def test_every_demo_command_parses():
 
     commands = [command for _, command in demo.demo_commands("runs/demo", "pretrained")]
     trained = [run for run in demo.RUNS if run.train is not None]
+    compressing = [run for run in demo.RUNS if run.compress]
     assert len(commands) == len(demo.KERNEL_COMMANDS) + 3 * len(trained) + 2 * (
-        len(demo.RUNS) - len(trained))
+        len(demo.RUNS) - len(trained)) + 2 * len(compressing)
     for command in commands:
         cli.build_parser().parse_args(shlex.split(command))
 
@@ -432,7 +433,7 @@ def test_demo_runs_its_commands_in_one_process_and_times_them(capsys, tmp_path, 
                      "--out", str(pretrained / "vae-sines.pt")]) == 0
     monkeypatch.setattr(demo, "KERNEL_COMMANDS", [("versions", "info")])
     trained = demo.DemoRun("vae", "digits", "digits", train="--steps 2 --eval-every 2",
-                           eval="--samples 8")
+                           eval="--samples 8", compress=True)
     # any exported checkpoint serves, under the name the demo looks it up by
     bundled = demo.DemoRun("vae", "sines", "bundled", eval="--iwae-samples 2")
     monkeypatch.setattr(demo, "RUNS", [trained, bundled])
@@ -444,7 +445,9 @@ def test_demo_runs_its_commands_in_one_process_and_times_them(capsys, tmp_path, 
     assert f"$ gdm-engine train vae --data digits --steps 2 --eval-every 2 --out {folder}" in printed
     assert f"$ gdm-engine sample --checkpoint {pretrained / 'vae-sines.pt'}" in printed
     assert "gdm-engine eval" in printed.split("seconds per command")[1]
-    assert {"best.pt", "samples.png", "eval.json"} <= set(os.listdir(out / "vae-digits"))
+    assert {"best.pt", "samples.png", "eval.json", "test.gdmz"} <= set(
+        os.listdir(out / "vae-digits"))
+    assert np.array_equal(np.load(out / "vae-digits" / "test.npy"), data.load("digits").test)
     assert {"samples.png", "eval.json"} == set(os.listdir(out / "vae-sines"))
     # a second run would mix its files with the first's
     assert cli.main(argv) == 2

@@ -1,6 +1,7 @@
 """`gdm-engine demo`: what a newcomer runs first (`make demo`). The kernel commands, then two
 models trained with short budgets and two bundled checkpoints (pretrained/, made by the models'
-recipes), each sampled and scored on the test split, all in one process: the commands one would
+recipes), each sampled and scored on the test split (the WaveNet also compresses it), all in one
+process: the commands one would
 type at a shell, without a Python start-up each. The budgets are short, said as such; the
 recipes' figures are `gdm-engine results`'."""
 
@@ -24,6 +25,7 @@ class DemoRun:
     train: Optional[str] = None  # the train command's options besides model, data and folder
     sample: str = ""
     eval: str = ""
+    compress: bool = False  # also compress the test split with it, and decompress the file
 
     def folder(self, out):
         return os.path.join(out, f"{self.model}-{self.data}")
@@ -46,10 +48,24 @@ class DemoRun:
         picture = shlex.quote(os.path.join(folder, "samples.png"))
         figures = shlex.quote(os.path.join(folder, "eval.json"))
         best = shlex.quote(best)
-        return steps + [
+        steps += [
             (self.picture, f"sample --checkpoint {best} {self.sample} --out {picture}"),
             ("its test figures", f"eval --checkpoint {best} {self.eval} --json {figures}"),
         ]
+        if self.compress:
+            packed = shlex.quote(os.path.join(folder, "test.gdmz"))
+            unpacked = shlex.quote(os.path.join(folder, "test.npy"))
+            steps += [
+                (
+                    "the test split compressed with its likelihood: bits/dim of the file",
+                    f"compress {self.data}:test --checkpoint {best} -o {packed}",
+                ),
+                (
+                    "and decompressed, bit for bit",
+                    f"decompress {packed} --checkpoint {best} -o {unpacked}",
+                ),
+            ]
+        return steps
 
 
 KERNEL_COMMANDS = [
@@ -77,6 +93,7 @@ RUNS = [
         "wavenet",
         "digits",
         "64 digits drawn pixel by pixel with the cached sampler, from the bundled checkpoint",
+        compress=True,
     ),
     DemoRun(
         "ddpm",

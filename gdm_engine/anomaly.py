@@ -28,6 +28,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from gdm_engine import data as datasets
+from gdm_engine._modules import evaluating
 from gdm_engine._random import draw
 from gdm_engine._validation import check_int
 from gdm_engine.models import EBM, GAN, GenerativeModel, IndependentPixels
@@ -116,12 +117,8 @@ def per_example(
     if len(x) == 0:
         raise ValueError("x must hold at least one example")
     check_int("batch_size", batch_size, 1)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return torch.cat([function(model, b.to(model.device)).cpu() for b in x.split(batch_size)])
-    finally:
-        model.train(was_training)
 
 
 def scores(

@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from gdm_engine import data as datasets
+from gdm_engine import ops
 from gdm_engine.anomaly import per_example
 from gdm_engine.models import GenerativeModel
 from gdm_engine.nn.unet import UNet
@@ -96,9 +97,9 @@ def _head_input(model, x):
 def _ddpm(model, x):
     step = torch.full((len(x),), int(DDPM_STEP_SHARE * model.timesteps), device=x.device)
     noise = torch.randn(model.shape, generator=torch.Generator().manual_seed(DDPM_NOISE_SEED))
-    alpha_bar = model.alpha_bars[step[0]].float()
-    # x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε (Ho et al., 2020, eq. 4), x_0 in the DDPM's own scale
-    x_t = alpha_bar.sqrt() * model._inputs(x) + (1 - alpha_bar).sqrt() * noise.to(x.device)
+    alpha_bar = model.alpha_bars[step].float()
+    # x_t ~ q(x_t | x_0) (Ho et al., 2020, eq. 4), x_0 in the DDPM's own scale
+    x_t = ops.q_sample(model._inputs(x), alpha_bar, noise.to(x.device).expand(len(x), *model.shape))
     network = model.network
     bottleneck = network.middle if isinstance(network, UNet) else network.blocks[-1]
     return _pooled(_captured(bottleneck, lambda: model.denoiser()(x_t, step), output=True))

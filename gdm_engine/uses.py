@@ -29,6 +29,7 @@ import torch
 
 from gdm_engine import anomaly, compression, digit_features, inpainting, representations, train
 from gdm_engine._table import format_table
+from gdm_engine.compression import bits_back, container
 from gdm_engine.data import Data
 from gdm_engine.models import DDPM, VAE, GenerativeModel
 
@@ -80,8 +81,9 @@ def compression_figures(model: GenerativeModel, x: torch.Tensor, digest: bytes) 
         digest: the sha256 of the model's checkpoint.
 
     Returns:
-        {"file bits/dim", "encode images/s", "decode images/s"} and, for autoregressive
-        models, "naive decode images/s".
+        {"file bits/dim", "header bits/dim", "encode images/s", "decode images/s"}; for
+        autoregressive models "naive decode images/s", for the VAE "initial bits/dim" (the
+        bits-back coder's initial bits, paid once per file).
 
     Raises:
         RuntimeError: a round trip was not exact (it never should be).
@@ -97,10 +99,14 @@ def compression_figures(model: GenerativeModel, x: torch.Tensor, digest: bytes) 
             raise RuntimeError(f"the {compression.codec(model, cached)} round trip was not exact")
         if cached:
             figures["file bits/dim"] = 8 * len(blob) / x.numel()
+            words = len(container.unpack(blob)[1])
+            figures["header bits/dim"] = 8 * (len(blob) - 4 * words) / x.numel()
             figures["encode images/s"] = len(x) / (encoded - start)
             figures["decode images/s"] = len(x) / (decoded - encoded)
         else:
             figures["naive decode images/s"] = len(x) / (decoded - encoded)
+    if isinstance(model, VAE):
+        figures["initial bits/dim"] = 32 * len(bits_back.seed_words(model)) / x.numel()
     return figures
 
 
@@ -209,31 +215,31 @@ def _auroc_cells(anomalies: list[dict[str, Any]], key: str) -> Optional[float]:
     return float(np.mean(values)) if values else None
 
 
-def table_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The uses table's rows, one per measured model.
+def table_rows(measured: dict[str, dict[str, Any]], best_codec: float) -> list[dict[str, Any]]:
+    """The rows of the uses table and of the compression table, one per measured model.
 
     Args:
         measured: {model name: its figures (``measure``)}.
+        best_codec: the bits/dim of the best general-purpose codec on the same images.
 
     Returns:
-        Rows of the table's columns (COLUMNS); None where a model has no such use.
+        Rows of USES_COLUMNS and COMPRESSION_COLUMNS; None where a model has no such use.
     """
     rows = []
     for name, figures in measured.items():
+        anomalies, file_bits = figures["anomalies"], figures.get("file bits/dim")
         rows.append(
             {
+                **{key: figures.get(key) for key in COMPRESSION_COLUMNS[1:]},
                 "model": name,
-                "file bits/dim": figures.get("file bits/dim"),
-                "model bits/dim": figures.get("model bits/dim"),
-                "encode images/s": figures.get("encode images/s"),
-                "decode images/s": figures.get("decode images/s"),
-                "naive decode images/s": figures.get("naive decode images/s"),
+                "overhead %": None
+                if file_bits is None
+                else 100 * (file_bits / figures["model bits/dim"] - 1),
+                "file / best codec": None if file_bits is None else file_bits / best_codec,
                 "score": figures["score"],
-                "AUROC": _auroc_cells(figures["anomalies"], "auroc"),
-                "AUROC typicality": _auroc_cells(figures["anomalies"], anomaly.TYPICALITY),
-                "AUROC likelihood ratio": _auroc_cells(
-                    figures["anomalies"], anomaly.LIKELIHOOD_RATIO
-                ),
+                "AUROC": _auroc_cells(anomalies, "auroc"),
+                "AUROC typicality": _auroc_cells(anomalies, anomaly.TYPICALITY),
+                "AUROC likelihood ratio": _auroc_cells(anomalies, anomaly.LIKELIHOOD_RATIO),
                 "completion accuracy": figures.get("completion", {}).get("completed"),
                 "probe accuracy": figures.get("probe", {}).get("test_accuracy"),
             }
@@ -241,19 +247,28 @@ def table_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-COLUMNS = [
+USES_COLUMNS = [
     "model",
     "file bits/dim",
     "model bits/dim",
-    "encode images/s",
-    "decode images/s",
-    "naive decode images/s",
+    "file / best codec",
     "score",
     "AUROC",
     "AUROC typicality",
     "AUROC likelihood ratio",
     "completion accuracy",
     "probe accuracy",
+]
+COMPRESSION_COLUMNS = [
+    "model",
+    "file bits/dim",
+    "model bits/dim",
+    "overhead %",
+    "header bits/dim",
+    "initial bits/dim",
+    "encode images/s",
+    "decode images/s",
+    "naive decode images/s",
 ]
 
 
@@ -297,14 +312,16 @@ def baselines(data: Data) -> dict[str, Any]:
 
 
 def _shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Cells as the report shows them: speeds to one decimal, other figures to four, "—" for
-    a use a model does not have."""
+    """Cells as the report shows them: speeds to one decimal, percentages to two, other figures
+    to four, "—" for a use a model does not have."""
     return [
         {
             key: "—"
             if value is None
             else f"{value:.1f}"
             if key.endswith("images/s")
+            else f"{value:.2f}"
+            if key.endswith("%")
             else f"{value:.4f}"
             if isinstance(value, float)
             else value
@@ -331,8 +348,13 @@ def report(measured: dict[str, dict[str, Any]], against: dict[str, Any], command
     sets = [row["anomaly"] for row in first["anomalies"]]
     completion = next((f["completion"] for f in measured.values() if "completion" in f), None)
     probe = against["pixel probe"]
+    rows = _shown(table_rows(measured, min(against["codecs"].values())))
+    compressing = [row for row in rows if row["file bits/dim"] != "—"]
     sections = [
-        format_table(_shown(table_rows(measured)), COLUMNS, markdown=True),
+        format_table(rows, USES_COLUMNS, markdown=True),
+        "Compression of the test split, one file per model (the header included; the VAE's "
+        "initial bits too), and its speed: the cached decoder against the naive one:",
+        format_table(compressing, COMPRESSION_COLUMNS, markdown=True),
         "General-purpose codecs on the same test images (one file each):",
         format_table(_shown(codecs), ["codec", "bits/dim"], markdown=True),
         "AUROC of the test digits against each anomaly set:",

@@ -5,9 +5,8 @@ conditional drives an ANS coder (constriction's), so a file costs the model's ex
 The decoder is the model's sampler with the coder in place of the random draw
 (``AutoregressiveModel.generate``). ANS is a stack, so the encoder pushes the positions in
 reverse of the order the decoder pops them. Both sides must compute every conditional bit for bit
-alike: the encoder takes the logits from the same path the decoder runs (the cached sampler's
-teacher-forced run for the cached decoder, the network's one pass for the naive one: see
-``AutoregressiveModel.conditionals``) on the same batches.
+alike: the encoder takes the logits from the path the decoder runs, the chosen sampler with x's
+values as its draws (``AutoregressiveModel.conditionals``), on the same batches.
 """
 
 from collections.abc import Iterator

@@ -33,8 +33,9 @@ WHAT_IS_ENCODED = {
     "realnvp": _FLOW_Z,
     "glow": _FLOW_Z,
     "nsf": _FLOW_Z,
-    "pixelcnn": "the horizontal stack's last features (the output head's input), mean over pixels",
-    "wavenet": "the sum of the skip outputs (the output head's input), mean over time",
+    "pixelcnn": "the output head's input (the horizontal stack's last features after a ReLU), "
+    "mean over pixels",
+    "wavenet": "the output head's input (the sum of the skip outputs after a ReLU), mean over time",
     "ddpm": (
         "the network's bottleneck (the U-Net's middle block, the MLP's last block) at step "
         f"t = {DDPM_STEP_SHARE} T for x_t noised by one fixed noise image, mean over space"

@@ -27,7 +27,15 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from gdm_engine import anomaly, compression, digit_features, inpainting, representations, train
+from gdm_engine import (
+    anomaly,
+    compression,
+    digit_features,
+    inpainting,
+    metrics,
+    representations,
+    train,
+)
 from gdm_engine._table import format_table
 from gdm_engine.compression import bits_back, container
 from gdm_engine.data import Data
@@ -123,14 +131,13 @@ def model_bits_per_dim(model: GenerativeModel, x: torch.Tensor, draws: int = 20)
     Returns:
         Mean bits per dimension.
     """
+    if not isinstance(model, VAE):
+        return metrics.bits_per_dim(model, x)
     generator = torch.Generator().manual_seed(SEED)
     with torch.no_grad():
-        if isinstance(model, VAE):
-            nats = -torch.stack(
-                [model.log_prob(x, samples=1, generator=generator) for _ in range(draws)]
-            ).mean(0)
-        else:
-            nats = -model.log_prob(x)
+        nats = -torch.stack(
+            [model.log_prob(x, samples=1, generator=generator) for _ in range(draws)]
+        ).mean(0)
     return nats.double().mean().item() / (x[0].numel() * np.log(2))
 
 
@@ -177,7 +184,7 @@ def _has(use: Callable[[GenerativeModel], Any], model: GenerativeModel) -> bool:
     return True
 
 
-def measure(name: str, data: Data, folder: str) -> Optional[dict[str, Any]]:
+def measure(name: str, data: Data, folder: str) -> tuple[Optional[dict[str, Any]], bool]:
     """The uses of the run in `folder` (its best.pt), measured once per checkpoint: kept in
     folder/uses.json with the checkpoint's sha256.
 
@@ -187,18 +194,19 @@ def measure(name: str, data: Data, folder: str) -> Optional[dict[str, Any]]:
         folder: the run folder that `gdm-engine results` trained.
 
     Returns:
-        The row's figures, or None where the folder has no best.pt.
+        (the row's figures, or None where the folder has no best.pt; whether they were measured
+        now, rather than kept from an earlier measurement of the same checkpoint).
     """
     path = os.path.join(folder, "best.pt")
     if not os.path.exists(path):
-        return None
+        return None, False
     digest = compression.checkpoint_digest(path)
     kept = os.path.join(folder, "uses.json")
     if os.path.exists(kept):
         with open(kept) as f:
             saved = json.load(f)
         if saved["sha256"] == digest.hex():
-            return saved["figures"]
+            return saved["figures"], False
     torch.manual_seed(SEED)
     model = train.model_from_checkpoint(train.load_checkpoint(path))
     start = time.perf_counter()
@@ -206,7 +214,7 @@ def measure(name: str, data: Data, folder: str) -> Optional[dict[str, Any]]:
     figures["seconds"] = time.perf_counter() - start
     with open(kept, "w") as f:
         json.dump({"model": name, "sha256": digest.hex(), "figures": figures}, f, indent=1)
-    return figures
+    return figures, True
 
 
 def _auroc_cells(anomalies: list[dict[str, Any]], key: str) -> Optional[float]:

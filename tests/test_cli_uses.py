@@ -96,7 +96,7 @@ def test_results_uses_measures_each_run_once_and_writes_the_table(runs, capsys):
     argv = ["results", "--uses", "--models", "pixels", "pixelcnn", "vae", "gan", "--out", folder]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "gan: no best.pt" in out
+    assert "gan: no best.pt" in out and "pixelcnn: measured" in out
     report = open(os.path.join(folder, "uses.md")).read()
     header, _, *rows = report.split("\n\n")[1].splitlines()  # the uses table, first
     columns = header.strip("| ").split(" | ")
@@ -115,5 +115,16 @@ def test_results_uses_measures_each_run_once_and_writes_the_table(runs, capsys):
     kept = json.load(open(os.path.join(folder, "pixelcnn-digits", "uses.json")))
     assert kept["sha256"] == hashlib.sha256(open(runs["pixelcnn"], "rb").read()).hexdigest()
     assert cli.main(argv) == 0  # measured once per checkpoint: the second run reads uses.json
-    assert "when first measured" in capsys.readouterr().out
+    assert "pixelcnn: kept from its uses.json" in capsys.readouterr().out
     assert open(os.path.join(folder, "uses.md")).read() == report
+
+
+def test_sample_with_a_condition_refuses_what_it_cannot_use(runs, capsys, tmp_path):
+    floats = tmp_path / "floats.npy"
+    np.save(floats, np.full((2, 1, 8, 8), 0.5))
+    common = ["sample", "--checkpoint", runs["pixelcnn"], "--mask", "bottom",
+              "--out", str(tmp_path / "c.npz")]
+    for extra, message in [(["--condition", str(floats)], "integer levels"),
+                           (["--condition", "digits:test", "--temperature", "2"], "temperature")]:
+        assert cli.main([*common, *extra]) == 2
+        assert message in capsys.readouterr().err

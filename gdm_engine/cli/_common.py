@@ -96,3 +96,13 @@ def read_examples(spec):
                 raise UsageError(f"{spec}: name its array x; it holds {sorted(archive.files)}")
             return archive[names[0]]
     raise UsageError(f"{spec}: INPUT must be a .npy or .npz file, or DATA:SPLIT")
+
+
+def as_examples(array, device):
+    """An INPUT's array as a model takes it, on `device`: integer levels as int64, anything else
+    as float32 (the model's checks then say what it needs)."""
+    import numpy as np
+    import torch
+
+    kind = np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32
+    return torch.from_numpy(array.astype(kind)).to(device)

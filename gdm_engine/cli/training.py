@@ -7,6 +7,7 @@ import os
 from ._common import (
     INPUT_HELP,
     UsageError,
+    as_examples,
     current_device,
     load_data,
     positive_float,
@@ -246,17 +247,24 @@ def _completions(args, model, generator, options):
 
     if args.mask is None:
         raise UsageError("--condition needs --mask: bottom, right, or a .npy of booleans")
-    condition = torch.from_numpy(read_examples(args.condition)[: args.n].astype(np.int64))
+    unused = [f"--{flag}" for flag in ("temperature", "guidance", "sampler") if getattr(args, flag)]
+    if unused:
+        raise UsageError(f"--condition fills pixels by the model's own method: no {unused[0]}")
+    condition = as_examples(read_examples(args.condition)[: args.n], model.device)
     halves = {"bottom": inpainting.bottom_half_mask, "right": inpainting.right_half_mask}
     if args.mask in halves:
         mask = halves[args.mask](model.shape)
     elif args.mask.endswith(".npy") and os.path.isfile(args.mask):
         mask = torch.from_numpy(np.load(args.mask))
+        if mask.ndim == condition.ndim:  # one mask per example: those of the first --n
+            mask = mask[: args.n]
     else:
         raise UsageError(
             f"--mask must be one of {' or '.join(halves)} or a .npy file, got {args.mask}"
         )
-    return inpainting.complete(model, condition.to(model.device), mask, generator, **options)
+    if "labels" in options:  # --label: every example of that class
+        options["labels"] = torch.full((len(condition),), options["labels"], device=model.device)
+    return inpainting.complete(model, condition, mask, generator, **options)
 
 
 # the sample command's flags: model.sample's keyword, and what a model without it lacks
@@ -576,12 +584,13 @@ def _uses(args, data):
     for name in args.models:
         if name == "pixels":
             continue  # the baseline has no run: its codec and probe figures are the baselines
-        figures = uses.measure(name, data, os.path.join(args.out, f"{name}-{data.name}"))
+        figures, fresh = uses.measure(name, data, os.path.join(args.out, f"{name}-{data.name}"))
         if figures is None:
             print(f"{name}: no best.pt in {args.out}: train it with gdm-engine results first")
-        else:
-            print(f"{name}: measured ({figures['seconds']:.0f} s when first measured)")
-            measured[name] = figures
+            continue
+        how = "measured" if fresh else "kept from its uses.json (the same best.pt)"
+        print(f"{name}: {how}, {figures['seconds']:.0f} s of measurement")
+        measured[name] = figures
     if not measured:
         raise UsageError(f"no run in {args.out} has a best.pt: run gdm-engine results first")
     command = f"gdm-engine results --uses --models {' '.join(measured)} --out {args.out}"

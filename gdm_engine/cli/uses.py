@@ -4,7 +4,7 @@
 import os
 import time
 
-from ._common import INPUT_HELP, UsageError, current_device, read_examples
+from ._common import INPUT_HELP, UsageError, as_examples, current_device, read_examples
 from .training import _load_checkpoint
 
 
@@ -15,8 +15,8 @@ def _model(checkpoint):
     return saved, train.model_from_checkpoint(saved).to(current_device())
 
 
-def _writable(path, suffixes=("",)):
-    if not path.endswith(suffixes):
+def _writable(path, suffixes=None):
+    if suffixes and not path.endswith(suffixes):
         raise UsageError(f"-o {path} must end in {' or '.join(suffixes)}")
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         raise UsageError(f"the folder of -o {path} does not exist")
@@ -28,6 +28,8 @@ def cmd_compress(args):
     _writable(args.out)
     saved, model = _model(args.checkpoint)
     array = read_examples(args.input)
+    if array.size == 0:
+        raise UsageError(f"{args.input} holds no examples")
     start = time.perf_counter()
     try:
         blob = compression.compress(
@@ -96,7 +98,7 @@ def _per_example(args, compute):
     """(model name, model, compute(model, x) as numpy) for the checkpoint and INPUT of args; the
     engine's errors as usage errors."""
     saved, model = _model(args.checkpoint)
-    x = _as_data(read_examples(args.input), model)
+    x = as_examples(read_examples(args.input), model.device)
     try:
         return saved["model"], model, compute(model, x).cpu().numpy()
     except (TypeError, ValueError, NotImplementedError) as error:
@@ -109,15 +111,6 @@ def _save(path, array):
     if path:
         np.save(path, array)
         print(f"wrote {path}")
-
-
-def _as_data(array, model):
-    """The examples as the model takes them: integer levels as int64, floats as float32."""
-    import numpy as np
-    import torch
-
-    kind = np.int64 if np.issubdtype(array.dtype, np.integer) else np.float32
-    return torch.from_numpy(array.astype(kind)).to(model.device)
 
 
 def _command(sub, name, help, out, out_required=True):

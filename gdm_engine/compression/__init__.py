@@ -3,7 +3,8 @@ redeemed as a file.
 
 * PixelCNN and WaveNet: entropy coding of every position's categorical conditional (ANS, from
   the constriction library); a file costs the exact −log2 p(x), plus its header and a word or two
-  of the coder. The decoder is the model's cached sampler with the coder in place of the draw.
+  of the coder. The decoder is the model's cached sampler (with cached=False, its naive one),
+  the coder in place of the draw.
 * The VAE: bits-back coding (BB-ANS, Townsend et al., 2019); a file costs the negative ELBO plus
   the initial bits.
 

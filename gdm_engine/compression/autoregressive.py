@@ -9,8 +9,6 @@ alike: the encoder takes the logits from the path the decoder runs, the chosen s
 values as its draws (``AutoregressiveModel.conditionals``), on the same batches.
 """
 
-from collections.abc import Iterator
-
 import constriction
 import numpy as np
 import torch
@@ -88,16 +86,11 @@ def decode(
         return torch.from_numpy(levels.astype(np.int64)).to(logits.device)
 
     batches = []
-    for n in _batch_sizes(count, chunk):
-        x = torch.zeros(n, *model.shape, dtype=torch.long, device=model.device)
+    for start in range(0, count, chunk):  # the batches of x.split(chunk)
+        x = torch.zeros(min(chunk, count - start), *model.shape, dtype=torch.long)
+        x = x.to(model.device)
         model.generate(x, pop, cached)
         batches.append(x)
     if not coder.is_empty():
         raise CompressionError("the code has words left over: the file is corrupted")
     return torch.cat(batches) if batches else torch.zeros(0, *model.shape, dtype=torch.long)
-
-
-def _batch_sizes(count: int, chunk: int) -> Iterator[int]:
-    """The sizes of torch.split(count, chunk)."""
-    for start in range(0, count, chunk):
-        yield min(chunk, count - start)

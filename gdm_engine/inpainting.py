@@ -35,9 +35,12 @@ from gdm_engine.models.flow import FlowModel
 # steps x 5 resamplings (500 passes) take about 7 minutes there, and 1000 x 5 over an hour.
 REPAINT_STEPS = 100
 REPAINT_RESAMPLINGS = 5
-# Langevin on a flow: steps, and the step size in units of one level's cell width squared
+# Langevin on a flow: steps, and the step size in units of one level's cell width squared. On
+# the digits' RealNVP (bottom halves of 100 test digits, 200 steps) the classifier's accuracy on
+# the completions was 0.44 at 0.1, 0.53 at 0.5, 0.52 at 1 and 0.38 at 2: at 0.1 the missing
+# pixels barely move from their random start (200 steps diffuse about 1.4 cells)
 LANGEVIN_STEPS = 200
-LANGEVIN_STEP_SIZE = 0.1
+LANGEVIN_STEP_SIZE = 0.5
 
 
 def bottom_half_mask(shape: tuple[int, ...]) -> torch.Tensor:

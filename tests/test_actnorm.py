@@ -108,7 +108,9 @@ def _check_kernel_gradients(inputs, grad_y, grad_logdet, reverse):
 
 @pytest.mark.parametrize("target", [1, 1 << 10], ids=["one split", "forced splits"])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("shape", [(1, 3, 37), (1, 5), (3, 1, 37), (5, 3, 2)], ids=str)
+# (3, 2, 37), not one channel: a channel's dloc and dlog_scale are sums of 111 terms, and a lone
+# sum that cancels (CI seed 498884167: dloc −0.063 from terms of size ~1) is beyond fp32's 1e-5
+@pytest.mark.parametrize("shape", [(1, 3, 37), (1, 5), (3, 2, 37), (5, 3, 2)], ids=str)
 def test_gradients_of_strided_inputs_and_an_expanded_logdet_gradient(shape, reverse, target,
                                                                      monkeypatch, device,
                                                                      generator):

@@ -83,6 +83,12 @@ def dequantize(x, levels, generator=None):
     return torch.minimum(y, top)
 
 
+def cell_centres(x, levels):
+    """The deterministic counterpart of the convention: integer levels x -> the centres of their
+    cells, (x + 1/2) / levels in (0, 1)."""
+    return (x.float() + 0.5) / levels
+
+
 def quantize(y, levels):
     """The inverse of the convention: y in [0, 1) -> its level floor(y * levels), clamped into
     0 .. levels - 1 (a model's continuous samples back to discrete data)."""

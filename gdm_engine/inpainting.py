@@ -24,7 +24,7 @@ from gdm_engine import digit_features, ops, sampling
 from gdm_engine._modules import evaluating
 from gdm_engine._random import draw
 from gdm_engine._validation import check_int
-from gdm_engine.data import Data, quantize
+from gdm_engine.data import Data, cell_centres, quantize
 from gdm_engine.models.autoregressive import AutoregressiveModel, draw_categorical
 from gdm_engine.models.base import GenerativeModel, check_range
 from gdm_engine.models.ddpm import DDPM
@@ -353,7 +353,7 @@ def langevin_completion(
     if model.levels is None:
         start = draw(condition.shape, generator, condition.device)
     else:
-        given = (given + 0.5) * cell
+        given = cell_centres(given, model.levels).to(model.flow_dtype)
         start = draw(condition.shape, generator, condition.device, uniform=True)
     y = torch.where(mask, start.to(given.dtype), given)
     with evaluating(model):

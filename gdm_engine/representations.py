@@ -53,7 +53,7 @@ WHAT_IS_ENCODED = {
 def _cell_centres(x, levels):
     """Discrete levels at the centre of their cell, (x + 1/2) / levels in (0, 1): the
     deterministic counterpart of gdm_engine.data.dequantize. Continuous data as floats."""
-    return x.float() if levels is None else (x.float() + 0.5) / levels
+    return x.float() if levels is None else datasets.cell_centres(x, levels)
 
 
 def _centred(x, levels):

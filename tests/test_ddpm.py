@@ -267,6 +267,22 @@ def _checkpoint(name, digits, out, **options):
     return trainer.checkpoint_path
 
 
+def test_a_conditional_run_resumes_with_the_options_that_built_it(digits, tmp_path):
+    # `gdm-engine results` resumes with its recipe's options, conditional=True among them: the
+    # checkpoint holds what that resolved to (classes=10), and that is what is compared
+    options = {"conditional": True, **TINY}
+    saved = train.load_checkpoint(_checkpoint("ddpm", digits, tmp_path / "c", **options))
+    config = train.TrainConfig(**saved["config"])
+    resumed = train.make_trainer("ddpm", digits, config, tmp_path / "c", options, saved=saved)
+    assert resumed.model.config["classes"] == 10
+    with pytest.raises(ValueError, match=r"cannot change on resume \(classes"):
+        train.make_trainer("ddpm", digits, config, tmp_path / "c", {**TINY, "classes": 3},
+                           saved=saved)
+    with pytest.raises(ValueError, match=r"cannot change on resume \(levels, shape"):
+        train.make_trainer("ddpm", data.load("8gaussians"), config, tmp_path / "c", TINY,
+                           saved=saved)
+
+
 def test_cli_samples_a_chosen_digit_with_guidance(digits, tmp_path, capsys):
     checkpoint = _checkpoint("ddpm", digits, tmp_path / "c", conditional=True, **TINY)
     out = tmp_path / "threes.npz"

@@ -255,16 +255,30 @@ class GenerativeModel(torch.nn.Module):
 
     @classmethod
     def for_data(cls: type[_Model], data: Data, **options: Any) -> _Model:
-        """A model shaped for `data` (a gdm_engine.data.Data).
+        """A model shaped for `data` (a gdm_engine.data.Data): cls(**settings_for(data, ...)).
+
+        Args:
+            data: the data set whose example shape and levels the model takes.
+            **options: further constructor arguments, or what settings_for resolves into them.
+
+        Returns:
+            The model.
+        """
+        return cls(**cls.settings_for(data, **options))
+
+    @classmethod
+    def settings_for(cls, data: Data, **options: Any) -> dict[str, Any]:
+        """The constructor arguments of a model shaped for `data` with `options`: what its
+        `config` will hold, so that a resumed run can be checked against its checkpoint's.
 
         Args:
             data: the data set whose example shape and levels the model takes.
             **options: further constructor arguments.
 
         Returns:
-            The model.
+            {argument: value}.
         """
-        return cls(shape=list(data.shape), levels=data.levels, **options)
+        return {"shape": list(data.shape), "levels": data.levels, **options}
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x), nats per example: exact, or a lower bound (see `likelihood`).

@@ -132,9 +132,9 @@ class DDPM(GenerativeModel):
         self.register_buffer("alpha_bars", alpha_bars, persistent=False)
 
     @classmethod
-    def for_data(cls, data: Data, conditional: bool = False, **options: Any) -> "DDPM":
-        """A model shaped for `data`; conditional=True makes it class-conditional on the data's
-        labels (classes = data.classes).
+    def settings_for(cls, data: Data, conditional: bool = False, **options: Any) -> dict[str, Any]:
+        """The settings of a model shaped for `data`; conditional=True makes it class-conditional
+        on the data's labels (classes = data.classes).
 
         Args:
             data: the data set.
@@ -142,7 +142,7 @@ class DDPM(GenerativeModel):
             **options: further constructor arguments.
 
         Returns:
-            The model.
+            {argument: value}.
 
         Raises:
             TypeError: conditional is not a bool.
@@ -154,7 +154,7 @@ class DDPM(GenerativeModel):
             if not data.classes:
                 raise ValueError(f"conditional=True needs class labels; {data.name} has none")
             options["classes"] = data.classes
-        return super().for_data(data, **options)
+        return super().settings_for(data, **options)
 
     @property
     def bound_timesteps(self) -> Optional[int]:

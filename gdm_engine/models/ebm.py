@@ -170,22 +170,22 @@ class EBM(GenerativeModel):
         self.register_buffer("replay", self._uniform(buffer_size, None, torch.device("cpu")))
 
     @classmethod
-    def for_data(cls, data: Data, **options: Any) -> "EBM":
-        """An EBM for `data`; its box is the smallest one holding the training split ([−1, 1]
-        for discrete data).
+    def settings_for(cls, data: Data, **options: Any) -> dict[str, Any]:
+        """The settings of an EBM for `data`; its box is the smallest one holding the training
+        split ([−1, 1] for discrete data).
 
         Args:
             data: the data set.
             **options: further constructor arguments (low and high among them override the box).
 
         Returns:
-            The model.
+            {argument: value}.
         """
         if data.discrete:
-            return cls(shape=list(data.shape), levels=data.levels, **options)
+            return super().settings_for(data, **options)
         flat = data.train.flatten(1)
         box = {"low": flat.min(0).values.tolist(), "high": flat.max(0).values.tolist()}
-        return cls(shape=list(data.shape), **{**box, **options})
+        return {"shape": list(data.shape), **box, **options}
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """E(x) for x (N, D) in the model's space (flattened examples; for discrete data in

@@ -87,7 +87,8 @@ def make_trainer(
     """A Trainer of model `name` on `data`: fresh (initial weights from config.seed and the model
     `options`), or continuing the checkpoint `saved` (its model settings, weights and state):
     then `config` may differ from the checkpoint's in `steps` only (TrainConfig.resumed) and
-    `options` may only repeat its model settings; anything else raises ValueError.
+    `data` and `options` may only repeat its model settings (as settings_for resolves them: a
+    DDPM's conditional=True is classes=data.classes); anything else raises ValueError.
 
     Args:
         name: a registered model name (for a fresh run; a checkpoint's model is its own).
@@ -106,7 +107,8 @@ def make_trainer(
     """
     if saved is not None:
         config = TrainConfig.resumed(saved, dataclasses.asdict(config))
-        changed = sorted(k for k, v in (options or {}).items() if saved["model_config"].get(k) != v)
+        settings = models.get(saved["model"]).settings_for(data, **(options or {}))
+        changed = sorted(k for k, v in settings.items() if saved["model_config"].get(k) != v)
         if changed:
             raise ValueError(
                 f"the checkpoint's model has {saved['model_config']}; its "

@@ -32,7 +32,7 @@ from gdm_engine._modules import evaluating
 from gdm_engine._random import draw
 from gdm_engine._validation import check_int
 from gdm_engine.models import EBM, GAN, GenerativeModel, IndependentPixels
-from gdm_engine.models.base import check_range, continuous_space
+from gdm_engine.models.base import check_levels, continuous_space
 
 NOISE_PROBABILITY = 0.3  # the share of pixels the "noise" corruption replaces
 LIKELIHOOD_RATIO = "likelihood ratio (vs independent pixels)"
@@ -236,13 +236,9 @@ def auroc(normal: Scores, anomalous: Scores) -> float:
 
 def _check_images(x, levels):
     check_int("levels", levels, 2)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a tensor of integer levels, got {type(x).__name__}")
-    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"x must hold integer levels, got {x.dtype}")
+    check_levels("x", x, levels)
     if x.ndim < 2:
         raise ValueError(f"x must hold examples (N, ...), got shape {tuple(x.shape)}")
-    check_range("x", x, levels)
 
 
 def corruptions(

@@ -26,7 +26,7 @@ from gdm_engine._random import draw
 from gdm_engine._validation import check_int
 from gdm_engine.data import Data, cell_centres, quantize
 from gdm_engine.models.autoregressive import AutoregressiveModel, draw_categorical
-from gdm_engine.models.base import GenerativeModel, check_range
+from gdm_engine.models.base import GenerativeModel, check_levels
 from gdm_engine.models.ddpm import DDPM
 from gdm_engine.models.flow import FlowModel
 
@@ -149,17 +149,9 @@ def completion_method(model: GenerativeModel) -> Callable[..., torch.Tensor]:
 
 def _checked_condition(model: GenerativeModel, condition: torch.Tensor) -> torch.Tensor:
     """condition (N, *shape) as the model takes it, on the model's device."""
-    if not isinstance(condition, torch.Tensor):
-        raise TypeError(f"condition must be a torch.Tensor, got {type(condition).__name__}")
-    if condition.ndim == 0 or tuple(condition.shape[1:]) != model.shape:
-        raise ValueError(
-            f"condition must have shape (N, {', '.join(map(str, model.shape))}), "
-            f"got {tuple(condition.shape)}"
-        )
+    model.check_shape(condition, "condition")
     if model.levels is not None:
-        if condition.is_floating_point() or condition.is_complex() or condition.dtype == torch.bool:
-            raise TypeError(f"condition must hold integer levels, got {condition.dtype}")
-        check_range("condition", condition, model.levels)
+        check_levels("condition", condition, model.levels)
         condition = condition.long()
     return condition.to(model.device)
 

@@ -199,7 +199,7 @@ def test_every_model_refuses_examples_that_are_not_its_levels(name):
     x = digits.test[:2]
     bad = [(x + digits.levels, ValueError, "x must lie in 0 .. 16, got values from 17 to"),
            (x - 1, ValueError, "x must lie in 0 .. 16, got values from -1 to"),
-           (x.float(), TypeError, "integer levels x, got torch.float32"),
+           (x.float(), TypeError, "x must hold integer levels, got torch.float32"),
            (x[:, 0], ValueError, re.escape("x must have shape (N, 1, 8, 8), got (2, 8, 8)")),
            (x.tolist(), TypeError, "x must be a torch.Tensor")]
     for call, entry in _entries(model).items():

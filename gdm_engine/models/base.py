@@ -36,6 +36,26 @@ def check_range(name: str, t: torch.Tensor, count: int) -> None:
         )
 
 
+def check_levels(name: str, t: torch.Tensor, levels: int) -> None:
+    """t holds levels of discrete data: an integer tensor, its values in 0 .. levels − 1 (checked
+    where that is free: see `check_range`).
+
+    Args:
+        name: the argument's name, for the error message.
+        t: the levels to check.
+        levels: how many levels there are.
+
+    Raises:
+        TypeError: t is not a tensor, or holds floats, complex numbers or bools.
+        ValueError: a value of t (read on the host) lies outside 0 .. levels − 1.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of integer levels, got {type(t).__name__}")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer levels, got {t.dtype}")
+    check_range(name, t, levels)
+
+
 def continuous_space(
     x: torch.Tensor, levels: Optional[int], generator: Optional[torch.Generator]
 ) -> torch.Tensor:
@@ -217,21 +237,23 @@ class GenerativeModel(torch.nn.Module):
         super().__init__()
         self.config = config
 
-    def check_shape(self, x: torch.Tensor) -> None:
+    def check_shape(self, x: torch.Tensor, name: str = "x") -> None:
         """x is a tensor of examples (N, *shape).
 
         Args:
             x: the examples to check.
+            name: x's name, for the error message.
 
         Raises:
             TypeError: x is not a tensor.
             ValueError: x is not shaped (N, *shape).
         """
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor of examples, got {type(x).__name__}")
+            raise TypeError(f"{name} must be a torch.Tensor of examples, got {type(x).__name__}")
         if tuple(x.shape[1:]) != self.shape or x.ndim == 0:
             raise ValueError(
-                f"x must have shape (N, {', '.join(map(str, self.shape))}), got {tuple(x.shape)}"
+                f"{name} must have shape (N, {', '.join(map(str, self.shape))}), "
+                f"got {tuple(x.shape)}"
             )
 
     def check_data(self, x: torch.Tensor) -> None:
@@ -247,11 +269,8 @@ class GenerativeModel(torch.nn.Module):
             ValueError: x is not shaped (N, *shape), or a level lies outside 0 .. levels − 1.
         """
         self.check_shape(x)
-        if self.levels is None:
-            return
-        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(f"{self.name} on discrete data takes integer levels x, got {x.dtype}")
-        check_range("x", x, self.levels)
+        if self.levels is not None:
+            check_levels("x", x, self.levels)
 
     @classmethod
     def for_data(cls: type[_Model], data: Data, **options: Any) -> _Model:

@@ -1,14 +1,14 @@
 """What a trained model's features know: codes of examples (`encode`) and a linear probe of the
 digit classes on them (`linear_probe`), against the same probe on the raw pixels.
 
-Each model family is encoded by what it computes anyway (WHAT_IS_ENCODED); the features of
+Each model family is encoded by what it computes anyway (ENCODINGS); the features of
 the networks without a latent space are read by forward hooks, the models left as they are.
 Every encoding is deterministic: discrete levels enter the continuous models at the centre of
 their dequantisation cell, (x + 1/2) / levels, rather than at a random point of it.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import numpy
 import torch
@@ -28,21 +28,6 @@ DDPM_NOISE_SEED = 0  # seeds the one noise image every example gets
 PIXELS = "raw pixels (levels, flattened)"  # pixel_probe's encoding
 
 _FLOW_Z = "z = f(x) at the cell centres (x + 1/2) / levels, flattened"
-WHAT_IS_ENCODED = {
-    "vae": "the posterior mean of q(z|x)",
-    "realnvp": _FLOW_Z,
-    "glow": _FLOW_Z,
-    "nsf": _FLOW_Z,
-    "pixelcnn": "the output head's input (the horizontal stack's last features after a ReLU), "
-    "mean over pixels",
-    "wavenet": "the output head's input (the sum of the skip outputs after a ReLU), mean over time",
-    "ddpm": (
-        "the network's bottleneck (the U-Net's middle block, the MLP's last block) at step "
-        f"t = {DDPM_STEP_SHARE} T for x_t noised by one fixed noise image, mean over space"
-    ),
-    "ebm": "the energy network's last hidden layer at the cell centres",
-    "gan": "the discriminator's penultimate features at the cell centres",
-}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,21 +101,39 @@ def _gan(model, x):
     return _captured(network[-1], lambda: network(_centred(x, model.levels)))
 
 
-ENCODERS: dict[str, Callable[[Any, torch.Tensor], torch.Tensor]] = {
-    "vae": _vae,
-    "realnvp": _flow,
-    "glow": _flow,
-    "nsf": _flow,
-    "pixelcnn": _head_input,
-    "wavenet": _head_input,
-    "ddpm": _ddpm,
-    "ebm": _ebm,
-    "gan": _gan,
+class Encoding(NamedTuple):
+    """What `encode` gives for one model family: in words, and the function computing it."""
+
+    description: str
+    encoder: Callable[[Any, torch.Tensor], torch.Tensor]  # (model, x) -> (N, features)
+
+
+ENCODINGS = {
+    "vae": Encoding("the posterior mean of q(z|x)", _vae),
+    "realnvp": Encoding(_FLOW_Z, _flow),
+    "glow": Encoding(_FLOW_Z, _flow),
+    "nsf": Encoding(_FLOW_Z, _flow),
+    "pixelcnn": Encoding(
+        "the output head's input (the horizontal stack's last features after a ReLU), "
+        "mean over pixels",
+        _head_input,
+    ),
+    "wavenet": Encoding(
+        "the output head's input (the sum of the skip outputs after a ReLU), mean over time",
+        _head_input,
+    ),
+    "ddpm": Encoding(
+        "the network's bottleneck (the U-Net's middle block, the MLP's last block) at step "
+        f"t = {DDPM_STEP_SHARE} T for x_t noised by one fixed noise image, mean over space",
+        _ddpm,
+    ),
+    "ebm": Encoding("the energy network's last hidden layer at the cell centres", _ebm),
+    "gan": Encoding("the discriminator's penultimate features at the cell centres", _gan),
 }
 
 
 def encoding_kind(model: GenerativeModel) -> str:
-    """What `encode` gives for `model`, in words (WHAT_IS_ENCODED).
+    """What `encode` gives for `model`, in words (ENCODINGS).
 
     Args:
         model: a model of the engine.
@@ -142,16 +145,16 @@ def encoding_kind(model: GenerativeModel) -> str:
         ValueError: the model has no encoding here (the independent-pixel model has no features
             beyond the pixels: probe them with `pixel_probe`).
     """
-    if model.name not in WHAT_IS_ENCODED:
+    if model.name not in ENCODINGS:
         raise ValueError(
-            f"model {model.name!r} has no encoding: encode takes {', '.join(WHAT_IS_ENCODED)} "
+            f"model {model.name!r} has no encoding: encode takes {', '.join(ENCODINGS)} "
             "(the independent-pixel model has no features beyond the pixels: see pixel_probe)"
         )
-    return WHAT_IS_ENCODED[model.name]
+    return ENCODINGS[model.name].description
 
 
 def encode(model: GenerativeModel, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """The codes of the examples x: one feature row each, as WHAT_IS_ENCODED says per model,
+    """The codes of the examples x: one feature row each, as ENCODINGS says per model,
     deterministic (the same x gives the same codes; in other batch sizes, up to rounding). The
     model runs in eval mode, by batches (gdm_engine.anomaly.per_example).
 
@@ -169,7 +172,7 @@ def encode(model: GenerativeModel, x: torch.Tensor, batch_size: int = 256) -> to
             of range; batch_size < 1.
     """
     encoding_kind(model)  # raises for a model without an encoding
-    encoder = ENCODERS[str(model.name)]
+    encoder = ENCODINGS[str(model.name)].encoder
     return per_example(model, x, lambda m, b: encoder(m, b).float(), batch_size)
 
 
@@ -305,8 +308,8 @@ def pixel_probe(data: datasets.Data) -> dict[str, Any]:
 
 
 __all__ = [
-    "ENCODERS",
-    "WHAT_IS_ENCODED",
+    "ENCODINGS",
+    "Encoding",
     "encode",
     "encoding_kind",
     "linear_probe",

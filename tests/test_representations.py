@@ -31,7 +31,7 @@ def _tiny(name, digits):
 
 
 def test_every_model_but_the_pixels_is_encoded():
-    assert set(representations.WHAT_IS_ENCODED) == set(TINY) == set(models.MODELS) - {"pixels"}
+    assert set(representations.ENCODINGS) == set(TINY) == set(models.MODELS) - {"pixels"}
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -44,7 +44,7 @@ def test_codes_have_one_row_per_example_and_are_deterministic(name, digits):
     torch.testing.assert_close(codes, representations.encode(model, x), rtol=1e-5, atol=1e-5)
     assert (codes.std(0) > 0).any()  # they tell the examples apart
     assert model.training  # its mode is restored
-    assert representations.encoding_kind(model) == representations.WHAT_IS_ENCODED[name]
+    assert representations.encoding_kind(model) == representations.ENCODINGS[name].description
 
 
 def test_vae_codes_are_the_posterior_means(digits):
@@ -154,7 +154,7 @@ def test_the_pixel_probe_reads_the_digits(digits):
 
 def test_probe_table_probes_the_models_codes(digits):
     result = representations.probe_table(_tiny("vae", digits), digits)
-    assert result["features"] == 2 and result["encoding"] == representations.WHAT_IS_ENCODED["vae"]
+    assert result["features"] == 2 and result["encoding"] == representations.ENCODINGS["vae"].description
     assert 0 <= result["test_accuracy"] <= 1
 
 

@@ -300,9 +300,18 @@ def test_box_with_learned_ends_is_nflows_tails_none_spline(reverse, device, gene
     ref = reference.rq_spline(*exact, reverse=reverse, box=box)
     for g, w in zip(ours, ref):
         assert testing.relative_error(g, w) < TOL
+    # A height bin of 1e-2 mapped onto a wide, curved width bin makes the inverse's gradients
+    # ill-conditioned in fp32 (y - y_k cancels; the log-det's gradient divides by the slope
+    # squared): there the reference itself, run in fp32, is as far from float64 as the kernel
+    # (GDM_TEST_SEED=241, one seed in 400: both 5e-4). The kernel is held to TOL or to twice
+    # that fp32 error.
+    plain = [t.detach().requires_grad_() for t in args]
+    fp32 = reference.rq_spline(*plain, reverse=reverse, box=box)
     ones = (torch.ones_like(ours[0]),) * 2
-    for g, w in zip(torch.autograd.grad(ours, args, ones), torch.autograd.grad(ref, exact, ones)):
-        assert testing.relative_error(g, w) < TOL
+    grads = [torch.autograd.grad(outputs, inputs, ones)
+             for outputs, inputs in ((ours, args), (ref, exact), (fp32, plain))]
+    for g, w, plain_g in zip(*grads):
+        assert testing.relative_error(g, w) < max(TOL, 2 * testing.relative_error(plain_g, w))
 
 
 @pytest.mark.parametrize("reverse", [False, True])

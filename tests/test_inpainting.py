@@ -1,6 +1,7 @@
 """Inpainting: completions keep the given pixels, the autoregressive models' completions are
-draws of their exact conditional distribution (enumerated on tiny models), RePaint and Langevin
-fill any mask, the half masks, the accuracy figure, and bad input."""
+draws of their exact conditional distribution (enumerated on tiny models), RePaint approaches a
+Gaussian's known conditional, RePaint and Langevin fill any mask, the half masks, the accuracy
+figure, and bad input."""
 
 import itertools
 
@@ -120,6 +121,37 @@ def test_repaint_and_langevin_keep_the_given_pixels_and_fill_the_others(
         assert torch.equal(filled[~mask], condition[~mask])
         assert 0 <= filled.min() and filled.max() < model.levels
     assert not torch.equal(completed[mask], condition[mask])  # filled, not copied
+
+
+def _gaussian_denoiser(model, mean, covariance):
+    """The exact ε-prediction for data x0 ~ N(mean, covariance): x_t ~ N(√ᾱ mean, ᾱ Σ + (1 − ᾱ) I)
+    (Ho et al., 2020, eq. 4), so E[ε | x_t] = √(1 − ᾱ) (ᾱ Σ + (1 − ᾱ) I)⁻¹ (x_t − √ᾱ mean)."""
+    mean, covariance = mean.double(), covariance.double()
+
+    def denoiser(x, t):
+        a = model.alpha_bars[t].double()[:, None, None]
+        noised = a * covariance + (1 - a) * torch.eye(len(mean), dtype=torch.float64)
+        centred = (x.double() - a[:, :, 0].sqrt() * mean).unsqueeze(-1)
+        return ((1 - a[:, :, 0]).sqrt() * torch.linalg.solve(noised, centred)[..., 0]).float()
+
+    return lambda labels=None, guidance_scale=None: denoiser
+
+
+def test_repaint_of_a_gaussian_draws_its_conditional(generator, monkeypatch):
+    # A DDPM whose network is the exact ε-prediction for a correlated 2-D Gaussian: RePaint given
+    # x1 = 2.5 should draw x2 ~ N(-0.3 + 0.8 (2.5 - 0.5), 1 - 0.8²) = N(1.3, 0.6²), not the
+    # marginal N(-0.3, 1). RePaint approximates that conditional, the better the finer its steps
+    # and the more its resamplings: at 250 x 10 mean 1.23-1.24 and std 0.57-0.58 over seeds;
+    # without resampling it stays near 0.70 (the harmonisation is what carries the condition)
+    mean, covariance = torch.tensor([0.5, -0.3]), torch.tensor([[1.0, 0.8], [0.8, 1.0]])
+    model = DDPM(shape=(2,), width=8, blocks=1)
+    monkeypatch.setattr(model, "denoiser", _gaussian_denoiser(model, mean, covariance))
+    condition = torch.tensor([2.5, 0.0]).expand(DRAWS, 2)
+    mask = torch.tensor([False, True]).expand(DRAWS, 2)
+    harmonised = repaint(model, condition, mask, generator, steps=250, resamplings=10)[:, 1]
+    assert abs(harmonised.mean() - 1.3) < 0.12 and abs(harmonised.std() - 0.6) < 0.06
+    once = repaint(model, condition, mask, generator, steps=250, resamplings=1)[:, 1]
+    assert once.mean() < 1.0
 
 
 def test_autoregressive_completion_keeps_the_given_pixels(generator):

@@ -8,6 +8,7 @@ import itertools
 import pytest
 import torch
 from conftest import SEED
+from test_samplers import exact_eps
 
 from gdm_engine import data
 from gdm_engine.digit_features import DigitClassifier, accuracy
@@ -123,29 +124,16 @@ def test_repaint_and_langevin_keep_the_given_pixels_and_fill_the_others(
     assert not torch.equal(completed[mask], condition[mask])  # filled, not copied
 
 
-def _gaussian_denoiser(model, mean, covariance):
-    """The exact ε-prediction for data x0 ~ N(mean, covariance): x_t ~ N(√ᾱ mean, ᾱ Σ + (1 − ᾱ) I)
-    (Ho et al., 2020, eq. 4), so E[ε | x_t] = √(1 − ᾱ) (ᾱ Σ + (1 − ᾱ) I)⁻¹ (x_t − √ᾱ mean)."""
-    mean, covariance = mean.double(), covariance.double()
-
-    def denoiser(x, t):
-        a = model.alpha_bars[t].double()[:, None, None]
-        noised = a * covariance + (1 - a) * torch.eye(len(mean), dtype=torch.float64)
-        centred = (x.double() - a[:, :, 0].sqrt() * mean).unsqueeze(-1)
-        return ((1 - a[:, :, 0]).sqrt() * torch.linalg.solve(noised, centred)[..., 0]).float()
-
-    return lambda labels=None, guidance_scale=None: denoiser
-
-
 def test_repaint_of_a_gaussian_draws_its_conditional(generator, monkeypatch):
     # A DDPM whose network is the exact ε-prediction for a correlated 2-D Gaussian: RePaint given
     # x1 = 2.5 should draw x2 ~ N(-0.3 + 0.8 (2.5 - 0.5), 1 - 0.8²) = N(1.3, 0.6²), not the
     # marginal N(-0.3, 1). RePaint approximates that conditional, the better the finer its steps
-    # and the more its resamplings: at 250 x 10 mean 1.23-1.24 and std 0.57-0.58 over seeds;
-    # without resampling it stays near 0.70 (the harmonisation is what carries the condition)
+    # and the more its resamplings: at 250 x 10 mean 1.21-1.25 and std 0.57-0.58 over seeds;
+    # without resampling it stays near 0.7 (the harmonisation is what carries the condition)
     mean, covariance = torch.tensor([0.5, -0.3]), torch.tensor([[1.0, 0.8], [0.8, 1.0]])
     model = DDPM(shape=(2,), width=8, blocks=1)
-    monkeypatch.setattr(model, "denoiser", _gaussian_denoiser(model, mean, covariance))
+    denoiser = exact_eps(model.alpha_bars, mean, covariance)
+    monkeypatch.setattr(model, "denoiser", lambda labels=None, guidance_scale=None: denoiser)
     condition = torch.tensor([2.5, 0.0]).expand(DRAWS, 2)
     mask = torch.tensor([False, True]).expand(DRAWS, 2)
     harmonised = repaint(model, condition, mask, generator, steps=250, resamplings=10)[:, 1]

@@ -12,11 +12,14 @@ MEAN, STD = torch.tensor([1.0, -2.0]), 0.5
 N = 20_000
 
 
-def _exact_eps(alpha_bars, mean=MEAN):
-    """E[eps | x_t] for x_0 ~ N(mean, STD² I): x_t ~ N(sqrt(ab) mean, ab STD² + 1 - ab)."""
+def exact_eps(alpha_bars, mean=MEAN, covariance=STD**2 * torch.eye(2)):
+    """E[eps | x_t] for x_0 ~ N(mean, covariance): x_t ~ N(sqrt(ab) mean, ab Σ + (1 - ab) I)
+    (Ho et al., 2020, eq. 4), so E[eps | x_t] = sqrt(1 - ab) (ab Σ + (1 - ab) I)⁻¹
+    (x_t - sqrt(ab) mean)."""
     def denoiser(x, t):
-        ab = alpha_bars[t][:, None]
-        return (1 - ab).sqrt() * (x - ab.sqrt() * mean) / (ab * STD**2 + 1 - ab)
+        ab = alpha_bars[t][:, None].to(x)
+        noised = ab[..., None] * covariance.to(x) + (1 - ab[..., None]) * torch.eye(len(mean)).to(x)
+        return (1 - ab).sqrt() * torch.linalg.solve(noised, x - ab.sqrt() * mean)
 
     return denoiser
 
@@ -34,7 +37,7 @@ def _schedule():
 
 def test_ddpm_ancestral_sampling_draws_the_data():
     alpha_bars = _schedule()
-    x = sampling.ddpm_sample(_exact_eps(alpha_bars), (N, 2), alpha_bars,
+    x = sampling.ddpm_sample(exact_eps(alpha_bars), (N, 2), alpha_bars,
                               generator=torch.Generator().manual_seed(0))
     assert _std_error(x) < 0.03
 
@@ -44,7 +47,7 @@ def test_ddim_draws_the_data_and_converges_with_steps(eta):
     # with the exact denoiser only the discretisation errs: 500 of the 1,000 steps come within
     # 1.5% of the data's spread, 50 steps fall short by more (DDIM shrinks it)
     alpha_bars = _schedule()
-    errors = [_std_error(sampling.ddim_sample(_exact_eps(alpha_bars), (N, 2), alpha_bars, steps,
+    errors = [_std_error(sampling.ddim_sample(exact_eps(alpha_bars), (N, 2), alpha_bars, steps,
                                                eta=eta, generator=torch.Generator().manual_seed(0)))
               for steps in (50, 500)]
     assert errors[1] < 0.03 and errors[1] < errors[0]
@@ -52,11 +55,11 @@ def test_ddim_draws_the_data_and_converges_with_steps(eta):
 
 def test_samplers_are_reproducible_from_the_generator():
     alpha_bars = _schedule()
-    for sample in (lambda g: sampling.ddpm_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars,
+    for sample in (lambda g: sampling.ddpm_sample(exact_eps(alpha_bars), (4, 2), alpha_bars,
                                                    generator=g),
-                   lambda g: sampling.ddim_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
+                   lambda g: sampling.ddim_sample(exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
                                                    eta=0.5, generator=g),
-                   lambda g: sampling.heun_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
+                   lambda g: sampling.heun_sample(exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
                                                    churn=0.3, generator=g)):
         first, again = (sample(torch.Generator().manual_seed(3)) for _ in range(2))
         assert torch.equal(first, again)
@@ -80,7 +83,7 @@ def test_sampler_loop_makes_no_host_synchronisation(sampler):
     # the schedule is handed over on the CPU (where its steps are placed) and the loop runs on
     # the GPU: 50 steps without a single read back to the host
     alpha_bars = _schedule()
-    denoiser = _exact_eps(alpha_bars.cuda(), MEAN.cuda())
+    denoiser = exact_eps(alpha_bars.cuda(), MEAN.cuda())
 
     def sample():
         return sampling.sample(denoiser, (64, 2), alpha_bars, sampler, 50, device="cuda",
@@ -101,7 +104,7 @@ def test_deterministic_ddim_runs_alike_on_the_kernels_and_the_reference():
     runs = []
     for backend in ("triton", "reference"):
         with gdm_engine.use_backend(backend):
-            runs.append(sampling.ddim_sample(_exact_eps(alpha_bars), (8, 2), alpha_bars, 10,
+            runs.append(sampling.ddim_sample(exact_eps(alpha_bars), (8, 2), alpha_bars, 10,
                                               generator=torch.Generator().manual_seed(0)))
     assert torch.allclose(*runs, rtol=1e-4, atol=1e-5)
 
@@ -112,14 +115,14 @@ def test_sigma_form_samplers_draw_the_data(sampler, steps, bound):
     # the exact denoiser leaves only the discretisation error: second-order methods need far
     # fewer steps than Euler (= DDIM) for the same spread
     alpha_bars = _schedule()
-    x = sampling.sample(_exact_eps(alpha_bars), (N, 2), alpha_bars, sampler, steps,
+    x = sampling.sample(exact_eps(alpha_bars), (N, 2), alpha_bars, sampler, steps,
                          generator=torch.Generator().manual_seed(0))
     assert _std_error(x) < bound
 
 
 def test_churn_keeps_the_samplers_on_the_data():
     alpha_bars = _schedule()
-    x = sampling.heun_sample(_exact_eps(alpha_bars), (N, 2), alpha_bars, 50, churn=0.2,
+    x = sampling.heun_sample(exact_eps(alpha_bars), (N, 2), alpha_bars, 50, churn=0.2,
                               generator=torch.Generator().manual_seed(0))
     assert _std_error(x) < 0.05
 
@@ -128,8 +131,8 @@ def test_churn_keeps_the_samplers_on_the_data():
 def test_guidance_combines_the_two_outputs(sampler):
     # the pair (c, u) with scale w samples as the single output u + w (c − u) does
     alpha_bars = _schedule()
-    exact = _exact_eps(alpha_bars)
-    shifted = _exact_eps(alpha_bars, MEAN + 1)
+    exact = exact_eps(alpha_bars)
+    shifted = exact_eps(alpha_bars, MEAN + 1)
     w = 2.0
 
     def pair(x, t):
@@ -150,13 +153,13 @@ def test_guidance_combines_the_two_outputs(sampler):
 def test_sampler_choice_and_steps_are_checked():
     alpha_bars = _schedule()
     with pytest.raises(ValueError, match="sampler"):
-        sampling.sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, "plms", 10)
+        sampling.sample(exact_eps(alpha_bars), (4, 2), alpha_bars, "plms", 10)
     with pytest.raises(ValueError, match="ddpm"):
-        sampling.sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, "ddpm", 10)
+        sampling.sample(exact_eps(alpha_bars), (4, 2), alpha_bars, "ddpm", 10)
     with pytest.raises(ValueError, match="churn"):
-        sampling.euler_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10, churn=-1.0)
+        sampling.euler_sample(exact_eps(alpha_bars), (4, 2), alpha_bars, 10, churn=-1.0)
     with pytest.raises(ValueError, match="prediction"):
-        sampling.dpmpp_2m_sample(_exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
+        sampling.dpmpp_2m_sample(exact_eps(alpha_bars), (4, 2), alpha_bars, 10,
                                   prediction="score")
 
 

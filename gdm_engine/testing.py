@@ -2,7 +2,9 @@
 
 Every check draws fresh random inputs, poisons each kernel output buffer with NaN, runs the
 kernel in the case's dtype and the reference in float64 on the same (upcast) inputs, and compares
-‖out − ref‖ / ‖ref‖ with the catalog's tolerance. NaN or inf never passes.
+‖out − ref‖ / ‖ref‖ with the catalog's tolerance. NaN or inf never passes. An fp32 quantity past
+the tolerance is held instead to twice the error of the reference itself run in fp32, where that
+is larger: an ill-conditioned case costs every fp32 computation the same digits.
 """
 
 import collections
@@ -100,19 +102,36 @@ def check_case(spec, case, grads=True, generator=None, tf32=False):
         out = spec.kernel(*ours.args, **ours.kwargs)
     ref = spec.reference(*ref_case.args, **ref_case.kwargs)
 
-    def check(quantity, a, b):
-        return Check(spec.name, label, case.label, quantity, relative_error(a, b), tolerance)
-
     outs, refs = as_tuple(out), as_tuple(ref)
     labels = ["forward"] if len(outs) == 1 else [f"forward {name}" for name in spec.outputs]
-    checks = [check(label, o, r) for label, o, r in zip(labels, outs, refs)]
+    grad_outs = []
     if grads and any(o.numel() for o in outs):
         grad_outs = [torch.randn(o.shape, generator=generator).to(o.device, dtype) for o in outs]
         with poisoned_outputs(), allow_tf32(tf32):
-            got = torch.autograd.grad(outs, varied(ours), grad_outs)
-        want = _reference_grads(refs, varied(ref_case), [g.double() for g in grad_outs])
-        checks += [check(f"grad {name}", g, w) for (name, _), g, w in zip(named, got, want)]
-    return checks
+            outs += torch.autograd.grad(outs, varied(ours), grad_outs)
+        refs += tuple(_reference_grads(refs, varied(ref_case), [g.double() for g in grad_outs]))
+        labels += [f"grad {name}" for name, _ in named]
+    errors = [relative_error(o, r) for o, r in zip(outs, refs)]
+    tolerances = [tolerance] * len(errors)
+    if dtype == torch.float32 and not tf32 and max(errors) > tolerance:
+        tolerances = _fp32_conditioned(spec, case, grads, grad_outs, refs, tolerance)
+    return [
+        Check(spec.name, label, case.label, quantity, error, bound)
+        for quantity, error, bound in zip(labels, errors, tolerances)
+    ]
+
+
+def _fp32_conditioned(spec, case, grads, grad_outs, refs, tolerance):
+    """Per quantity, the tolerance or twice the error of the plain reference run in fp32 itself,
+    whichever is larger: where a case is ill-conditioned in fp32 (a sum that cancels, an inverse
+    through a steep bin) no fp32 computation, PyTorch's included, reaches the catalog's figure,
+    and the kernel is held to what PyTorch's own fp32 arithmetic reaches there."""
+    plain_case = with_grads(spec, case, grads)
+    plain = as_tuple(spec.reference(*plain_case.args, **plain_case.kwargs))
+    if grad_outs:
+        plain += tuple(_reference_grads(plain, varied(plain_case), grad_outs))
+    bounds = [2 * relative_error(p, r) for p, r in zip(plain, refs)]
+    return [max(tolerance, b) if math.isfinite(b) else tolerance for b in bounds]
 
 
 def _reference_grads(outputs, inputs, grad_outputs):
